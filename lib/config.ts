@@ -1,0 +1,403 @@
+/**
+ * goround's settings: every flag, its `GOROUND_*` environment twin, its default, and the
+ * validation that turns text into a {@linkcode Config}. Flags win over the environment, which
+ * wins over the defaults.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { type Cidr, parseCidr } from "./cidr.ts";
+import { formatDuration, parseDuration } from "./duration.ts";
+import { ConfigError } from "./errors.ts";
+import { type Algorithm, ALGORITHMS } from "./selection.ts";
+
+/** Where the proxy listens. */
+export interface Listen {
+  /** Interface to bind (`0.0.0.0` for `:8000`). */
+  readonly hostname: string;
+  /** TCP port; 0 picks a free one. */
+  readonly port: number;
+}
+
+/** One backend, as configured. */
+export interface Backend {
+  /** The normalised origin, e.g. `http://localhost:8081`; also its name in logs. */
+  readonly url: string;
+  /** Host to connect to (IPv6 without brackets). */
+  readonly hostname: string;
+  /** TCP port. */
+  readonly port: number;
+}
+
+/** The validated settings; a plain record, so it can be posted to workers. */
+export interface Config {
+  /** Proxy listener. @default {":8000"} */
+  readonly listen: Listen;
+  /** The pool, in round-robin order. @default {localhost:8081, 8082, 8083} */
+  readonly backends: readonly Backend[];
+  /** Time between active health probes, ms. @default {10000} */
+  readonly healthInterval: number;
+  /** Time a probe may take before it counts as failed, ms. @default {2000} */
+  readonly healthTimeout: number;
+  /** Time to establish a backend connection, ms. @default {2000} */
+  readonly connectTimeout: number;
+  /** Time from sending a request to the backend's response headers, ms. @default {30000} */
+  readonly responseTimeout: number;
+  /** Extra attempts on other backends after a failure; -1 means pool size - 1. @default {-1} */
+  readonly retries: number;
+  /** Serving worker threads. @default {the number of cores} */
+  readonly workers: number;
+  /** Peers whose `X-Forwarded-For` is kept and appended to. @default {none} */
+  readonly trustedProxies: readonly Cidr[];
+  /** Selection policy. @default {"round-robin"} */
+  readonly algorithm: Algorithm;
+}
+
+/** What kind of value a flag takes. */
+type Kind = "listen" | "urls" | "duration" | "positive-duration" | "count" | "cidrs" | "algorithm";
+
+interface FlagSpec {
+  readonly name: string;
+  readonly kind: Kind;
+  readonly multiple?: boolean;
+  readonly fallback: string;
+  readonly help: string;
+}
+
+const DEFAULT_BACKENDS = "http://localhost:8081,http://localhost:8082,http://localhost:8083";
+
+/** Every setting flag, in `--help` order. */
+export const FLAGS: readonly FlagSpec[] = [
+  {
+    name: "listen",
+    kind: "listen",
+    fallback: ":8000",
+    help: "address to serve on: :8000, 8000 or host:port",
+  },
+  {
+    name: "backend",
+    kind: "urls",
+    multiple: true,
+    fallback: "",
+    help: "a backend URL; repeat for more",
+  },
+  {
+    name: "backends",
+    kind: "urls",
+    fallback: DEFAULT_BACKENDS,
+    help: "comma-separated backend URLs",
+  },
+  {
+    name: "health-interval",
+    kind: "positive-duration",
+    fallback: "10s",
+    help: "time between TCP health probes",
+  },
+  {
+    name: "health-timeout",
+    kind: "positive-duration",
+    fallback: "2s",
+    help: "time a health probe may take",
+  },
+  {
+    name: "connect-timeout",
+    kind: "positive-duration",
+    fallback: "2s",
+    help: "time to connect to a backend",
+  },
+  {
+    name: "response-timeout",
+    kind: "positive-duration",
+    fallback: "30s",
+    help: "time to a backend's response headers",
+  },
+  {
+    name: "retries",
+    kind: "count",
+    fallback: "",
+    help: "retries on other backends (default: pool size - 1)",
+  },
+  {
+    name: "workers",
+    kind: "count",
+    fallback: "",
+    help: "serving threads (default: number of cores)",
+  },
+  {
+    name: "trusted-proxies",
+    kind: "cidrs",
+    fallback: "",
+    help: "CIDRs whose X-Forwarded-For is appended to, not replaced",
+  },
+  {
+    name: "algorithm",
+    kind: "algorithm",
+    fallback: "round-robin",
+    help: `selection policy: ${ALGORITHMS.join(", ")}`,
+  },
+];
+
+/**
+ * The environment variable that stands in for a flag: `health-interval` → `GOROUND_HEALTH_INTERVAL`.
+ *
+ * @param flag The flag name without dashes.
+ * @returns The variable name.
+ */
+export function envName(flag: string): string {
+  return `GOROUND_${flag.toUpperCase().replaceAll("-", "_")}`;
+}
+
+/**
+ * Parses a listen address: `:8000`, `8000`, `host:8000`, `[::1]:8000`.
+ *
+ * @param text The address.
+ * @returns Hostname (`0.0.0.0` when omitted) and port.
+ * @throws {SyntaxError} When it is not one of those forms.
+ */
+export function parseListen(text: string): Listen {
+  const match = /^(?:(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]*):)?(\d{1,5})$/.exec(text.trim());
+  const port = match ? Number(match[2]) : NaN;
+  if (!match || port > 65535) {
+    throw new SyntaxError(`"${text}" is not a listen address: expected :8000, 8000 or host:port`);
+  }
+  const host = (match[1] ?? "").replace(/^\[|\]$/g, "");
+  return { hostname: host === "" ? "0.0.0.0" : host, port };
+}
+
+/**
+ * Parses a backend URL. Only `http://` origins are accepted (no path, query or credentials);
+ * the port defaults to 80.
+ *
+ * @param text The URL.
+ * @returns The backend.
+ * @throws {TypeError} When the URL is not a plain http origin.
+ */
+export function parseBackend(text: string): Backend {
+  let url: URL;
+  try {
+    url = new URL(text.trim());
+  } catch {
+    throw new TypeError(`"${text}" is not a URL: expected http://host:port`);
+  }
+  if (url.protocol !== "http:") {
+    throw new TypeError(
+      `"${text}" has scheme ${url.protocol.slice(0, -1)}: expected http://host:port`,
+    );
+  }
+  if (url.pathname !== "/" || url.search || url.hash || url.username || url.password) {
+    throw new TypeError(
+      `"${text}" has a path, query or credentials: expected just http://host:port`,
+    );
+  }
+  return {
+    url: url.origin,
+    hostname: url.hostname.replace(/^\[|\]$/g, ""),
+    port: url.port === "" ? 80 : Number(url.port),
+  };
+}
+
+function parseCount(text: string): number {
+  if (!/^\d+$/.test(text.trim()) || Number(text) > 1024) {
+    throw new RangeError(`"${text}" is not a count: expected a whole number from 0 to 1024`);
+  }
+  return Number(text);
+}
+
+function splitList(text: string): string[] {
+  return text.split(",").map((s) => s.trim()).filter((s) => s !== "");
+}
+
+/** The values one flag can parse to. */
+type Parsed = Listen | Backend[] | number | Cidr[] | Algorithm;
+
+function parseValue(kind: Kind, text: string): Parsed {
+  switch (kind) {
+    case "listen":
+      return parseListen(text);
+    case "urls":
+      return splitList(text).map(parseBackend);
+    case "duration":
+      return parseDuration(text);
+    case "positive-duration": {
+      const ms = parseDuration(text);
+      if (ms <= 0) throw new RangeError(`"${text}" must be longer than 0ms`);
+      return ms;
+    }
+    case "count":
+      return parseCount(text);
+    case "cidrs":
+      return splitList(text).map(parseCidr);
+    case "algorithm":
+      if (!(ALGORITHMS as readonly string[]).includes(text)) {
+        throw new RangeError(
+          `"${text}" is not an algorithm: expected one of ${ALGORITHMS.join(", ")}`,
+        );
+      }
+      return text as Algorithm;
+  }
+}
+
+/** Reads an environment variable; `undefined` when unset or not permitted. */
+export type EnvReader = (name: string) => string | undefined;
+
+/** The outcome of reading the command line: settings, or a request for help or the version. */
+export type Command =
+  | { readonly kind: "run"; readonly config: Config }
+  | { readonly kind: "help" }
+  | { readonly kind: "version" };
+
+/**
+ * Turns the command line and environment into a validated {@linkcode Config}.
+ *
+ * @param args The arguments after the program name.
+ * @param env Reads `GOROUND_*` variables.
+ * @param cores Default worker count.
+ * @returns What to do.
+ * @throws {ConfigError} Naming the flag (or variable), the value and what was expected.
+ * @example
+ * ```ts
+ * const cmd = parseCommandLine(["--listen", ":9000"], () => undefined, 2);
+ * ```
+ */
+export function parseCommandLine(args: readonly string[], env: EnvReader, cores: number): Command {
+  const options: Record<
+    string,
+    { type: "string" | "boolean"; multiple?: boolean; short?: string }
+  > = {
+    help: { type: "boolean", short: "h" },
+    version: { type: "boolean" },
+  };
+  for (const flag of FLAGS) {
+    options[flag.name] = flag.multiple ? { type: "string", multiple: true } : { type: "string" };
+  }
+  let values: Record<string, unknown>;
+  try {
+    ({ values } = parseArgs({ args: [...args], options, strict: true, allowPositionals: false }));
+  } catch (error) {
+    throw new ConfigError(cliMessage(error));
+  }
+  if (values.help) return { kind: "help" };
+  if (values.version) return { kind: "version" };
+
+  const read = (flag: FlagSpec): Parsed | undefined => {
+    const raw = values[flag.name] as string | string[] | undefined;
+    const texts = raw === undefined ? [] : Array.isArray(raw) ? raw : [raw];
+    if (texts.length > 0) {
+      const parsed = texts.map((text) => parseOne(flag, `--${flag.name}`, text));
+      return flag.kind === "urls" ? (parsed as Backend[][]).flat() : parsed.at(-1);
+    }
+    const fromEnv = env(envName(flag.name));
+    if (fromEnv !== undefined && fromEnv !== "") return parseOne(flag, envName(flag.name), fromEnv);
+    return undefined;
+  };
+  const get = new Map(FLAGS.map((flag) => [flag.name, read(flag)]));
+  const fallback = (name: string): Parsed => {
+    const flag = FLAGS.find((f) => f.name === name)!;
+    return parseValue(flag.kind, flag.fallback);
+  };
+  const value = <T extends Parsed>(name: string): T => (get.get(name) ?? fallback(name)) as T;
+
+  const listed = [
+    ...(get.get("backend") as Backend[] ?? []),
+    ...(get.get("backends") as Backend[] ?? []),
+  ];
+  const backends = listed.length > 0 ? listed : fallback("backends") as Backend[];
+  const seen = new Set<string>();
+  for (const backend of backends) {
+    if (seen.has(backend.url)) {
+      throw new ConfigError(
+        `--backend: "${backend.url}" is listed twice: expected each backend once`,
+      );
+    }
+    seen.add(backend.url);
+  }
+  if (backends.length === 0) {
+    throw new ConfigError(`--backends: the list is empty: expected at least one http://host:port`);
+  }
+  const workers = (get.get("workers") as number | undefined) ?? Math.max(1, cores);
+  if (workers < 1) throw new ConfigError(`--workers: "0" is not allowed: expected at least 1`);
+  return {
+    kind: "run",
+    config: {
+      listen: value<Listen>("listen"),
+      backends,
+      healthInterval: value<number>("health-interval"),
+      healthTimeout: value<number>("health-timeout"),
+      connectTimeout: value<number>("connect-timeout"),
+      responseTimeout: value<number>("response-timeout"),
+      retries: (get.get("retries") as number | undefined) ?? -1,
+      workers,
+      trustedProxies: (get.get("trusted-proxies") as Cidr[] | undefined) ?? [],
+      algorithm: value<Algorithm>("algorithm"),
+    },
+  };
+}
+
+function parseOne(flag: FlagSpec, source: string, text: string): Parsed {
+  try {
+    return parseValue(flag.kind, text);
+  } catch (error) {
+    if (error instanceof TypeError || error instanceof RangeError || error instanceof SyntaxError) {
+      throw new ConfigError(`${source}: ${error.message}`);
+    }
+    throw error;
+  }
+}
+
+function cliMessage(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  const unknown = /Unknown option '([^']+)'/.exec(message);
+  if (unknown) return `${unknown[1]}: unknown flag: see goround --help for the flags`;
+  const missing = /Option '(?:-\w, )?(--[\w-]+)(?: <value>)?' argument missing/.exec(message);
+  if (missing) return `${missing[1]}: needs a value`;
+  const positional = /Unexpected argument '([^']+)'/.exec(message);
+  if (positional) return `"${positional[1]}": unexpected argument: flags start with --`;
+  return message.split("\n")[0]!;
+}
+
+/**
+ * The `--help` text: usage, then every flag with its variable and default.
+ *
+ * @returns The text, ending in a newline.
+ */
+export function helpText(): string {
+  const lines = [
+    "goround: an HTTP load balancer (round-robin, health checks, zero-loss failover)",
+    "",
+    "Usage: goround [flags]",
+    "",
+    "Flags (each also read from the environment variable shown):",
+  ];
+  for (const flag of FLAGS) {
+    const value = flag.kind === "urls"
+      ? " URL"
+      : flag.kind.includes("duration")
+      ? " DURATION"
+      : " VALUE";
+    const fallback = flag.fallback === "" ? "" : ` (default ${flag.fallback})`;
+    lines.push(
+      `  --${flag.name}${value}`.padEnd(30) + `${flag.help}${fallback} [${envName(flag.name)}]`,
+    );
+  }
+  lines.push("  -h, --help".padEnd(30) + "show this help");
+  lines.push("  --version".padEnd(30) + "print the version");
+  lines.push("", "Durations: 500ms, 10s, 1m, 1h. Backends: http://host:port.");
+  return lines.join("\n") + "\n";
+}
+
+/**
+ * A short multi-line summary of the effective settings, for the startup banner.
+ *
+ * @param config The settings.
+ * @returns Lines without trailing newline.
+ */
+export function describeConfig(config: Config): string[] {
+  return [
+    `  backends: ${config.backends.map((b) => b.url).join(", ")}`,
+    `  algorithm: ${config.algorithm}, workers: ${config.workers}`,
+    `  health: TCP every ${formatDuration(config.healthInterval)} (timeout ${
+      formatDuration(config.healthTimeout)
+    })`,
+  ];
+}

@@ -1,0 +1,79 @@
+/**
+ * goround's domain errors and the one place that maps them to HTTP statuses.
+ *
+ * @module
+ */
+
+/** A bad setting: the message is one line naming the flag, the value and what was expected. */
+export class ConfigError extends Error {
+  /** @param message The one-line explanation. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+/**
+ * How an attempt to reach a backend failed.
+ *
+ * - `connect`: no connection (refused, unreachable, connect timeout). Nothing was sent.
+ * - `reset`: the connection broke before a complete response head arrived.
+ * - `timeout`: no response head within the response timeout.
+ * - `protocol`: the backend answered with something that is not HTTP/1.x.
+ */
+export type FailureKind = "connect" | "reset" | "timeout" | "protocol";
+
+/** A failed attempt to get a response head from a backend. */
+export class UpstreamError extends Error {
+  /** What went wrong. */
+  readonly kind: FailureKind;
+  /** Whether any byte of the request may have reached the backend. */
+  readonly sent: boolean;
+  /** Whether the connection came from the keep-alive pool (a stale one is not the backend's fault). */
+  readonly reused: boolean;
+
+  /**
+   * @param kind What went wrong.
+   * @param message Human-readable detail (used in logs and the `DOWN:` reason).
+   * @param options Whether bytes were sent and whether the connection was reused.
+   */
+  constructor(kind: FailureKind, message: string, options: { sent: boolean; reused: boolean }) {
+    super(message);
+    this.name = "UpstreamError";
+    this.kind = kind;
+    this.sent = options.sent;
+    this.reused = options.reused;
+  }
+}
+
+/** Status for a request no backend could take (all down or draining). */
+export const STATUS_NO_BACKEND = 503;
+
+/**
+ * The status a client gets when its request failed on the backend and was not retried:
+ * 504 for a timeout, 502 for everything else (RFC 9110 §15.6.3, §15.6.5).
+ *
+ * @param kind How the last attempt failed.
+ * @returns 502 or 504.
+ */
+export function statusForFailure(kind: FailureKind): 502 | 504 {
+  return kind === "timeout" ? 504 : 502;
+}
+
+/**
+ * A short lowercase reason for logs, e.g. `connection refused`.
+ *
+ * @param error Anything thrown while talking to a backend.
+ * @returns The reason.
+ */
+export function describeError(error: unknown): string {
+  if (error instanceof Deno.errors.ConnectionRefused) return "connection refused";
+  if (error instanceof Deno.errors.ConnectionReset) return "connection reset";
+  if (error instanceof Deno.errors.TimedOut) return "timed out";
+  if (error instanceof DOMException && error.name === "TimeoutError") return "timed out";
+  if (error instanceof Error) {
+    const text = error.message.split("\n")[0]!;
+    return /refused/i.test(text) ? "connection refused" : text.replace(/\s*\(os error \d+\)$/, "");
+  }
+  return String(error);
+}

@@ -1,0 +1,401 @@
+/**
+ * HTTP/1.1 wire format for the upstream side (RFC 9112): serialising a request head, parsing a
+ * response head, deciding how the response body is framed, and decoding chunked bodies. Pure
+ * functions over bytes; no I/O.
+ *
+ * @module
+ */
+
+/** How a response body is delimited (RFC 9112 §6.3). */
+export type Framing =
+  | { readonly kind: "none" }
+  | { readonly kind: "length"; readonly length: number }
+  | { readonly kind: "chunked" }
+  | { readonly kind: "close" };
+
+/** A parsed response head. */
+export interface ResponseHead {
+  /** HTTP minor version: 0 or 1. */
+  readonly minor: number;
+  /** Status code, 100-599. */
+  readonly status: number;
+  /** Reason phrase (informational only). */
+  readonly reason: string;
+  /** Header fields in order, names lowercased, values trimmed. */
+  readonly headers: [string, string][];
+  /** Bytes the head took, including the blank line. */
+  readonly size: number;
+  /** Whether the connection must be closed after this response. */
+  readonly close: boolean;
+}
+
+/** Largest response head accepted from a backend (a larger one is a protocol error). */
+export const MAX_HEAD_BYTES = 64 * 1024;
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// Field values: visible ASCII, obs-text, SP and HTAB (RFC 9110 §5.5). No CR, LF or NUL.
+// deno-lint-ignore no-control-regex
+const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
+
+/** A response the parser refused (garbage, bad framing, over-large head). */
+export class ProtocolError extends Error {
+  /** @param message What was wrong. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ProtocolError";
+  }
+}
+
+/**
+ * Writes `text` as ISO-8859-1 bytes (header values are byte strings, RFC 9110 §5.5; UTF-8
+ * encoding would turn obs-text bytes 0x80-0xFF into two bytes each).
+ *
+ * @param text Characters all below U+0100.
+ * @returns The bytes.
+ */
+export function encodeLatin1(text: string): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
+  return out;
+}
+
+/**
+ * Reads bytes as ISO-8859-1 text (the inverse of {@linkcode encodeLatin1}).
+ *
+ * @param bytes The buffer.
+ * @param start First byte.
+ * @param end One past the last byte.
+ * @returns The text.
+ */
+export function decodeLatin1(bytes: Uint8Array, start: number, end: number): string {
+  let out = "";
+  for (let at = start; at < end; at += 4096) {
+    const part = bytes.subarray(at, Math.min(end, at + 4096));
+    out += String.fromCharCode.apply(null, part as unknown as number[]);
+  }
+  return out;
+}
+
+/**
+ * Serialises a request head: request line, fields, blank line.
+ *
+ * @param method The method.
+ * @param target The origin-form target (`/path?query`).
+ * @param headers Fields to send, already filtered.
+ * @returns The head as a byte string (see {@linkcode encodeLatin1}).
+ */
+export function requestHead(
+  method: string,
+  target: string,
+  headers: readonly [string, string][],
+): string {
+  let head = `${method} ${target} HTTP/1.1\r\n`;
+  for (const [name, value] of headers) head += `${name}: ${value}\r\n`;
+  return head + "\r\n";
+}
+
+/**
+ * Finds the end of a message head: the index just past the empty line (CRLF CRLF, or bare LF
+ * line ends, which RFC 9112 §2.2 lets a recipient accept).
+ *
+ * @param buf The buffer.
+ * @param start Where the head starts.
+ * @param end One past the last byte read.
+ * @returns The index after the blank line, or -1 when the head is incomplete.
+ */
+export function findHeadEnd(buf: Uint8Array, start: number, end: number): number {
+  let i = start;
+  while (i < end) {
+    const lf = buf.indexOf(10, i);
+    if (lf < 0 || lf >= end) return -1;
+    if (lf + 1 < end && buf[lf + 1] === 10) return lf + 2;
+    if (lf + 2 < end && buf[lf + 1] === 13 && buf[lf + 2] === 10) return lf + 3;
+    i = lf + 1;
+  }
+  return -1;
+}
+
+/**
+ * Parses a response head from `buf[start..end)`.
+ *
+ * @param buf The buffer.
+ * @param start Where the head starts.
+ * @param end One past the last byte read.
+ * @returns The head, or `null` when more bytes are needed.
+ * @throws {ProtocolError} When the bytes are not a valid HTTP/1.x response head.
+ * @example
+ * ```ts
+ * const bytes = new TextEncoder().encode("HTTP/1.1 204 No Content\r\n\r\n");
+ * parseResponseHead(bytes, 0, bytes.length)?.status; // 204
+ * ```
+ */
+export function parseResponseHead(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+): ResponseHead | null {
+  const headEnd = findHeadEnd(buf, start, end);
+  if (headEnd < 0) {
+    if (end - start > MAX_HEAD_BYTES) throw new ProtocolError("response head too large");
+    // Fail fast on garbage rather than waiting for a blank line that never comes.
+    const probe = Math.min(end - start, 5);
+    if (decodeLatin1(buf, start, start + probe) !== "HTTP/".slice(0, probe)) {
+      throw new ProtocolError("invalid HTTP version");
+    }
+    return null;
+  }
+  if (headEnd - start > MAX_HEAD_BYTES) throw new ProtocolError("response head too large");
+  const lines = decodeLatin1(buf, start, headEnd).split("\n");
+  const statusLine = stripCr(lines[0]!);
+  const match = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/.exec(statusLine);
+  if (!match) {
+    throw new ProtocolError(
+      statusLine.startsWith("HTTP/") ? "invalid status line" : "invalid HTTP version",
+    );
+  }
+  const minor = Number(match[1]);
+  const status = Number(match[2]);
+  if (status < 100 || status > 599) throw new ProtocolError(`invalid status code ${status}`);
+  const headers: [string, string][] = [];
+  let keepAlive = minor === 1;
+  for (let i = 1; i < lines.length; i++) {
+    const line = stripCr(lines[i]!);
+    if (line === "") continue;
+    if (line[0] === " " || line[0] === "\t") {
+      // obs-fold (RFC 9112 §5.2): refuse rather than guess how the next hop would join it.
+      throw new ProtocolError("obsolete line folding in a response header");
+    }
+    const colon = line.indexOf(":");
+    const name = colon > 0 ? line.slice(0, colon) : "";
+    if (!TOKEN.test(name)) throw new ProtocolError(`invalid header name "${name.slice(0, 40)}"`);
+    const value = line.slice(colon + 1).trim();
+    if (BAD_VALUE.test(value)) throw new ProtocolError(`invalid header value for ${name}`);
+    const lower = name.toLowerCase();
+    if (lower === "connection") {
+      const tokens = value.toLowerCase();
+      if (/(^|,)\s*close\s*(,|$)/.test(tokens)) keepAlive = false;
+      else if (/(^|,)\s*keep-alive\s*(,|$)/.test(tokens)) keepAlive = true;
+    }
+    headers.push([lower, value]);
+  }
+  return {
+    minor,
+    status,
+    reason: match[3] ?? "",
+    headers,
+    size: headEnd - start,
+    close: !keepAlive,
+  };
+}
+
+function stripCr(line: string): string {
+  return line.endsWith("\r") ? line.slice(0, -1) : line;
+}
+
+/**
+ * Decides how the body of a response is delimited (RFC 9112 §6.3).
+ *
+ * @param head The response head.
+ * @param method The request method (a response to HEAD has no body).
+ * @returns The framing.
+ * @throws {ProtocolError} For an unsupported transfer coding or an invalid `Content-Length`.
+ */
+export function responseFraming(head: ResponseHead, method: string): Framing {
+  // §6.3 rule 1: HEAD, 1xx, 204 and 304 responses end at the head.
+  if (method === "HEAD" || head.status < 200 || head.status === 204 || head.status === 304) {
+    return { kind: "none" };
+  }
+  let te: string | undefined;
+  let length: string | undefined;
+  for (const [name, value] of head.headers) {
+    if (name === "transfer-encoding") te = te === undefined ? value : `${te}, ${value}`;
+    else if (name === "content-length") {
+      length = length === undefined ? value : `${length}, ${value}`;
+    }
+  }
+  if (te !== undefined) {
+    // §6.3 rule 3: Transfer-Encoding overrides Content-Length. Only "chunked" is decoded; any
+    // other coding would reach the client mislabelled, so it is refused (as Go's client does).
+    if (te.trim().toLowerCase() !== "chunked") {
+      throw new ProtocolError(`unsupported transfer-encoding "${te}"`);
+    }
+    return { kind: "chunked" };
+  }
+  if (length !== undefined) {
+    // §6.3 rule 5: a list of identical values is one value; anything else is unrecoverable.
+    const values = new Set(length.split(",").map((v) => v.trim()));
+    const [only] = values;
+    if (values.size !== 1 || !/^\d{1,15}$/.test(only!)) {
+      throw new ProtocolError(`invalid content-length "${length}"`);
+    }
+    return { kind: "length", length: Number(only) };
+  }
+  return { kind: "close" };
+}
+
+/** State of an incremental chunked-body decoder. */
+export interface ChunkedState {
+  /** Where in the chunked grammar the decoder is. */
+  phase:
+    | "size"
+    | "ext"
+    | "size-lf"
+    | "data"
+    | "data-cr"
+    | "data-lf"
+    | "trailer"
+    | "trailer-line"
+    | "end-lf"
+    | "done";
+  /** Bytes left in the current chunk (phase `data`) or the size being read (phase `size`). */
+  remaining: number;
+  /** Hex digits read for the current size. */
+  digits: number;
+}
+
+/**
+ * A fresh chunked decoder state.
+ *
+ * @returns The state, at the first chunk size.
+ */
+export function chunkedDecoder(): ChunkedState {
+  return { phase: "size", remaining: 0, digits: 0 };
+}
+
+/**
+ * Feeds bytes to a chunked decoder (RFC 9112 §7.1). Payload bytes are passed to `emit` as
+ * views of `input` (copy them if `input` will be reused). Chunk extensions and trailer fields
+ * are read and dropped.
+ *
+ * @param state The decoder state (updated).
+ * @param input Bytes read from the connection.
+ * @param emit Receives each run of payload bytes.
+ * @returns How many bytes of `input` were consumed (less than its length only when the body
+ *   ended before the input did).
+ * @throws {ProtocolError} On malformed framing.
+ */
+export function decodeChunked<B extends ArrayBufferLike>(
+  state: ChunkedState,
+  input: Uint8Array<B>,
+  emit: (data: Uint8Array<B>) => void,
+): number {
+  let i = 0;
+  const n = input.length;
+  while (i < n && state.phase !== "done") {
+    const byte = input[i]!;
+    switch (state.phase) {
+      case "size": {
+        const digit = hexValue(byte);
+        if (digit >= 0) {
+          if (++state.digits > 13) throw new ProtocolError("chunk size too large");
+          state.remaining = state.remaining * 16 + digit;
+          i++;
+        } else if (state.digits === 0) {
+          throw new ProtocolError("invalid chunk size");
+        } else if (byte === 13) {
+          state.phase = "size-lf";
+          i++;
+        } else if (byte === 10) {
+          i++;
+          afterSize(state);
+        } else if (byte === 59 || byte === 32 || byte === 9) {
+          state.phase = "ext"; // ";" starts an extension; BWS before it is tolerated
+          i++;
+        } else {
+          throw new ProtocolError("invalid chunk size");
+        }
+        break;
+      }
+      case "ext": {
+        const lf = input.indexOf(10, i);
+        if (lf < 0) {
+          i = n;
+        } else {
+          i = lf + 1;
+          afterSize(state);
+        }
+        break;
+      }
+      case "size-lf":
+        if (byte !== 10) throw new ProtocolError("invalid chunk size line");
+        i++;
+        afterSize(state);
+        break;
+      case "data": {
+        const take = Math.min(state.remaining, n - i);
+        emit(input.subarray(i, i + take));
+        i += take;
+        state.remaining -= take;
+        if (state.remaining === 0) state.phase = "data-cr";
+        break;
+      }
+      case "data-cr":
+        if (byte === 13) state.phase = "data-lf";
+        else if (byte === 10) state.phase = "size";
+        else throw new ProtocolError("missing CRLF after chunk data");
+        i++;
+        break;
+      case "data-lf":
+        if (byte !== 10) throw new ProtocolError("missing CRLF after chunk data");
+        state.phase = "size";
+        i++;
+        break;
+      case "trailer":
+        // At the start of a trailer line: an empty line ends the body.
+        if (byte === 13) state.phase = "end-lf";
+        else if (byte === 10) state.phase = "done";
+        else state.phase = "trailer-line";
+        i++;
+        break;
+      case "trailer-line": {
+        const lf = input.indexOf(10, i);
+        if (lf < 0) {
+          i = n;
+        } else {
+          i = lf + 1;
+          state.phase = "trailer";
+        }
+        break;
+      }
+      case "end-lf":
+        if (byte !== 10) throw new ProtocolError("invalid end of chunked body");
+        state.phase = "done";
+        i++;
+        break;
+    }
+  }
+  return i;
+}
+
+function afterSize(state: ChunkedState): void {
+  state.phase = state.remaining === 0 ? "trailer" : "data";
+  state.digits = 0;
+}
+
+function hexValue(byte: number): number {
+  if (byte >= 48 && byte <= 57) return byte - 48;
+  if (byte >= 97 && byte <= 102) return byte - 87;
+  if (byte >= 65 && byte <= 70) return byte - 55;
+  return -1;
+}
+
+const CRLF = "\r\n";
+
+/**
+ * Frames one chunk of a chunked request body: `size CRLF data CRLF`.
+ *
+ * @param data The payload (non-empty).
+ * @returns The framed bytes.
+ */
+export function encodeChunk(data: Uint8Array): Uint8Array<ArrayBuffer> {
+  const size = data.length.toString(16) + CRLF;
+  const out = new Uint8Array(size.length + data.length + 2);
+  for (let i = 0; i < size.length; i++) out[i] = size.charCodeAt(i);
+  out.set(data, size.length);
+  out[out.length - 2] = 13;
+  out[out.length - 1] = 10;
+  return out;
+}
+
+/** The last chunk and the empty trailer section that end a chunked body. */
+export const LAST_CHUNK: Uint8Array = encodeLatin1(`0${CRLF}${CRLF}`);

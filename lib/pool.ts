@@ -1,0 +1,380 @@
+/**
+ * The backend pool's shared state: one `SharedArrayBuffer` that every serving worker and the
+ * main thread (health checker, admin) map, touched only through `Atomics`.
+ *
+ * This is the only module that knows the memory layout. Everything else calls the functions
+ * below with a slot number (a backend's stable id, `0 <= slot < capacity`).
+ *
+ * ```text
+ * Uint32 words                                   BigUint64 words (after the 32-bit area)
+ * ┌──────────── header: 16 words (one cache line) ───────────┐
+ * │ 0 COUNTER   round-robin cursor, only ever Atomics.add    │
+ * │ 1 SIZE      number of members (the pool size)            │
+ * │ 2 VERSION   bumped on every membership change            │
+ * │ 3 CAPACITY  number of slots                              │
+ * ├──────────── members: CAPACITY words ─────────────────────┤
+ * │ slot id of member 0, 1, … SIZE-1, in selection order     │
+ * ├──────────── slots: CAPACITY × 16 words (a line each) ────┤
+ * │ +0 ALIVE    1 = health view says up, 0 = down            │
+ * │ +1 ADMIN    0 = enabled, 1 = draining, 2 = removed       │
+ * │ +2 INFLIGHT requests being forwarded right now           │
+ * │ +3 CHANGED  unix seconds of the last ALIVE transition    │
+ * ├──────────── totals: CAPACITY × 8 BigUint64 ──────────────┤
+ * │ +0 REQUESTS +1 FAILURES +2 RETRIES                       │
+ * └──────────────────────────────────────────────────────────┘
+ * ```
+ *
+ * The round-robin cursor wraps at {@linkcode COUNTER_WRAP}: the one request whose ticket is
+ * exactly that value subtracts the largest multiple of the pool size below it, so the cycle
+ * `ticket % size` never jumps (a plain 2^32 wrap would repeat a backend, since 2^32 is not a
+ * multiple of 3).
+ *
+ * @module
+ */
+
+/** Round-robin cursor. */
+const H_COUNTER = 0;
+/** Number of members. */
+const H_SIZE = 1;
+/** Membership version. */
+const H_VERSION = 2;
+/** Number of slots. */
+const H_CAPACITY = 3;
+/** Words in the header. */
+const HEADER_WORDS = 16;
+
+/** Slot word: health view, 1 = alive. */
+const S_ALIVE = 0;
+/** Slot word: administrative state ({@linkcode AdminState}). */
+const S_ADMIN = 1;
+/** Slot word: requests in flight. */
+const S_INFLIGHT = 2;
+/** Slot word: unix seconds of the last ALIVE transition. */
+const S_CHANGED = 3;
+/** Words per slot: 16 × 4 bytes = one 64-byte cache line, so slots never share a line. */
+const SLOT_WORDS = 16;
+
+/** Total: requests forwarded to the backend (each attempt counts). */
+const T_REQUESTS = 0;
+/** Total: attempts that failed (connect error, reset, timeout, bad response). */
+const T_FAILURES = 1;
+/** Total: attempts that were a retry after another backend failed. */
+const T_RETRIES = 2;
+/** 64-bit words per slot in the totals area. */
+const TOTAL_WORDS = 8;
+
+/**
+ * The cursor value at which the round-robin counter folds back (2^31). Every ticket below it
+ * is unique, so exactly one request sees it and does the fold.
+ */
+export const COUNTER_WRAP = 0x8000_0000;
+
+/** The default and largest number of backend slots. */
+export const DEFAULT_CAPACITY = 64;
+
+/** Administrative state of a backend slot. */
+export type AdminState = "enabled" | "draining" | "removed";
+const ADMIN_STATES: readonly AdminState[] = ["enabled", "draining", "removed"];
+
+/** A view of the shared pool memory; cheap to create in every thread. */
+export interface Pool {
+  /** The shared memory; post it to a worker and call {@linkcode attachPool} there. */
+  readonly buffer: SharedArrayBuffer;
+  /** Number of slots. */
+  readonly capacity: number;
+  /** 32-bit view of the header, members and slots. */
+  readonly u32: Uint32Array;
+  /** 64-bit view of the totals. */
+  readonly totals: BigUint64Array;
+  /** Word index where the slots start. */
+  readonly slotBase: number;
+}
+
+/** Per-backend totals, read from shared memory. */
+export interface Totals {
+  /** Attempts forwarded to the backend. */
+  readonly requests: bigint;
+  /** Attempts that failed. */
+  readonly failures: bigint;
+  /** Attempts that were retries. */
+  readonly retries: bigint;
+}
+
+function words32(capacity: number): number {
+  // Rounded up to a multiple of 16 words so the 64-bit area starts on a cache line.
+  const raw = HEADER_WORDS + capacity + capacity * SLOT_WORDS;
+  return Math.ceil(raw / 16) * 16;
+}
+
+/**
+ * Allocates the shared pool memory for up to `capacity` backends, all slots empty.
+ *
+ * @param capacity How many backend slots to reserve.
+ * @returns A view of the new memory.
+ * @example
+ * ```ts
+ * const pool = createPool(8);
+ * setMembers(pool, [0, 1, 2]);
+ * ```
+ */
+export function createPool(capacity: number = DEFAULT_CAPACITY): Pool {
+  if (!Number.isInteger(capacity) || capacity < 1 || capacity > 4096) {
+    throw new RangeError(`pool capacity ${capacity} must be an integer from 1 to 4096`);
+  }
+  const w32 = words32(capacity);
+  const buffer = new SharedArrayBuffer(w32 * 4 + capacity * TOTAL_WORDS * 8);
+  const pool = attachPool(buffer, capacity);
+  Atomics.store(pool.u32, H_CAPACITY, capacity);
+  for (let slot = 0; slot < capacity; slot++) {
+    Atomics.store(pool.u32, pool.slotBase + slot * SLOT_WORDS + S_ADMIN, 2);
+  }
+  return pool;
+}
+
+/**
+ * Maps memory made by {@linkcode createPool} (in a worker, after `postMessage`).
+ *
+ * @param buffer The shared memory.
+ * @param capacity The capacity it was created with (read from the header when omitted).
+ * @returns A view of the same memory.
+ */
+export function attachPool(buffer: SharedArrayBuffer, capacity?: number): Pool {
+  const cap = capacity ?? Atomics.load(new Uint32Array(buffer, 0, HEADER_WORDS), H_CAPACITY);
+  const w32 = words32(cap);
+  return {
+    buffer,
+    capacity: cap,
+    u32: new Uint32Array(buffer, 0, w32),
+    totals: new BigUint64Array(buffer, w32 * 4, cap * TOTAL_WORDS),
+    slotBase: HEADER_WORDS + cap,
+  };
+}
+
+function slotWord(pool: Pool, slot: number, field: number): number {
+  return pool.slotBase + slot * SLOT_WORDS + field;
+}
+
+/**
+ * Replaces the pool's members (the backends selection cycles over) with `slots`, in order.
+ * New members start alive and enabled; call from one thread only (the main thread).
+ *
+ * @param pool The pool.
+ * @param slots Slot ids, each below the capacity.
+ */
+export function setMembers(pool: Pool, slots: readonly number[]): void {
+  if (slots.length > pool.capacity) {
+    throw new RangeError(`${slots.length} backends exceed the pool capacity ${pool.capacity}`);
+  }
+  const { u32 } = pool;
+  for (const slot of slots) {
+    if (!Number.isInteger(slot) || slot < 0 || slot >= pool.capacity) {
+      throw new RangeError(`slot ${slot} is outside 0..${pool.capacity - 1}`);
+    }
+    if (Atomics.load(u32, slotWord(pool, slot, S_ADMIN)) === 2) {
+      Atomics.store(u32, slotWord(pool, slot, S_ALIVE), 1);
+      Atomics.store(u32, slotWord(pool, slot, S_ADMIN), 0);
+    }
+  }
+  // Shrinking: lower SIZE before rewriting the list; growing: write the list first. A reader
+  // that races the change then sees either list, never an index past the members written.
+  const next = slots.length;
+  if (next < Atomics.load(u32, H_SIZE)) Atomics.store(u32, H_SIZE, next);
+  slots.forEach((slot, i) => Atomics.store(u32, HEADER_WORDS + i, slot));
+  Atomics.store(u32, H_SIZE, next);
+  Atomics.add(u32, H_VERSION, 1);
+}
+
+/**
+ * Number of members in the pool.
+ *
+ * @param pool The pool.
+ * @returns The pool size.
+ */
+export function poolSize(pool: Pool): number {
+  return Atomics.load(pool.u32, H_SIZE);
+}
+
+/**
+ * The slot id of member `index` (0-based, below {@linkcode poolSize}).
+ *
+ * @param pool The pool.
+ * @param index The member's position.
+ * @returns Its slot id.
+ */
+export function memberAt(pool: Pool, index: number): number {
+  return Atomics.load(pool.u32, HEADER_WORDS + index);
+}
+
+/**
+ * The member slot ids in selection order.
+ *
+ * @param pool The pool.
+ * @returns A fresh array of slot ids.
+ */
+export function members(pool: Pool): number[] {
+  const n = poolSize(pool);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out.push(memberAt(pool, i));
+  return out;
+}
+
+/**
+ * Takes the next round-robin ticket: one `Atomics.add` on the shared cursor. Tickets are
+ * consecutive across every thread; the one ticket equal to {@linkcode COUNTER_WRAP} folds the
+ * cursor back by a multiple of `size`, so `ticket % size` stays a clean cycle.
+ *
+ * @param pool The pool.
+ * @param size The pool size the caller will take the ticket modulo.
+ * @returns The ticket (below 2^32).
+ */
+export function nextTicket(pool: Pool, size: number): number {
+  const ticket = Atomics.add(pool.u32, H_COUNTER, 1);
+  if (ticket === COUNTER_WRAP) Atomics.sub(pool.u32, H_COUNTER, COUNTER_WRAP - COUNTER_WRAP % size);
+  return ticket;
+}
+
+/**
+ * Sets the round-robin cursor (tests use it to start near {@linkcode COUNTER_WRAP}).
+ *
+ * @param pool The pool.
+ * @param value The new cursor value, at most `COUNTER_WRAP`.
+ */
+export function setCounter(pool: Pool, value: number): void {
+  if (!Number.isInteger(value) || value < 0 || value > COUNTER_WRAP) {
+    throw new RangeError(`counter ${value} must be an integer from 0 to ${COUNTER_WRAP}`);
+  }
+  Atomics.store(pool.u32, H_COUNTER, value);
+}
+
+/**
+ * Whether the health view says the backend is up.
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @returns `true` when alive.
+ */
+export function isAlive(pool: Pool, slot: number): boolean {
+  return Atomics.load(pool.u32, slotWord(pool, slot, S_ALIVE)) === 1;
+}
+
+/**
+ * Whether new requests may go to the backend: alive and enabled (not draining or removed).
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @returns `true` when selectable.
+ */
+export function isUsable(pool: Pool, slot: number): boolean {
+  const base = pool.slotBase + slot * SLOT_WORDS;
+  return Atomics.load(pool.u32, base + S_ALIVE) === 1 &&
+    Atomics.load(pool.u32, base + S_ADMIN) === 0;
+}
+
+/**
+ * Moves the backend's health view to `alive`, atomically. Only the caller that actually
+ * changed the flag gets `true`, so exactly one thread logs each transition.
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @param alive The new state.
+ * @returns `true` when this call made the transition.
+ */
+export function setAlive(pool: Pool, slot: number, alive: boolean): boolean {
+  const want = alive ? 1 : 0;
+  const changed = Atomics.compareExchange(
+    pool.u32,
+    slotWord(pool, slot, S_ALIVE),
+    1 - want,
+    want,
+  ) === 1 - want;
+  if (changed) {
+    Atomics.store(pool.u32, slotWord(pool, slot, S_CHANGED), Math.floor(Date.now() / 1000));
+  }
+  return changed;
+}
+
+/**
+ * Unix seconds of the backend's last up/down transition (0 if none yet).
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @returns Seconds since the epoch.
+ */
+export function lastChange(pool: Pool, slot: number): number {
+  return Atomics.load(pool.u32, slotWord(pool, slot, S_CHANGED));
+}
+
+/**
+ * The backend's administrative state.
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @returns `"enabled"`, `"draining"` or `"removed"`.
+ */
+export function adminState(pool: Pool, slot: number): AdminState {
+  return ADMIN_STATES[Atomics.load(pool.u32, slotWord(pool, slot, S_ADMIN))] ?? "removed";
+}
+
+/**
+ * Sets the backend's administrative state (draining stops new requests; in-flight ones finish).
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @param state The new state.
+ */
+export function setAdminState(pool: Pool, slot: number, state: AdminState): void {
+  Atomics.store(pool.u32, slotWord(pool, slot, S_ADMIN), ADMIN_STATES.indexOf(state));
+}
+
+/**
+ * Counts a request attempt starting on the backend: in-flight +1 and requests +1 (and retries
+ * +1 when `retry`).
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @param retry Whether the attempt retries a failed one.
+ */
+export function beginRequest(pool: Pool, slot: number, retry: boolean): void {
+  Atomics.add(pool.u32, slotWord(pool, slot, S_INFLIGHT), 1);
+  Atomics.add(pool.totals, slot * TOTAL_WORDS + T_REQUESTS, 1n);
+  if (retry) Atomics.add(pool.totals, slot * TOTAL_WORDS + T_RETRIES, 1n);
+}
+
+/**
+ * Counts a request attempt ending on the backend: in-flight -1 (and failures +1 when `failed`).
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @param failed Whether the attempt failed.
+ */
+export function endRequest(pool: Pool, slot: number, failed: boolean): void {
+  Atomics.sub(pool.u32, slotWord(pool, slot, S_INFLIGHT), 1);
+  if (failed) Atomics.add(pool.totals, slot * TOTAL_WORDS + T_FAILURES, 1n);
+}
+
+/**
+ * Requests currently in flight to the backend, across all workers.
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @returns The in-flight count.
+ */
+export function inFlight(pool: Pool, slot: number): number {
+  return Atomics.load(pool.u32, slotWord(pool, slot, S_INFLIGHT));
+}
+
+/**
+ * The backend's cumulative totals.
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @returns Requests, failures and retries since start.
+ */
+export function totals(pool: Pool, slot: number): Totals {
+  const base = slot * TOTAL_WORDS;
+  return {
+    requests: Atomics.load(pool.totals, base + T_REQUESTS),
+    failures: Atomics.load(pool.totals, base + T_FAILURES),
+    retries: Atomics.load(pool.totals, base + T_RETRIES),
+  };
+}

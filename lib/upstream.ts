@@ -1,0 +1,619 @@
+/**
+ * The upstream client: HTTP/1.1 over `Deno.connect` with a keep-alive pool per backend.
+ *
+ * `fetch` is not usable for a transparent proxy (it decompresses bodies, rewrites `Host`, adds
+ * fields and crawls on chunked uploads), so goround speaks HTTP/1.1 itself: it writes the head
+ * and body bytes it was given and reads the response with {@linkcode parseResponseHead}. Bodies
+ * are streamed in both directions; a response that already arrived whole is handed over as
+ * bytes, which lets the connection go back to the pool at once.
+ *
+ * An idle pooled connection always has a read pending, so a backend closing it (idle timeout,
+ * restart) is noticed at once and the connection dropped; when a request takes the connection,
+ * that pending read becomes the first read of its response.
+ *
+ * Deadlines are checked by one sweep timer per {@linkcode Upstreams} (every 50 ms), not a timer
+ * per request: a connection past its deadline is closed, which fails its pending I/O.
+ *
+ * @module
+ */
+
+import type { Backend } from "./config.ts";
+import { describeError, UpstreamError } from "./errors.ts";
+import {
+  chunkedDecoder,
+  type ChunkedState,
+  decodeChunked,
+  encodeChunk,
+  type Framing,
+  LAST_CHUNK,
+  parseResponseHead,
+  ProtocolError,
+  responseFraming,
+  type ResponseHead,
+} from "./http1.ts";
+
+/** Bytes backed by a plain `ArrayBuffer` (what `Response` and `conn.read` take). */
+export type Bytes = Uint8Array<ArrayBuffer>;
+
+/** Settings of the upstream client. */
+export interface UpstreamOptions {
+  /** Time to establish a connection, ms. */
+  readonly connectTimeout: number;
+  /** Time from the end of the request to the response head (and the longest pause while
+   * sending a request body), ms. */
+  readonly responseTimeout: number;
+  /** Idle connections kept per backend. @default {256} */
+  readonly maxIdle?: number;
+  /** Idle connections older than this are closed, ms. @default {60000} */
+  readonly idleTimeout?: number;
+}
+
+/** A request ready for the wire. */
+export interface OutgoingRequest {
+  /** The method (decides whether the response can have a body). */
+  readonly method: string;
+  /** The serialised head, including the framing field for the body. */
+  readonly head: Bytes;
+  /** The body: bytes (sent with the head), a stream, or none. */
+  readonly body: Bytes | ReadableStream<Bytes> | null;
+  /** Whether a stream body is sent with chunked framing (else it has a `Content-Length`). */
+  readonly chunked: boolean;
+  /** Called once when a streamed response body ends: with no argument when it completed or the
+   * client cancelled it, with the reason when the backend broke it off. */
+  readonly onBodyEnd?: (error?: string) => void;
+}
+
+/** A response head with its body. */
+export interface UpstreamResponse {
+  /** Status code, 200-599 (or 101 never: upgrades are not forwarded). */
+  readonly status: number;
+  /** Fields as received, names lowercased. */
+  readonly headers: [string, string][];
+  /** How the backend framed the body. */
+  readonly framing: Framing;
+  /** The body: whole bytes, a stream of the rest, or none. */
+  readonly body: Bytes | ReadableStream<Bytes> | null;
+  /** Whether the request went out on a pooled connection. */
+  readonly reused: boolean;
+}
+
+/** One TCP connection to a backend. */
+interface Link {
+  readonly conn: Deno.TcpConn;
+  readonly host: Host;
+  /** Read buffer for response heads; `buf[start..end)` is unread. */
+  buf: Bytes;
+  start: number;
+  end: number;
+  /** Requests completed on this connection. */
+  uses: number;
+  /** A read started while idle, whose result belongs to the next response. */
+  pending: Promise<number | null> | null;
+  idle: boolean;
+  closed: boolean;
+  /** Epoch ms after which the sweep closes the connection (0: none). */
+  deadline: number;
+  timedOut: boolean;
+  idleSince: number;
+}
+
+/** Per-backend connection pool. */
+interface Host {
+  readonly backend: Backend;
+  readonly idle: Link[];
+  readonly owner: Upstreams;
+}
+
+/** The upstream client of one thread: a pool per backend and the deadline sweep. */
+export interface Upstreams {
+  readonly options: Required<UpstreamOptions>;
+  readonly hosts: Map<string, Host>;
+  readonly busy: Set<Link>;
+  timer: ReturnType<typeof setInterval>;
+}
+
+const HEAD_BUFFER = 16 * 1024;
+const BODY_CHUNK = 64 * 1024;
+const SWEEP_MS = 50;
+
+/**
+ * Creates the upstream client for one thread.
+ *
+ * @param options Timeouts and pool sizes.
+ * @returns The client; release it with {@linkcode closeUpstreams}.
+ */
+export function createUpstreams(options: UpstreamOptions): Upstreams {
+  const upstreams: Upstreams = {
+    options: { maxIdle: 256, idleTimeout: 60_000, ...options },
+    hosts: new Map(),
+    busy: new Set(),
+    timer: 0 as unknown as ReturnType<typeof setInterval>,
+  };
+  upstreams.timer = setInterval(() => sweep(upstreams), SWEEP_MS);
+  Deno.unrefTimer(upstreams.timer as unknown as number);
+  return upstreams;
+}
+
+/**
+ * Stops the sweep and closes every connection, idle or busy.
+ *
+ * @param upstreams The client.
+ */
+export function closeUpstreams(upstreams: Upstreams): void {
+  clearInterval(upstreams.timer);
+  for (const host of upstreams.hosts.values()) {
+    for (const link of [...host.idle]) closeLink(link);
+  }
+  for (const link of [...upstreams.busy]) closeLink(link);
+}
+
+/**
+ * Number of idle pooled connections to a backend (for tests and status).
+ *
+ * @param upstreams The client.
+ * @param backend The backend.
+ * @returns The count.
+ */
+export function idleCount(upstreams: Upstreams, backend: Backend): number {
+  return upstreams.hosts.get(backend.url)?.idle.length ?? 0;
+}
+
+function hostFor(upstreams: Upstreams, backend: Backend): Host {
+  let host = upstreams.hosts.get(backend.url);
+  if (!host) {
+    host = { backend, idle: [], owner: upstreams };
+    upstreams.hosts.set(backend.url, host);
+  }
+  return host;
+}
+
+function sweep(upstreams: Upstreams): void {
+  const now = Date.now();
+  for (const link of upstreams.busy) {
+    if (link.deadline !== 0 && now > link.deadline) {
+      link.timedOut = true;
+      closeLink(link);
+    }
+  }
+  const cutoff = now - upstreams.options.idleTimeout;
+  for (const host of upstreams.hosts.values()) {
+    while (host.idle.length > 0 && host.idle[0]!.idleSince < cutoff) closeLink(host.idle[0]!);
+  }
+}
+
+function closeLink(link: Link): void {
+  if (link.closed) return;
+  link.closed = true;
+  link.host.owner.busy.delete(link);
+  if (link.idle) {
+    const at = link.host.idle.indexOf(link);
+    if (at >= 0) link.host.idle.splice(at, 1);
+    link.idle = false;
+  }
+  try {
+    link.conn.close();
+  } catch {
+    // Already closed by the peer's reset; nothing to release.
+  }
+}
+
+async function dial(host: Host): Promise<Link> {
+  const { hostname, port } = host.backend;
+  let conn: Deno.TcpConn;
+  try {
+    conn = await Deno.connect({
+      hostname,
+      port,
+      signal: AbortSignal.timeout(host.owner.options.connectTimeout),
+    });
+  } catch (error) {
+    throw new UpstreamError("connect", describeError(error), { sent: false, reused: false });
+  }
+  conn.setNoDelay(true);
+  return {
+    conn,
+    host,
+    buf: new Uint8Array(HEAD_BUFFER),
+    start: 0,
+    end: 0,
+    uses: 0,
+    pending: null,
+    idle: false,
+    closed: false,
+    deadline: 0,
+    timedOut: false,
+    idleSince: 0,
+  };
+}
+
+/** Takes the most recently used idle connection (LIFO keeps the warm ones warm). */
+function takeIdle(host: Host): Link | null {
+  const link = host.idle.pop();
+  if (!link) return null;
+  link.idle = false;
+  return link;
+}
+
+function release(link: Link): void {
+  const host = link.host;
+  link.host.owner.busy.delete(link);
+  link.deadline = 0;
+  if (link.closed || host.idle.length >= host.owner.options.maxIdle) {
+    closeLink(link);
+    return;
+  }
+  link.uses++;
+  link.start = 0;
+  link.end = 0;
+  link.idle = true;
+  link.idleSince = Date.now();
+  host.idle.push(link);
+  // Keep a read pending: if it completes while the connection is still idle, the backend
+  // closed it (or sent bytes nobody asked for), so it is dropped from the pool.
+  const pending = link.conn.read(link.buf);
+  link.pending = pending;
+  pending.then(
+    () => {
+      if (link.idle) closeLink(link);
+    },
+    () => {
+      if (link.idle) closeLink(link);
+    },
+  );
+}
+
+async function writeAll(link: Link, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) {
+    offset += await link.conn.write(offset === 0 ? bytes : bytes.subarray(offset));
+  }
+}
+
+/** Reads more bytes into the head buffer; returns false at end of stream. */
+async function fill(link: Link): Promise<boolean> {
+  let n: number | null;
+  if (link.pending) {
+    const pending = link.pending;
+    link.pending = null;
+    n = await pending;
+  } else {
+    if (link.end === link.buf.length) {
+      if (link.start > 0) {
+        link.buf.copyWithin(0, link.start, link.end);
+        link.end -= link.start;
+        link.start = 0;
+      } else {
+        const bigger = new Uint8Array(link.buf.length * 2);
+        bigger.set(link.buf);
+        link.buf = bigger;
+      }
+    }
+    n = await link.conn.read(link.buf.subarray(link.end));
+  }
+  if (n === null) return false;
+  link.end += n;
+  return true;
+}
+
+/** Sends a stream body, chunk by chunk, refreshing the deadline on each step. */
+async function pump(link: Link, body: ReadableStream<Bytes>, chunked: boolean): Promise<void> {
+  const timeout = link.host.owner.options.responseTimeout;
+  const reader = body.getReader();
+  try {
+    while (true) {
+      link.deadline = Date.now() + timeout;
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (value.length === 0) continue;
+      link.deadline = Date.now() + timeout;
+      await writeAll(link, chunked ? encodeChunk(value) : value);
+    }
+    if (chunked) await writeAll(link, LAST_CHUNK);
+    link.deadline = Date.now() + timeout;
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+/**
+ * Sends a request to a backend and reads the response head.
+ *
+ * @param upstreams The thread's client.
+ * @param backend Where to send it.
+ * @param request The serialised request.
+ * @returns The response; its stream body, if any, must be read or cancelled.
+ * @throws {UpstreamError} When no usable response head arrived.
+ */
+export async function roundTrip(
+  upstreams: Upstreams,
+  backend: Backend,
+  request: OutgoingRequest,
+): Promise<UpstreamResponse> {
+  const host = hostFor(upstreams, backend);
+  const pooled = takeIdle(host);
+  const link = pooled ?? await dial(host);
+  const reused = pooled !== null;
+  upstreams.busy.add(link);
+  const timeout = upstreams.options.responseTimeout;
+  let sent = false;
+  let pumping: Promise<void> | null = null;
+  let pumpDone = true;
+  try {
+    const { body } = request;
+    sent = true;
+    if (body === null) {
+      await writeAll(link, request.head);
+      link.deadline = Date.now() + timeout;
+    } else if (body instanceof Uint8Array) {
+      const both = new Uint8Array(request.head.length + body.length);
+      both.set(request.head);
+      both.set(body, request.head.length);
+      await writeAll(link, both);
+      link.deadline = Date.now() + timeout;
+    } else {
+      await writeAll(link, request.head);
+      pumpDone = false;
+      pumping = pump(link, body, request.chunked).then(
+        () => {
+          pumpDone = true;
+        },
+        (error) => {
+          // The client's body broke off, or the backend stopped reading: the exchange is over.
+          closeLink(link);
+          throw error;
+        },
+      );
+      pumping.catch(() => {});
+    }
+    const head = await readHead(link, request.method);
+    link.deadline = 0;
+    return respond(link, head, request, reused, () => pumpDone);
+  } catch (error) {
+    closeLink(link);
+    throw classify(error, link, { sent, reused, pumping });
+  }
+}
+
+function classify(
+  error: unknown,
+  link: Link,
+  state: { sent: boolean; reused: boolean; pumping: Promise<void> | null },
+): UpstreamError {
+  if (error instanceof UpstreamError) return error;
+  const flags = { sent: state.sent, reused: state.reused };
+  if (link.timedOut) {
+    return new UpstreamError("timeout", "timed out waiting for the response", flags);
+  }
+  if (error instanceof ProtocolError) return new UpstreamError("protocol", error.message, flags);
+  return new UpstreamError("reset", describeError(error), flags);
+}
+
+async function readHead(link: Link, method: string): Promise<ResponseHead> {
+  while (true) {
+    const head = link.end > link.start ? parseResponseHead(link.buf, link.start, link.end) : null;
+    if (head === null) {
+      if (!(await fill(link))) {
+        const reason = link.end > link.start
+          ? "response head cut short"
+          : "connection closed before a response";
+        throw new UpstreamError("reset", reason, { sent: true, reused: link.uses > 0 });
+      }
+      continue;
+    }
+    link.start += head.size;
+    if (head.status === 101) throw new ProtocolError("unexpected 101 Switching Protocols");
+    // Interim responses (100 Continue, 102, 103 Early Hints) are consumed here.
+    if (head.status < 200) continue;
+    responseFraming(head, method); // validates framing before anything reaches the client
+    return head;
+  }
+}
+
+function respond(
+  link: Link,
+  head: ResponseHead,
+  request: OutgoingRequest,
+  reused: boolean,
+  pumpDone: () => boolean,
+): UpstreamResponse {
+  const framing = responseFraming(head, request.method);
+  const reusable = () => !head.close && pumpDone() && link.start === link.end;
+  const finish = () => (reusable() ? release(link) : closeLink(link));
+  const base = { status: head.status, headers: head.headers, framing, reused };
+  switch (framing.kind) {
+    case "none":
+      finish();
+      return { ...base, body: null };
+    case "length": {
+      const available = link.end - link.start;
+      if (available >= framing.length) {
+        const body = link.buf.slice(link.start, link.start + framing.length);
+        link.start += framing.length;
+        finish();
+        return { ...base, body };
+      }
+      return { ...base, body: lengthStream(link, framing.length, finish, request) };
+    }
+    case "chunked": {
+      const state = chunkedDecoder();
+      const parts: Bytes[] = [];
+      const input = link.buf.subarray(link.start, link.end);
+      try {
+        link.start += decodeChunked(state, input, (data) => parts.push(data.slice()));
+      } catch (error) {
+        closeLink(link);
+        throw new UpstreamError("protocol", (error as Error).message, { sent: true, reused });
+      }
+      if (state.phase === "done") {
+        finish();
+        return { ...base, body: concat(parts) };
+      }
+      return { ...base, body: chunkedStream(link, state, parts, finish, request) };
+    }
+    case "close": {
+      return { ...base, body: closeStream(link, request) };
+    }
+  }
+}
+
+function concat(parts: Bytes[]): Bytes {
+  if (parts.length === 1) return parts[0]!;
+  const out = new Uint8Array(parts.reduce((sum, p) => sum + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+function takeLeftover(link: Link): Bytes | null {
+  if (link.end === link.start) return null;
+  const rest = link.buf.slice(link.start, link.end);
+  link.start = link.end;
+  return rest;
+}
+
+function bodyFailed(link: Link, request: OutgoingRequest, reason: string): Error {
+  closeLink(link);
+  request.onBodyEnd?.(reason);
+  return new Error(`backend ${link.host.backend.url} ${reason}`);
+}
+
+function lengthStream(
+  link: Link,
+  length: number,
+  finish: () => void,
+  request: OutgoingRequest,
+): ReadableStream<Bytes> {
+  let remaining = length;
+  return new ReadableStream<Bytes>({
+    start(controller) {
+      const first = takeLeftover(link);
+      if (first) {
+        remaining -= first.length;
+        controller.enqueue(first);
+      }
+    },
+    async pull(controller) {
+      const chunk = new Uint8Array(Math.min(BODY_CHUNK, remaining));
+      let n: number | null;
+      try {
+        n = await link.conn.read(chunk);
+      } catch (error) {
+        controller.error(bodyFailed(link, request, `broke off mid-body: ${describeError(error)}`));
+        return;
+      }
+      if (n === null) {
+        controller.error(
+          bodyFailed(link, request, `closed the connection ${remaining} bytes short`),
+        );
+        return;
+      }
+      remaining -= n;
+      controller.enqueue(n === chunk.length ? chunk : chunk.subarray(0, n));
+      if (remaining === 0) {
+        controller.close();
+        finish();
+        request.onBodyEnd?.();
+      }
+    },
+    cancel() {
+      closeLink(link);
+      request.onBodyEnd?.();
+    },
+  });
+}
+
+function chunkedStream(
+  link: Link,
+  state: ChunkedState,
+  buffered: Bytes[],
+  finish: () => void,
+  request: OutgoingRequest,
+): ReadableStream<Bytes> {
+  return new ReadableStream<Bytes>({
+    start(controller) {
+      for (const part of buffered) controller.enqueue(part);
+    },
+    async pull(controller) {
+      // Loop until at least one payload byte (or the end) so each pull makes progress.
+      while (true) {
+        const chunk = new Uint8Array(BODY_CHUNK);
+        let n: number | null;
+        try {
+          n = await link.conn.read(chunk);
+        } catch (error) {
+          controller.error(
+            bodyFailed(link, request, `broke off mid-body: ${describeError(error)}`),
+          );
+          return;
+        }
+        if (n === null) {
+          controller.error(
+            bodyFailed(link, request, "closed the connection before the last chunk"),
+          );
+          return;
+        }
+        let emitted = false;
+        let used: number;
+        try {
+          used = decodeChunked(state, chunk.subarray(0, n), (data) => {
+            emitted = true;
+            controller.enqueue(data);
+          });
+        } catch (error) {
+          controller.error(
+            bodyFailed(link, request, `sent a bad chunk: ${(error as Error).message}`),
+          );
+          return;
+        }
+        if (state.phase === "done") {
+          if (used < n) {
+            closeLink(link); // bytes after the end of the body: the connection is not clean
+          } else {
+            finish();
+          }
+          controller.close();
+          request.onBodyEnd?.();
+          return;
+        }
+        if (emitted) return;
+      }
+    },
+    cancel() {
+      closeLink(link);
+      request.onBodyEnd?.();
+    },
+  });
+}
+
+function closeStream(link: Link, request: OutgoingRequest): ReadableStream<Bytes> {
+  return new ReadableStream<Bytes>({
+    start(controller) {
+      const first = takeLeftover(link);
+      if (first) controller.enqueue(first);
+    },
+    async pull(controller) {
+      const chunk = new Uint8Array(BODY_CHUNK);
+      let n: number | null;
+      try {
+        n = await link.conn.read(chunk);
+      } catch (error) {
+        controller.error(bodyFailed(link, request, `broke off mid-body: ${describeError(error)}`));
+        return;
+      }
+      if (n === null) {
+        closeLink(link);
+        controller.close();
+        request.onBodyEnd?.();
+        return;
+      }
+      controller.enqueue(chunk.subarray(0, n));
+    },
+    cancel() {
+      closeLink(link);
+      request.onBodyEnd?.();
+    },
+  });
+}
