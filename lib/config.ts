@@ -271,9 +271,23 @@ export function parseCommandLine(args: readonly string[], env: EnvReader, cores:
   for (const flag of FLAGS) {
     options[flag.name] = flag.multiple ? { type: "string", multiple: true } : { type: "string" };
   }
+  // "--health-interval -1s": parseArgs refuses a value that starts with "-" as ambiguous; join
+  // such a value to its flag so the value itself gets validated (and reported) instead.
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const next = args[i + 1];
+    const takesValue = options[arg.slice(2)]?.type === "string";
+    if (arg.startsWith("--") && takesValue && next !== undefined && /^-(?!-)/.test(next)) {
+      joined.push(`${arg}=${next}`);
+      i++;
+    } else {
+      joined.push(arg);
+    }
+  }
   let values: Record<string, unknown>;
   try {
-    ({ values } = parseArgs({ args: [...args], options, strict: true, allowPositionals: false }));
+    ({ values } = parseArgs({ args: joined, options, strict: true, allowPositionals: false }));
   } catch (error) {
     throw new ConfigError(cliMessage(error));
   }
@@ -298,11 +312,10 @@ export function parseCommandLine(args: readonly string[], env: EnvReader, cores:
   };
   const value = <T extends Parsed>(name: string): T => (get.get(name) ?? fallback(name)) as T;
 
-  const listed = [
-    ...(get.get("backend") as Backend[] ?? []),
-    ...(get.get("backends") as Backend[] ?? []),
-  ];
-  const backends = listed.length > 0 ? listed : fallback("backends") as Backend[];
+  const given = [get.get("backend"), get.get("backends")] as (Backend[] | undefined)[];
+  const backends = given.some((list) => list !== undefined)
+    ? given.flatMap((list) => list ?? [])
+    : fallback("backends") as Backend[];
   const seen = new Set<string>();
   for (const backend of backends) {
     if (seen.has(backend.url)) {

@@ -1,0 +1,105 @@
+import { equal, match, ok as assert } from "node:assert/strict";
+import { FLAGS } from "../lib/config.ts";
+import { VERSION } from "../lib/version.ts";
+import { recordingBackend, ROOT, runGoround, startGoround } from "./helpers.ts";
+
+Deno.test("--help lists every flag with its default and variable", async () => {
+  const { code, stdout } = await runGoround(["--help"]);
+  equal(code, 0);
+  for (const flag of FLAGS) {
+    assert(stdout.includes(`--${flag.name}`), flag.name);
+    if (flag.fallback !== "") {
+      assert(stdout.includes(`(default ${flag.fallback})`), `${flag.name} default`);
+    }
+  }
+  match(stdout, /GOROUND_BACKENDS/);
+});
+
+Deno.test("--version prints the version from deno.json", async () => {
+  const { code, stdout } = await runGoround(["--version"]);
+  equal(code, 0);
+  const manifest = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));
+  equal(VERSION, manifest.version);
+  equal(stdout.trim(), `goround ${manifest.version}`);
+});
+
+Deno.test("a bad value exits 2 with one line naming the flag, the value and what is expected", async (t) => {
+  const cases: [string[], Record<string, string>, RegExp][] = [
+    [
+      ["--backend", "localhost:8081"],
+      {},
+      /^goround: --backend: "localhost:8081" has scheme localhost: expected http:\/\/host:port$/,
+    ],
+    [["--health-interval", "-5s"], {}, /^goround: --health-interval: "-5s" is not a duration/],
+    [["--workers", "many"], {}, /^goround: --workers: "many" is not a count/],
+    [["--frobnicate"], {}, /^goround: --frobnicate: unknown flag/],
+    [
+      [],
+      { GOROUND_BACKENDS: "http://ok:1,::bad" },
+      /^goround: GOROUND_BACKENDS: "::bad" is not a URL/,
+    ],
+  ];
+  for (const [args, env, message] of cases) {
+    await t.step(args.join(" ") || JSON.stringify(env), async () => {
+      const { code, stdout, stderr } = await runGoround(["--listen", "127.0.0.1:0", ...args], env);
+      equal(code, 2);
+      equal(stdout, "", "nothing starts");
+      equal(stderr.trim().split("\n").length, 1, stderr);
+      match(stderr.trim(), message);
+    });
+  }
+});
+
+Deno.test("a port in use exits 2 and says so", async () => {
+  const blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const { code, stderr } = await runGoround(["--listen", `127.0.0.1:${blocker.addr.port}`]);
+    equal(code, 2);
+    equal(
+      stderr.trim(),
+      `goround: --listen: "127.0.0.1:${blocker.addr.port}" is in use: expected a free port`,
+    );
+  } finally {
+    blocker.close();
+  }
+});
+
+Deno.test("a second goround on the same port is refused, not silently sharing it", async () => {
+  const backend = recordingBackend();
+  const first = await startGoround(["--backend", backend.url, "--workers", "1"]);
+  try {
+    const { code, stderr } = await runGoround([
+      "--listen",
+      `127.0.0.1:${first.port}`,
+      "--backend",
+      backend.url,
+    ]);
+    equal(code, 2);
+    match(stderr, /is in use/);
+  } finally {
+    await first.stop();
+    await backend.close();
+  }
+});
+
+Deno.test("the banner, then settings; SIGTERM exits 0", async () => {
+  const backend = recordingBackend();
+  const proxy = await startGoround([
+    "--backend",
+    backend.url,
+    "--workers",
+    "2",
+    "--health-interval",
+    "500ms",
+  ]);
+  try {
+    match(proxy.stdout[0]!, /^Load Balancer started at 127\.0\.0\.1:\d+$/);
+    assert(proxy.stdout.some((l) => l.includes(`backends: ${backend.url}`)));
+    assert(proxy.stdout.some((l) => l.includes("workers: 2")));
+    assert(proxy.stdout.some((l) => l.includes("health: TCP every 500ms")));
+  } finally {
+    const status = await proxy.stop();
+    equal(status.code, 0);
+    await backend.close();
+  }
+});

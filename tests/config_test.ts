@@ -1,0 +1,157 @@
+import { deepEqual, equal, ok as assert, throws } from "node:assert/strict";
+import {
+  type Config,
+  envName,
+  FLAGS,
+  helpText,
+  parseBackend,
+  parseCommandLine,
+  parseListen,
+} from "../lib/config.ts";
+import { ConfigError } from "../lib/errors.ts";
+
+const noEnv = () => undefined;
+
+function configOf(args: string[], env: Record<string, string> = {}): Config {
+  const command = parseCommandLine(args, (name) => env[name], 4);
+  if (command.kind !== "run") throw new Error(`expected run, got ${command.kind}`);
+  return command.config;
+}
+
+Deno.test("defaults match the brief", () => {
+  const config = configOf([]);
+  deepEqual(config.listen, { hostname: "0.0.0.0", port: 8000 });
+  deepEqual(config.backends.map((b) => b.url), [
+    "http://localhost:8081",
+    "http://localhost:8082",
+    "http://localhost:8083",
+  ]);
+  equal(config.healthInterval, 10_000);
+  equal(config.healthTimeout, 2_000);
+  equal(config.workers, 4, "one per core");
+  equal(config.retries, -1, "pool size - 1");
+  equal(config.algorithm, "round-robin");
+  deepEqual(config.trustedProxies, []);
+});
+
+Deno.test("--backend repeats and combines with --backends", () => {
+  const config = configOf([
+    "--backend",
+    "http://127.0.0.1:9001",
+    "--backends",
+    "http://a:1, http://[::1]:2",
+    "--backend=http://b",
+  ]);
+  deepEqual(config.backends.map((b) => b.url), [
+    "http://127.0.0.1:9001",
+    "http://b",
+    "http://a:1",
+    "http://[::1]:2",
+  ]);
+  deepEqual(config.backends.map((b) => [b.hostname, b.port]), [["127.0.0.1", 9001], ["b", 80], [
+    "a",
+    1,
+  ], ["::1", 2]]);
+});
+
+Deno.test("every flag has a GOROUND_* variable; flags win over it", () => {
+  const env = {
+    GOROUND_LISTEN: "127.0.0.1:9000",
+    GOROUND_BACKENDS: "http://127.0.0.1:1,http://127.0.0.1:2",
+    GOROUND_HEALTH_INTERVAL: "1s",
+    GOROUND_HEALTH_TIMEOUT: "300ms",
+    GOROUND_WORKERS: "3",
+    GOROUND_TRUSTED_PROXIES: "10.0.0.0/8",
+  };
+  const fromEnv = configOf([], env);
+  deepEqual(fromEnv.listen, { hostname: "127.0.0.1", port: 9000 });
+  equal(fromEnv.backends.length, 2);
+  equal(fromEnv.healthInterval, 1000);
+  equal(fromEnv.healthTimeout, 300);
+  equal(fromEnv.workers, 3);
+  equal(fromEnv.trustedProxies[0]!.text, "10.0.0.0/8");
+  equal(configOf(["--health-interval", "2s"], env).healthInterval, 2000);
+  for (const flag of FLAGS) assert(helpText().includes(envName(flag.name)), flag.name);
+});
+
+Deno.test("parseListen() takes :port, port, host:port and [v6]:port", () => {
+  deepEqual(parseListen(":8000"), { hostname: "0.0.0.0", port: 8000 });
+  deepEqual(parseListen("8000"), { hostname: "0.0.0.0", port: 8000 });
+  deepEqual(parseListen("localhost:1"), { hostname: "localhost", port: 1 });
+  deepEqual(parseListen("[::1]:0"), { hostname: "::1", port: 0 });
+});
+
+Deno.test("parseBackend() accepts only plain http origins", () => {
+  equal(parseBackend("http://LocalHost:8081/").url, "http://localhost:8081");
+  throws(() => parseBackend("localhost:8081"), /has scheme localhost/);
+  throws(() => parseBackend("ftp://a"), /has scheme ftp/);
+  throws(() => parseBackend("http://a/path"), /has a path/);
+  throws(() => parseBackend("http://u:p@a"), /credentials/);
+  throws(() => parseBackend("not a url"), /is not a URL/);
+});
+
+Deno.test("bad values name the flag, the value and what is expected", async (t) => {
+  const cases: [string[], RegExp][] = [
+    [
+      ["--listen", "abc"],
+      /^--listen: "abc" is not a listen address: expected :8000, 8000 or host:port$/,
+    ],
+    [["--listen", ":70000"], /^--listen: ":70000" is not a listen address/],
+    [["--backend", "nope"], /^--backend: "nope" is not a URL: expected http:\/\/host:port$/],
+    [["--backends", "http://a:1,https://b"], /^--backends: "https:\/\/b" has scheme https/],
+    [["--backends", " , "], /^--backends: the list is empty/],
+    [
+      ["--backend", "http://a:1", "--backend", "http://a:1/"],
+      /^--backend: "http:\/\/a:1" is listed twice/,
+    ],
+    [
+      ["--health-interval", "-1s"],
+      /^--health-interval: "-1s" is not a duration: expected a non-negative number and a unit, like 500ms, 10s or 1m$/,
+    ],
+    [["--health-interval", "0s"], /^--health-interval: "0s" must be longer than 0ms$/],
+    [["--health-timeout", "10"], /^--health-timeout: "10" is not a duration/],
+    [
+      ["--workers", "two"],
+      /^--workers: "two" is not a count: expected a whole number from 0 to 1024$/,
+    ],
+    [["--workers", "0"], /^--workers: "0" is not allowed: expected at least 1$/],
+    [
+      ["--trusted-proxies", "10.0.0.0/99"],
+      /^--trusted-proxies: "10.0.0.0\/99" is not a CIDR range/,
+    ],
+    [
+      ["--algorithm", "random"],
+      /^--algorithm: "random" is not an algorithm: expected one of round-robin$/,
+    ],
+    [["--bogus"], /^--bogus: unknown flag: see goround --help for the flags$/],
+    [["--listen"], /^--listen: needs a value$/],
+    [["stray"], /^"stray": unexpected argument: flags start with --$/],
+  ];
+  for (const [args, message] of cases) {
+    await t.step(args.join(" "), () => {
+      throws(
+        () => parseCommandLine(args, noEnv, 2),
+        (e) => e instanceof ConfigError && message.test(e.message),
+      );
+    });
+  }
+  await t.step("a bad variable is named as the variable", () => {
+    throws(
+      () =>
+        parseCommandLine(
+          [],
+          (name) => (name === "GOROUND_HEALTH_INTERVAL" ? "soon" : undefined),
+          2,
+        ),
+      (e) =>
+        e instanceof ConfigError &&
+        /^GOROUND_HEALTH_INTERVAL: "soon" is not a duration/.test(e.message),
+    );
+  });
+});
+
+Deno.test("--help and --version are commands", () => {
+  equal(parseCommandLine(["--help"], noEnv, 1).kind, "help");
+  equal(parseCommandLine(["-h"], noEnv, 1).kind, "help");
+  equal(parseCommandLine(["--version"], noEnv, 1).kind, "version");
+});

@@ -1,0 +1,280 @@
+import { deepEqual, equal, ok as assert, throws } from "node:assert/strict";
+import {
+  chunkedDecoder,
+  decodeChunked,
+  decodeLatin1,
+  encodeChunk,
+  encodeLatin1,
+  type Framing,
+  LAST_CHUNK,
+  MAX_HEAD_BYTES,
+  parseResponseHead,
+  ProtocolError,
+  requestHead,
+  responseFraming,
+} from "../lib/http1.ts";
+
+const bytes = (text: string) => encodeLatin1(text);
+
+function parse(text: string) {
+  const buf = bytes(text);
+  return parseResponseHead(buf, 0, buf.length);
+}
+
+Deno.test("parseResponseHead()", async (t) => {
+  await t.step("reads status, reason and fields, names lowercased, values trimmed", () => {
+    const head = parse(
+      "HTTP/1.1 200 OK\r\nContent-Type:  text/plain \r\nX-A: 1\r\nx-a: 2\r\n\r\nbody",
+    )!;
+    equal(head.status, 200);
+    equal(head.reason, "OK");
+    deepEqual(head.headers, [["content-type", "text/plain"], ["x-a", "1"], ["x-a", "2"]]);
+    equal(
+      head.size,
+      "HTTP/1.1 200 OK\r\nContent-Type:  text/plain \r\nX-A: 1\r\nx-a: 2\r\n\r\n".length,
+    );
+    equal(head.close, false);
+  });
+
+  await t.step("returns null until the blank line arrives", () => {
+    equal(parse("HTTP/1.1 200 OK\r\nA: b\r\n"), null);
+    equal(parse("HTTP/1."), null);
+  });
+
+  await t.step("accepts bare LF line ends (RFC 9112 §2.2)", () => {
+    equal(parse("HTTP/1.1 204 No Content\nA: b\n\n")!.status, 204);
+  });
+
+  await t.step("keeps obs-text bytes in values as byte-string characters", () => {
+    const head = parse("HTTP/1.1 200 OK\r\nX-Name: caf\xe9\r\n\r\n")!;
+    equal(head.headers[0]![1], "caf\xe9");
+  });
+
+  await t.step("knows when the connection closes after the response", () => {
+    assert(parse("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")!.close);
+    assert(parse("HTTP/1.0 200 OK\r\n\r\n")!.close);
+    assert(!parse("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n")!.close);
+    assert(parse("HTTP/1.1 200 OK\r\nConnection: foo, close\r\n\r\n")!.close);
+  });
+
+  const bad: [string, string, RegExp][] = [
+    ["garbage", "garbage bytes\r\n\r\n", /invalid HTTP version/],
+    ["garbage without a blank line", "\x00\x01\x02", /invalid HTTP version/],
+    ["HTTP/2 status line", "HTTP/2 200\r\n\r\n", /invalid status line/],
+    ["no status code", "HTTP/1.1 OK\r\n\r\n", /invalid status line/],
+    ["status out of range", "HTTP/1.1 999 Nope\r\n\r\n", /invalid status code/],
+    ["space before colon", "HTTP/1.1 200 OK\r\nA : b\r\n\r\n", /invalid header name/],
+    ["no colon", "HTTP/1.1 200 OK\r\nnocolon\r\n\r\n", /invalid header name/],
+    ["obs-fold", "HTTP/1.1 200 OK\r\nA: b\r\n c\r\n\r\n", /obsolete line folding/],
+    ["NUL in a value", "HTTP/1.1 200 OK\r\nA: b\x00c\r\n\r\n", /invalid header value/],
+    ["bare CR in a value", "HTTP/1.1 200 OK\r\nA: b\rc\r\n\r\n", /invalid header value/],
+  ];
+  for (const [name, text, message] of bad) {
+    await t.step(
+      `rejects ${name}`,
+      () => throws(() => parse(text), (e) => e instanceof ProtocolError && message.test(e.message)),
+    );
+  }
+
+  await t.step("rejects a head over MAX_HEAD_BYTES", () => {
+    const big = "HTTP/1.1 200 OK\r\n" + "X: " + "a".repeat(MAX_HEAD_BYTES) + "\r\n";
+    throws(() => parse(big), /too large/);
+    throws(() => parse(big + "\r\n"), /too large/);
+  });
+});
+
+Deno.test("responseFraming() follows RFC 9112 §6.3", async (t) => {
+  const cases: [string, string, string, Framing][] = [
+    ["HEAD has no body", "HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", { kind: "none" }],
+    ["204 has no body", "GET", "HTTP/1.1 204 No Content\r\n\r\n", { kind: "none" }],
+    ["304 has no body", "GET", "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", {
+      kind: "none",
+    }],
+    ["Content-Length", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", {
+      kind: "length",
+      length: 10,
+    }],
+    [
+      "identical Content-Length list",
+      "GET",
+      "HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n",
+      { kind: "length", length: 7 },
+    ],
+    ["chunked", "GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", {
+      kind: "chunked",
+    }],
+    [
+      "chunked overrides Content-Length",
+      "GET",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\nContent-Length: 3\r\n\r\n",
+      { kind: "chunked" },
+    ],
+    ["neither: read to close", "GET", "HTTP/1.1 200 OK\r\n\r\n", { kind: "close" }],
+  ];
+  for (const [name, method, text, framing] of cases) {
+    await t.step(name, () => deepEqual(responseFraming(parse(text)!, method), framing));
+  }
+  const bad: [string, string][] = [
+    [
+      "conflicting Content-Length",
+      "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+    ],
+    ["negative Content-Length", "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"],
+    ["non-numeric Content-Length", "HTTP/1.1 200 OK\r\nContent-Length: 1e3\r\n\r\n"],
+    ["unknown transfer coding", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"],
+    ["gzip then chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"],
+  ];
+  for (const [name, text] of bad) {
+    await t.step(
+      `rejects ${name}`,
+      () => throws(() => responseFraming(parse(text)!, "GET"), ProtocolError),
+    );
+  }
+});
+
+function decodeAll(
+  input: Uint8Array,
+  split: number[],
+): { data: string; consumed: number; done: boolean } {
+  const state = chunkedDecoder();
+  let data = "";
+  let consumed = 0;
+  let from = 0;
+  for (const at of [...split, input.length]) {
+    const piece = input.subarray(from, at);
+    const used = decodeChunked(state, piece, (d) => (data += decodeLatin1(d, 0, d.length)));
+    consumed += used;
+    from = at;
+    if (state.phase === "done") break;
+  }
+  return { data, consumed, done: state.phase === "done" };
+}
+
+Deno.test("decodeChunked()", async (t) => {
+  const body = "5\r\nhello\r\n1;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n";
+
+  await t.step("decodes sizes, extensions and trailers", () => {
+    deepEqual(decodeAll(bytes(body), []), {
+      data: "hello 0123456789",
+      consumed: body.length,
+      done: true,
+    });
+  });
+
+  await t.step("gives the same result for every split point", () => {
+    const input = bytes(body);
+    for (let a = 0; a <= input.length; a++) {
+      for (let b = a; b <= input.length; b += 7) {
+        deepEqual(decodeAll(input, [a, b]), {
+          data: "hello 0123456789",
+          consumed: input.length,
+          done: true,
+        });
+      }
+    }
+  });
+
+  await t.step("stops at the end and leaves the next bytes unconsumed", () => {
+    const result = decodeAll(bytes("3\r\nabc\r\n0\r\n\r\nHTTP/1.1"), []);
+    equal(result.data, "abc");
+    equal(result.consumed, "3\r\nabc\r\n0\r\n\r\n".length);
+  });
+
+  await t.step("accepts bare LF and upper-case hex", () => {
+    equal(decodeAll(bytes("B\nhello world\n0\n\n"), []).data, "hello world");
+  });
+
+  await t.step("round-trips encodeChunk() output of random payloads", () => {
+    for (let round = 0; round < 50; round++) {
+      const parts = Array.from(
+        { length: 1 + (round % 5) },
+        (_, i) => "x".repeat((round * 31 + i * 17) % 300 + 1),
+      );
+      const wire = [...parts.map((p) => encodeChunk(bytes(p))), LAST_CHUNK];
+      const all = new Uint8Array(wire.reduce((n, w) => n + w.length, 0));
+      let at = 0;
+      for (const w of wire) {
+        all.set(w, at);
+        at += w.length;
+      }
+      const cuts = [Math.floor(all.length / 3), Math.floor((2 * all.length) / 3)];
+      equal(decodeAll(all, cuts).data, parts.join(""));
+    }
+  });
+
+  const bad: [string, string][] = [
+    ["a non-hex size", "zz\r\n"],
+    ["an empty size", "\r\n"],
+    ["a size over 13 hex digits", "1234567890abcd\r\n"],
+    ["missing CRLF after data", "3\r\nabcX"],
+    ["garbage after the last chunk", "0\r\n\rX"],
+  ];
+  for (const [name, text] of bad) {
+    await t.step(`rejects ${name}`, () => throws(() => decodeAll(bytes(text), []), ProtocolError));
+  }
+
+  await t.step("fuzz: random bytes never hang or throw anything but ProtocolError", () => {
+    let seed = 42;
+    const random = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+    const alphabet = "0123456789abcdefXYZ;= \r\n\t";
+    for (let round = 0; round < 2000; round++) {
+      const text = Array.from(
+        { length: 1 + Math.floor(random() * 40) },
+        () => alphabet[Math.floor(random() * alphabet.length)],
+      ).join("");
+      try {
+        const result = decodeAll(bytes(text), [Math.floor(random() * text.length)]);
+        assert(result.consumed <= text.length);
+      } catch (error) {
+        assert(error instanceof ProtocolError, `${JSON.stringify(text)}: ${error}`);
+      }
+    }
+  });
+});
+
+Deno.test("fuzz: parseResponseHead() on random heads throws only ProtocolError", () => {
+  let seed = 7;
+  const random = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+  const pieces = [
+    "HTTP/1.1 ",
+    "200",
+    " OK",
+    "\r\n",
+    "\n",
+    "A: b",
+    ":",
+    " ",
+    "\t",
+    "\x00",
+    "\xff",
+    "Content-Length: 5",
+    "HTTP/1.0 ",
+  ];
+  for (let round = 0; round < 3000; round++) {
+    const text = Array.from(
+      { length: 1 + Math.floor(random() * 12) },
+      () => pieces[Math.floor(random() * pieces.length)],
+    ).join("");
+    try {
+      const head = parse(text);
+      if (head) {
+        assert(head.status >= 100 && head.status <= 599);
+        try {
+          responseFraming(head, "GET");
+        } catch (error) {
+          assert(error instanceof ProtocolError);
+        }
+      }
+    } catch (error) {
+      assert(error instanceof ProtocolError, `${JSON.stringify(text)}: ${error}`);
+    }
+  }
+});
+
+Deno.test("requestHead() and encodeLatin1() write byte strings verbatim", () => {
+  const head = requestHead("GET", "/a?b=1", [["host", "example.com"], ["x-name", "caf\xe9"]]);
+  equal(head, "GET /a?b=1 HTTP/1.1\r\nhost: example.com\r\nx-name: caf\xe9\r\n\r\n");
+  const wire = encodeLatin1(head);
+  equal(wire.length, head.length);
+  equal(wire[head.indexOf("\xe9")], 0xe9);
+});

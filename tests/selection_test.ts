@@ -1,0 +1,130 @@
+import { deepEqual, equal, notEqual } from "node:assert/strict";
+import {
+  COUNTER_WRAP,
+  createPool,
+  type Pool,
+  setAdminState,
+  setAlive,
+  setCounter,
+  setMembers,
+} from "../lib/pool.ts";
+import { roundRobin } from "../lib/selection.ts";
+
+function poolOf(size: number): Pool {
+  const pool = createPool(16);
+  setMembers(pool, Array.from({ length: size }, (_, i) => i));
+  return pool;
+}
+
+function picks(pool: Pool, n: number): number[] {
+  return Array.from({ length: n }, () => roundRobin(pool, []));
+}
+
+Deno.test("roundRobin()", async (t) => {
+  await t.step("cycles 0, 1, 2, 0 like the brief's 8081, 8082, 8083, 8081", () => {
+    deepEqual(picks(poolOf(3), 7), [0, 1, 2, 0, 1, 2, 0]);
+  });
+
+  await t.step("skips a dead backend", () => {
+    const pool = poolOf(3);
+    setAlive(pool, 1, false);
+    const seen = picks(pool, 12);
+    equal(seen.includes(1), false);
+  });
+
+  await t.step(
+    "stays fair after a skip: strict alternation, never the same neighbour twice",
+    () => {
+      for (let start = 0; start < 6; start++) {
+        const pool = poolOf(3);
+        setCounter(pool, start);
+        setAlive(pool, 1, false);
+        const seen = picks(pool, 20);
+        for (let i = 1; i < seen.length; i++) {
+          notEqual(
+            seen[i],
+            seen[i - 1],
+            `start ${start}: ${seen}`,
+          );
+        }
+      }
+    },
+  );
+
+  await t.step("spreads evenly over the live ones with two of five dead", () => {
+    const pool = poolOf(5);
+    setAlive(pool, 1, false);
+    setAlive(pool, 3, false);
+    const counts = [0, 0, 0, 0, 0];
+    for (const slot of picks(pool, 300)) counts[slot]!++;
+    deepEqual(counts, [100, 0, 100, 0, 100]);
+  });
+
+  await t.step("returns -1 when every backend is dead", () => {
+    const pool = poolOf(3);
+    for (const slot of [0, 1, 2]) setAlive(pool, slot, false);
+    deepEqual(picks(pool, 3), [-1, -1, -1]);
+  });
+
+  await t.step("returns -1 for an empty pool", () => {
+    equal(roundRobin(poolOf(0), []), -1);
+  });
+
+  await t.step("skips draining backends", () => {
+    const pool = poolOf(3);
+    setAdminState(pool, 2, "draining");
+    deepEqual(picks(pool, 4), [0, 1, 0, 1]);
+  });
+
+  await t.step("skips the backends a request already failed on", () => {
+    const pool = poolOf(3);
+    deepEqual(Array.from({ length: 4 }, () => roundRobin(pool, [0])), [1, 2, 1, 2]);
+    equal(roundRobin(pool, [0, 1, 2]), -1);
+  });
+
+  await t.step("stays a clean cycle across the counter's wrap-around", () => {
+    for (const size of [2, 3, 5]) {
+      const pool = poolOf(size);
+      setCounter(pool, COUNTER_WRAP - 2 * size);
+      const seen = picks(pool, 4 * size);
+      for (let i = 1; i < seen.length; i++) {
+        equal(seen[i], (seen[i - 1]! + 1) % size, `size ${size}: ${seen}`);
+      }
+    }
+  });
+
+  await t.step("stays alternating across the wrap-around with a dead backend", () => {
+    const pool = poolOf(3);
+    setCounter(pool, COUNTER_WRAP - 5);
+    setAlive(pool, 1, false);
+    const seen = picks(pool, 12);
+    for (let i = 1; i < seen.length; i++) notEqual(seen[i], seen[i - 1], `${seen}`);
+  });
+});
+
+Deno.test("roundRobin() splits exactly evenly across worker threads sharing the pool", async () => {
+  const pool = poolOf(3);
+  const threads = 4;
+  const each = 30_000;
+  const results = await Promise.all(Array.from({ length: threads }, () => {
+    const worker = new Worker(new URL("./fixtures/select_worker.ts", import.meta.url), {
+      type: "module",
+    });
+    return new Promise<Record<number, number>>((resolve, reject) => {
+      worker.onmessage = (event) => {
+        worker.terminate();
+        resolve(event.data);
+      };
+      worker.onerror = (event) => {
+        worker.terminate();
+        reject(event.message);
+      };
+      worker.postMessage({ buffer: pool.buffer, count: each });
+    });
+  }));
+  const total = [0, 0, 0];
+  for (const counts of results) {
+    for (const [slot, n] of Object.entries(counts)) total[Number(slot)]! += n;
+  }
+  deepEqual(total, [40_000, 40_000, 40_000]);
+});
