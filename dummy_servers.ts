@@ -17,7 +17,8 @@
  * - `slow=200ms`: answer after the delay;
  * - `reset`: accept connections and close them without answering.
  *
- * `GET /_dummy/stats` returns the request counts as JSON. With `--record`, the backend prints
+ * `GET /_dummy/stats` returns the request counts (and request body bytes received) as JSON;
+ * `GET /_dummy/bytes/<n>` answers with `n` bytes, for download tests. With `--record`, the backend prints
  * `seen <id>` for each request carrying an `X-Chaos-Id` field, so a harness can prove no request
  * reached two backends even if one is killed.
  *
@@ -48,6 +49,20 @@ export function parseMode(text: string): Mode {
   throw new SyntaxError(`"${text}" is not a mode: expected ok, hang, 500, slow=200ms or reset`);
 }
 
+/** A stream of `size` bytes of "x", for download tests. */
+function filler(size: number): ReadableStream<Uint8Array<ArrayBuffer>> {
+  const block = new Uint8Array(64 * 1024).fill(120);
+  let left = size;
+  return new ReadableStream({
+    pull(controller) {
+      if (left <= 0) return controller.close();
+      const n = Math.min(block.length, left);
+      left -= n;
+      controller.enqueue(block.slice(0, n));
+    },
+  });
+}
+
 /** Request counts of one backend. */
 export interface Stats {
   /** The port it serves. */
@@ -56,6 +71,8 @@ export interface Stats {
   readonly methods: Record<string, number>;
   /** All requests. */
   readonly requests: number;
+  /** Request body bytes received. */
+  readonly bodyBytes: number;
 }
 
 /** A backend running in this process. */
@@ -101,9 +118,14 @@ export function serveBackend(port: number, options: BackendOptions = {}): LocalB
   const releases = new Set<() => void>();
   let closing = false;
 
-  const stats = (): Stats => ({ port: actualPort, methods: { ...methods }, requests });
-  const control = async (req: Request, path: string): Promise<Response> => {
+  let bodyBytes = 0;
+  const stats = (): Stats => ({ port: actualPort, methods: { ...methods }, requests, bodyBytes });
+  const control = (req: Request, path: string): Response => {
     if (path === "/_dummy/stats") return Response.json(stats());
+    const bytes = /^\/_dummy\/bytes\/(\d+)$/.exec(path);
+    if (bytes) {
+      return new Response(filler(Number(bytes[1])), { headers: { "content-length": bytes[1]! } });
+    }
     const wanted = /^\/_dummy\/mode\/(.+)$/.exec(path);
     if (wanted && req.method === "POST") {
       try {
@@ -125,7 +147,14 @@ export function serveBackend(port: number, options: BackendOptions = {}): LocalB
     methods[req.method] = (methods[req.method] ?? 0) + 1;
     const id = req.headers.get("x-chaos-id");
     if (id !== null) options.onId?.(id);
-    if (req.body) await req.body.cancel().catch(() => {}); // the reply does not depend on it
+    // Read the whole body, as a real application would, so uploads are measured end to end.
+    if (req.body) {
+      try {
+        for await (const chunk of req.body) bodyBytes += chunk.length;
+      } catch {
+        return new Response(null, { status: 400 }); // the upload broke off
+      }
+    }
     const current = mode;
     if (current.kind === "hang") {
       await new Promise<void>((resolve) => releases.add(resolve));
@@ -318,7 +347,7 @@ function usage(message: string): never {
   Deno.exit(2);
 }
 
-async function runChild(port: number, mode: Mode, record: boolean): Promise<void> {
+function runChild(port: number, mode: Mode, record: boolean): void {
   const encoder = new TextEncoder();
   const backend = serveBackend(port, {
     mode,
@@ -430,7 +459,7 @@ async function main(): Promise<void> {
     return Number(text);
   };
   if (values.serve !== undefined) {
-    await runChild(toPort(values.serve), parseMode(mode ?? "ok"), values.record ?? false);
+    runChild(toPort(values.serve), parseMode(mode ?? "ok"), values.record ?? false);
     return;
   }
   const ports = positionals.length > 0 ? positionals.map(toPort) : [8081, 8082, 8083];

@@ -379,23 +379,5 @@ function hexValue(byte: number): number {
   return -1;
 }
 
-const CRLF = "\r\n";
-
-/**
- * Frames one chunk of a chunked request body: `size CRLF data CRLF`.
- *
- * @param data The payload (non-empty).
- * @returns The framed bytes.
- */
-export function encodeChunk(data: Uint8Array): Uint8Array<ArrayBuffer> {
-  const size = data.length.toString(16) + CRLF;
-  const out = new Uint8Array(size.length + data.length + 2);
-  for (let i = 0; i < size.length; i++) out[i] = size.charCodeAt(i);
-  out.set(data, size.length);
-  out[out.length - 2] = 13;
-  out[out.length - 1] = 10;
-  return out;
-}
-
 /** The last chunk and the empty trailer section that end a chunked body. */
-export const LAST_CHUNK: Uint8Array = encodeLatin1(`0${CRLF}${CRLF}`);
+export const LAST_CHUNK: Uint8Array = encodeLatin1("0\r\n\r\n");

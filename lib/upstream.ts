@@ -23,7 +23,6 @@ import {
   chunkedDecoder,
   type ChunkedState,
   decodeChunked,
-  encodeChunk,
   type Framing,
   LAST_CHUNK,
   parseResponseHead,
@@ -31,6 +30,7 @@ import {
   responseFraming,
   type ResponseHead,
 } from "./http1.ts";
+import { joinParts, readAhead } from "./streaming.ts";
 
 /** Bytes backed by a plain `ArrayBuffer` (what `Response` and `conn.read` take). */
 export type Bytes = Uint8Array<ArrayBuffer>;
@@ -295,24 +295,25 @@ async function fill(link: Link): Promise<boolean> {
   return true;
 }
 
-/** Sends a stream body, chunk by chunk, refreshing the deadline on each step. */
+/**
+ * Sends a stream body as it arrives (see {@linkcode readAhead}). The deadline runs only while a
+ * write is pending: a backend that stops reading times out; a client that pauses does not.
+ */
 async function pump(link: Link, body: ReadableStream<Bytes>, chunked: boolean): Promise<void> {
   const timeout = link.host.owner.options.responseTimeout;
-  const reader = body.getReader();
+  const ahead = readAhead(body);
   try {
-    while (true) {
+    for (let parts; (parts = await ahead.next()) !== null;) {
       link.deadline = Date.now() + timeout;
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (value.length === 0) continue;
-      link.deadline = Date.now() + timeout;
-      await writeAll(link, chunked ? encodeChunk(value) : value);
+      await writeAll(link, joinParts(parts, chunked));
+      link.deadline = 0;
     }
     if (chunked) await writeAll(link, LAST_CHUNK);
-    link.deadline = Date.now() + timeout;
-  } finally {
-    reader.releaseLock();
+  } catch (error) {
+    ahead.cancel(error);
+    throw error;
   }
+  link.deadline = Date.now() + timeout;
 }
 
 /**
@@ -379,11 +380,12 @@ function classify(
   link: Link,
   state: { sent: boolean; reused: boolean; pumping: Promise<void> | null },
 ): UpstreamError {
-  if (error instanceof UpstreamError) return error;
   const flags = { sent: state.sent, reused: state.reused };
+  // The sweep closed the connection: whatever the read then reported, the cause is the timeout.
   if (link.timedOut) {
     return new UpstreamError("timeout", "timed out waiting for the response", flags);
   }
+  if (error instanceof UpstreamError) return error;
   if (error instanceof ProtocolError) return new UpstreamError("protocol", error.message, flags);
   return new UpstreamError("reset", describeError(error), flags);
 }

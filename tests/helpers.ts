@@ -279,7 +279,7 @@ export function recordingBackend(
  * @returns Port and a close function.
  */
 export function rawBackend(
-  script: (request: string, conn: Deno.Conn) => Promise<void>,
+  script: (request: string, conn: Deno.Conn) => Promise<void> | void,
 ): { port: number; url: string; close: () => Promise<void>; connections: () => number } {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const open = new Set<Deno.Conn>();
@@ -293,7 +293,7 @@ export function rawBackend(
         const buf = new Uint8Array(65536);
         const n = await conn.read(buf).catch(() => null);
         const text = n === null ? "" : new TextDecoder().decode(buf.subarray(0, n));
-        await script(text, conn).catch(() => {});
+        await Promise.resolve(script(text, conn)).catch(() => {});
       })().finally(() => {
         open.delete(conn);
         try {

@@ -274,7 +274,7 @@ Deno.test("round-robin through the proxy: 600 concurrent requests split exactly 
 });
 
 Deno.test("no live backend: 503 with Retry-After and a short plain body", async () => {
-  const dead = rawBackend(async () => {});
+  const dead = rawBackend(() => {});
   const port = dead.port;
   await dead.close(); // nothing listens there any more
   const proxy = await startGoround([
@@ -343,7 +343,7 @@ Deno.test("a backend that dies is skipped at once: the client sees no failure", 
 
 Deno.test("a POST whose backend resets after receiving it gets 502, and is not sent twice", async () => {
   let received = 0;
-  const resetting = rawBackend(async (request, conn) => {
+  const resetting = rawBackend((request, conn) => {
     if (request.startsWith("POST")) received++; // health probes connect without a request
     conn.close();
   });

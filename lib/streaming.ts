@@ -1,0 +1,125 @@
+/**
+ * Streaming request bodies to a backend.
+ *
+ * The body a client uploads is read *ahead* of the writes to the backend, into a bounded queue,
+ * and everything queued goes out in one write. Reading in lock-step with the writes (read a
+ * chunk, await its write, read the next) lets the front connection's buffer fill up while a
+ * write is pending, and Deno's HTTP server then spends milliseconds of CPU per chunk of a
+ * chunked upload (measured: 256 MiB from `curl -T -` took 7.5 s in lock-step, 0.6 s with
+ * read-ahead). The queue is bounded, so memory stays flat whatever the body size.
+ *
+ * @module
+ */
+
+/** Bytes read ahead before reading pauses for the writer to catch up. */
+export const READ_AHEAD_BYTES = 1024 * 1024;
+
+/** A reader that runs ahead of its consumer. */
+export interface ReadAhead {
+  /** Everything read since the last call (at least one chunk), or `null` at the end. Throws
+   * what the body's stream threw (the client went away). */
+  readonly next: () => Promise<Uint8Array[] | null>;
+  /** Stops reading (the writer failed); the stream is cancelled with `reason`. */
+  readonly cancel: (reason: unknown) => void;
+}
+
+/**
+ * Starts reading `body` at once, queueing up to `limit` bytes ahead of {@linkcode ReadAhead.next}.
+ *
+ * @param body The stream to read.
+ * @param limit Bytes to queue before pausing.
+ * @returns The reader.
+ * @example
+ * ```ts
+ * const ahead = readAhead(new Blob(["abc"]).stream(), 1024);
+ * for (let parts; (parts = await ahead.next()) !== null;) console.log(parts.length);
+ * ```
+ */
+export function readAhead(
+  body: ReadableStream<Uint8Array>,
+  limit: number = READ_AHEAD_BYTES,
+): ReadAhead {
+  const reader = body.getReader();
+  let queue: Uint8Array[] = [];
+  let queued = 0;
+  let ended = false;
+  let failure: { error: unknown } | null = null;
+  let stopped = false;
+  let wakeConsumer: (() => void) | null = null;
+  let wakeReader: (() => void) | null = null;
+
+  const wake = (which: "consumer" | "reader") => {
+    const fn = which === "consumer" ? wakeConsumer : wakeReader;
+    if (which === "consumer") wakeConsumer = null;
+    else wakeReader = null;
+    fn?.();
+  };
+
+  (async () => {
+    try {
+      while (!stopped) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        if (value.length === 0) continue;
+        queue.push(value);
+        queued += value.length;
+        wake("consumer");
+        while (queued >= limit && !stopped) {
+          await new Promise<void>((resolve) => (wakeReader = resolve));
+        }
+      }
+    } catch (error) {
+      failure = { error };
+    } finally {
+      ended = true;
+      reader.releaseLock();
+      wake("consumer");
+    }
+  })();
+
+  return {
+    next: async () => {
+      while (queue.length === 0) {
+        if (failure) throw failure.error;
+        if (ended) return null;
+        await new Promise<void>((resolve) => (wakeConsumer = resolve));
+      }
+      const parts = queue;
+      queue = [];
+      queued = 0;
+      wake("reader");
+      return parts;
+    },
+    cancel: (reason) => {
+      if (stopped) return;
+      stopped = true;
+      wake("reader");
+      if (!ended) reader.cancel(reason).catch(() => {});
+    },
+  };
+}
+
+const CRLF = [13, 10];
+
+/**
+ * Joins parts into one buffer, optionally framed as one HTTP/1.1 chunk (RFC 9112 §7.1:
+ * `size-in-hex CRLF data CRLF`).
+ *
+ * @param parts The payload pieces.
+ * @param chunked Whether to add chunk framing.
+ * @returns The bytes to write.
+ */
+export function joinParts(parts: readonly Uint8Array[], chunked: boolean): Uint8Array<ArrayBuffer> {
+  let size = 0;
+  for (const part of parts) size += part.length;
+  const prefix = chunked ? `${size.toString(16)}\r\n` : "";
+  const out = new Uint8Array(prefix.length + size + (chunked ? 2 : 0));
+  for (let i = 0; i < prefix.length; i++) out[i] = prefix.charCodeAt(i);
+  let at = prefix.length;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  if (chunked) out.set(CRLF, at);
+  return out;
+}
