@@ -397,3 +397,33 @@ Deno.test("a backend answering garbage gives 502, and goround keeps serving", as
     await garbage.close();
   }
 });
+
+Deno.test("a backend that breaks off mid-body: the client's response is cut, not completed, and it is logged", async () => {
+  const cut = rawBackend(async (request, conn) => {
+    if (request === "") return; // a health probe
+    await conn.write(
+      new TextEncoder().encode("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly the start"),
+    );
+  });
+  const proxy = await startGoround(["--backend", cut.url, "--workers", "1"]);
+  try {
+    const res = await fetch(proxy.url);
+    equal(res.status, 200);
+    let failed = false;
+    try {
+      await res.text();
+    } catch {
+      failed = true;
+    }
+    assert(failed, "reading the body fails instead of ending cleanly");
+    await waitFor(
+      () => proxy.stderr.some((l) => /closed the connection 986 bytes short \(GET \/\)/.test(l)),
+      {
+        what: "the mid-body log line",
+      },
+    );
+  } finally {
+    await proxy.stop();
+    await cut.close();
+  }
+});
