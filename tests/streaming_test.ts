@@ -5,9 +5,9 @@ import { startGoround } from "./helpers.ts";
 /** The large transfer in MiB each way (GOROUND_STREAM_MB overrides it). */
 const MB = Number(Deno.env.get("GOROUND_STREAM_MB") ?? "1024");
 /** The warm-up transfer that sets the baseline, MiB. */
-const WARMUP_MB = 32;
+const WARMUP_MB = 256;
 /** How much goround's peak memory may grow from the warm-up to the large transfer, MiB. */
-const GROWTH_LIMIT_MB = 48;
+const GROWTH_LIMIT_MB = 32;
 
 /** Peak resident memory of a process tree's main process, MiB. (Deno refuses to read another
  * process's /proc entries without --allow-all, so `cat` reads it.) */
