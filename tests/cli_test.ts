@@ -103,3 +103,16 @@ Deno.test("the banner, then settings; SIGTERM exits 0", async () => {
     await backend.close();
   }
 });
+
+Deno.test("deno task compile says plainly when denort is unavailable, and exits non-zero", async () => {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "compile"],
+    cwd: ROOT,
+    env: { DENORT_BIN: "/nonexistent/denort" },
+    stdin: "null",
+  }).output();
+  const text = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
+  assert(output.code !== 0);
+  match(text, /goround: deno compile needs the denort base binary/);
+  match(text, /DENORT_BIN/);
+});
