@@ -52,10 +52,30 @@ export interface Config {
   readonly trustedProxies: readonly Cidr[];
   /** Selection policy. @default {"round-robin"} */
   readonly algorithm: Algorithm;
+  /** Front end: goround's own HTTP/1.1 server, or `Deno.serve`. @default {"goround"} */
+  readonly engine: Engine;
+  /** Time a client has to send a request head, ms. @default {30000} */
+  readonly headerTimeout: number;
+  /** Time an idle client keep-alive connection is kept, ms. @default {60000} */
+  readonly keepAliveTimeout: number;
 }
 
+/** The front ends `--engine` chooses between. */
+export const ENGINES = ["goround", "deno"] as const;
+
+/** A front end. */
+export type Engine = typeof ENGINES[number];
+
 /** What kind of value a flag takes. */
-type Kind = "listen" | "urls" | "duration" | "positive-duration" | "count" | "cidrs" | "algorithm";
+type Kind =
+  | "listen"
+  | "urls"
+  | "duration"
+  | "positive-duration"
+  | "count"
+  | "cidrs"
+  | "algorithm"
+  | "engine";
 
 interface FlagSpec {
   readonly name: string;
@@ -136,6 +156,24 @@ export const FLAGS: readonly FlagSpec[] = [
     fallback: "round-robin",
     help: `selection policy: ${ALGORITHMS.join(", ")}`,
   },
+  {
+    name: "engine",
+    kind: "engine",
+    fallback: "goround",
+    help: `front end: ${ENGINES.join(" (its own HTTP/1.1 server) or ")} (Deno.serve)`,
+  },
+  {
+    name: "header-timeout",
+    kind: "positive-duration",
+    fallback: "30s",
+    help: "time a client has to send a request head",
+  },
+  {
+    name: "keepalive-timeout",
+    kind: "positive-duration",
+    fallback: "60s",
+    help: "time an idle client connection is kept open",
+  },
 ];
 
 /**
@@ -209,7 +247,7 @@ function splitList(text: string): string[] {
 }
 
 /** The values one flag can parse to. */
-type Parsed = Listen | Backend[] | number | Cidr[] | Algorithm;
+type Parsed = Listen | Backend[] | number | Cidr[] | Algorithm | Engine;
 
 function parseValue(kind: Kind, text: string): Parsed {
   switch (kind) {
@@ -235,6 +273,11 @@ function parseValue(kind: Kind, text: string): Parsed {
         );
       }
       return text as Algorithm;
+    case "engine":
+      if (!(ENGINES as readonly string[]).includes(text)) {
+        throw new RangeError(`"${text}" is not an engine: expected ${ENGINES.join(" or ")}`);
+      }
+      return text as Engine;
   }
 }
 
@@ -343,6 +386,9 @@ export function parseCommandLine(args: readonly string[], env: EnvReader, cores:
       workers,
       trustedProxies: (get.get("trusted-proxies") as Cidr[] | undefined) ?? [],
       algorithm: value<Algorithm>("algorithm"),
+      engine: value<Engine>("engine"),
+      headerTimeout: value<number>("header-timeout"),
+      keepAliveTimeout: value<number>("keepalive-timeout"),
     },
   };
 }
@@ -408,7 +454,7 @@ export function helpText(): string {
 export function describeConfig(config: Config): string[] {
   return [
     `  backends: ${config.backends.map((b) => b.url).join(", ")}`,
-    `  algorithm: ${config.algorithm}, workers: ${config.workers}`,
+    `  algorithm: ${config.algorithm}, workers: ${config.workers}, engine: ${config.engine}`,
     `  health: TCP every ${formatDuration(config.healthInterval)} (timeout ${
       formatDuration(config.healthTimeout)
     })`,

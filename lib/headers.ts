@@ -56,7 +56,7 @@ export function connectionTokens(value: string | null | undefined): string[] {
  * replaced, since any client can forge them. From a trusted proxy they are kept, and the peer
  * is appended to `X-Forwarded-For`.
  *
- * @param headers The client's fields.
+ * @param headers The client's fields, names lowercased (a `Headers`, or pairs).
  * @param context The client connection.
  * @returns Name/value pairs (names lowercased), `Host` first.
  * @example
@@ -68,16 +68,19 @@ export function connectionTokens(value: string | null | undefined): string[] {
  * ```
  */
 export function forwardRequestHeaders(
-  headers: Headers,
+  headers: Iterable<readonly [string, string]>,
   context: ForwardContext,
 ): [string, string][] {
-  const named = connectionTokens(headers.get("connection"));
+  let named: string[] | null = null;
+  for (const [name, value] of headers) {
+    if (name === "connection") named = [...(named ?? []), ...connectionTokens(value)];
+  }
   const out: [string, string][] = [["host", context.host]];
   let priorFor: string | null = null;
   let proto: string | null = null;
   let host: string | null = null;
   for (const [name, value] of headers) {
-    if (HOP_BY_HOP.has(name) || named.includes(name)) continue;
+    if (HOP_BY_HOP.has(name) || (named !== null && named.includes(name))) continue;
     switch (name) {
       case "host":
       case "content-length": // framing is re-derived (RFC 9112 §6.3); duplicates are folded
@@ -95,7 +98,7 @@ export function forwardRequestHeaders(
       case "forwarded": // RFC 7239: only a trusted proxy's claims are passed on
         if (!context.trusted) continue;
     }
-    out.push([name, value]);
+    out.push([name, value] as [string, string]);
   }
   // De-facto X-Forwarded-For: the client chain, then the peer (MDN; RFC 7239 §7.4 describes it).
   out.push([

@@ -35,6 +35,8 @@ export const MAX_HEAD_BYTES = 64 * 1024;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // Field values: visible ASCII, obs-text, SP and HTAB (RFC 9110 §5.5). No CR, LF or NUL.
 // deno-lint-ignore no-control-regex
+const BAD_TARGET = /[\x00-\x20\x7f]/;
+// deno-lint-ignore no-control-regex
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 
 /** A response the parser refused (garbage, bad framing, over-large head). */
@@ -115,6 +117,65 @@ export function findHeadEnd(buf: Uint8Array, start: number, end: number): number
   return -1;
 }
 
+/** Whether `text` is a token (RFC 9110 §5.6.2): a field name or a method. */
+function isToken(text: string): boolean {
+  return text.length > 0 && TOKEN.test(text);
+}
+
+/** Splits a comma-separated field value into lowercased, trimmed members. */
+export function listMembers(value: string): string[] {
+  const out: string[] = [];
+  for (const member of value.split(",")) {
+    const trimmed = member.trim().toLowerCase();
+    if (trimmed !== "") out.push(trimmed);
+  }
+  return out;
+}
+
+/**
+ * Parses the field lines of a head (RFC 9112 §5) from `text`, starting at `from`, up to the
+ * blank line. Names are lowercased; values lose their leading and trailing SP/HTAB.
+ *
+ * @param text The head as a byte string.
+ * @param from Index of the first field line.
+ * @param fail Called with a reason for a malformed line; must throw.
+ * @returns The fields in order.
+ */
+function parseFields(
+  text: string,
+  from: number,
+  fail: (reason: string) => never,
+): [string, string][] {
+  const fields: [string, string][] = [];
+  let i = from;
+  while (i < text.length) {
+    let lf = text.indexOf("\n", i);
+    if (lf < 0) lf = text.length;
+    const lineEnd = lf > i && text.charCodeAt(lf - 1) === 13 ? lf - 1 : lf;
+    if (lineEnd === i) break;
+    const first = text.charCodeAt(i);
+    // obs-fold (RFC 9112 §5.2): refused rather than guessing how the next hop would join it.
+    if (first === 32 || first === 9) fail("obsolete line folding");
+    const colon = text.indexOf(":", i);
+    // No whitespace between name and colon (RFC 9112 §5.1): the token check rejects it.
+    const name = colon < 0 || colon > lineEnd ? "" : text.slice(i, colon);
+    if (!isToken(name)) fail(`invalid header name "${text.slice(i, Math.min(lineEnd, i + 40))}"`);
+    let valueStart = colon + 1;
+    let valueEnd = lineEnd;
+    while (valueStart < valueEnd && isOws(text.charCodeAt(valueStart))) valueStart++;
+    while (valueEnd > valueStart && isOws(text.charCodeAt(valueEnd - 1))) valueEnd--;
+    const value = text.slice(valueStart, valueEnd);
+    if (BAD_VALUE.test(value)) fail(`invalid header value for ${name}`);
+    fields.push([name.toLowerCase(), value]);
+    i = lf + 1;
+  }
+  return fields;
+}
+
+function isOws(code: number): boolean {
+  return code === 32 || code === 9;
+}
+
 /**
  * Parses a response head from `buf[start..end)`.
  *
@@ -145,51 +206,196 @@ export function parseResponseHead(
     return null;
   }
   if (headEnd - start > MAX_HEAD_BYTES) throw new ProtocolError("response head too large");
-  const lines = decodeLatin1(buf, start, headEnd).split("\n");
-  const statusLine = stripCr(lines[0]!);
-  const match = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/.exec(statusLine);
-  if (!match) {
-    throw new ProtocolError(
-      statusLine.startsWith("HTTP/") ? "invalid status line" : "invalid HTTP version",
-    );
+  const text = decodeLatin1(buf, start, headEnd);
+  let lineEnd = text.indexOf("\n");
+  const next = lineEnd + 1;
+  if (text.charCodeAt(lineEnd - 1) === 13) lineEnd--;
+  // status-line = HTTP-version SP status-code SP [ reason-phrase ] (RFC 9112 §4)
+  if (!text.startsWith("HTTP/")) throw new ProtocolError("invalid HTTP version");
+  const minor = text.startsWith("HTTP/1.1 ") ? 1 : text.startsWith("HTTP/1.0 ") ? 0 : -1;
+  const code = text.slice(9, 12);
+  const after = text.charCodeAt(12);
+  if (minor < 0 || !/^\d{3}$/.test(code) || (lineEnd > 12 && after !== 32)) {
+    throw new ProtocolError("invalid status line");
   }
-  const minor = Number(match[1]);
-  const status = Number(match[2]);
+  const status = Number(code);
   if (status < 100 || status > 599) throw new ProtocolError(`invalid status code ${status}`);
-  const headers: [string, string][] = [];
+  const reason = lineEnd > 13 ? text.slice(13, lineEnd) : "";
+  if (BAD_VALUE.test(reason)) throw new ProtocolError("invalid status line");
+  const headers = parseFields(text, next, (why) => {
+    throw new ProtocolError(`${why} in a response`);
+  });
   let keepAlive = minor === 1;
-  for (let i = 1; i < lines.length; i++) {
-    const line = stripCr(lines[i]!);
-    if (line === "") continue;
-    if (line[0] === " " || line[0] === "\t") {
-      // obs-fold (RFC 9112 §5.2): refuse rather than guess how the next hop would join it.
-      throw new ProtocolError("obsolete line folding in a response header");
-    }
-    const colon = line.indexOf(":");
-    const name = colon > 0 ? line.slice(0, colon) : "";
-    if (!TOKEN.test(name)) throw new ProtocolError(`invalid header name "${name.slice(0, 40)}"`);
-    const value = line.slice(colon + 1).trim();
-    if (BAD_VALUE.test(value)) throw new ProtocolError(`invalid header value for ${name}`);
-    const lower = name.toLowerCase();
-    if (lower === "connection") {
-      const tokens = value.toLowerCase();
-      if (/(^|,)\s*close\s*(,|$)/.test(tokens)) keepAlive = false;
-      else if (/(^|,)\s*keep-alive\s*(,|$)/.test(tokens)) keepAlive = true;
-    }
-    headers.push([lower, value]);
+  for (const [name, value] of headers) {
+    if (name !== "connection") continue;
+    const tokens = listMembers(value);
+    if (tokens.includes("close")) keepAlive = false;
+    else if (tokens.includes("keep-alive")) keepAlive = true;
   }
-  return {
-    minor,
-    status,
-    reason: match[3] ?? "",
-    headers,
-    size: headEnd - start,
-    close: !keepAlive,
-  };
+  return { minor, status, reason, headers, size: headEnd - start, close: !keepAlive };
 }
 
-function stripCr(line: string): string {
-  return line.endsWith("\r") ? line.slice(0, -1) : line;
+/** A request the front refuses, with the status to answer (RFC 9112, RFC 9110 §15.5). */
+export class RequestError extends Error {
+  /** 400, 417, 431, 501 or 505. */
+  readonly status: number;
+
+  /**
+   * @param status The status to answer.
+   * @param message What was wrong (sent to the client as the body).
+   */
+  constructor(status: number, message: string) {
+    super(message);
+    this.name = "RequestError";
+    this.status = status;
+  }
+}
+
+/** A parsed request head, with the framing and connection decisions derived from it. */
+export interface RequestHead {
+  /** The method (a token, case-sensitive). */
+  readonly method: string;
+  /** The request-target as sent. */
+  readonly target: string;
+  /** HTTP minor version: 0 or 1. */
+  readonly minor: number;
+  /** Fields in order, names lowercased. */
+  readonly headers: [string, string][];
+  /** Bytes the head took, including leading empty lines and the blank line. */
+  readonly size: number;
+  /** The one `Host` value, or `null` (allowed only for HTTP/1.0). */
+  readonly host: string | null;
+  /** Body framing: bytes of a `Content-Length` body, -1 for chunked, 0 for none. */
+  readonly bodyLength: number;
+  /** Whether the client wants the connection kept open after the response. */
+  readonly keepAlive: boolean;
+  /** Whether the client sent `Expect: 100-continue`. */
+  readonly expectContinue: boolean;
+}
+
+/** Most fields accepted in a request head. */
+export const MAX_FIELDS = 128;
+
+/**
+ * Parses a request head from `buf[start..end)`, refusing what could let the front and a backend
+ * disagree about where a request ends (request smuggling): a `Transfer-Encoding` together with
+ * `Content-Length`, differing `Content-Length` values, a transfer coding other than chunked,
+ * obs-fold, or whitespace before a colon.
+ *
+ * @param buf The buffer.
+ * @param start Where the head starts.
+ * @param end One past the last byte read.
+ * @returns The head, or `null` when more bytes are needed.
+ * @throws {RequestError} With the status to answer: 400 malformed, 417 unknown expectation,
+ *   431 too large, 501 unsupported transfer coding, 505 unsupported version.
+ * @example
+ * ```ts
+ * const bytes = new TextEncoder().encode("GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+ * parseRequestHead(bytes, 0, bytes.length)?.target; // "/a"
+ * ```
+ */
+export function parseRequestHead(buf: Uint8Array, start: number, end: number): RequestHead | null {
+  let from = start;
+  // RFC 9112 §2.2: ignore empty lines before the request-line.
+  while (from < end && (buf[from] === 13 || buf[from] === 10)) from++;
+  const headEnd = from === end ? -1 : findHeadEnd(buf, from, end);
+  if (headEnd < 0) {
+    if (end - start > MAX_HEAD_BYTES) throw new RequestError(431, "request head too large");
+    return null;
+  }
+  if (headEnd - from > MAX_HEAD_BYTES) throw new RequestError(431, "request head too large");
+  const text = decodeLatin1(buf, from, headEnd);
+  let lineEnd = text.indexOf("\n");
+  const next = lineEnd + 1;
+  if (text.charCodeAt(lineEnd - 1) === 13) lineEnd--;
+  // request-line = method SP request-target SP HTTP-version (RFC 9112 §3)
+  const sp1 = text.indexOf(" ");
+  const sp2 = sp1 < 0 ? -1 : text.indexOf(" ", sp1 + 1);
+  if (sp1 <= 0 || sp2 < 0 || sp2 >= lineEnd) throw new RequestError(400, "malformed request line");
+  const method = text.slice(0, sp1);
+  const target = text.slice(sp1 + 1, sp2);
+  const version = text.slice(sp2 + 1, lineEnd);
+  if (!isToken(method)) throw new RequestError(400, "malformed method");
+  if (target === "" || BAD_TARGET.test(target)) {
+    throw new RequestError(400, "malformed request target");
+  }
+  const minor = version === "HTTP/1.1" ? 1 : version === "HTTP/1.0" ? 0 : -1;
+  if (minor < 0) {
+    if (/^HTTP\/\d\.\d$/.test(version)) throw new RequestError(505, "HTTP version not supported");
+    throw new RequestError(400, "malformed request line");
+  }
+  const headers = parseFields(text, next, (why) => {
+    throw new RequestError(400, why);
+  });
+  if (headers.length > MAX_FIELDS) throw new RequestError(431, "too many header fields");
+
+  let host: string | null = null;
+  let hosts = 0;
+  let length: string | null = null;
+  let te: string | null = null;
+  let connection: string[] = [];
+  let expect: string | null = null;
+  for (const [name, value] of headers) {
+    switch (name) {
+      case "host":
+        hosts++;
+        host = value;
+        break;
+      case "content-length":
+        length = length === null ? value : `${length},${value}`;
+        break;
+      case "transfer-encoding":
+        te = te === null ? value : `${te},${value}`;
+        break;
+      case "connection":
+        connection = connection.concat(listMembers(value));
+        break;
+      case "expect":
+        expect = value.toLowerCase();
+        break;
+    }
+  }
+  // RFC 9112 §3.2: exactly one Host in HTTP/1.1 (400 otherwise); at most one in HTTP/1.0.
+  if (hosts > 1 || (hosts === 0 && minor === 1)) {
+    throw new RequestError(400, "missing or repeated Host");
+  }
+  let bodyLength = 0;
+  if (te !== null) {
+    // RFC 9112 §6.1: with both, the message may be an attack; refuse it rather than pick one.
+    if (length !== null) throw new RequestError(400, "both Transfer-Encoding and Content-Length");
+    if (minor === 0) throw new RequestError(400, "Transfer-Encoding in an HTTP/1.0 request");
+    const codings = listMembers(te);
+    if (codings.at(-1) !== "chunked") {
+      throw new RequestError(400, "Transfer-Encoding does not end in chunked");
+    }
+    if (codings.length !== 1) {
+      throw new RequestError(501, `transfer coding "${te}" not implemented`);
+    }
+    bodyLength = -1;
+  } else if (length !== null) {
+    // RFC 9112 §6.3 rule 5: a list of identical valid values is one value; anything else is 400.
+    const values = new Set(length.split(",").map((v) => v.trim()));
+    const [only] = values;
+    if (values.size !== 1 || !/^\d{1,15}$/.test(only!)) {
+      throw new RequestError(400, "invalid Content-Length");
+    }
+    bodyLength = Number(only);
+  }
+  if (expect !== null && expect !== "100-continue") {
+    throw new RequestError(417, "unsupported expectation");
+  }
+  const keepAlive = minor === 1 ? !connection.includes("close") : connection.includes("keep-alive");
+  return {
+    method,
+    target,
+    minor,
+    headers,
+    size: headEnd - start,
+    host,
+    bodyLength,
+    keepAlive,
+    expectContinue: expect === "100-continue" && minor === 1,
+  };
 }
 
 /**

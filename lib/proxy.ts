@@ -1,6 +1,9 @@
 /**
- * The request handler: pick a backend, forward the request, retry where safe, and turn the
- * backend's answer (or failure) into the client's response.
+ * The proxy core, independent of the front end that accepted the request: pick a backend,
+ * forward the request, retry where safe, and hand back the backend's response or a local
+ * error reply. Both fronts (goround's own HTTP/1.1 server in `server.ts` and the `Deno.serve`
+ * adapter in `serve_handler.ts`) turn client requests into an {@linkcode Incoming} and write
+ * the {@linkcode Reply}.
  *
  * @module
  */
@@ -8,7 +11,7 @@
 import { ipInCidrs } from "./cidr.ts";
 import type { Backend, Config } from "./config.ts";
 import { STATUS_NO_BACKEND, statusForFailure, UpstreamError } from "./errors.ts";
-import { forwardRequestHeaders, forwardResponseHeaders } from "./headers.ts";
+import { forwardRequestHeaders } from "./headers.ts";
 import { encodeLatin1, requestHead } from "./http1.ts";
 import { logLine } from "./log.ts";
 import { beginRequest, endRequest, type Pool, poolSize, setAlive } from "./pool.ts";
@@ -26,7 +29,7 @@ import {
  * so an idempotent request can be replayed on another backend. Larger ones are streamed. */
 export const REPLAY_LIMIT = 64 * 1024;
 
-/** What the handler works with; one per worker thread. */
+/** What the proxy works with; one per worker thread. */
 export interface ProxyContext {
   /** Shared pool state. */
   readonly pool: Pool;
@@ -38,94 +41,117 @@ export interface ProxyContext {
   readonly upstreams: Upstreams;
 }
 
-/** A `Deno.serve` handler. */
-export type Handler = (
-  request: Request,
-  info: Deno.ServeHandlerInfo<Deno.NetAddr>,
-) => Promise<Response>;
+/** A client request as a front end hands it over. */
+export interface Incoming {
+  /** The method. */
+  readonly method: string;
+  /** The origin-form target (`/path?query`), or `*`. */
+  readonly target: string;
+  /** The authority the client addressed (its `Host`, or the absolute-form target's). */
+  readonly authority: string;
+  /** The client's fields, names lowercased. */
+  readonly headers: Iterable<readonly [string, string]>;
+  /** The body: whole bytes (replayable), a stream, or none. */
+  readonly body: Bytes | ReadableStream<Bytes> | null;
+  /** The body's `Content-Length`, -1 when it is chunked, 0 when there is none. */
+  readonly bodyLength: number;
+  /** The TCP peer. */
+  readonly clientIp: string;
+  /** How the client reached goround. */
+  readonly proto: "http" | "https";
+}
 
-function plain(status: number, text: string, extra: [string, string][] = []): Response {
-  return new Response(`${text}\n`, {
+/** What the front end writes back. */
+export type Reply =
+  | { readonly kind: "upstream"; readonly response: UpstreamResponse }
+  | {
+    readonly kind: "local";
+    readonly status: number;
+    readonly text: string;
+    readonly headers: readonly [string, string][];
+  };
+
+/** Forwards one request. */
+export type Forwarder = (incoming: Incoming) => Promise<Reply>;
+
+/**
+ * A local reply: a short plain-text body.
+ *
+ * @param status The status.
+ * @param text The body (a newline is added).
+ * @param headers Extra fields.
+ * @returns The reply.
+ */
+export function localReply(status: number, text: string, headers: [string, string][] = []): Reply {
+  return {
+    kind: "local",
     status,
-    headers: [["content-type", "text/plain; charset=utf-8"], ...extra],
-  });
+    text: `${text}\n`,
+    headers: [["content-type", "text/plain; charset=utf-8"], ...headers],
+  };
 }
 
-/** Splits `Deno.serve`'s absolute `req.url` into authority and origin-form target. */
-function splitUrl(url: string): { authority: string; target: string } {
-  const schemeEnd = url.indexOf("://") + 3;
-  const slash = url.indexOf("/", schemeEnd);
-  const authority = slash < 0 ? url.slice(schemeEnd) : url.slice(schemeEnd, slash);
-  let target = slash < 0 ? "/" : url.slice(slash);
-  // A fragment is never part of a request target (RFC 9112 §3.2); do not pass one on.
-  const hash = target.indexOf("#");
-  if (hash >= 0) target = target.slice(0, hash);
-  return { authority, target };
-}
-
-/** Parses a `Content-Length` the front accepted (a list of identical values is one value). */
-function contentLength(value: string): number {
-  const comma = value.indexOf(",");
-  return Number(comma < 0 ? value : value.slice(0, comma));
+function failureReply(error: UpstreamError): Reply {
+  const status = statusForFailure(error.kind);
+  return localReply(status, status === 504 ? "gateway timeout" : "bad gateway");
 }
 
 /**
- * Builds the handler for one worker.
+ * Splits a request-target into the origin-form target and, for an absolute-form target, its
+ * authority (RFC 9112 §3.2.2: it takes precedence over `Host`). A fragment is dropped: it is
+ * never part of a target.
  *
- * @param context Pool, settings, backends and upstream client.
- * @returns The handler.
+ * @param target The request-target as received.
+ * @returns The origin-form target and the authority (`null` unless absolute-form).
  * @example
- * ```ts ignore
- * Deno.serve({ port: 8000 }, createHandler(context));
+ * ```ts
+ * splitTarget("http://a.example/x?y"); // { target: "/x?y", authority: "a.example" }
  * ```
  */
-export function createHandler(context: ProxyContext): Handler {
+export function splitTarget(target: string): { target: string; authority: string | null } {
+  let out = target;
+  let authority: string | null = null;
+  if (out.charCodeAt(0) !== 47 && out !== "*") {
+    const scheme = out.indexOf("://");
+    if (scheme > 0) {
+      const slash = out.indexOf("/", scheme + 3);
+      authority = slash < 0 ? out.slice(scheme + 3) : out.slice(scheme + 3, slash);
+      out = slash < 0 ? "/" : out.slice(slash);
+      const at = authority.lastIndexOf("@"); // userinfo is not part of the authority sent on
+      if (at >= 0) authority = authority.slice(at + 1);
+    }
+  }
+  const hash = out.indexOf("#");
+  return { target: hash < 0 ? out : out.slice(0, hash), authority };
+}
+
+/**
+ * Builds the forwarder for one worker.
+ *
+ * @param context Pool, settings, backends and upstream client.
+ * @returns The forwarder.
+ */
+export function createForwarder(context: ProxyContext): Forwarder {
   const { pool, config, backends, upstreams } = context;
   const select = selectorFor(config.algorithm);
   const retryAfter = String(Math.max(1, Math.ceil(config.healthInterval / 1000)));
 
-  return async (req, info) => {
-    if (req.method === "CONNECT") {
-      // goround is a reverse proxy, not a forward proxy: it never opens tunnels.
-      return plain(405, "CONNECT is not supported", [[
-        "allow",
-        "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
-      ]]);
-    }
-    const { authority, target } = splitUrl(req.url);
-    const clientIp = info.remoteAddr.hostname;
-    // The authority of req.url is the client's Host (origin-form), or the request target's own
-    // authority for absolute-form, which RFC 9112 §3.2.2 says takes precedence over Host.
-    const fields = forwardRequestHeaders(req.headers, {
-      clientIp,
-      trusted: ipInCidrs(clientIp, config.trustedProxies),
-      proto: "http",
-      host: authority,
+  return async (incoming) => {
+    const { method, target, body } = incoming;
+    const fields = forwardRequestHeaders(incoming.headers, {
+      clientIp: incoming.clientIp,
+      trusted: ipInCidrs(incoming.clientIp, config.trustedProxies),
+      proto: incoming.proto,
+      host: incoming.authority,
     });
-
-    let body: Bytes | ReadableStream<Bytes> | null = null;
-    let chunked = false;
-    const length = req.headers.get("content-length");
-    if (length !== null) {
-      const size = contentLength(length);
-      fields.push(["content-length", String(size)]);
-      if (size > 0 && size <= REPLAY_LIMIT) {
-        try {
-          body = new Uint8Array(await req.arrayBuffer());
-        } catch {
-          return plain(400, "request body ended early");
-        }
-      } else if (size > 0) {
-        body = req.body;
-      }
-    } else if (req.body !== null) {
-      // No length: the front decoded a chunked body; it goes on chunked (RFC 9112 §7.1).
+    // Framing is re-derived from what the front read (RFC 9112 §6.3), never copied.
+    if (incoming.bodyLength > 0 || (incoming.bodyLength === 0 && body !== null)) {
+      fields.push(["content-length", String(incoming.bodyLength)]);
+    } else if (incoming.bodyLength < 0) {
       fields.push(["transfer-encoding", "chunked"]);
-      body = req.body;
-      chunked = true;
     }
     const replayable = !(body instanceof ReadableStream);
-    const head = encodeLatin1(requestHead(req.method, target, fields));
+    const head = encodeLatin1(requestHead(method, target, fields));
 
     const limit = config.retries < 0 ? poolSize(pool) - 1 : config.retries;
     const avoid: number[] = [];
@@ -136,10 +162,9 @@ export function createHandler(context: ProxyContext): Handler {
       const slot = select(pool, avoid);
       const backend = slot < 0 ? undefined : backends[slot];
       if (backend === undefined) {
-        if (failure) {
-          return plain(statusForFailure(failure.kind), "bad gateway: no backend could answer");
-        }
-        return plain(STATUS_NO_BACKEND, "no backend available", [["retry-after", retryAfter]]);
+        // Every backend is down or was tried: 502/504 if this request failed somewhere, else 503.
+        if (failure) return failureReply(failure);
+        return localReply(STATUS_NO_BACKEND, "no backend available", [["retry-after", retryAfter]]);
       }
       let ended = false;
       const end = (failed: boolean) => {
@@ -148,14 +173,12 @@ export function createHandler(context: ProxyContext): Handler {
         endRequest(pool, slot, failed);
       };
       const outgoing: OutgoingRequest = {
-        method: req.method,
+        method,
         head,
         body,
-        chunked,
+        chunked: incoming.bodyLength < 0,
         onBodyEnd: (error) => {
-          if (error !== undefined) {
-            logLine(`backend ${backend.url} ${error} (${req.method} ${target})`);
-          }
+          if (error !== undefined) logLine(`backend ${backend.url} ${error} (${method} ${target})`);
           end(error !== undefined);
         },
       };
@@ -167,45 +190,25 @@ export function createHandler(context: ProxyContext): Handler {
         end(true);
         if (!(error instanceof UpstreamError)) throw error;
         failure = error;
-        if (!freshTried && retryFresh(error, req.method, replayable)) {
+        if (!freshTried && retryFresh(error, method, replayable)) {
           freshTried = true;
           continue; // same backend, new connection: the idle one was closed under us
         }
         if (marksDown(error) && setAlive(pool, slot, false)) {
           logLine(`backend ${backend.url} DOWN: ${error.message}`);
         }
-        if (retries < limit && canRetry(error, req.method, replayable)) {
+        if (retries < limit && canRetry(error, method, replayable)) {
           retries++;
           avoid.push(slot);
           continue;
         }
         logLine(
-          `backend ${backend.url} ${error.kind} error: ${error.message} (${req.method} ${target})`,
+          `backend ${backend.url} ${error.kind} error: ${error.message} (${method} ${target})`,
         );
-        return plain(
-          statusForFailure(error.kind),
-          statusForFailure(error.kind) === 504 ? "gateway timeout" : "bad gateway",
-        );
+        return failureReply(error);
       }
       if (!(response.body instanceof ReadableStream)) end(false);
-      return toClient(response);
+      return { kind: "upstream", response };
     }
   };
-}
-
-/** Statuses that must not carry content (Fetch "null body status"); `Response` rejects one. */
-const NULL_BODY = new Set([101, 103, 204, 205, 304]);
-
-function toClient(response: UpstreamResponse): Response {
-  const { framing } = response;
-  // Content-Length stays when it describes what the client gets: a length-framed body, or the
-  // representation a HEAD or 304 response talks about (RFC 9110 §8.6).
-  const keepLength = framing.kind === "length" || framing.kind === "none";
-  const headers = forwardResponseHeaders(response.headers, keepLength);
-  let body = response.body;
-  if (NULL_BODY.has(response.status) && body !== null) {
-    if (body instanceof ReadableStream) body.cancel().catch(() => {});
-    body = null;
-  }
-  return new Response(body, { status: response.status, headers });
 }

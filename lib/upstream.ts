@@ -67,6 +67,8 @@ export interface OutgoingRequest {
 export interface UpstreamResponse {
   /** Status code, 200-599 (or 101 never: upgrades are not forwarded). */
   readonly status: number;
+  /** The backend's reason phrase (may be empty). */
+  readonly reason: string;
   /** Fields as received, names lowercased. */
   readonly headers: [string, string][];
   /** How the backend framed the body. */
@@ -421,7 +423,7 @@ function respond(
   const framing = responseFraming(head, request.method);
   const reusable = () => !head.close && pumpDone() && link.start === link.end;
   const finish = () => (reusable() ? release(link) : closeLink(link));
-  const base = { status: head.status, headers: head.headers, framing, reused };
+  const base = { status: head.status, reason: head.reason, headers: head.headers, framing, reused };
   switch (framing.kind) {
     case "none":
       finish();

@@ -12,7 +12,9 @@
 import type { Config } from "./config.ts";
 import { logLine } from "./log.ts";
 import { attachPool } from "./pool.ts";
-import { createHandler } from "./proxy.ts";
+import { createForwarder } from "./proxy.ts";
+import { createServeHandler } from "./serve_handler.ts";
+import { serveHttp1 } from "./server.ts";
 import { closeUpstreams, createUpstreams } from "./upstream.ts";
 
 /** Tells a worker to start serving. */
@@ -47,6 +49,40 @@ function reply(message: WorkerReply): void {
   self.postMessage(message);
 }
 
+/** A running front end, whichever engine. */
+interface Front {
+  readonly port: number;
+  /** Stops accepting and resolves once in-flight requests are answered. */
+  readonly shutdown: () => Promise<void>;
+}
+
+function internalError(error: unknown): void {
+  logLine(`internal error: ${error instanceof Error ? error.stack : String(error)}`);
+}
+
+function listen(message: StartMessage, forward: ReturnType<typeof createForwarder>): Front {
+  const { config } = message;
+  const address = { hostname: config.listen.hostname, port: message.port, reusePort: true };
+  if (config.engine === "deno") {
+    const server = Deno.serve({
+      ...address,
+      onListen: () => {},
+      onError: (error) => {
+        internalError(error);
+        return new Response("bad gateway\n", { status: 502 });
+      },
+    }, createServeHandler(forward));
+    return { port: server.addr.port, shutdown: () => server.shutdown() };
+  }
+  const server = serveHttp1(Deno.listen(address), {
+    forward,
+    headerTimeout: config.headerTimeout,
+    keepAliveTimeout: config.keepAliveTimeout,
+    onError: internalError,
+  });
+  return { port: server.addr.port, shutdown: () => server.shutdown() };
+}
+
 function start(message: StartMessage): void {
   const { config } = message;
   const pool = attachPool(message.buffer);
@@ -54,33 +90,27 @@ function start(message: StartMessage): void {
     connectTimeout: config.connectTimeout,
     responseTimeout: config.responseTimeout,
   });
-  const handler = createHandler({ pool, config, backends: config.backends, upstreams });
-  let server: Deno.HttpServer<Deno.NetAddr>;
+  const forward = createForwarder({ pool, config, backends: config.backends, upstreams });
+  let front: Front;
   try {
-    server = Deno.serve({
-      hostname: config.listen.hostname,
-      port: message.port,
-      reusePort: true,
-      onListen: () => {},
-      onError: (error) => {
-        logLine(`internal error: ${error instanceof Error ? error.stack : String(error)}`);
-        return new Response("bad gateway\n", { status: 502 });
-      },
-    }, handler);
+    front = listen(message, forward);
   } catch (error) {
+    closeUpstreams(upstreams);
     const err = error instanceof Error ? error : new Error(String(error));
     reply({ type: "error", name: err.name, message: err.message });
     return;
   }
   stop = async (drainTimeout) => {
+    let timer = 0 as unknown as ReturnType<typeof setTimeout>;
     const drained = await Promise.race([
-      server.shutdown().then(() => true),
-      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), drainTimeout)),
+      front.shutdown().then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), drainTimeout))),
     ]);
+    clearTimeout(timer);
     closeUpstreams(upstreams);
     return drained;
   };
-  reply({ type: "listening", port: server.addr.port });
+  reply({ type: "listening", port: front.port });
 }
 
 self.onmessage = async (event: MessageEvent<StartMessage | StopMessage>) => {

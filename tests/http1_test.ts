@@ -6,9 +6,12 @@ import {
   encodeLatin1,
   type Framing,
   LAST_CHUNK,
+  MAX_FIELDS,
   MAX_HEAD_BYTES,
+  parseRequestHead,
   parseResponseHead,
   ProtocolError,
+  RequestError,
   requestHead,
   responseFraming,
 } from "../lib/http1.ts";
@@ -277,4 +280,137 @@ Deno.test("requestHead() and encodeLatin1() write byte strings verbatim", () => 
   const wire = encodeLatin1(head);
   equal(wire.length, head.length);
   equal(wire[head.indexOf("\xe9")], 0xe9);
+});
+
+function request(text: string) {
+  const buf = bytes(text);
+  return parseRequestHead(buf, 0, buf.length);
+}
+
+Deno.test("parseRequestHead()", async (t) => {
+  await t.step("reads the request line, fields, Host and framing", () => {
+    const head = request(
+      "POST /a?b=1 HTTP/1.1\r\nHost: x.example\r\nContent-Length: 5\r\nX-A:  1 \r\n\r\nhello",
+    )!;
+    deepEqual(
+      [head.method, head.target, head.minor, head.host, head.bodyLength, head.keepAlive],
+      ["POST", "/a?b=1", 1, "x.example", 5, true],
+    );
+    deepEqual(head.headers, [["host", "x.example"], ["content-length", "5"], ["x-a", "1"]]);
+    equal(
+      head.size,
+      "POST /a?b=1 HTTP/1.1\r\nHost: x.example\r\nContent-Length: 5\r\nX-A:  1 \r\n\r\n".length,
+    );
+  });
+  await t.step("returns null until the blank line arrives", () => {
+    equal(request("GET / HTTP/1.1\r\nHost: a\r\n"), null);
+    equal(request(""), null);
+  });
+  await t.step("skips empty lines before the request line (RFC 9112 §2.2)", () => {
+    const head = request("\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")!;
+    equal(head.method, "GET");
+    equal(head.size, "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n".length);
+  });
+  await t.step("keep-alive defaults: on for 1.1, off for 1.0, as Connection says", () => {
+    equal(request("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")!.keepAlive, false);
+    equal(request("GET / HTTP/1.0\r\n\r\n")!.keepAlive, false);
+    equal(request("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")!.keepAlive, true);
+  });
+  await t.step("chunked framing and Expect: 100-continue", () => {
+    const head = request(
+      "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+    )!;
+    deepEqual([head.bodyLength, head.expectContinue], [-1, true]);
+  });
+  await t.step("identical Content-Length values are one value", () => {
+    equal(
+      request("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n\r\n")!
+        .bodyLength,
+      3,
+    );
+  });
+
+  const refused: [string, string, number][] = [
+    [
+      "Content-Length with Transfer-Encoding (smuggling)",
+      "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+      400,
+    ],
+    [
+      "differing Content-Length values",
+      "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+      400,
+    ],
+    ["a negative Content-Length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400],
+    ["Content-Length with a sign", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n", 400],
+    [
+      "Transfer-Encoding not ending in chunked",
+      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+      400,
+    ],
+    [
+      "a transfer coding before chunked",
+      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+      501,
+    ],
+    ["Transfer-Encoding in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400],
+    ["obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n", 400],
+    ["whitespace before the colon", "GET / HTTP/1.1\r\nHost: a\r\nX-A : b\r\n\r\n", 400],
+    ["a bare CR inside a value", "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\rc\r\n\r\n", 400],
+    ["NUL in a value", "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x00\r\n\r\n", 400],
+    ["a missing Host in HTTP/1.1", "GET / HTTP/1.1\r\n\r\n", 400],
+    ["two Hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400],
+    ["a malformed request line", "GET /\r\nHost: a\r\n\r\n", 400],
+    ["two spaces in the request line", "GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400],
+    ["a control character in the target", "GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n", 400],
+    ["HTTP/2.0 on an HTTP/1 connection", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505],
+    ["garbage", "\x16\x03\x01\x02\x00 tls hello\r\n\r\n", 400],
+    ["an unknown expectation", "GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n", 417],
+    ["too many fields", `GET / HTTP/1.1\r\nHost: a\r\n${"X: 1\r\n".repeat(MAX_FIELDS)}\r\n`, 431],
+    [
+      "a head over MAX_HEAD_BYTES",
+      `GET / HTTP/1.1\r\nHost: a\r\nX: ${"a".repeat(MAX_HEAD_BYTES)}\r\n\r\n`,
+      431,
+    ],
+    ["a never-ending head", `GET / HTTP/1.1\r\nX: ${"a".repeat(MAX_HEAD_BYTES)}`, 431],
+  ];
+  for (const [name, text, status] of refused) {
+    await t.step(`refuses ${name} with ${status}`, () => {
+      throws(() => request(text), (e) => e instanceof RequestError && e.status === status);
+    });
+  }
+});
+
+Deno.test("fuzz: parseRequestHead() on random heads throws only RequestError", () => {
+  let seed = 11;
+  const random = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+  const pieces = [
+    "GET ",
+    "/",
+    " HTTP/1.1",
+    " HTTP/1.0",
+    "\r\n",
+    "\n",
+    "Host: a",
+    "Content-Length: 5",
+    "Transfer-Encoding: chunked",
+    ":",
+    " ",
+    "\t",
+    "\x00",
+    "\xff",
+    "Connection: close",
+  ];
+  for (let round = 0; round < 3000; round++) {
+    const text = Array.from(
+      { length: 1 + Math.floor(random() * 12) },
+      () => pieces[Math.floor(random() * pieces.length)],
+    ).join("");
+    try {
+      const head = request(text);
+      if (head) assert(head.bodyLength >= -1 && head.size <= text.length);
+    } catch (error) {
+      assert(error instanceof RequestError, `${JSON.stringify(text)}: ${error}`);
+    }
+  }
 });

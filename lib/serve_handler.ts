@@ -1,0 +1,112 @@
+/**
+ * The `Deno.serve` front end: adapts a `Request` to the proxy core and its reply to a
+ * `Response`. Used with `--engine deno` (and wherever Deno's own server is needed). hyper, under
+ * `Deno.serve`, has already refused malformed requests (obs-fold, `Content-Length` with
+ * `Transfer-Encoding`) with 400 and decoded chunked bodies.
+ *
+ * @module
+ */
+
+import { forwardResponseHeaders } from "./headers.ts";
+import {
+  type Forwarder,
+  type Incoming,
+  localReply,
+  REPLAY_LIMIT,
+  type Reply,
+  splitTarget,
+} from "./proxy.ts";
+import type { Bytes } from "./upstream.ts";
+
+/** A `Deno.serve` handler. */
+export type Handler = (
+  request: Request,
+  info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+) => Promise<Response>;
+
+/** Statuses that must not carry content (Fetch "null body status"); `Response` rejects one. */
+const NULL_BODY = new Set([101, 103, 204, 205, 304]);
+
+/** Methods a reverse proxy forwards; `CONNECT` would ask it to open a tunnel. */
+const ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
+
+/** Parses a `Content-Length` the front accepted (a list of identical values is one value). */
+function contentLength(value: string): number {
+  const comma = value.indexOf(",");
+  return Number(comma < 0 ? value : value.slice(0, comma));
+}
+
+/**
+ * Turns a reply into a `Response`. `Content-Length` stays when it describes what the client
+ * gets: a length-framed body, or the representation a HEAD or 304 response talks about
+ * (RFC 9110 §8.6).
+ *
+ * @param reply The proxy's reply.
+ * @returns The response.
+ */
+export function toResponse(reply: Reply): Response {
+  if (reply.kind === "local") {
+    return new Response(reply.text, { status: reply.status, headers: [...reply.headers] });
+  }
+  const { response } = reply;
+  const keepLength = response.framing.kind === "length" || response.framing.kind === "none";
+  const headers = forwardResponseHeaders(response.headers, keepLength);
+  let body = response.body;
+  if (NULL_BODY.has(response.status) && body !== null) {
+    if (body instanceof ReadableStream) body.cancel().catch(() => {});
+    body = null;
+  }
+  return new Response(body, { status: response.status, headers });
+}
+
+/**
+ * Builds the `Deno.serve` handler.
+ *
+ * @param forward The proxy core.
+ * @param proto `https` when `Deno.serve` terminates TLS.
+ * @returns The handler.
+ * @example
+ * ```ts ignore
+ * Deno.serve({ port: 8000 }, createServeHandler(createForwarder(context)));
+ * ```
+ */
+export function createServeHandler(forward: Forwarder, proto: "http" | "https" = "http"): Handler {
+  return async (req, info) => {
+    if (req.method === "CONNECT") {
+      // goround is a reverse proxy, not a forward proxy: it never opens tunnels.
+      return toResponse(localReply(405, "CONNECT is not supported", [["allow", ALLOW]]));
+    }
+    // req.url is absolute: its authority is the client's Host (origin-form), or the request
+    // target's own authority for absolute-form, which RFC 9112 §3.2.2 prefers over Host.
+    const { target, authority } = splitTarget(req.url);
+    let body: Bytes | ReadableStream<Bytes> | null = null;
+    let bodyLength = 0;
+    const length = req.headers.get("content-length");
+    if (length !== null) {
+      bodyLength = contentLength(length);
+      if (bodyLength > 0 && bodyLength <= REPLAY_LIMIT) {
+        try {
+          body = new Uint8Array(await req.arrayBuffer());
+        } catch {
+          return toResponse(localReply(400, "request body ended early"));
+        }
+      } else {
+        body = bodyLength > 0 ? req.body : new Uint8Array(0);
+      }
+    } else if (req.body !== null) {
+      bodyLength = -1; // the front decoded a chunked body; it goes on chunked
+      body = req.body;
+    }
+    const incoming: Incoming = {
+      method: req.method,
+      target,
+      authority: authority ?? req.headers.get("host") ?? "",
+      headers: req.headers,
+      body,
+      bodyLength,
+      clientIp: info.remoteAddr.hostname,
+      proto,
+    };
+    return toResponse(await forward(incoming));
+  };
+}
