@@ -25,9 +25,9 @@ function startParent(args: string[]) {
   return { child, lines, errors, done };
 }
 
-function alive(pid: number): boolean {
+async function listening(port: number): Promise<boolean> {
   try {
-    Deno.kill(pid, "SIGCONT");
+    (await Deno.connect({ hostname: "127.0.0.1", port })).close();
     return true;
   } catch {
     return false;
