@@ -48,6 +48,9 @@ export class ProtocolError extends Error {
   }
 }
 
+const ASCII_ENCODER = new TextEncoder();
+const ASCII_DECODER = new TextDecoder();
+
 /**
  * Writes `text` as ISO-8859-1 bytes (header values are byte strings, RFC 9110 §5.5; UTF-8
  * encoding would turn obs-text bytes 0x80-0xFF into two bytes each).
@@ -57,8 +60,30 @@ export class ProtocolError extends Error {
  */
 export function encodeLatin1(text: string): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(text.length);
-  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
+  writeLatin1(text, out, 0);
   return out;
+}
+
+/**
+ * Writes `text` as ISO-8859-1 into `out` at `offset` (which must have room for `text.length`
+ * bytes). ASCII text, the usual case, is encoded natively.
+ *
+ * @param text Characters all below U+0100.
+ * @param out The buffer.
+ * @param offset Where to start.
+ * @returns The offset after the text.
+ */
+export function writeLatin1(text: string, out: Uint8Array, offset: number): number {
+  // For ASCII, UTF-8 is the same bytes; any other character takes two bytes in UTF-8, so then
+  // fewer characters than bytes are read, or not all of them fit.
+  const { read, written } = ASCII_ENCODER.encodeInto(
+    text,
+    out.subarray(offset, offset + text.length),
+  );
+  if (read !== text.length || written !== text.length) {
+    for (let i = 0; i < text.length; i++) out[offset + i] = text.charCodeAt(i);
+  }
+  return offset + text.length;
 }
 
 /**
@@ -70,6 +95,14 @@ export function encodeLatin1(text: string): Uint8Array<ArrayBuffer> {
  * @returns The text.
  */
 export function decodeLatin1(bytes: Uint8Array, start: number, end: number): string {
+  let ascii = true;
+  for (let i = start; i < end; i++) {
+    if (bytes[i]! > 127) {
+      ascii = false;
+      break;
+    }
+  }
+  if (ascii) return ASCII_DECODER.decode(bytes.subarray(start, end));
   let out = "";
   for (let at = start; at < end; at += 4096) {
     const part = bytes.subarray(at, Math.min(end, at + 4096));

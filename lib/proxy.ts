@@ -12,7 +12,7 @@ import { ipInCidrs } from "./cidr.ts";
 import type { Backend, Config } from "./config.ts";
 import { STATUS_NO_BACKEND, statusForFailure, UpstreamError } from "./errors.ts";
 import { forwardRequestHeaders } from "./headers.ts";
-import { encodeLatin1, requestHead } from "./http1.ts";
+import { requestHead } from "./http1.ts";
 import { logLine } from "./log.ts";
 import { beginRequest, endRequest, type Pool, poolSize, setAlive } from "./pool.ts";
 import { canRetry, marksDown, retryFresh } from "./retry.ts";
@@ -151,7 +151,7 @@ export function createForwarder(context: ProxyContext): Forwarder {
       fields.push(["transfer-encoding", "chunked"]);
     }
     const replayable = !(body instanceof ReadableStream);
-    const head = encodeLatin1(requestHead(method, target, fields));
+    const head = requestHead(method, target, fields);
 
     const limit = config.retries < 0 ? poolSize(pool) - 1 : config.retries;
     const avoid: number[] = [];

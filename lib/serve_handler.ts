@@ -56,6 +56,10 @@ export function toResponse(reply: Reply): Response {
     if (body instanceof ReadableStream) body.cancel().catch(() => {});
     body = null;
   }
+  // A whole body may be a view into the backend connection's buffer: copy it, then let the
+  // connection go back to the pool.
+  if (body instanceof Uint8Array) body = body.slice();
+  response.release();
   return new Response(body, { status: response.status, headers });
 }
 

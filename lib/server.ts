@@ -28,6 +28,7 @@ import {
   ProtocolError,
   RequestError,
   type RequestHead,
+  writeLatin1,
 } from "./http1.ts";
 import {
   type Forwarder,
@@ -73,6 +74,8 @@ interface Client {
   readonly ip: string;
   /** Read buffer; `buf[start..end)` is unread. */
   buf: Bytes;
+  /** Write buffer for response heads and whole bodies. */
+  wbuf: Bytes;
   start: number;
   end: number;
   /** Epoch ms after which the sweep closes the connection (0: none). */
@@ -83,6 +86,7 @@ interface Client {
 }
 
 const READ_BUFFER = 16 * 1024;
+const WRITE_BUFFER = 4 * 1024;
 const BODY_CHUNK = 64 * 1024;
 const SWEEP_MS = 100;
 const CONTINUE = encodeLatin1("HTTP/1.1 100 Continue\r\n\r\n");
@@ -132,10 +136,8 @@ async function fill(client: Client): Promise<boolean> {
 }
 
 async function writeAll(client: Client, bytes: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.length) {
-    offset += await client.conn.write(offset === 0 ? bytes : bytes.subarray(offset));
-  }
+  let offset = await client.conn.write(bytes);
+  while (offset < bytes.length) offset += await client.conn.write(bytes.subarray(offset));
 }
 
 /**
@@ -309,50 +311,70 @@ async function writeReply(
   keepAlive: boolean,
 ): Promise<boolean> {
   if (reply.kind === "local") {
-    const body = encodeLatin1(reply.text);
-    const fields: [string, string][] = [...reply.headers, ["content-length", String(body.length)]];
+    const fields: [string, string][] = [...reply.headers, [
+      "content-length",
+      String(reply.text.length),
+    ]];
     fields.push(...connectionFields(request.minor, keepAlive));
-    const head = encodeLatin1(responseHead(reply.status, REASONS[reply.status] ?? "Error", fields));
-    await writeAll(client, request.method === "HEAD" ? head : joinParts([head, body], false));
+    const head = responseHead(reply.status, REASONS[reply.status] ?? "Error", fields);
+    await writeAll(
+      client,
+      frame(client, request.method === "HEAD" ? head : head + reply.text, null),
+    );
     return keepAlive;
   }
   const { response } = reply;
-  const { status } = response;
-  let body = response.body;
-  const noBody = request.method === "HEAD" || status === 204 || status === 304 || status < 200;
-  if (noBody && body !== null) {
-    if (body instanceof ReadableStream) body.cancel().catch(() => {});
-    body = null;
-  }
-  // Content-Length is kept where it describes the representation but no body follows
-  // (HEAD, 304: RFC 9110 §8.6); otherwise goround frames the body itself.
-  const fields = forwardResponseHeaders(response.headers, noBody && status !== 204);
-  let keep = keepAlive;
-  let chunked = false;
-  if (body instanceof Uint8Array) {
-    fields.push(["content-length", String(body.length)]);
-  } else if (body !== null) {
-    if (response.framing.kind === "length") {
-      fields.push(["content-length", String(response.framing.length)]);
-    } else if (request.minor === 1) {
-      fields.push(["transfer-encoding", "chunked"]); // RFC 9112 §7.1
-      chunked = true;
-    } else {
-      keep = false; // an HTTP/1.0 client and a body of unknown length: end it by closing
+  try {
+    const { status } = response;
+    let body = response.body;
+    const noBody = request.method === "HEAD" || status === 204 || status === 304 || status < 200;
+    if (noBody && body !== null) {
+      if (body instanceof ReadableStream) body.cancel().catch(() => {});
+      body = null;
     }
+    // Content-Length is kept where it describes the representation but no body follows
+    // (HEAD, 304: RFC 9110 §8.6); otherwise goround frames the body itself.
+    const fields = forwardResponseHeaders(response.headers, noBody && status !== 204);
+    let keep = keepAlive;
+    let chunked = false;
+    if (body instanceof Uint8Array) {
+      fields.push(["content-length", String(body.length)]);
+    } else if (body !== null) {
+      if (response.framing.kind === "length") {
+        fields.push(["content-length", String(response.framing.length)]);
+      } else if (request.minor === 1) {
+        fields.push(["transfer-encoding", "chunked"]); // RFC 9112 §7.1
+        chunked = true;
+      } else {
+        keep = false; // an HTTP/1.0 client and a body of unknown length: end it by closing
+      }
+    }
+    fields.push(...connectionFields(request.minor, keep));
+    const head = responseHead(status, response.reason || REASONS[status] || "", fields);
+    if (!(body instanceof ReadableStream)) {
+      // Head and whole body go out in one write; the body's connection goes back to the pool
+      // as soon as the bytes are copied.
+      const bytes = frame(client, head, body);
+      response.release();
+      await writeAll(client, bytes);
+      return keep;
+    }
+    await writeAll(client, frame(client, head, null));
+    return (await writeStream(client, body, chunked)) && keep;
+  } finally {
+    response.release();
   }
-  fields.push(...connectionFields(request.minor, keep));
-  const head = encodeLatin1(responseHead(status, response.reason || REASONS[status] || "", fields));
-  if (body === null) {
-    await writeAll(client, head);
-    return keep;
+}
+
+/** Serialises a head, and a whole body after it, into the client's write buffer. */
+function frame(client: Client, head: string, body: Uint8Array | null): Uint8Array {
+  const size = head.length + (body === null ? 0 : body.length);
+  if (client.wbuf.length < size) {
+    client.wbuf = new Uint8Array(Math.max(size, client.wbuf.length * 2));
   }
-  if (body instanceof Uint8Array) {
-    await writeAll(client, joinParts([head, body], false));
-    return keep;
-  }
-  await writeAll(client, head);
-  return (await writeStream(client, body, chunked)) && keep;
+  const at = writeLatin1(head, client.wbuf, 0);
+  if (body !== null) client.wbuf.set(body, at);
+  return client.wbuf.subarray(0, size);
 }
 
 /** `Connection` as RFC 9112 §9.3 has it: say close when closing; HTTP/1.0 needs keep-alive said. */
@@ -491,6 +513,7 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
         conn,
         ip: (conn.remoteAddr as Deno.NetAddr).hostname,
         buf: new Uint8Array(READ_BUFFER),
+        wbuf: new Uint8Array(WRITE_BUFFER),
         start: 0,
         end: 0,
         deadline: Date.now() + options.headerTimeout,

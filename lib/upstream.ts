@@ -29,6 +29,7 @@ import {
   ProtocolError,
   responseFraming,
   type ResponseHead,
+  writeLatin1,
 } from "./http1.ts";
 import { joinParts, readAhead } from "./streaming.ts";
 
@@ -52,8 +53,8 @@ export interface UpstreamOptions {
 export interface OutgoingRequest {
   /** The method (decides whether the response can have a body). */
   readonly method: string;
-  /** The serialised head, including the framing field for the body. */
-  readonly head: Bytes;
+  /** The serialised head (a byte string), including the framing field for the body. */
+  readonly head: string;
   /** The body: bytes (sent with the head), a stream, or none. */
   readonly body: Bytes | ReadableStream<Bytes> | null;
   /** Whether a stream body is sent with chunked framing (else it has a `Content-Length`). */
@@ -73,10 +74,14 @@ export interface UpstreamResponse {
   readonly headers: [string, string][];
   /** How the backend framed the body. */
   readonly framing: Framing;
-  /** The body: whole bytes, a stream of the rest, or none. */
+  /** The body: whole bytes, a stream of the rest, or none. Whole bytes may be a view into the
+   * connection's read buffer: copy them, then call {@linkcode UpstreamResponse.release}. */
   readonly body: Bytes | ReadableStream<Bytes> | null;
   /** Whether the request went out on a pooled connection. */
   readonly reused: boolean;
+  /** Hands the connection back to the pool once a whole body has been copied (a no-op for a
+   * stream body or none). Call it exactly once, whatever happens to the response. */
+  readonly release: () => void;
 }
 
 /** One TCP connection to a backend. */
@@ -85,6 +90,8 @@ interface Link {
   readonly host: Host;
   /** Read buffer for response heads; `buf[start..end)` is unread. */
   buf: Bytes;
+  /** Write buffer for request heads (and whole bodies). */
+  wbuf: Bytes;
   start: number;
   end: number;
   /** Requests completed on this connection. */
@@ -115,6 +122,7 @@ export interface Upstreams {
 }
 
 const HEAD_BUFFER = 16 * 1024;
+const WRITE_BUFFER = 4 * 1024;
 const BODY_CHUNK = 64 * 1024;
 const SWEEP_MS = 50;
 
@@ -216,6 +224,7 @@ async function dial(host: Host): Promise<Link> {
     conn,
     host,
     buf: new Uint8Array(HEAD_BUFFER),
+    wbuf: new Uint8Array(WRITE_BUFFER),
     start: 0,
     end: 0,
     uses: 0,
@@ -265,10 +274,17 @@ function release(link: Link): void {
 }
 
 async function writeAll(link: Link, bytes: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.length) {
-    offset += await link.conn.write(offset === 0 ? bytes : bytes.subarray(offset));
-  }
+  let offset = await link.conn.write(bytes);
+  while (offset < bytes.length) offset += await link.conn.write(bytes.subarray(offset));
+}
+
+/** Serialises the head, and a whole body after it, into the connection's write buffer. */
+function frame(link: Link, head: string, body: Uint8Array | null): Bytes {
+  const size = head.length + (body === null ? 0 : body.length);
+  if (link.wbuf.length < size) link.wbuf = new Uint8Array(Math.max(size, link.wbuf.length * 2));
+  const at = writeLatin1(head, link.wbuf, 0);
+  if (body !== null) link.wbuf.set(body, at);
+  return link.wbuf.subarray(0, size);
 }
 
 /** Reads more bytes into the head buffer; returns false at end of stream. */
@@ -344,17 +360,11 @@ export async function roundTrip(
   try {
     const { body } = request;
     sent = true;
-    if (body === null) {
-      await writeAll(link, request.head);
-      link.deadline = Date.now() + timeout;
-    } else if (body instanceof Uint8Array) {
-      const both = new Uint8Array(request.head.length + body.length);
-      both.set(request.head);
-      both.set(body, request.head.length);
-      await writeAll(link, both);
+    if (!(body instanceof ReadableStream)) {
+      await writeAll(link, frame(link, request.head, body));
       link.deadline = Date.now() + timeout;
     } else {
-      await writeAll(link, request.head);
+      await writeAll(link, frame(link, request.head, null));
       pumpDone = false;
       pumping = pump(link, body, request.chunked).then(
         () => {
@@ -368,9 +378,9 @@ export async function roundTrip(
       );
       pumping.catch(() => {});
     }
-    const head = await readHead(link, request.method);
+    const [head, framing] = await readHead(link, request.method);
     link.deadline = 0;
-    return respond(link, head, request, reused, () => pumpDone);
+    return respond(link, head, framing, request, reused, () => pumpDone);
   } catch (error) {
     closeLink(link);
     throw classify(error, link, { sent, reused, pumping });
@@ -392,7 +402,7 @@ function classify(
   return new UpstreamError("reset", describeError(error), flags);
 }
 
-async function readHead(link: Link, method: string): Promise<ResponseHead> {
+async function readHead(link: Link, method: string): Promise<[ResponseHead, Framing]> {
   while (true) {
     const head = link.end > link.start ? parseResponseHead(link.buf, link.start, link.end) : null;
     if (head === null) {
@@ -408,35 +418,36 @@ async function readHead(link: Link, method: string): Promise<ResponseHead> {
     if (head.status === 101) throw new ProtocolError("unexpected 101 Switching Protocols");
     // Interim responses (100 Continue, 102, 103 Early Hints) are consumed here.
     if (head.status < 200) continue;
-    responseFraming(head, method); // validates framing before anything reaches the client
-    return head;
+    // Framing is decided (and validated) before anything reaches the client.
+    return [head, responseFraming(head, method)];
   }
 }
 
 function respond(
   link: Link,
   head: ResponseHead,
+  framing: Framing,
   request: OutgoingRequest,
   reused: boolean,
   pumpDone: () => boolean,
 ): UpstreamResponse {
-  const framing = responseFraming(head, request.method);
   const reusable = () => !head.close && pumpDone() && link.start === link.end;
   const finish = () => (reusable() ? release(link) : closeLink(link));
   const base = { status: head.status, reason: head.reason, headers: head.headers, framing, reused };
   switch (framing.kind) {
     case "none":
       finish();
-      return { ...base, body: null };
+      return { ...base, body: null, release: noop };
     case "length": {
       const available = link.end - link.start;
       if (available >= framing.length) {
-        const body = link.buf.slice(link.start, link.start + framing.length);
+        // The whole body is here: hand over a view, and the connection once it is copied.
+        const body = link.buf.subarray(link.start, link.start + framing.length);
         link.start += framing.length;
-        finish();
-        return { ...base, body };
+        return { ...base, body, release: once(finish) };
       }
-      return { ...base, body: lengthStream(link, framing.length, finish, request) };
+      const body = lengthStream(link, framing.length, finish, request);
+      return { ...base, body, release: noop };
     }
     case "chunked": {
       const state = chunkedDecoder();
@@ -450,14 +461,26 @@ function respond(
       }
       if (state.phase === "done") {
         finish();
-        return { ...base, body: concat(parts) };
+        return { ...base, body: concat(parts), release: noop };
       }
-      return { ...base, body: chunkedStream(link, state, parts, finish, request) };
+      const body = chunkedStream(link, state, parts, finish, request);
+      return { ...base, body, release: noop };
     }
     case "close": {
-      return { ...base, body: closeStream(link, request) };
+      return { ...base, body: closeStream(link, request), release: noop };
     }
   }
+}
+
+function noop(): void {}
+
+function once(fn: () => void): () => void {
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    fn();
+  };
 }
 
 function concat(parts: Bytes[]): Bytes {

@@ -9,6 +9,7 @@ import {
   idleCount,
   type OutgoingRequest,
   roundTrip,
+  type UpstreamResponse,
   type Upstreams,
 } from "../lib/upstream.ts";
 import { rawBackend, waitFor } from "./helpers.ts";
@@ -20,16 +21,22 @@ function backendAt(port: number): Backend {
 function request(method = "GET", extra: [string, string][] = []): OutgoingRequest {
   return {
     method,
-    head: encodeLatin1(requestHead(method, "/", [["host", "t"], ...extra])),
+    head: requestHead(method, "/", [["host", "t"], ...extra]),
     body: null,
     chunked: false,
   };
 }
 
-async function bodyText(body: Bytes | ReadableStream<Bytes> | null): Promise<string> {
-  if (body === null) return "";
-  if (body instanceof Uint8Array) return new TextDecoder().decode(body);
-  return await new Response(body).text();
+/** Reads a response body as text, then releases the connection (as a front end does). */
+async function bodyText(res: UpstreamResponse): Promise<string> {
+  const { body } = res;
+  try {
+    if (body === null) return "";
+    if (body instanceof Uint8Array) return new TextDecoder().decode(body);
+    return await new Response(body).text();
+  } finally {
+    res.release();
+  }
 }
 
 async function withUpstreams(
@@ -71,7 +78,7 @@ Deno.test("roundTrip() reuses one keep-alive connection for sequential requests"
       const bodies: string[] = [];
       for (let i = 0; i < 3; i++) {
         const res = await roundTrip(upstreams, backend, request());
-        bodies.push(await bodyText(res.body));
+        bodies.push(await bodyText(res));
         equal(res.reused, i > 0);
       }
       deepEqual(bodies, ["00", "01", "02"]);
@@ -97,7 +104,7 @@ Deno.test("an idle connection the backend closes is dropped from the pool at onc
       });
       const res = await roundTrip(upstreams, backend, request());
       equal(res.reused, false);
-      equal(await bodyText(res.body), "x");
+      equal(await bodyText(res), "x");
     });
   } finally {
     await server.close();
@@ -129,24 +136,24 @@ Deno.test("response framing: length, chunked, close-delimited, HEAD, 204, 304 an
   const ask = (upstreams: Upstreams, path: string, method = "GET") =>
     roundTrip(upstreams, backendAt(server.port), {
       ...request(method),
-      head: encodeLatin1(requestHead(method, path, [["host", "t"]])),
+      head: requestHead(method, path, [["host", "t"]]),
     });
   try {
     await withUpstreams(async (upstreams) => {
       await t.step("Content-Length", async () => {
         const res = await ask(upstreams, "/length");
-        deepEqual([res.framing, await bodyText(res.body)], [
+        deepEqual([res.framing, await bodyText(res)], [
           { kind: "length", length: 5 },
           "hello",
         ]);
       });
       await t.step("chunked (trailers dropped)", async () => {
         const res = await ask(upstreams, "/chunked");
-        deepEqual([res.framing.kind, await bodyText(res.body)], ["chunked", "hello world"]);
+        deepEqual([res.framing.kind, await bodyText(res)], ["chunked", "hello world"]);
       });
       await t.step("close-delimited", async () => {
         const res = await ask(upstreams, "/close");
-        deepEqual([res.framing.kind, await bodyText(res.body)], ["close", "until the end"]);
+        deepEqual([res.framing.kind, await bodyText(res)], ["close", "until the end"]);
       });
       await t.step("HEAD: no body whatever Content-Length says", async () => {
         const res = await ask(upstreams, "/head", "HEAD");
@@ -158,11 +165,11 @@ Deno.test("response framing: length, chunked, close-delimited, HEAD, 204, 304 an
       });
       await t.step("interim 1xx responses are skipped", async () => {
         const res = await ask(upstreams, "/1xx");
-        deepEqual([res.status, await bodyText(res.body)], [200, "ok"]);
+        deepEqual([res.status, await bodyText(res)], [200, "ok"]);
       });
       await t.step("HTTP/1.0 without length reads to close", async () => {
         const res = await ask(upstreams, "/http10");
-        equal(await bodyText(res.body), "old style");
+        equal(await bodyText(res), "old style");
       });
     });
   } finally {
@@ -296,7 +303,7 @@ Deno.test("a body cut short is an error on the stream, reported once, never a cl
         ...request(),
         onBodyEnd: (error) => ends.push(error),
       });
-      await rejects(bodyText(res.body));
+      await rejects(bodyText(res));
       equal(ends.length, 1);
       assert(/91 bytes short/.test(ends[0] ?? ""), String(ends[0]));
     });
@@ -328,9 +335,7 @@ Deno.test("a streamed request body is sent with chunked framing", async () => {
       });
       const res = await roundTrip(upstreams, backendAt(server.port), {
         method: "POST",
-        head: encodeLatin1(
-          requestHead("POST", "/", [["host", "t"], ["transfer-encoding", "chunked"]]),
-        ),
+        head: requestHead("POST", "/", [["host", "t"], ["transfer-encoding", "chunked"]]),
         body,
         chunked: true,
       });
