@@ -2,8 +2,8 @@
  * goround: an HTTP reverse proxy and round-robin load balancer.
  *
  * `main.ts` only wires things: it reads the settings, allocates the shared pool, runs the
- * health checker, starts one serving worker per core and handles signals. Everything else is
- * in `lib/`.
+ * health checker, starts one serving worker per core, restarts a worker that crashes, reloads
+ * the config file on SIGHUP and drains on SIGTERM/SIGINT. Everything else is in `lib/`.
  *
  * ```sh
  * deno run --unstable-net --allow-net --allow-read=. --allow-env='GOROUND_*' main.ts --help
@@ -13,24 +13,34 @@
  */
 
 import {
+  type Backend,
   type Command,
   type Config,
   describeConfig,
   helpText,
   parseCommandLine,
+  RESTART_ONLY,
 } from "./lib/config.ts";
 import { ConfigError } from "./lib/errors.ts";
-import { startHealthChecks, type Target } from "./lib/health.ts";
+import {
+  type HealthChecker,
+  type HealthOptions,
+  startHealthChecks,
+  type Target,
+} from "./lib/health.ts";
 import { logLine } from "./lib/log.ts";
-import { createPool, DEFAULT_CAPACITY, setMembers } from "./lib/pool.ts";
+import { createPool, DEFAULT_CAPACITY, freeSlot, type Pool, setMembers } from "./lib/pool.ts";
 import { VERSION } from "./lib/version.ts";
-import type { StartMessage, StopMessage, WorkerReply } from "./lib/worker.ts";
+import type {
+  SlotTable,
+  StartMessage,
+  UpdateMessage,
+  WorkerMessage,
+  WorkerReply,
+} from "./lib/worker.ts";
 
-/** Exit status for a configuration error (bad flag, variable, or a port that is taken). */
+/** Exit status for a configuration error (bad flag, variable, file, or a port that is taken). */
 export const EXIT_CONFIG = 2;
-
-/** How long a stopping worker may take to finish in-flight requests, ms. */
-const DRAIN_TIMEOUT = 30_000;
 
 function readEnv(name: string): string | undefined {
   try {
@@ -40,9 +50,17 @@ function readEnv(name: string): string | undefined {
   }
 }
 
+function readFile(path: string): string {
+  return Deno.readTextFileSync(path);
+}
+
 function fail(message: string): never {
   console.error(`goround: ${message}`);
   Deno.exit(EXIT_CONFIG);
+}
+
+function loadConfig(): Command {
+  return parseCommandLine(Deno.args, readEnv, navigator.hardwareConcurrency, readFile);
 }
 
 /** Formats a bound address the way the brief prints it (`:8000` for all interfaces). */
@@ -76,60 +94,178 @@ function claimPort(config: Config): number {
   }
 }
 
-/** A serving thread and the way to ask it things. */
+function healthOptions(config: Config): HealthOptions {
+  return {
+    interval: config.healthInterval,
+    timeout: config.healthTimeout,
+    path: config.healthPath,
+    rise: config.healthRise,
+    fall: config.healthFall,
+    onTransition: (target, up, reason) => {
+      logLine(`backend ${target.backend.url} ${up ? "UP" : `DOWN: ${reason}`}`);
+    },
+  };
+}
+
+function targetsOf(table: SlotTable, slots: readonly number[]): Target[] {
+  return slots.map((slot) => ({ slot, backend: table[slot]! }));
+}
+
+/** A serving thread and the replies it owes. */
 interface Serving {
   worker: Worker;
   replies: ((reply: WorkerReply) => void)[];
 }
 
-function spawnWorker(start: StartMessage, onCrash: (error: ErrorEvent) => void): Serving {
-  const worker = new Worker(new URL("./lib/worker.ts", import.meta.url), { type: "module" });
-  const serving: Serving = { worker, replies: [] };
-  worker.onmessage = (event: MessageEvent<WorkerReply>) => {
-    for (const waiter of serving.replies.splice(0)) waiter(event.data);
-  };
-  worker.onerror = (event) => {
-    event.preventDefault();
-    onCrash(event);
-  };
-  worker.postMessage(start);
-  return serving;
+function ask(serving: Serving, message: WorkerMessage): Promise<WorkerReply> {
+  const reply = new Promise<WorkerReply>((resolve) => serving.replies.push(resolve));
+  serving.worker.postMessage(message);
+  return reply;
 }
 
-function nextReply(serving: Serving): Promise<WorkerReply> {
-  return new Promise((resolve) => serving.replies.push(resolve));
+/** Everything the main thread keeps running. */
+interface Supervisor {
+  config: Config;
+  /** The backend in each pool slot. */
+  table: (Backend | null)[];
+  /** Member slots, in round-robin order. */
+  slots: number[];
+  readonly pool: Pool;
+  readonly port: number;
+  readonly workers: Serving[];
+  readonly health: HealthChecker;
+  stopping: boolean;
+}
+
+function startMessage(sup: Supervisor): StartMessage {
+  return {
+    type: "start",
+    buffer: sup.pool.buffer,
+    config: sup.config,
+    table: sup.table,
+    port: sup.port,
+  };
+}
+
+/** Starts worker `index` (again, after a crash) and resolves with its first reply. */
+function launch(sup: Supervisor, index: number): Promise<WorkerReply> {
+  const worker = new Worker(new URL("./lib/worker.ts", import.meta.url), { type: "module" });
+  const serving: Serving = { worker, replies: [] };
+  worker.onmessage = (event: MessageEvent<WorkerReply>) => serving.replies.shift()?.(event.data);
+  worker.onerror = (event) => {
+    event.preventDefault();
+    if (sup.stopping) return;
+    logLine(`worker ${index} crashed (${event.message}); restarting it`);
+    worker.terminate();
+    for (const waiter of serving.replies.splice(0)) waiter({ type: "updated" });
+    launch(sup, index).then((reply) => {
+      if (reply.type === "error") logLine(`worker ${index} failed to restart: ${reply.message}`);
+    });
+  };
+  sup.workers[index] = serving;
+  return ask(serving, startMessage(sup));
+}
+
+/**
+ * Applies a reloaded config: backends that stay keep their slot (and counters), new ones take a
+ * free slot, removed ones stop getting requests and finish those in flight.
+ */
+async function reload(sup: Supervisor): Promise<void> {
+  let command: Command;
+  try {
+    command = loadConfig();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    logLine(`reload failed, keeping the running config: ${error.message}`);
+    return;
+  }
+  if (command.kind !== "run") return;
+  const next = command.config;
+  for (const key of RESTART_ONLY) {
+    if (JSON.stringify(next[key]) !== JSON.stringify(sup.config[key])) {
+      logLine(`reload: ${key} changed; that takes effect on restart`);
+    }
+  }
+  const config: Config = {
+    ...next,
+    ...Object.fromEntries(RESTART_ONLY.map((key) => [key, sup.config[key]])),
+  };
+  const bySlot = new Map(sup.slots.map((slot) => [sup.table[slot]!.url, slot]));
+  const taken = new Set<number>();
+  const slots: number[] = [];
+  const table = [...sup.table];
+  for (const backend of config.backends) {
+    let slot = bySlot.get(backend.url);
+    if (slot === undefined) slot = freeSlot(sup.pool, taken);
+    if (slot < 0) {
+      logLine(
+        `reload failed, keeping the running config: more backends than the ${sup.pool.capacity} slots`,
+      );
+      return;
+    }
+    taken.add(slot);
+    slots.push(slot);
+    table[slot] = backend;
+  }
+  const added = config.backends.filter((b) => !bySlot.has(b.url)).map((b) => b.url);
+  const removed = [...bySlot.keys()].filter((url) => !config.backends.some((b) => b.url === url));
+  // Workers learn the new backends before the pool lists them, so no worker ever selects a
+  // slot it has no backend for.
+  const update: UpdateMessage = { type: "update", config, table };
+  await Promise.all(sup.workers.map((serving) => ask(serving, update)));
+  setMembers(sup.pool, slots);
+  for (const slot of sup.slots) if (!slots.includes(slot)) table[slot] = null;
+  sup.config = config;
+  sup.table = table;
+  sup.slots = slots;
+  sup.health.update(targetsOf(table, slots), healthOptions(config));
+  logLine(
+    `reloaded ${config.configFile}: ${slots.length} backends` +
+      (added.length ? `, added ${added.join(", ")}` : "") +
+      (removed.length ? `, removed ${removed.join(", ")}` : ""),
+  );
+}
+
+async function shutdown(sup: Supervisor, signal: Deno.Signal): Promise<void> {
+  if (sup.stopping) return;
+  sup.stopping = true;
+  logLine(
+    `${signal}: draining ${sup.workers.length} workers (at most ${sup.config.drainTimeout} ms)`,
+  );
+  const replies = await Promise.all(sup.workers.map(async (serving) => {
+    const reply = await ask(serving, { type: "stop", drainTimeout: sup.config.drainTimeout });
+    serving.worker.terminate();
+    return reply;
+  }));
+  await sup.health.stop();
+  const cut = replies.some((reply) => reply.type === "stopped" && !reply.drained);
+  logLine(cut ? "stopped (drain timeout: some requests were cut off)" : "stopped");
+  Deno.exit(0);
 }
 
 async function run(config: Config): Promise<void> {
-  const pool = createPool(Math.max(DEFAULT_CAPACITY, config.backends.length));
-  setMembers(pool, config.backends.map((_, slot) => slot));
+  const pool = createPool(Math.max(DEFAULT_CAPACITY, 2 * config.backends.length));
+  const slots = config.backends.map((_, slot) => slot);
+  const table: (Backend | null)[] = new Array(pool.capacity).fill(null);
+  config.backends.forEach((backend, slot) => (table[slot] = backend));
+  setMembers(pool, slots);
   const port = claimPort(config);
-  const targets: Target[] = config.backends.map((backend, slot) => ({ slot, backend }));
 
-  const health = startHealthChecks(pool, targets, {
-    interval: config.healthInterval,
-    timeout: config.healthTimeout,
-    onTransition: (target, up, reason) => {
-      logLine(`backend ${target.backend.url} ${up ? "UP" : `DOWN: ${reason}`}`);
-    },
-  });
+  const health = startHealthChecks(pool, targetsOf(table, slots), healthOptions(config));
   await health.checkNow();
 
-  const start: StartMessage = { type: "start", buffer: pool.buffer, config, port };
-  let stopping = false;
-  const workers: Serving[] = [];
-  const launch = (index: number): Promise<WorkerReply> => {
-    const serving = spawnWorker(start, (event) => {
-      if (stopping) return;
-      logLine(`worker ${index} crashed (${event.message}); restarting it`);
-      serving.worker.terminate();
-      launch(index);
-    });
-    workers[index] = serving;
-    return nextReply(serving);
+  const sup: Supervisor = {
+    config,
+    table,
+    slots,
+    pool,
+    port,
+    workers: [],
+    health,
+    stopping: false,
   };
   for (let index = 0; index < config.workers; index++) {
-    const reply = await launch(index);
+    const reply = await launch(sup, index);
     if (reply.type === "error") {
       if (reply.name === "AddrInUse") {
         fail(`--listen: port ${port} is in use: expected a free port`);
@@ -141,24 +277,17 @@ async function run(config: Config): Promise<void> {
   console.log(`Load Balancer started at ${displayAddress(config.listen.hostname, port)}`);
   for (const line of describeConfig(config)) console.log(line);
 
-  const shutdown = async (signal: Deno.Signal) => {
-    if (stopping) return;
-    stopping = true;
-    logLine(`${signal}: draining ${workers.length} workers`);
-    const stop: StopMessage = { type: "stop", drainTimeout: DRAIN_TIMEOUT };
-    await Promise.all(workers.map(async (serving) => {
-      const done = nextReply(serving);
-      serving.worker.postMessage(stop);
-      await done;
-      serving.worker.terminate();
-    }));
-    await health.stop();
-    logLine("stopped");
-    Deno.exit(0);
-  };
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(signal, () => void shutdown(signal));
+    Deno.addSignalListener(signal, () => void shutdown(sup, signal));
   }
+  let reloading = Promise.resolve();
+  Deno.addSignalListener("SIGHUP", () => {
+    if (config.configFile === "") {
+      logLine("SIGHUP: nothing to reload (start goround with --config FILE)");
+      return;
+    }
+    reloading = reloading.then(() => reload(sup));
+  });
 }
 
 /**
@@ -169,7 +298,7 @@ async function run(config: Config): Promise<void> {
 export async function main(): Promise<void> {
   let command: Command;
   try {
-    command = parseCommandLine(Deno.args, readEnv, navigator.hardwareConcurrency);
+    command = loadConfig();
   } catch (error) {
     if (error instanceof ConfigError) fail(error.message);
     throw error;

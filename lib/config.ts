@@ -1,7 +1,7 @@
 /**
- * goround's settings: every flag, its `GOROUND_*` environment twin, its default, and the
- * validation that turns text into a {@linkcode Config}. Flags win over the environment, which
- * wins over the defaults.
+ * goround's settings: every flag, its `GOROUND_*` environment twin, its key in a JSON config
+ * file, its default, and the validation that turns text into a {@linkcode Config}. A flag wins
+ * over its variable, which wins over the file, which wins over the default.
  *
  * @module
  */
@@ -30,22 +30,42 @@ export interface Backend {
   readonly port: number;
 }
 
+/** The front ends `--engine` chooses between. */
+export const ENGINES = ["goround", "deno"] as const;
+
+/** A front end. */
+export type Engine = typeof ENGINES[number];
+
 /** The validated settings; a plain record, so it can be posted to workers. */
 export interface Config {
   /** Proxy listener. @default {":8000"} */
   readonly listen: Listen;
   /** The pool, in round-robin order. @default {localhost:8081, 8082, 8083} */
   readonly backends: readonly Backend[];
-  /** Time between active health probes, ms. @default {10000} */
+  /** Time between active health probes of one backend, ms. @default {10000} */
   readonly healthInterval: number;
   /** Time a probe may take before it counts as failed, ms. @default {2000} */
   readonly healthTimeout: number;
+  /** Path of an HTTP health check; empty for a TCP connect check. @default {""} */
+  readonly healthPath: string;
+  /** Consecutive passed probes that bring a backend back up. @default {1} */
+  readonly healthRise: number;
+  /** Consecutive failed probes that take a backend down. @default {1} */
+  readonly healthFall: number;
   /** Time to establish a backend connection, ms. @default {2000} */
   readonly connectTimeout: number;
   /** Time from sending a request to the backend's response headers, ms. @default {30000} */
   readonly responseTimeout: number;
   /** Extra attempts on other backends after a failure; -1 means pool size - 1. @default {-1} */
   readonly retries: number;
+  /** Backend statuses retried elsewhere (idempotent requests) and counted as failures.
+   * @default {[500, 502, 503, 504]} */
+  readonly retryStatuses: readonly number[];
+  /** Timeouts or retried statuses within `failWindow` that take a backend out (0: never).
+   * @default {3} */
+  readonly maxFails: number;
+  /** Window for `maxFails`, ms. @default {10000} */
+  readonly failWindow: number;
   /** Serving worker threads. @default {the number of cores} */
   readonly workers: number;
   /** Peers whose `X-Forwarded-For` is kept and appended to. @default {none} */
@@ -58,24 +78,25 @@ export interface Config {
   readonly headerTimeout: number;
   /** Time an idle client keep-alive connection is kept, ms. @default {60000} */
   readonly keepAliveTimeout: number;
+  /** Longest wait for in-flight requests on SIGTERM/SIGINT, ms. @default {30000} */
+  readonly drainTimeout: number;
+  /** The JSON config file the settings were read from (re-read on SIGHUP), or `""`. */
+  readonly configFile: string;
 }
 
-/** The front ends `--engine` chooses between. */
-export const ENGINES = ["goround", "deno"] as const;
-
-/** A front end. */
-export type Engine = typeof ENGINES[number];
-
-/** What kind of value a flag takes. */
+/** What kind of value a setting takes. */
 type Kind =
   | "listen"
   | "urls"
   | "duration"
-  | "positive-duration"
   | "count"
+  | "positive"
   | "cidrs"
   | "algorithm"
-  | "engine";
+  | "engine"
+  | "path"
+  | "file"
+  | "statuses";
 
 interface FlagSpec {
   readonly name: string;
@@ -87,13 +108,13 @@ interface FlagSpec {
 
 const DEFAULT_BACKENDS = "http://localhost:8081,http://localhost:8082,http://localhost:8083";
 
-/** Every setting flag, in `--help` order. */
+/** Every setting, in `--help` order. */
 export const FLAGS: readonly FlagSpec[] = [
   {
     name: "listen",
     kind: "listen",
     fallback: ":8000",
-    help: "address to serve on: :8000, 8000 or host:port",
+    help: "address to serve: :8000, 8000 or host:port",
   },
   {
     name: "backend",
@@ -109,28 +130,52 @@ export const FLAGS: readonly FlagSpec[] = [
     help: "comma-separated backend URLs",
   },
   {
+    name: "config",
+    kind: "file",
+    fallback: "",
+    help: "JSON file with these settings (re-read on SIGHUP)",
+  },
+  {
     name: "health-interval",
-    kind: "positive-duration",
+    kind: "duration",
     fallback: "10s",
-    help: "time between TCP health probes",
+    help: "time between health probes",
   },
   {
     name: "health-timeout",
-    kind: "positive-duration",
+    kind: "duration",
     fallback: "2s",
     help: "time a health probe may take",
   },
   {
+    name: "health-path",
+    kind: "path",
+    fallback: "",
+    help: "HTTP check path (2xx/3xx is healthy); unset: TCP",
+  },
+  {
+    name: "health-rise",
+    kind: "positive",
+    fallback: "1",
+    help: "passed probes in a row that bring a backend up",
+  },
+  {
+    name: "health-fall",
+    kind: "positive",
+    fallback: "1",
+    help: "failed probes in a row that take it down",
+  },
+  {
     name: "connect-timeout",
-    kind: "positive-duration",
+    kind: "duration",
     fallback: "2s",
     help: "time to connect to a backend",
   },
   {
     name: "response-timeout",
-    kind: "positive-duration",
+    kind: "duration",
     fallback: "30s",
-    help: "time to a backend's response headers",
+    help: "time to a backend's response head",
   },
   {
     name: "retries",
@@ -139,8 +184,26 @@ export const FLAGS: readonly FlagSpec[] = [
     help: "retries on other backends (default: pool size - 1)",
   },
   {
-    name: "workers",
+    name: "retry-statuses",
+    kind: "statuses",
+    fallback: "500,502,503,504",
+    help: "backend statuses retried elsewhere for idempotent requests (none: off)",
+  },
+  {
+    name: "max-fails",
     kind: "count",
+    fallback: "3",
+    help: "timeouts/retried statuses that take a backend out (0: off)",
+  },
+  {
+    name: "fail-window",
+    kind: "duration",
+    fallback: "10s",
+    help: "window in which --max-fails are counted",
+  },
+  {
+    name: "workers",
+    kind: "positive",
     fallback: "",
     help: "serving threads (default: number of cores)",
   },
@@ -148,32 +211,47 @@ export const FLAGS: readonly FlagSpec[] = [
     name: "trusted-proxies",
     kind: "cidrs",
     fallback: "",
-    help: "CIDRs whose X-Forwarded-For is appended to, not replaced",
+    help: "CIDRs whose X-Forwarded-For is appended to",
   },
   {
     name: "algorithm",
     kind: "algorithm",
     fallback: "round-robin",
-    help: `selection policy: ${ALGORITHMS.join(", ")}`,
+    help: `selection: ${ALGORITHMS.join(", ")}`,
   },
   {
     name: "engine",
     kind: "engine",
     fallback: "goround",
-    help: `front end: ${ENGINES.join(" (its own HTTP/1.1 server) or ")} (Deno.serve)`,
+    help: "front end: goround (its own HTTP/1.1 server) or deno (Deno.serve)",
   },
   {
     name: "header-timeout",
-    kind: "positive-duration",
+    kind: "duration",
     fallback: "30s",
     help: "time a client has to send a request head",
   },
   {
     name: "keepalive-timeout",
-    kind: "positive-duration",
+    kind: "duration",
     fallback: "60s",
-    help: "time an idle client connection is kept open",
+    help: "time an idle client connection stays open",
   },
+  {
+    name: "drain-timeout",
+    kind: "duration",
+    fallback: "30s",
+    help: "longest wait for in-flight requests on exit",
+  },
+];
+
+/** Settings that take effect only at start: a reload that changes them logs that they wait for
+ * a restart. */
+export const RESTART_ONLY: readonly (keyof Config)[] = [
+  "listen",
+  "workers",
+  "engine",
+  "configFile",
 ];
 
 /**
@@ -235,9 +313,9 @@ export function parseBackend(text: string): Backend {
   };
 }
 
-function parseCount(text: string): number {
-  if (!/^\d+$/.test(text.trim()) || Number(text) > 1024) {
-    throw new RangeError(`"${text}" is not a count: expected a whole number from 0 to 1024`);
+function parseCount(text: string, min: number): number {
+  if (!/^\d+$/.test(text.trim()) || Number(text) > 1024 || Number(text) < min) {
+    throw new RangeError(`"${text}" is not a count: expected a whole number from ${min} to 1024`);
   }
   return Number(text);
 }
@@ -246,8 +324,15 @@ function splitList(text: string): string[] {
   return text.split(",").map((s) => s.trim()).filter((s) => s !== "");
 }
 
-/** The values one flag can parse to. */
-type Parsed = Listen | Backend[] | number | Cidr[] | Algorithm | Engine;
+/** The values one setting can parse to. */
+type Parsed = Listen | Backend[] | number | number[] | string | Cidr[];
+
+function oneOf<T extends string>(text: string, allowed: readonly T[], what: string): T {
+  if (!(allowed as readonly string[]).includes(text)) {
+    throw new RangeError(`"${text}" is not ${what}: expected one of ${allowed.join(", ")}`);
+  }
+  return text as T;
+}
 
 function parseValue(kind: Kind, text: string): Parsed {
   switch (kind) {
@@ -255,34 +340,47 @@ function parseValue(kind: Kind, text: string): Parsed {
       return parseListen(text);
     case "urls":
       return splitList(text).map(parseBackend);
-    case "duration":
-      return parseDuration(text);
-    case "positive-duration": {
+    case "duration": {
       const ms = parseDuration(text);
       if (ms <= 0) throw new RangeError(`"${text}" must be longer than 0ms`);
       return ms;
     }
     case "count":
-      return parseCount(text);
+      return parseCount(text, 0);
+    case "positive":
+      return parseCount(text, 1);
     case "cidrs":
       return splitList(text).map(parseCidr);
     case "algorithm":
-      if (!(ALGORITHMS as readonly string[]).includes(text)) {
-        throw new RangeError(
-          `"${text}" is not an algorithm: expected one of ${ALGORITHMS.join(", ")}`,
+      return oneOf(text, ALGORITHMS, "an algorithm");
+    case "engine":
+      return oneOf(text, ENGINES, "an engine");
+    case "path":
+      if (text !== "" && !/^\/[\x21-\x7e]*$/.test(text)) {
+        throw new SyntaxError(
+          `"${text}" is not a path: expected one starting with /, like /healthz`,
         );
       }
-      return text as Algorithm;
-    case "engine":
-      if (!(ENGINES as readonly string[]).includes(text)) {
-        throw new RangeError(`"${text}" is not an engine: expected ${ENGINES.join(" or ")}`);
-      }
-      return text as Engine;
+      return text;
+    case "file":
+      return text;
+    case "statuses": {
+      if (text.trim() === "none") return [];
+      return splitList(text).map((item) => {
+        if (!/^[1-5]\d\d$/.test(item)) {
+          throw new RangeError(`"${item}" is not a status: expected codes like 502,503 or none`);
+        }
+        return Number(item);
+      });
+    }
   }
 }
 
 /** Reads an environment variable; `undefined` when unset or not permitted. */
 export type EnvReader = (name: string) => string | undefined;
+
+/** Reads a file as text (throws when it cannot). */
+export type FileReader = (path: string) => string;
 
 /** The outcome of reading the command line: settings, or a request for help or the version. */
 export type Command =
@@ -290,20 +388,65 @@ export type Command =
   | { readonly kind: "help" }
   | { readonly kind: "version" };
 
+/** Values from the JSON file, as text, by setting name. */
+function readConfigFile(path: string, readFile: FileReader): Map<string, string[]> {
+  let text: string;
+  try {
+    text = readFile(path);
+  } catch (error) {
+    const why = error instanceof Error ? error.message.split(":")[0]!.toLowerCase() : "unreadable";
+    throw new ConfigError(
+      `--config: "${path}" cannot be read (${why}): expected a readable JSON file`,
+    );
+  }
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError(`${path}: not valid JSON (${(error as Error).message.split("\n")[0]})`);
+  }
+  if (typeof data !== "object" || data === null || Array.isArray(data)) {
+    throw new ConfigError(`${path}: expected a JSON object of settings, like {"backends": [...]}`);
+  }
+  const values = new Map<string, string[]>();
+  for (const [key, value] of Object.entries(data)) {
+    const flag = FLAGS.find((f) => f.name === key);
+    if (!flag || key === "config") {
+      throw new ConfigError(`${path}: "${key}" is not a setting: see goround --help for the names`);
+    }
+    const items = Array.isArray(value) ? value : [value];
+    if (!items.every((item) => typeof item === "string" || typeof item === "number")) {
+      throw new ConfigError(`${path}: ${key}: expected a string, a number or a list of them`);
+    }
+    values.set(key, [items.map(String).join(",")]);
+  }
+  return values;
+}
+
 /**
- * Turns the command line and environment into a validated {@linkcode Config}.
+ * Turns the command line, environment and (with `--config`) a JSON file into a validated
+ * {@linkcode Config}.
  *
  * @param args The arguments after the program name.
  * @param env Reads `GOROUND_*` variables.
  * @param cores Default worker count.
+ * @param readFile Reads the `--config` file.
  * @returns What to do.
- * @throws {ConfigError} Naming the flag (or variable), the value and what was expected.
+ * @throws {ConfigError} Naming the flag (or variable, or file and key), the value and what
+ *   was expected.
  * @example
  * ```ts
  * const cmd = parseCommandLine(["--listen", ":9000"], () => undefined, 2);
  * ```
  */
-export function parseCommandLine(args: readonly string[], env: EnvReader, cores: number): Command {
+export function parseCommandLine(
+  args: readonly string[],
+  env: EnvReader,
+  cores: number,
+  readFile: FileReader = () => {
+    throw new Error("no file reader");
+  },
+): Command {
   const options: Record<
     string,
     { type: "string" | "boolean"; multiple?: boolean; short?: string }
@@ -337,28 +480,41 @@ export function parseCommandLine(args: readonly string[], env: EnvReader, cores:
   if (values.help) return { kind: "help" };
   if (values.version) return { kind: "version" };
 
+  const flagTexts = (name: string): string[] => {
+    const raw = values[name] as string | string[] | undefined;
+    return raw === undefined ? [] : Array.isArray(raw) ? raw : [raw];
+  };
+  const configFile = flagTexts("config").at(-1) ?? env(envName("config")) ?? "";
+  const fileValues = configFile === ""
+    ? new Map<string, string[]>()
+    : readConfigFile(configFile, readFile);
+
+  /** The value of a setting from the first source that has it, or `undefined`. */
   const read = (flag: FlagSpec): Parsed | undefined => {
-    const raw = values[flag.name] as string | string[] | undefined;
-    const texts = raw === undefined ? [] : Array.isArray(raw) ? raw : [raw];
-    if (texts.length > 0) {
-      const parsed = texts.map((text) => parseOne(flag, `--${flag.name}`, text));
+    const sources: [string, string[]][] = [
+      [`--${flag.name}`, flagTexts(flag.name)],
+      [envName(flag.name), [env(envName(flag.name)) ?? ""].filter((t) => t !== "")],
+      [`${configFile}: ${flag.name}`, fileValues.get(flag.name) ?? []],
+    ];
+    for (const [source, texts] of sources) {
+      if (texts.length === 0) continue;
+      const parsed = texts.map((text) => parseOne(flag, source, text));
       return flag.kind === "urls" ? (parsed as Backend[][]).flat() : parsed.at(-1);
     }
-    const fromEnv = env(envName(flag.name));
-    if (fromEnv !== undefined && fromEnv !== "") return parseOne(flag, envName(flag.name), fromEnv);
     return undefined;
   };
   const get = new Map(FLAGS.map((flag) => [flag.name, read(flag)]));
-  const fallback = (name: string): Parsed => {
+  const value = <T extends Parsed>(name: string): T => {
+    const found = get.get(name);
+    if (found !== undefined) return found as T;
     const flag = FLAGS.find((f) => f.name === name)!;
-    return parseValue(flag.kind, flag.fallback);
+    return parseValue(flag.kind, flag.fallback) as T;
   };
-  const value = <T extends Parsed>(name: string): T => (get.get(name) ?? fallback(name)) as T;
 
   const given = [get.get("backend"), get.get("backends")] as (Backend[] | undefined)[];
   const backends = given.some((list) => list !== undefined)
     ? given.flatMap((list) => list ?? [])
-    : fallback("backends") as Backend[];
+    : value<Backend[]>("backends");
   const seen = new Set<string>();
   for (const backend of backends) {
     if (seen.has(backend.url)) {
@@ -371,8 +527,6 @@ export function parseCommandLine(args: readonly string[], env: EnvReader, cores:
   if (backends.length === 0) {
     throw new ConfigError(`--backends: the list is empty: expected at least one http://host:port`);
   }
-  const workers = (get.get("workers") as number | undefined) ?? Math.max(1, cores);
-  if (workers < 1) throw new ConfigError(`--workers: "0" is not allowed: expected at least 1`);
   return {
     kind: "run",
     config: {
@@ -380,15 +534,23 @@ export function parseCommandLine(args: readonly string[], env: EnvReader, cores:
       backends,
       healthInterval: value<number>("health-interval"),
       healthTimeout: value<number>("health-timeout"),
+      healthPath: value<string>("health-path"),
+      healthRise: value<number>("health-rise"),
+      healthFall: value<number>("health-fall"),
       connectTimeout: value<number>("connect-timeout"),
       responseTimeout: value<number>("response-timeout"),
       retries: (get.get("retries") as number | undefined) ?? -1,
-      workers,
-      trustedProxies: (get.get("trusted-proxies") as Cidr[] | undefined) ?? [],
+      retryStatuses: value<number[]>("retry-statuses"),
+      maxFails: value<number>("max-fails"),
+      failWindow: value<number>("fail-window"),
+      workers: (get.get("workers") as number | undefined) ?? Math.max(1, cores),
+      trustedProxies: value<Cidr[]>("trusted-proxies"),
       algorithm: value<Algorithm>("algorithm"),
       engine: value<Engine>("engine"),
       headerTimeout: value<number>("header-timeout"),
       keepAliveTimeout: value<number>("keepalive-timeout"),
+      drainTimeout: value<number>("drain-timeout"),
+      configFile,
     },
   };
 }
@@ -426,13 +588,15 @@ export function helpText(): string {
     "",
     "Usage: goround [flags]",
     "",
-    "Flags (each also read from the environment variable shown):",
+    "Flags (each also read from the environment variable shown, or from the --config file):",
   ];
   for (const flag of FLAGS) {
     const value = flag.kind === "urls"
       ? " URL"
-      : flag.kind.includes("duration")
+      : flag.kind === "duration"
       ? " DURATION"
+      : flag.kind === "file"
+      ? " FILE"
       : " VALUE";
     const fallback = flag.fallback === "" ? "" : ` (default ${flag.fallback})`;
     lines.push(
@@ -441,7 +605,11 @@ export function helpText(): string {
   }
   lines.push("  -h, --help".padEnd(30) + "show this help");
   lines.push("  --version".padEnd(30) + "print the version");
-  lines.push("", "Durations: 500ms, 10s, 1m, 1h. Backends: http://host:port.");
+  lines.push(
+    "",
+    "Durations: 500ms, 10s, 1m, 1h. Backends: http://host:port.",
+    'Config file: {"backends": ["http://a:8081", "http://b:8081"], "health-interval": "5s", ...}',
+  );
   return lines.join("\n") + "\n";
 }
 
@@ -452,11 +620,12 @@ export function helpText(): string {
  * @returns Lines without trailing newline.
  */
 export function describeConfig(config: Config): string[] {
+  const check = config.healthPath === "" ? "TCP" : `HTTP GET ${config.healthPath}`;
   return [
     `  backends: ${config.backends.map((b) => b.url).join(", ")}`,
     `  algorithm: ${config.algorithm}, workers: ${config.workers}, engine: ${config.engine}`,
-    `  health: TCP every ${formatDuration(config.healthInterval)} (timeout ${
+    `  health: ${check} every ${formatDuration(config.healthInterval)} (timeout ${
       formatDuration(config.healthTimeout)
-    })`,
+    }, rise ${config.healthRise}, fall ${config.healthFall})`,
   ];
 }

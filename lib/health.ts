@@ -1,14 +1,17 @@
 /**
- * Active health checks: a TCP connect to every backend each interval. A success on a dead
- * backend marks it alive; a failure on a live one marks it dead (the brief's transitions). Each
- * backend has its own probe loop, so one that hangs never delays the others' checks.
+ * Active health checks. Each backend has its own probe loop (so one that hangs never delays
+ * another's checks): a TCP connect by default (the brief), or an HTTP `GET` of a path, healthy
+ * on 2xx/3xx. `fall` failed probes in a row take a live backend down; `rise` passed probes in a
+ * row bring a dead one back (1 and 1 by default: the brief's transitions). The streaks live in
+ * shared memory, where the admin status reads them.
  *
  * @module
  */
 
 import type { Backend } from "./config.ts";
 import { describeError } from "./errors.ts";
-import { type Pool, setAlive } from "./pool.ts";
+import { encodeLatin1, parseResponseHead, ProtocolError } from "./http1.ts";
+import { isAlive, type Pool, recordProbe, setAlive } from "./pool.ts";
 
 /** A backend and the pool slot holding its state. */
 export interface Target {
@@ -21,7 +24,7 @@ export interface Target {
 /** Result of one probe. */
 export type ProbeResult =
   | { readonly ok: true; readonly ms: number }
-  | { readonly ok: false; readonly reason: string };
+  | { readonly ok: false; readonly ms: number; readonly reason: string };
 
 /** Settings of the checker. */
 export interface HealthOptions {
@@ -29,6 +32,14 @@ export interface HealthOptions {
   readonly interval: number;
   /** Time a probe may take, ms. */
   readonly timeout: number;
+  /** HTTP path to `GET`; empty for a TCP connect check. @default {""} */
+  readonly path?: string;
+  /** Passed probes in a row that bring a dead backend back. @default {1} */
+  readonly rise?: number;
+  /** Failed probes in a row that take a live backend down. @default {1} */
+  readonly fall?: number;
+  /** Called after every probe with its result. */
+  readonly onProbe?: (target: Target, result: ProbeResult) => void;
   /** Called on every up/down transition this checker makes. */
   readonly onTransition?: (target: Target, up: boolean, reason: string) => void;
 }
@@ -37,8 +48,19 @@ export interface HealthOptions {
 export interface HealthChecker {
   /** Probes every backend once now and applies the results. */
   readonly checkNow: () => Promise<void>;
+  /** Replaces the backends checked and the settings; loops of backends that stay go on. */
+  readonly update: (targets: readonly Target[], options: HealthOptions) => void;
   /** Stops every loop and waits for probes in flight to finish. */
   readonly stop: () => Promise<void>;
+}
+
+function elapsed(started: number): number {
+  return performance.now() - started;
+}
+
+function failed(started: number, limit: AbortSignal, error: unknown): ProbeResult {
+  const reason = limit.aborted ? "health check timed out" : describeError(error);
+  return { ok: false, ms: elapsed(started), reason };
 }
 
 /**
@@ -47,7 +69,7 @@ export interface HealthChecker {
  * @param backend The backend.
  * @param timeout Time allowed, ms.
  * @param signal Aborts the probe early.
- * @returns Success with the connect time, or failure with a short reason.
+ * @returns Success or failure (with a short reason), and the time it took.
  * @example
  * ```ts ignore
  * const result = await probeTcp(backend, 2000);
@@ -68,19 +90,74 @@ export async function probeTcp(
       signal: signal ? AbortSignal.any([signal, limit]) : limit,
     });
     conn.close();
-    return { ok: true, ms: performance.now() - started };
+    return { ok: true, ms: elapsed(started) };
   } catch (error) {
-    return { ok: false, reason: limit.aborted ? "health check timed out" : describeError(error) };
+    return failed(started, limit, error);
   }
 }
 
 /**
- * Starts a probe loop per target. The first probes run at once; each loop then waits
- * `interval` after its previous probe finished.
+ * Sends `GET path` to the backend and reads the response head: healthy on 2xx and 3xx.
  *
- * @param pool The shared pool whose alive flags are written.
+ * @param backend The backend.
+ * @param path The path, e.g. `/healthz`.
+ * @param timeout Time allowed for the whole exchange, ms.
+ * @param signal Aborts the probe early.
+ * @returns Success or failure (with a short reason such as `HTTP 503`), and the time it took.
+ */
+export async function probeHttp(
+  backend: Backend,
+  path: string,
+  timeout: number,
+  signal?: AbortSignal,
+): Promise<ProbeResult> {
+  const started = performance.now();
+  const limit = AbortSignal.timeout(timeout);
+  const stop = signal ? AbortSignal.any([signal, limit]) : limit;
+  let conn: Deno.TcpConn | null = null;
+  const close = () => {
+    try {
+      conn?.close();
+    } catch {
+      // Closed already.
+    }
+  };
+  try {
+    conn = await Deno.connect({ hostname: backend.hostname, port: backend.port, signal: stop });
+    stop.addEventListener("abort", close, { once: true });
+    const host = new URL(backend.url).host;
+    await conn.write(encodeLatin1(
+      `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nUser-Agent: goround-health\r\nConnection: close\r\n\r\n`,
+    ));
+    const buf = new Uint8Array(16 * 1024);
+    let end = 0;
+    while (true) {
+      const n = end < buf.length ? await conn.read(buf.subarray(end)) : null;
+      if (n === null) throw new ProtocolError("no complete response head");
+      end += n;
+      const head = parseResponseHead(buf, 0, end);
+      if (head === null || head.status < 200) continue;
+      if (head.status < 400) return { ok: true, ms: elapsed(started) };
+      return { ok: false, ms: elapsed(started), reason: `health check got HTTP ${head.status}` };
+    }
+  } catch (error) {
+    if (error instanceof ProtocolError) {
+      return { ok: false, ms: elapsed(started), reason: `health check: ${error.message}` };
+    }
+    return failed(started, limit, error);
+  } finally {
+    stop.removeEventListener("abort", close);
+    close();
+  }
+}
+
+/**
+ * Starts a probe loop per target; each loop probes, then waits `interval`. Call
+ * {@linkcode HealthChecker.checkNow} first for an immediate round.
+ *
+ * @param pool The shared pool whose alive flags and streaks are written.
  * @param targets The backends to check.
- * @param options Interval, timeout and a transition callback.
+ * @param options Interval, timeout, check kind, rise/fall and callbacks.
  * @returns The running checker.
  */
 export function startHealthChecks(
@@ -91,12 +168,22 @@ export function startHealthChecks(
   const stopping = new AbortController();
   const timers = new Map<number, ReturnType<typeof setTimeout>>();
   const running = new Set<Promise<void>>();
+  let current = options;
+  let checked = [...targets];
 
   const probeOnce = async (target: Target): Promise<void> => {
-    const result = await probeTcp(target.backend, options.timeout, stopping.signal);
-    if (stopping.signal.aborted) return;
-    if (setAlive(pool, target.slot, result.ok)) {
-      options.onTransition?.(target, result.ok, result.ok ? "" : result.reason);
+    const { timeout, path = "" } = current;
+    const result = path === ""
+      ? await probeTcp(target.backend, timeout, stopping.signal)
+      : await probeHttp(target.backend, path, timeout, stopping.signal);
+    if (stopping.signal.aborted || !checked.some((t) => t.slot === target.slot)) return;
+    const streak = recordProbe(pool, target.slot, result.ok, result.ms * 1000);
+    current.onProbe?.(target, result);
+    const alive = isAlive(pool, target.slot);
+    if (result.ok && !alive && streak.passes >= (current.rise ?? 1)) {
+      if (setAlive(pool, target.slot, true)) current.onTransition?.(target, true, "");
+    } else if (!result.ok && alive && streak.misses >= (current.fall ?? 1)) {
+      if (setAlive(pool, target.slot, false)) current.onTransition?.(target, false, result.reason);
     }
   };
   const track = (work: Promise<void>): Promise<void> => {
@@ -107,15 +194,33 @@ export function startHealthChecks(
     const timer = setTimeout(async () => {
       timers.delete(target.slot);
       await track(probeOnce(target));
-      if (!stopping.signal.aborted) loop(target);
-    }, options.interval);
+      if (!stopping.signal.aborted && checked.some((t) => t.slot === target.slot)) loop(target);
+    }, current.interval);
     timers.set(target.slot, timer);
   };
 
-  for (const target of targets) loop(target);
+  for (const target of checked) loop(target);
   return {
     checkNow: async () => {
-      await Promise.all(targets.map((target) => track(probeOnce(target))));
+      await Promise.all(checked.map((target) => track(probeOnce(target))));
+    },
+    update: (next, nextOptions) => {
+      current = nextOptions;
+      const before = new Map(checked.map((t) => [t.slot, t]));
+      checked = [...next];
+      for (const target of checked) {
+        const old = before.get(target.slot);
+        if (old && old.backend.url === target.backend.url) continue;
+        const timer = timers.get(target.slot);
+        if (timer !== undefined) clearTimeout(timer);
+        loop(target);
+      }
+      for (const slot of before.keys()) {
+        if (checked.some((t) => t.slot === slot)) continue;
+        const timer = timers.get(slot);
+        if (timer !== undefined) clearTimeout(timer);
+        timers.delete(slot);
+      }
     },
     stop: async () => {
       stopping.abort();

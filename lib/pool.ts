@@ -19,8 +19,15 @@
  * │ +1 ADMIN    0 = enabled, 1 = draining, 2 = removed       │
  * │ +2 INFLIGHT requests being forwarded right now           │
  * │ +3 CHANGED  unix seconds of the last ALIVE transition    │
- * ├──────────── totals: CAPACITY × 8 BigUint64 ──────────────┤
- * │ +0 REQUESTS +1 FAILURES +2 RETRIES                       │
+ * │ +4 FAILS    passive failures in the current window       │
+ * │ +5 PASSES   consecutive passed health probes             │
+ * │ +6 MISSES   consecutive failed health probes             │
+ * │ +7 PROBE_US duration of the last probe, microseconds     │
+ * │ +8..15      reserved                                     │
+ * ├──────────── totals: CAPACITY × 32 BigUint64 ─────────────┤
+ * │ +0 REQUESTS +1 FAILURES +2 RETRIES +3 WINDOW (epoch ms)  │
+ * │ +4 EJECTIONS (passive)  +5 PROBES_OK +6 PROBES_FAILED    │
+ * │ +7..31      reserved                                     │
  * └──────────────────────────────────────────────────────────┘
  * ```
  *
@@ -51,6 +58,14 @@ const S_ADMIN = 1;
 const S_INFLIGHT = 2;
 /** Slot word: unix seconds of the last ALIVE transition. */
 const S_CHANGED = 3;
+/** Slot word: passive failures counted in the current window. */
+const S_FAILS = 4;
+/** Slot word: consecutive passed health probes. */
+const S_PASSES = 5;
+/** Slot word: consecutive failed health probes. */
+const S_MISSES = 6;
+/** Slot word: duration of the last health probe, microseconds. */
+const S_PROBE_US = 7;
 /** Words per slot: 16 × 4 bytes = one 64-byte cache line, so slots never share a line. */
 const SLOT_WORDS = 16;
 
@@ -60,8 +75,16 @@ const T_REQUESTS = 0;
 const T_FAILURES = 1;
 /** Total: attempts that were a retry after another backend failed. */
 const T_RETRIES = 2;
+/** Epoch ms at which the current passive-failure window started. */
+const T_WINDOW = 3;
+/** Total: times passive failures took the backend out. */
+const T_EJECTIONS = 4;
+/** Total: health probes passed. */
+const T_PROBES_OK = 5;
+/** Total: health probes failed. */
+const T_PROBES_FAILED = 6;
 /** 64-bit words per slot in the totals area. */
-const TOTAL_WORDS = 8;
+const TOTAL_WORDS = 32;
 
 /**
  * The cursor value at which the round-robin counter folds back (2^31). Every ticket below it
@@ -98,6 +121,12 @@ export interface Totals {
   readonly failures: bigint;
   /** Attempts that were retries. */
   readonly retries: bigint;
+  /** Times passive failures took the backend out. */
+  readonly ejections: bigint;
+  /** Health probes passed. */
+  readonly probesOk: bigint;
+  /** Health probes failed. */
+  readonly probesFailed: bigint;
 }
 
 function words32(capacity: number): number {
@@ -170,9 +199,19 @@ export function setMembers(pool: Pool, slots: readonly number[]): void {
     if (!Number.isInteger(slot) || slot < 0 || slot >= pool.capacity) {
       throw new RangeError(`slot ${slot} is outside 0..${pool.capacity - 1}`);
     }
+  }
+  const previous = members(pool);
+  for (const slot of slots) {
+    // A slot joining the pool starts from zero: alive, enabled, no counts from a former tenant.
     if (Atomics.load(u32, slotWord(pool, slot, S_ADMIN)) === 2) {
+      for (let word = 0; word < SLOT_WORDS; word++) {
+        Atomics.store(u32, slotWord(pool, slot, word), 0);
+      }
+      for (let word = 0; word < TOTAL_WORDS; word++) {
+        Atomics.store(pool.totals, slot * TOTAL_WORDS + word, 0n);
+      }
       Atomics.store(u32, slotWord(pool, slot, S_ALIVE), 1);
-      Atomics.store(u32, slotWord(pool, slot, S_ADMIN), 0);
+      Atomics.store(u32, slotWord(pool, slot, S_CHANGED), Math.floor(Date.now() / 1000));
     }
   }
   // Shrinking: lower SIZE before rewriting the list; growing: write the list first. A reader
@@ -181,7 +220,30 @@ export function setMembers(pool: Pool, slots: readonly number[]): void {
   if (next < Atomics.load(u32, H_SIZE)) Atomics.store(u32, H_SIZE, next);
   slots.forEach((slot, i) => Atomics.store(u32, HEADER_WORDS + i, slot));
   Atomics.store(u32, H_SIZE, next);
+  // Members that left take no new requests; their requests in flight finish.
+  for (const slot of previous) {
+    if (!slots.includes(slot)) Atomics.store(u32, slotWord(pool, slot, S_ADMIN), 2);
+  }
   Atomics.add(u32, H_VERSION, 1);
+}
+
+/**
+ * A slot that can take a new backend: not a member, and with nothing in flight (a backend
+ * removed a moment ago may still be finishing requests).
+ *
+ * @param pool The pool.
+ * @param taken Slots already promised to other backends.
+ * @returns The slot, or -1 when every slot is busy.
+ */
+export function freeSlot(pool: Pool, taken: ReadonlySet<number>): number {
+  const current = new Set(members(pool));
+  for (let slot = 0; slot < pool.capacity; slot++) {
+    if (taken.has(slot) || current.has(slot)) continue;
+    if (Atomics.load(pool.u32, slotWord(pool, slot, S_ADMIN)) !== 2) continue;
+    if (Atomics.load(pool.u32, slotWord(pool, slot, S_INFLIGHT)) !== 0) continue;
+    return slot;
+  }
+  return -1;
 }
 
 /**
@@ -289,6 +351,14 @@ export function setAlive(pool: Pool, slot: number, alive: boolean): boolean {
   ) === 1 - want;
   if (changed) {
     Atomics.store(pool.u32, slotWord(pool, slot, S_CHANGED), Math.floor(Date.now() / 1000));
+    // A fresh start either way: coming back up, earlier passive failures and failed probes no
+    // longer count; going down, only passes after this moment count towards coming back.
+    if (alive) {
+      Atomics.store(pool.u32, slotWord(pool, slot, S_FAILS), 0);
+      Atomics.store(pool.u32, slotWord(pool, slot, S_MISSES), 0);
+    } else {
+      Atomics.store(pool.u32, slotWord(pool, slot, S_PASSES), 0);
+    }
   }
   return changed;
 }
@@ -376,5 +446,97 @@ export function totals(pool: Pool, slot: number): Totals {
     requests: Atomics.load(pool.totals, base + T_REQUESTS),
     failures: Atomics.load(pool.totals, base + T_FAILURES),
     retries: Atomics.load(pool.totals, base + T_RETRIES),
+    ejections: Atomics.load(pool.totals, base + T_EJECTIONS),
+    probesOk: Atomics.load(pool.totals, base + T_PROBES_OK),
+    probesFailed: Atomics.load(pool.totals, base + T_PROBES_FAILED),
+  };
+}
+
+/**
+ * Counts a passive failure (a timeout or a 5xx answer) in the backend's current window of
+ * `windowMs`; a failure after the window has passed starts a new one. Returns `true` for the
+ * one call that brings the count to `maxFails` (the caller then takes the backend out).
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @param windowMs Window length, ms.
+ * @param maxFails Failures in one window that take the backend out (0: never).
+ * @returns Whether this failure reached the limit.
+ */
+export function recordFailure(
+  pool: Pool,
+  slot: number,
+  windowMs: number,
+  maxFails: number,
+): boolean {
+  const now = BigInt(Date.now());
+  const at = slot * TOTAL_WORDS + T_WINDOW;
+  const started = Atomics.load(pool.totals, at);
+  if (now - started > BigInt(windowMs)) {
+    // Whoever moves the window start also restarts the count; the others just add to it.
+    if (Atomics.compareExchange(pool.totals, at, started, now) === started) {
+      Atomics.store(pool.u32, slotWord(pool, slot, S_FAILS), 0);
+    }
+  }
+  const count = Atomics.add(pool.u32, slotWord(pool, slot, S_FAILS), 1) + 1;
+  if (maxFails > 0 && count === maxFails) {
+    Atomics.add(pool.totals, slot * TOTAL_WORDS + T_EJECTIONS, 1n);
+    return true;
+  }
+  return false;
+}
+
+/**
+ * Passive failures counted in the backend's current window.
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @returns The count.
+ */
+export function failureCount(pool: Pool, slot: number): number {
+  return Atomics.load(pool.u32, slotWord(pool, slot, S_FAILS));
+}
+
+/** Consecutive health probe results and the last probe's duration. */
+export interface ProbeStreak {
+  /** Consecutive passes (0 after a failure). */
+  readonly passes: number;
+  /** Consecutive failures (0 after a pass). */
+  readonly misses: number;
+  /** Duration of the last probe, microseconds. */
+  readonly micros: number;
+}
+
+/**
+ * Records a health probe result: one streak grows, the other resets (written by the health
+ * checker only).
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @param ok Whether the probe passed.
+ * @param micros How long it took.
+ * @returns The streaks after this result.
+ */
+export function recordProbe(pool: Pool, slot: number, ok: boolean, micros: number): ProbeStreak {
+  const { u32, totals } = pool;
+  Atomics.store(u32, slotWord(pool, slot, S_PROBE_US), Math.min(0xffff_ffff, Math.round(micros)));
+  Atomics.store(u32, slotWord(pool, slot, ok ? S_MISSES : S_PASSES), 0);
+  Atomics.add(u32, slotWord(pool, slot, ok ? S_PASSES : S_MISSES), 1);
+  Atomics.add(totals, slot * TOTAL_WORDS + (ok ? T_PROBES_OK : T_PROBES_FAILED), 1n);
+  return probeStreak(pool, slot);
+}
+
+/**
+ * The backend's current probe streaks.
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @returns Passes, misses and the last probe's duration.
+ */
+export function probeStreak(pool: Pool, slot: number): ProbeStreak {
+  return {
+    passes: Atomics.load(pool.u32, slotWord(pool, slot, S_PASSES)),
+    misses: Atomics.load(pool.u32, slotWord(pool, slot, S_MISSES)),
+    micros: Atomics.load(pool.u32, slotWord(pool, slot, S_PROBE_US)),
   };
 }

@@ -14,8 +14,9 @@ import { STATUS_NO_BACKEND, statusForFailure, UpstreamError } from "./errors.ts"
 import { forwardRequestHeaders } from "./headers.ts";
 import { requestHead } from "./http1.ts";
 import { logLine } from "./log.ts";
-import { beginRequest, endRequest, type Pool, poolSize, setAlive } from "./pool.ts";
-import { canRetry, marksDown, retryFresh } from "./retry.ts";
+import { formatDuration } from "./duration.ts";
+import { beginRequest, endRequest, type Pool, poolSize, recordFailure, setAlive } from "./pool.ts";
+import { canRetry, canRetryStatus, marksDown, retryFresh } from "./retry.ts";
 import { selectorFor } from "./selection.ts";
 import {
   type Bytes,
@@ -91,6 +92,12 @@ export function localReply(status: number, text: string, headers: [string, strin
   };
 }
 
+/** Lets go of a response that will not be forwarded. */
+function discard(response: UpstreamResponse): void {
+  if (response.body instanceof ReadableStream) response.body.cancel().catch(() => {});
+  response.release();
+}
+
 function failureReply(error: UpstreamError): Reply {
   const status = statusForFailure(error.kind);
   return localReply(status, status === 504 ? "gateway timeout" : "bad gateway");
@@ -135,6 +142,17 @@ export function createForwarder(context: ProxyContext): Forwarder {
   const { pool, config, backends, upstreams } = context;
   const select = selectorFor(config.algorithm);
   const retryAfter = String(Math.max(1, Math.ceil(config.healthInterval / 1000)));
+  const window = formatDuration(config.failWindow);
+
+  /** Counts a timeout or an error status; enough of them in the window take the backend out. */
+  const passiveFailure = (slot: number, backend: Backend, reason: string) => {
+    if (!recordFailure(pool, slot, config.failWindow, config.maxFails)) return;
+    if (setAlive(pool, slot, false)) {
+      logLine(
+        `backend ${backend.url} DOWN: ${config.maxFails} failures in ${window} (last: ${reason})`,
+      );
+    }
+  };
 
   return async (incoming) => {
     const { method, target, body } = incoming;
@@ -158,13 +176,20 @@ export function createForwarder(context: ProxyContext): Forwarder {
     let retries = 0;
     let freshTried = false;
     let failure: UpstreamError | null = null;
+    // A retryable error status, kept in case no other backend can take the request.
+    let held: UpstreamResponse | null = null;
     while (true) {
       const slot = select(pool, avoid);
       const backend = slot < 0 ? undefined : backends[slot];
       if (backend === undefined) {
+        if (held) return { kind: "upstream", response: held };
         // Every backend is down or was tried: 502/504 if this request failed somewhere, else 503.
         if (failure) return failureReply(failure);
         return localReply(STATUS_NO_BACKEND, "no backend available", [["retry-after", retryAfter]]);
+      }
+      if (held) {
+        discard(held);
+        held = null;
       }
       let ended = false;
       const end = (failed: boolean) => {
@@ -194,8 +219,10 @@ export function createForwarder(context: ProxyContext): Forwarder {
           freshTried = true;
           continue; // same backend, new connection: the idle one was closed under us
         }
-        if (marksDown(error) && setAlive(pool, slot, false)) {
-          logLine(`backend ${backend.url} DOWN: ${error.message}`);
+        if (marksDown(error)) {
+          if (setAlive(pool, slot, false)) logLine(`backend ${backend.url} DOWN: ${error.message}`);
+        } else if (error.kind === "timeout") {
+          passiveFailure(slot, backend, error.message);
         }
         if (retries < limit && canRetry(error, method, replayable)) {
           retries++;
@@ -206,6 +233,16 @@ export function createForwarder(context: ProxyContext): Forwarder {
           `backend ${backend.url} ${error.kind} error: ${error.message} (${method} ${target})`,
         );
         return failureReply(error);
+      }
+      if (config.retryStatuses.includes(response.status)) {
+        passiveFailure(slot, backend, `HTTP ${response.status}`);
+        if (retries < limit && canRetryStatus(method, replayable)) {
+          end(true);
+          held = response;
+          retries++;
+          avoid.push(slot);
+          continue;
+        }
       }
       if (!(response.body instanceof ReadableStream)) end(false);
       return { kind: "upstream", response };

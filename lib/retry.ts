@@ -50,6 +50,19 @@ export function canRetry(error: UpstreamError, method: string, replayable: boole
 }
 
 /**
+ * Whether a request that got a retryable error status (`--retry-statuses`, e.g. 503) may be
+ * sent to another backend: only when repeating it is harmless (an idempotent method) and its
+ * body, if any, is still available in full.
+ *
+ * @param method The request method.
+ * @param replayable Whether the request body (if any) is still available in full.
+ * @returns `true` when a retry is safe.
+ */
+export function canRetryStatus(method: string, replayable: boolean): boolean {
+  return replayable && isIdempotent(method);
+}
+
+/**
  * Whether a failure proves the backend is down, so it is marked dead in shared memory at once
  * (the next active probe brings it back). A connection that could not be opened, or a fresh one
  * that broke before any response, counts; a pooled connection that went stale does not (the

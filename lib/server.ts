@@ -82,6 +82,8 @@ interface Client {
   deadline: number;
   /** A request is being answered. */
   busy: boolean;
+  /** Request heads read so far. */
+  requests: number;
   closed: boolean;
 }
 
@@ -145,18 +147,25 @@ async function writeAll(client: Client, bytes: Uint8Array): Promise<void> {
  * between requests.
  */
 async function readHead(client: Client, options: ServerOptions): Promise<RequestHead | null> {
+  // A new connection has the header timeout to send its first request; a kept-alive one may
+  // idle for the keep-alive timeout, then has the header timeout once a head has begun. The
+  // deadline is set once per phase, so trickling bytes does not extend it (slowloris).
+  let started = client.end > client.start;
+  client.deadline = Date.now() +
+    (started || client.requests === 0 ? options.headerTimeout : options.keepAliveTimeout);
   while (true) {
     if (client.end > client.start) {
       const head = parseRequestHead(client.buf, client.start, client.end);
       if (head !== null) {
         client.start += head.size;
+        client.requests++;
         return head;
       }
-    }
-    // Idle between requests: the keep-alive timeout; once a head has begun: the header timeout.
-    client.deadline = Date.now() +
-      (client.end > client.start ? options.headerTimeout : options.keepAliveTimeout);
-    if (client.start === client.end) {
+      if (!started) {
+        started = true;
+        client.deadline = Date.now() + options.headerTimeout;
+      }
+    } else {
       client.start = 0;
       client.end = 0;
     }
@@ -324,6 +333,7 @@ async function writeReply(
     return keepAlive;
   }
   const { response } = reply;
+  let released = false;
   try {
     const { status } = response;
     let body = response.body;
@@ -355,6 +365,7 @@ async function writeReply(
       // Head and whole body go out in one write; the body's connection goes back to the pool
       // as soon as the bytes are copied.
       const bytes = frame(client, head, body);
+      released = true;
       response.release();
       await writeAll(client, bytes);
       return keep;
@@ -362,7 +373,7 @@ async function writeReply(
     await writeAll(client, frame(client, head, null));
     return (await writeStream(client, body, chunked)) && keep;
   } finally {
-    response.release();
+    if (!released) response.release();
   }
 }
 
@@ -518,6 +529,7 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
         end: 0,
         deadline: Date.now() + options.headerTimeout,
         busy: false,
+        requests: 0,
         closed: false,
       };
       clients.add(client);

@@ -115,7 +115,7 @@ interface Host {
 
 /** The upstream client of one thread: a pool per backend and the deadline sweep. */
 export interface Upstreams {
-  readonly options: Required<UpstreamOptions>;
+  options: Required<UpstreamOptions>;
   readonly hosts: Map<string, Host>;
   readonly busy: Set<Link>;
   timer: ReturnType<typeof setInterval>;
@@ -155,6 +155,31 @@ export function closeUpstreams(upstreams: Upstreams): void {
     for (const link of [...host.idle]) closeLink(link);
   }
   for (const link of [...upstreams.busy]) closeLink(link);
+}
+
+/**
+ * Changes the timeouts (a reload); requests already under way keep the deadlines they have.
+ *
+ * @param upstreams The client.
+ * @param options The new timeouts.
+ */
+export function setUpstreamOptions(upstreams: Upstreams, options: UpstreamOptions): void {
+  upstreams.options = { ...upstreams.options, ...options };
+}
+
+/**
+ * Forgets the pools of backends not in `urls` (after a reload removed them): their idle
+ * connections are closed; requests still under way on them finish normally.
+ *
+ * @param upstreams The client.
+ * @param urls The backends that stay.
+ */
+export function retainHosts(upstreams: Upstreams, urls: readonly string[]): void {
+  for (const [url, host] of upstreams.hosts) {
+    if (urls.includes(url)) continue;
+    upstreams.hosts.delete(url);
+    for (const link of [...host.idle]) closeLink(link);
+  }
 }
 
 /**
@@ -249,7 +274,12 @@ function release(link: Link): void {
   const host = link.host;
   link.host.owner.busy.delete(link);
   link.deadline = 0;
-  if (link.closed || host.idle.length >= host.owner.options.maxIdle) {
+  // Closed, pool full, or the backend was removed by a reload: nothing to keep it for.
+  const { owner } = host;
+  if (
+    link.closed || host.idle.length >= owner.options.maxIdle ||
+    owner.hosts.get(host.backend.url) !== host
+  ) {
     closeLink(link);
     return;
   }

@@ -1,21 +1,26 @@
 /**
  * Entry point of a serving worker thread. The main thread posts a {@linkcode StartMessage}
- * (the shared pool memory, the settings and the port); the worker maps the pool, serves the
- * port with `reusePort` (the kernel spreads connections over the workers) and answers
- * {@linkcode WorkerReply} messages. A {@linkcode StopMessage} drains it.
+ * (the shared pool memory, the settings, the backend of each pool slot and the port); the
+ * worker maps the pool and serves the port with `reusePort` (the kernel spreads connections
+ * over the workers). An {@linkcode UpdateMessage} swaps settings and backends in place (a
+ * reload); a {@linkcode StopMessage} drains the worker. Each message gets a
+ * {@linkcode WorkerReply}.
  *
  * @module
  */
 
 /// <reference lib="deno.worker" />
 
-import type { Config } from "./config.ts";
+import type { Backend, Config } from "./config.ts";
 import { logLine } from "./log.ts";
 import { attachPool } from "./pool.ts";
-import { createForwarder } from "./proxy.ts";
+import { createForwarder, type Forwarder } from "./proxy.ts";
 import { createServeHandler } from "./serve_handler.ts";
 import { serveHttp1 } from "./server.ts";
-import { closeUpstreams, createUpstreams } from "./upstream.ts";
+import { closeUpstreams, createUpstreams, retainHosts, setUpstreamOptions } from "./upstream.ts";
+
+/** The backend in each pool slot (`null` for an empty slot). */
+export type SlotTable = readonly (Backend | null)[];
 
 /** Tells a worker to start serving. */
 export interface StartMessage {
@@ -25,8 +30,20 @@ export interface StartMessage {
   readonly buffer: SharedArrayBuffer;
   /** Settings. */
   readonly config: Config;
+  /** The backend of each slot. */
+  readonly table: SlotTable;
   /** The port to serve (already chosen when the configured one is 0). */
   readonly port: number;
+}
+
+/** Swaps the settings and backends (a reload); connections and counters stay. */
+export interface UpdateMessage {
+  /** Message kind. */
+  readonly type: "update";
+  /** The new settings. */
+  readonly config: Config;
+  /** The backend of each slot. */
+  readonly table: SlotTable;
 }
 
 /** Tells a worker to stop accepting and finish what it has. */
@@ -41,9 +58,11 @@ export interface StopMessage {
 export type WorkerReply =
   | { readonly type: "listening"; readonly port: number }
   | { readonly type: "error"; readonly name: string; readonly message: string }
+  | { readonly type: "updated" }
   | { readonly type: "stopped"; readonly drained: boolean };
 
-let stop: ((drainTimeout: number) => Promise<boolean>) | null = null;
+/** The messages a worker accepts. */
+export type WorkerMessage = StartMessage | UpdateMessage | StopMessage;
 
 function reply(message: WorkerReply): void {
   self.postMessage(message);
@@ -60,7 +79,7 @@ function internalError(error: unknown): void {
   logLine(`internal error: ${error instanceof Error ? error.stack : String(error)}`);
 }
 
-function listen(message: StartMessage, forward: ReturnType<typeof createForwarder>): Front {
+function listen(message: StartMessage, forward: Forwarder): Front {
   const { config } = message;
   const address = { hostname: config.listen.hostname, port: message.port, reusePort: true };
   if (config.engine === "deno") {
@@ -83,42 +102,73 @@ function listen(message: StartMessage, forward: ReturnType<typeof createForwarde
   return { port: server.addr.port, shutdown: () => server.shutdown() };
 }
 
+/** The worker's state once started. */
+interface Running {
+  readonly front: Front;
+  readonly update: (message: UpdateMessage) => void;
+  readonly stop: (drainTimeout: number) => Promise<boolean>;
+}
+
+let running: Running | null = null;
+
 function start(message: StartMessage): void {
-  const { config } = message;
   const pool = attachPool(message.buffer);
   const upstreams = createUpstreams({
-    connectTimeout: config.connectTimeout,
-    responseTimeout: config.responseTimeout,
+    connectTimeout: message.config.connectTimeout,
+    responseTimeout: message.config.responseTimeout,
   });
-  const forward = createForwarder({ pool, config, backends: config.backends, upstreams });
+  const build = (config: Config, table: SlotTable) =>
+    createForwarder({ pool, config, backends: table.map((b) => b ?? undefined), upstreams });
+  let forward = build(message.config, message.table);
   let front: Front;
   try {
-    front = listen(message, forward);
+    // The front calls through `forward`, so an update swaps the proxy core under it.
+    front = listen(message, (incoming) => forward(incoming));
   } catch (error) {
     closeUpstreams(upstreams);
     const err = error instanceof Error ? error : new Error(String(error));
     reply({ type: "error", name: err.name, message: err.message });
     return;
   }
-  stop = async (drainTimeout) => {
-    let timer = 0 as unknown as ReturnType<typeof setTimeout>;
-    const drained = await Promise.race([
-      front.shutdown().then(() => true),
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), drainTimeout))),
-    ]);
-    clearTimeout(timer);
-    closeUpstreams(upstreams);
-    return drained;
+  running = {
+    front,
+    update: ({ config, table }) => {
+      setUpstreamOptions(upstreams, {
+        connectTimeout: config.connectTimeout,
+        responseTimeout: config.responseTimeout,
+      });
+      // Idle connections to backends no longer in the pool are closed; busy ones finish.
+      retainHosts(upstreams, table.flatMap((b) => (b ? [b.url] : [])));
+      forward = build(config, table);
+    },
+    stop: async (drainTimeout) => {
+      let timer = 0 as unknown as ReturnType<typeof setTimeout>;
+      const drained = await Promise.race([
+        front.shutdown().then(() => true),
+        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), drainTimeout))),
+      ]);
+      clearTimeout(timer);
+      closeUpstreams(upstreams);
+      return drained;
+    },
   };
   reply({ type: "listening", port: front.port });
 }
 
-self.onmessage = async (event: MessageEvent<StartMessage | StopMessage>) => {
+self.onmessage = async (event: MessageEvent<WorkerMessage>) => {
   const message = event.data;
-  if (message.type === "start") {
-    start(message);
-  } else if (message.type === "stop") {
-    const drained = stop ? await stop(message.drainTimeout) : true;
-    reply({ type: "stopped", drained });
+  switch (message.type) {
+    case "start":
+      start(message);
+      break;
+    case "update":
+      running?.update(message);
+      reply({ type: "updated" });
+      break;
+    case "stop": {
+      const drained = running ? await running.stop(message.drainTimeout) : true;
+      reply({ type: "stopped", drained });
+      break;
+    }
   }
 };

@@ -112,9 +112,24 @@ Deno.test("bad values name the flag, the value and what is expected", async (t) 
     [["--health-timeout", "10"], /^--health-timeout: "10" is not a duration/],
     [
       ["--workers", "two"],
-      /^--workers: "two" is not a count: expected a whole number from 0 to 1024$/,
+      /^--workers: "two" is not a count: expected a whole number from 1 to 1024$/,
     ],
-    [["--workers", "0"], /^--workers: "0" is not allowed: expected at least 1$/],
+    [["--workers", "0"], /^--workers: "0" is not a count: expected a whole number from 1 to 1024$/],
+    [
+      ["--retries", "-1"],
+      /^--retries: "-1" is not a count: expected a whole number from 0 to 1024$/,
+    ],
+    [["--health-rise", "0"], /^--health-rise: "0" is not a count/],
+    [
+      ["--health-path", "healthz"],
+      /^--health-path: "healthz" is not a path: expected one starting with \//,
+    ],
+    [
+      ["--retry-statuses", "500,5xx"],
+      /^--retry-statuses: "5xx" is not a status: expected codes like 502,503 or none$/,
+    ],
+    [["--engine", "nginx"], /^--engine: "nginx" is not an engine: expected one of goround, deno$/],
+    [["--fail-window", "0ms"], /^--fail-window: "0ms" must be longer than 0ms$/],
     [
       ["--trusted-proxies", "10.0.0.0/99"],
       /^--trusted-proxies: "10.0.0.0\/99" is not a CIDR range/,
@@ -154,4 +169,85 @@ Deno.test("--help and --version are commands", () => {
   equal(parseCommandLine(["--help"], noEnv, 1).kind, "help");
   equal(parseCommandLine(["-h"], noEnv, 1).kind, "help");
   equal(parseCommandLine(["--version"], noEnv, 1).kind, "version");
+});
+
+Deno.test("--config reads a JSON file; flags and variables win over it", () => {
+  const files: Record<string, string> = {
+    "goround.json": JSON.stringify({
+      backends: ["http://127.0.0.1:1", "http://127.0.0.1:2"],
+      "health-interval": "3s",
+      "health-path": "/healthz",
+      "max-fails": 5,
+      "retry-statuses": [502, 503],
+    }),
+  };
+  const readFile = (path: string) => {
+    if (!(path in files)) {
+      throw new Error(`No such file or directory (os error 2): readfile '${path}'`);
+    }
+    return files[path]!;
+  };
+  const command = parseCommandLine(
+    ["--config", "goround.json", "--max-fails", "7"],
+    noEnv,
+    2,
+    readFile,
+  );
+  if (command.kind !== "run") throw new Error("expected run");
+  const { config } = command;
+  deepEqual(config.backends.map((b) => b.port), [1, 2]);
+  equal(config.healthInterval, 3000);
+  equal(config.healthPath, "/healthz");
+  equal(config.maxFails, 7, "the flag wins");
+  deepEqual(config.retryStatuses, [502, 503]);
+  equal(config.configFile, "goround.json");
+  const viaEnv = parseCommandLine(
+    [],
+    (name) => (name === "GOROUND_CONFIG" ? "goround.json" : undefined),
+    2,
+    readFile,
+  );
+  equal(viaEnv.kind === "run" && viaEnv.config.healthInterval, 3000);
+});
+
+Deno.test("a bad config file is one line naming the file, the key and the problem", async (t) => {
+  const cases: [string, RegExp][] = [
+    ["{", /^bad\.json: not valid JSON \(/],
+    ["[]", /^bad\.json: expected a JSON object of settings/],
+    [
+      '{"health-intervall": "1s"}',
+      /^bad\.json: "health-intervall" is not a setting: see goround --help for the names$/,
+    ],
+    ['{"health-interval": "soon"}', /^bad\.json: health-interval: "soon" is not a duration/],
+    ['{"health-interval": 5}', /^bad\.json: health-interval: "5" is not a duration/],
+    [
+      '{"backends": [{"url": 1}]}',
+      /^bad\.json: backends: expected a string, a number or a list of them$/,
+    ],
+    ['{"backends": ["ftp://x"]}', /^bad\.json: backends: "ftp:\/\/x" has scheme ftp/],
+    ['{"workers": 0}', /^bad\.json: workers: "0" is not a count/],
+  ];
+  for (const [text, message] of cases) {
+    await t.step(text, () => {
+      throws(
+        () => parseCommandLine(["--config", "bad.json"], noEnv, 2, () => text),
+        (e) => e instanceof ConfigError && message.test(e.message) && !e.message.includes("\n"),
+      );
+    });
+  }
+  await t.step("a missing file", () => {
+    throws(
+      () =>
+        parseCommandLine(["--config", "nope.json"], noEnv, 2, () => {
+          throw new Deno.errors.NotFound(
+            "No such file or directory (os error 2): readfile 'nope.json'",
+          );
+        }),
+      (e) =>
+        e instanceof ConfigError &&
+        /^--config: "nope\.json" cannot be read \(no such file or directory \(os error 2\)\)/.test(
+          e.message,
+        ),
+    );
+  });
 });

@@ -1,8 +1,8 @@
 import { deepEqual, equal, ok as assert } from "node:assert/strict";
 import type { Backend } from "../lib/config.ts";
-import { probeTcp, startHealthChecks, type Target } from "../lib/health.ts";
-import { createPool, isAlive, setAlive, setMembers } from "../lib/pool.ts";
-import { waitFor } from "./helpers.ts";
+import { probeHttp, probeTcp, startHealthChecks, type Target } from "../lib/health.ts";
+import { createPool, isAlive, probeStreak, setAlive, setMembers } from "../lib/pool.ts";
+import { rawBackend, recordingBackend, waitFor } from "./helpers.ts";
 
 function backendAt(port: number): Backend {
   return { url: `http://127.0.0.1:${port}`, hostname: "127.0.0.1", port };
@@ -31,10 +31,8 @@ Deno.test("probeTcp() succeeds on a listener and leaves no connection open", asy
 });
 
 Deno.test("probeTcp() reports a refused connection", async () => {
-  deepEqual(await probeTcp(backendAt(freePort()), 1000), {
-    ok: false,
-    reason: "connection refused",
-  });
+  const result = await probeTcp(backendAt(freePort()), 1000);
+  deepEqual([result.ok, !result.ok && result.reason], [false, "connection refused"]);
 });
 
 Deno.test("startHealthChecks() marks a dead backend DOWN and a recovered one UP, once each", async () => {
@@ -76,6 +74,136 @@ Deno.test("checkNow() probes every backend at once and revives one marked dead p
     await checker.checkNow();
     equal(isAlive(pool, 0), true);
     equal(isAlive(pool, 1), false);
+  } finally {
+    await checker.stop();
+    listener.close();
+  }
+});
+
+Deno.test("probeHttp() is healthy on 2xx/3xx, not on 4xx/5xx, garbage or silence", async (t) => {
+  let status = 200;
+  const backend = recordingBackend(() => new Response(status === 204 ? null : "ok", { status }));
+  const port = backend.port;
+  try {
+    for (
+      const [code, ok] of [[200, true], [204, true], [302, true], [404, false], [
+        503,
+        false,
+      ]] as const
+    ) {
+      await t.step(`HTTP ${code}`, async () => {
+        status = code;
+        const result = await probeHttp(backendAt(port), "/healthz", 1000);
+        equal(result.ok, ok);
+        if (!result.ok) equal(result.reason, `health check got HTTP ${code}`);
+      });
+    }
+    await t.step("sends GET path with the backend's Host and closes", () => {
+      const seen = backend.requests.at(-1)!;
+      equal(new URL(seen.url).pathname, "/healthz");
+      equal(seen.headers.get("host"), `127.0.0.1:${port}`);
+      equal(seen.headers.get("connection"), "close");
+    });
+  } finally {
+    await backend.close();
+  }
+  const garbage = rawBackend(async (_r, conn) => {
+    await conn.write(new TextEncoder().encode("SSH-2.0\r\n\r\n"));
+  });
+  const releases: (() => void)[] = [];
+  const silent = rawBackend(() => new Promise((resolve) => releases.push(resolve)));
+  try {
+    await t.step("garbage", async () => {
+      const result = await probeHttp(backendAt(garbage.port), "/", 1000);
+      deepEqual([result.ok, !result.ok && result.reason], [
+        false,
+        "health check: invalid HTTP version",
+      ]);
+    });
+    await t.step("an accepted connection that never answers times out", async () => {
+      const started = Date.now();
+      const result = await probeHttp(backendAt(silent.port), "/", 200);
+      deepEqual([result.ok, !result.ok && result.reason], [false, "health check timed out"]);
+      assert(Date.now() - started < 1000);
+    });
+  } finally {
+    for (const release of releases) release();
+    await Promise.all([garbage.close(), silent.close()]);
+  }
+});
+
+Deno.test("--health-rise and --health-fall need that many probes in a row", async () => {
+  let healthy = true;
+  const backend = recordingBackend(() => new Response("", { status: healthy ? 200 : 500 }));
+  const pool = createPool(4);
+  setMembers(pool, [0]);
+  const transitions: string[] = [];
+  const checker = startHealthChecks(pool, [{ slot: 0, backend: backendAt(backend.port) }], {
+    interval: 20,
+    timeout: 500,
+    path: "/",
+    rise: 3,
+    fall: 2,
+    onTransition: (_t, up) => transitions.push(up ? "UP" : "DOWN"),
+  });
+  try {
+    healthy = false;
+    await waitFor(() => probeStreak(pool, 0).misses >= 1, { what: "a failed probe" });
+    equal(isAlive(pool, 0), true, "one failure is not enough with fall 2");
+    await waitFor(() => !isAlive(pool, 0), { what: "DOWN after 2" });
+    equal(probeStreak(pool, 0).misses, 2);
+    healthy = true;
+    await waitFor(() => probeStreak(pool, 0).passes >= 1, { what: "a passed probe" });
+    equal(isAlive(pool, 0), false, "one pass is not enough with rise 3");
+    await waitFor(() => isAlive(pool, 0), { what: "UP after 3" });
+    equal(probeStreak(pool, 0).passes, 3);
+    deepEqual(transitions, ["DOWN", "UP"]);
+  } finally {
+    await checker.stop();
+    await backend.close();
+  }
+});
+
+Deno.test("a backend whose check hangs does not delay the others' checks", async () => {
+  const releases: (() => void)[] = [];
+  const hanging = rawBackend(() => new Promise((resolve) => releases.push(resolve)));
+  const pool = createPool(4);
+  setMembers(pool, [0, 1]);
+  const dead = freePort();
+  const checker = startHealthChecks(pool, [
+    { slot: 0, backend: backendAt(hanging.port) },
+    { slot: 1, backend: backendAt(dead) },
+  ], { interval: 20, timeout: 5_000, path: "/" });
+  try {
+    const started = Date.now();
+    await waitFor(() => !isAlive(pool, 1), { what: "the dead backend DOWN" });
+    assert(Date.now() - started < 1_000, "well within the 5 s the hanging check may take");
+    equal(isAlive(pool, 0), true, "the hanging check has not finished");
+  } finally {
+    await checker.stop();
+    for (const release of releases) release();
+    await hanging.close();
+  }
+});
+
+Deno.test("update() adds and drops targets without restarting the ones that stay", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const pool = createPool(4);
+  setMembers(pool, [0, 1]);
+  const probed: number[] = [];
+  const options = { interval: 20, timeout: 500, onProbe: (t: Target) => probed.push(t.slot) };
+  const checker = startHealthChecks(
+    pool,
+    [{ slot: 0, backend: backendAt(listener.addr.port) }],
+    options,
+  );
+  try {
+    await waitFor(() => probed.includes(0), { what: "slot 0 probed" });
+    checker.update([{ slot: 1, backend: backendAt(freePort()) }], options);
+    await waitFor(() => !isAlive(pool, 1), { what: "slot 1 probed and DOWN" });
+    const count = probed.filter((s) => s === 0).length;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    equal(probed.filter((s) => s === 0).length, count, "slot 0 no longer probed");
   } finally {
     await checker.stop();
     listener.close();

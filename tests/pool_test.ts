@@ -6,12 +6,16 @@ import {
   COUNTER_WRAP,
   createPool,
   endRequest,
+  failureCount,
   inFlight,
   isAlive,
   isUsable,
   members,
   nextTicket,
   poolSize,
+  probeStreak,
+  recordFailure,
+  recordProbe,
   setAdminState,
   setAlive,
   setCounter,
@@ -80,7 +84,14 @@ Deno.test("request accounting: in-flight goes up and down, totals only up", () =
   endRequest(pool, 0, false);
   endRequest(pool, 0, true);
   equal(inFlight(pool, 0), 0);
-  deepEqual(totals(pool, 0), { requests: 2n, failures: 1n, retries: 1n });
+  deepEqual(totals(pool, 0), {
+    requests: 2n,
+    failures: 1n,
+    retries: 1n,
+    ejections: 0n,
+    probesOk: 0n,
+    probesFailed: 0n,
+  });
 });
 
 Deno.test("nextTicket() folds at COUNTER_WRAP by a multiple of the size, keeping the cycle", async (t) => {
@@ -98,4 +109,39 @@ Deno.test("nextTicket() folds at COUNTER_WRAP by a multiple of the size, keeping
     });
   }
   throws(() => setCounter(createPool(1), COUNTER_WRAP + 1), /must be an integer/);
+});
+
+Deno.test("recordFailure() counts within a window and reports reaching the limit once", async () => {
+  const pool = createPool(4);
+  setMembers(pool, [0]);
+  equal(recordFailure(pool, 0, 200, 3), false);
+  equal(recordFailure(pool, 0, 200, 3), false);
+  equal(recordFailure(pool, 0, 200, 3), true, "the third failure reaches 3");
+  equal(recordFailure(pool, 0, 200, 3), false, "only once");
+  equal(totals(pool, 0).ejections, 1n);
+  await new Promise((resolve) => setTimeout(resolve, 250));
+  equal(recordFailure(pool, 0, 200, 3), false, "a new window starts from 1");
+  equal(failureCount(pool, 0), 1);
+  equal(recordFailure(pool, 0, 200, 0), false, "0 disables ejection");
+});
+
+Deno.test("coming back up clears the passive failure count", () => {
+  const pool = createPool(4);
+  setMembers(pool, [0]);
+  recordFailure(pool, 0, 10_000, 5);
+  recordFailure(pool, 0, 10_000, 5);
+  setAlive(pool, 0, false);
+  setAlive(pool, 0, true);
+  equal(failureCount(pool, 0), 0);
+});
+
+Deno.test("recordProbe() keeps consecutive streaks and the last duration", () => {
+  const pool = createPool(4);
+  setMembers(pool, [0]);
+  recordProbe(pool, 0, true, 120);
+  deepEqual(recordProbe(pool, 0, true, 80), { passes: 2, misses: 0, micros: 80 });
+  deepEqual(recordProbe(pool, 0, false, 2_000_000), { passes: 0, misses: 1, micros: 2_000_000 });
+  deepEqual(probeStreak(pool, 0), { passes: 0, misses: 1, micros: 2_000_000 });
+  equal(totals(pool, 0).probesOk, 2n);
+  equal(totals(pool, 0).probesFailed, 1n);
 });
