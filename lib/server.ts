@@ -181,9 +181,15 @@ interface BodyReader {
   readonly timeout: number;
 }
 
-/** Arms the deadline for the next body read, or clears it when the body is complete. */
+/** Arms the deadline while a body read waits on the client; call {@linkcode bodyRead} after. */
 function bodyDeadline(client: Client, state: BodyReader): void {
-  client.deadline = state.done ? 0 : Date.now() + state.timeout;
+  client.deadline = Date.now() + state.timeout;
+}
+
+/** Clears the body deadline: between reads the time is the consumer's (the backend's), not the
+ * client's, and the response timeout covers that. */
+function bodyRead(client: Client): void {
+  client.deadline = 0;
 }
 
 /** Reads a `Content-Length` body whole (it is small enough to replay on a retry). */
@@ -196,11 +202,12 @@ async function readWhole(client: Client, length: number, state: BodyReader): Pro
   while (at < length) {
     bodyDeadline(client, state);
     const n = await client.conn.read(body.subarray(at));
+    bodyRead(client);
     if (n === null) throw new RequestError(400, "request body ended early");
     at += n;
   }
   state.done = true;
-  bodyDeadline(client, state);
+  bodyRead(client);
   return body;
 }
 
@@ -224,6 +231,7 @@ function lengthBody(client: Client, length: number, state: BodyReader): Readable
       const chunk = new Uint8Array(Math.min(BODY_CHUNK, remaining));
       bodyDeadline(client, state);
       const n = await client.conn.read(chunk).catch(() => null);
+      bodyRead(client);
       if (n === null) {
         controller.error(new RequestError(400, "request body ended early"));
         return;
@@ -234,7 +242,6 @@ function lengthBody(client: Client, length: number, state: BodyReader): Readable
         state.done = true;
         controller.close();
       }
-      bodyDeadline(client, state);
     },
   }, { highWaterMark: 0 });
 }
@@ -266,10 +273,11 @@ function chunkedBody(client: Client, state: BodyReader): ReadableStream<Bytes> {
           client.start = 0;
           client.end = 0;
           bodyDeadline(client, state);
-          if (!(await fill(client))) throw new RequestError(400, "chunked body ended early");
+          const more = await fill(client);
+          bodyRead(client);
+          if (!more) throw new RequestError(400, "chunked body ended early");
           if (decode(controller)) break;
         }
-        bodyDeadline(client, state);
       } catch (error) {
         controller.error(
           error instanceof ProtocolError ? new RequestError(400, error.message) : error,
