@@ -111,6 +111,18 @@ interface Running {
 
 let running: Running | null = null;
 
+/** Test hook: a request for this path makes the worker throw an uncaught error (so tests can
+ * check that a crashed worker is restarted). Unset, it does nothing. */
+const CRASH_VARIABLE = "GOROUND_TEST_CRASH_PATH";
+
+function testCrashPath(): string | null {
+  try {
+    return Deno.env.get(CRASH_VARIABLE) ?? null;
+  } catch {
+    return null; // no permission to read it: the hook is off
+  }
+}
+
 function start(message: StartMessage): void {
   const pool = attachPool(message.buffer);
   const upstreams = createUpstreams({
@@ -120,10 +132,18 @@ function start(message: StartMessage): void {
   const build = (config: Config, table: SlotTable) =>
     createForwarder({ pool, config, backends: table.map((b) => b ?? undefined), upstreams });
   let forward = build(message.config, message.table);
+  const crashPath = testCrashPath();
   let front: Front;
   try {
     // The front calls through `forward`, so an update swaps the proxy core under it.
-    front = listen(message, (incoming) => forward(incoming));
+    front = listen(message, (incoming) => {
+      if (incoming.target === crashPath) {
+        setTimeout(() => {
+          throw new Error(`crash requested by ${CRASH_VARIABLE}`);
+        });
+      }
+      return forward(incoming);
+    });
   } catch (error) {
     closeUpstreams(upstreams);
     const err = error instanceof Error ? error : new Error(String(error));

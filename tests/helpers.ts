@@ -50,11 +50,16 @@ async function collect(stream: ReadableStream<Uint8Array>, into: string[]): Prom
  */
 export async function startGoround(
   args: readonly string[],
-  options: { env?: Record<string, string> } = {},
+  options: { env?: Record<string, string>; readable?: string } = {},
 ): Promise<Goround> {
   const listen = args.includes("--listen") ? [] : ["--listen", "127.0.0.1:0"];
+  const flags = options.readable
+    ? GOROUND_FLAGS.map((flag) =>
+      flag.startsWith("--allow-read=") ? `${flag},${options.readable}` : flag
+    )
+    : GOROUND_FLAGS;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...GOROUND_FLAGS, `${ROOT}main.ts`, ...listen, ...args],
+    args: ["run", ...flags, `${ROOT}main.ts`, ...listen, ...args],
     stdout: "piped",
     stderr: "piped",
     stdin: "null",
@@ -100,6 +105,17 @@ export async function startGoround(
       return await exited;
     },
   };
+}
+
+/**
+ * Sends a signal to a process with `kill` (Deno.kill needs unscoped --allow-run).
+ *
+ * @param pid The process.
+ * @param signal For example `HUP`.
+ */
+export async function sendSignal(pid: number, signal: string): Promise<void> {
+  const { code } = await new Deno.Command("kill", { args: [`-${signal}`, String(pid)] }).output();
+  if (code !== 0) throw new Error(`kill -${signal} ${pid} failed`);
 }
 
 /**

@@ -1,0 +1,395 @@
+import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
+import {
+  get,
+  rawBackend,
+  rawRequest,
+  recordingBackend,
+  sendSignal,
+  startGoround,
+  waitFor,
+} from "./helpers.ts";
+
+/** A backend that accepts requests and never answers them (until released). */
+function hangingBackend() {
+  const releases: (() => void)[] = [];
+  const backend = rawBackend((request) =>
+    request === "" ? undefined : new Promise((resolve) => releases.push(resolve))
+  );
+  return {
+    ...backend,
+    close: async () => {
+      for (const release of releases) release();
+      await backend.close();
+    },
+  };
+}
+
+async function post(url: string, body: string): Promise<{ status: number; text: string }> {
+  return await get(url, { method: "POST", body });
+}
+
+Deno.test("--response-timeout: a hanging backend costs a GET the timeout, then it is retried", async () => {
+  const hang = hangingBackend();
+  const ok = recordingBackend(() => new Response("ok"));
+  const proxy = await startGoround([
+    "--backend",
+    hang.url,
+    "--backend",
+    ok.url,
+    "--workers",
+    "1",
+    "--response-timeout",
+    "300ms",
+    "--max-fails",
+    "0",
+  ]);
+  try {
+    const started = Date.now();
+    const res = await get(proxy.url); // the first request goes to the hanging backend
+    const took = Date.now() - started;
+    deepEqual([res.status, res.text], [200, "ok"]);
+    assert(took >= 280 && took < 1500, `took ${took} ms`);
+    await t_post(proxy.url);
+  } finally {
+    await proxy.stop();
+    await Promise.all([hang.close(), ok.close()]);
+  }
+
+  async function t_post(url: string) {
+    // A POST cannot be replayed after it was sent: the client gets 504 after the timeout.
+    let status = 0;
+    for (let i = 0; i < 2 && status !== 504; i++) status = (await post(url, "x")).status;
+    equal(status, 504);
+  }
+});
+
+Deno.test("--retries bounds the retries; 0 turns them off", async () => {
+  const dead = rawBackend(() => {});
+  const deadPort = dead.port;
+  await dead.close();
+  const ok = recordingBackend(() => new Response("ok"));
+  const proxy = await startGoround([
+    "--backend",
+    `http://127.0.0.1:${deadPort}`,
+    "--backend",
+    ok.url,
+    "--workers",
+    "1",
+    "--retries",
+    "0",
+    "--health-fall",
+    "99", // keep the dead one in rotation, so every other request meets it
+    "--health-interval",
+    "1m",
+  ]);
+  try {
+    const first = await get(proxy.url);
+    equal(first.status, 502, "no retry: the refused request fails");
+  } finally {
+    await proxy.stop();
+    await ok.close();
+  }
+});
+
+Deno.test("a retryable status (500) from one backend is retried on another for GET, not for POST", async () => {
+  const failing = recordingBackend(() => new Response("oops", { status: 500 }));
+  const ok = recordingBackend(() => new Response("ok"));
+  const proxy = await startGoround([
+    "--backend",
+    failing.url,
+    "--backend",
+    ok.url,
+    "--workers",
+    "1",
+    "--max-fails",
+    "0",
+  ]);
+  try {
+    const gets = [];
+    for (let i = 0; i < 4; i++) gets.push(await get(proxy.url));
+    deepEqual(gets.map((r) => [r.status, r.text]), [[200, "ok"], [200, "ok"], [200, "ok"], [
+      200,
+      "ok",
+    ]]);
+    equal(
+      failing.requests.length,
+      4,
+      "every GET met the failing backend first (the retry takes the next ticket)",
+    );
+    const posts = [];
+    for (let i = 0; i < 2; i++) posts.push((await post(proxy.url, "x")).status);
+    deepEqual(posts.sort(), [200, 500], "a POST gets the 500 as it is");
+  } finally {
+    await proxy.stop();
+    await Promise.all([failing.close(), ok.close()]);
+  }
+});
+
+Deno.test("when every backend answers 500, the client gets the last 500 (not a made-up 502)", async () => {
+  const a = recordingBackend(() => new Response("a broke", { status: 500 }));
+  const b = recordingBackend(() => new Response("b broke", { status: 500 }));
+  const proxy = await startGoround([
+    "--backend",
+    a.url,
+    "--backend",
+    b.url,
+    "--workers",
+    "1",
+    "--max-fails",
+    "0",
+  ]);
+  try {
+    const res = await get(proxy.url);
+    equal(res.status, 500);
+    equal(res.text, "b broke");
+    equal(a.requests.length + b.requests.length, 2, "each backend tried once");
+  } finally {
+    await proxy.stop();
+    await Promise.all([a.close(), b.close()]);
+  }
+});
+
+Deno.test("--max-fails in --fail-window takes a backend out, for every worker, until a check passes", async () => {
+  let broken = true;
+  const flaky = recordingBackend((req) => {
+    if (new URL(req.url).pathname === "/healthz") {
+      return new Response(broken ? "no" : "yes", { status: broken ? 503 : 200 });
+    }
+    return new Response("flaky", { status: broken ? 503 : 200 });
+  });
+  const ok = recordingBackend(() => new Response("ok"));
+  const proxy = await startGoround([
+    "--backend",
+    flaky.url,
+    "--backend",
+    ok.url,
+    "--workers",
+    "2",
+    "--max-fails",
+    "2",
+    "--fail-window",
+    "10s",
+    "--health-path",
+    "/healthz",
+    "--health-interval",
+    "200ms",
+    "--health-fall",
+    "99", // only passive failures take it out in this test
+  ]);
+  try {
+    for (let i = 0; i < 6; i++) equal((await get(proxy.url)).status, 200);
+    await waitFor(
+      () =>
+        proxy.stderr.some((l) =>
+          l.includes(`backend ${flaky.url} DOWN: 2 failures in 10s (last: HTTP 503)`)
+        ),
+      {
+        what: "the passive DOWN",
+      },
+    );
+    const before = flaky.requests.filter((r) => new URL(r.url).pathname !== "/healthz").length;
+    for (let i = 0; i < 10; i++) equal((await get(proxy.url)).text, "ok");
+    equal(
+      flaky.requests.filter((r) => new URL(r.url).pathname !== "/healthz").length,
+      before,
+      "no worker sends it more",
+    );
+    broken = false;
+    await waitFor(() => proxy.stderr.some((l) => l.includes(`backend ${flaky.url} UP`)), {
+      what: "UP after a passed check",
+    });
+    const replies = [];
+    for (let i = 0; i < 4; i++) replies.push((await get(proxy.url)).text);
+    assert(replies.includes("flaky"), replies.join());
+  } finally {
+    await proxy.stop();
+    await Promise.all([flaky.close(), ok.close()]);
+  }
+});
+
+Deno.test("--health-path: an HTTP check that fails takes a backend out even though it accepts connections", async () => {
+  const sick = recordingBackend((req) =>
+    new Response("", { status: new URL(req.url).pathname === "/healthz" ? 500 : 200 })
+  );
+  const ok = recordingBackend(() => new Response("ok"));
+  const proxy = await startGoround([
+    "--backend",
+    sick.url,
+    "--backend",
+    ok.url,
+    "--workers",
+    "1",
+    "--health-path",
+    "/healthz",
+    "--health-interval",
+    "100ms",
+  ]);
+  try {
+    await waitFor(
+      () =>
+        proxy.stderr.some((l) => l.includes(`backend ${sick.url} DOWN: health check got HTTP 500`)),
+      {
+        what: "the DOWN log",
+      },
+    );
+    for (let i = 0; i < 4; i++) equal((await get(proxy.url)).text, "ok");
+    match(proxy.stdout.join("\n"), /health: HTTP GET \/healthz every 100ms/);
+  } finally {
+    await proxy.stop();
+    await Promise.all([sick.close(), ok.close()]);
+  }
+});
+
+Deno.test("SIGTERM: in-flight requests complete, new connections are refused, exit 0", async () => {
+  const slow = recordingBackend(async () => {
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    return new Response("finished");
+  });
+  const proxy = await startGoround(["--backend", slow.url, "--workers", "2"]);
+  try {
+    const inFlight = Array.from({ length: 4 }, () => get(proxy.url));
+    await waitFor(() => slow.requests.length === 4, { what: "the requests to arrive" });
+    const status = proxy.stop();
+    const results = await Promise.all(inFlight);
+    deepEqual(results.map((r) => r.text), ["finished", "finished", "finished", "finished"]);
+    equal((await status).code, 0);
+    let refused = false;
+    try {
+      await get(proxy.url);
+    } catch {
+      refused = true;
+    }
+    assert(refused, "nothing listens after the drain");
+    assert(proxy.stderr.some((l) => /SIGTERM: draining 2 workers/.test(l)));
+    assert(proxy.stderr.some((l) => /stopped$/.test(l)));
+  } finally {
+    await proxy.stop();
+    await slow.close();
+  }
+});
+
+Deno.test("--drain-timeout bounds the wait for a request that does not finish", async () => {
+  const hang = hangingBackend();
+  const proxy = await startGoround([
+    "--backend",
+    hang.url,
+    "--workers",
+    "1",
+    "--drain-timeout",
+    "300ms",
+  ]);
+  try {
+    const stuck = get(proxy.url).catch(() => null);
+    await waitFor(() => hang.connections() > 1, { what: "the request to reach the backend" });
+    const started = Date.now();
+    const status = await proxy.stop();
+    equal(status.code, 0);
+    assert(Date.now() - started < 3000, `exited after ${Date.now() - started} ms`);
+    assert(proxy.stderr.some((l) => l.includes("drain timeout")));
+    await stuck;
+  } finally {
+    await hang.close();
+  }
+});
+
+Deno.test("a worker that crashes is restarted and logged; goround keeps serving", async () => {
+  const backend = recordingBackend(() => new Response("ok"));
+  const proxy = await startGoround(["--backend", backend.url, "--workers", "2"], {
+    env: { GOROUND_TEST_CRASH_PATH: "/__crash" },
+  });
+  try {
+    await get(`${proxy.url}/__crash`).catch(() => null);
+    await waitFor(
+      () => proxy.stderr.some((l) => /worker \d crashed \(Uncaught Error: crash requested/.test(l)),
+      {
+        what: "the crash log",
+      },
+    );
+    for (let i = 0; i < 6; i++) equal((await get(proxy.url)).text, "ok");
+    assert(proxy.stderr.every((l) => !l.includes("failed to restart")));
+  } finally {
+    const status = await proxy.stop();
+    equal(status.code, 0);
+    await backend.close();
+  }
+});
+
+Deno.test("SIGHUP reloads --config: backends swap without dropping connections; a bad file keeps the old config", async () => {
+  const [a, b, c] = ["a", "b", "c"].map((name) => recordingBackend(() => new Response(name)));
+  const dir = await Deno.makeTempDir();
+  const file = `${dir}/goround.json`;
+  await Deno.writeTextFile(file, JSON.stringify({ backends: [a!.url, b!.url] }));
+  const proxy = await startGoround(["--config", file, "--workers", "2"], { readable: dir });
+  const client = Deno.createHttpClient({}); // one kept-alive client connection across the reload
+  const ask = async () => (await (await fetch(proxy.url, { client })).text());
+  try {
+    const before = [await ask(), await ask(), await ask(), await ask()];
+    deepEqual(before.sort(), ["a", "a", "b", "b"]);
+    await Deno.writeTextFile(file, JSON.stringify({ backends: [b!.url, c!.url] }));
+    await sendSignal(proxy.pid, "HUP");
+    await waitFor(() => proxy.stderr.some((l) => l.includes("reloaded")), {
+      what: "the reload log",
+    });
+    match(
+      proxy.stderr.find((l) => l.includes("reloaded"))!,
+      new RegExp(`added ${c!.url}, removed ${a!.url}`),
+    );
+    const after = [await ask(), await ask(), await ask(), await ask()];
+    deepEqual(after.sort(), ["b", "b", "c", "c"]);
+
+    await Deno.writeTextFile(file, '{"backends": ["ftp://nope"]}');
+    await sendSignal(proxy.pid, "HUP");
+    await waitFor(() => proxy.stderr.some((l) => l.includes("reload failed")), {
+      what: "the failed reload log",
+    });
+    match(
+      proxy.stderr.find((l) => l.includes("reload failed"))!,
+      /reload failed, keeping the running config: .*goround\.json: backends: "ftp:\/\/nope" has scheme ftp/,
+    );
+    const still = [await ask(), await ask()];
+    deepEqual(still.sort(), ["b", "c"]);
+  } finally {
+    client.close();
+    await proxy.stop();
+    await Promise.all([a!.close(), b!.close(), c!.close()]);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a backend closing at once, or sending an invalid status line, gives 502; goround keeps serving", async (t) => {
+  for (
+    const [name, script] of [
+      ["closing at once", (_r: string, conn: Deno.Conn) => conn.close()],
+      ["an invalid status line", async (_r: string, conn: Deno.Conn) => {
+        await conn.write(new TextEncoder().encode("HTTP/1.1 2xx Weird\r\n\r\n"));
+      }],
+    ] as const
+  ) {
+    await t.step(name, async () => {
+      const bad = rawBackend(script);
+      const proxy = await startGoround([
+        "--backend",
+        bad.url,
+        "--workers",
+        "1",
+        "--health-interval",
+        "1m",
+      ]);
+      try {
+        const res = await rawRequest(
+          proxy.port,
+          "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+        );
+        equal(res.status, 502);
+        const again = await rawRequest(
+          proxy.port,
+          "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+        );
+        assert(again.status === 502 || again.status === 503, `then ${again.status}`);
+      } finally {
+        await proxy.stop();
+        await bad.close();
+      }
+    });
+  }
+});
