@@ -54,15 +54,12 @@ for (const engine of ENGINES) {
         () =>
           refused("GET / HTTP/1.1\r\nHost: a\r\nX-Nul: a\x00b\r\nConnection: close\r\n\r\n", [400]),
       );
+      // goround's own front answers 431 (RFC 6585 §5); under Deno.serve, hyper answers 400 and
+      // offers no way to change that. Either way nothing reaches the backend.
+      const big = `GET / HTTP/1.1\r\nHost: a\r\nX-Big: ${"a".repeat(100 * 1024)}\r\n\r\n`;
       await t.step(
-        "over-large headers get 431",
-        () =>
-          refused(
-            `GET / HTTP/1.1\r\nHost: a\r\nX-Big: ${
-              "a".repeat(100 * 1024)
-            }\r\nConnection: close\r\n\r\n`,
-            [431],
-          ),
+        "over-large headers get 431 (400 under Deno.serve)",
+        () => refused(big, engine === "goround" ? [431] : [400]),
       );
       await t.step(
         "CONNECT (no tunnels)",
