@@ -6,6 +6,8 @@
  * ```sh
  * deno task chaos                              # backends 8081-8083, goround on :8000
  * deno task chaos --proxy-port 0 --ports 0,0,0 # free ports (what the tests use)
+ * deno task chaos --load                       # chaos under load (see chaos_load.ts)
+ * deno task chaos --load --duration 5s         # a short one
  * ```
  *
  * @module
@@ -13,6 +15,8 @@
 
 import { parseArgs } from "node:util";
 import { type BackendProcess, lineSplitter, spawnBackend } from "../dummy_servers.ts";
+import { parseDuration } from "../lib/duration.ts";
+import { runLoadChaos } from "./chaos_load.ts";
 
 /** Options of a chaos run. */
 export interface ChaosOptions {
@@ -201,6 +205,9 @@ async function main(): Promise<void> {
       ports: { type: "string", default: "8081,8082,8083" },
       "health-interval": { type: "string", default: "1s" },
       workers: { type: "string", default: String(navigator.hardwareConcurrency) },
+      load: { type: "boolean", default: false },
+      duration: { type: "string", default: "30s" },
+      connections: { type: "string", default: "64" },
     },
     strict: true,
   });
@@ -211,12 +218,19 @@ async function main(): Promise<void> {
     );
     Deno.exit(2);
   }
-  const ok = await runChaos({
+  const print = (line: string) => console.log(line);
+  const common = {
     proxyPort: Number(values["proxy-port"]),
     ports,
-    healthInterval: values["health-interval"],
     workers: Number(values.workers),
-  }, (line) => console.log(line));
+  };
+  const ok = values.load
+    ? await runLoadChaos({
+      ...common,
+      duration: parseDuration(values.duration),
+      connections: Number(values.connections),
+    }, print)
+    : await runChaos({ ...common, healthInterval: values["health-interval"] }, print);
   Deno.exit(ok ? 0 : 1);
 }
 

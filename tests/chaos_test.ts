@@ -58,3 +58,40 @@ Deno.test("the chaos script exits non-zero on a deviation (a port that is taken)
     blocker.close();
   }
 });
+
+Deno.test("deno task chaos --load: no failed GET and no POST delivered twice while backends are killed, hung, 500 and reset", async () => {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net=127.0.0.1",
+      `--allow-run=${Deno.execPath()}`,
+      `${ROOT}tests/chaos.ts`,
+      "--load",
+      "--duration",
+      "4s",
+      "--connections",
+      "32",
+      "--proxy-port",
+      "0",
+      "--ports",
+      "0,0,0",
+      "--workers",
+      "2",
+    ],
+    stdin: "null",
+  }).output();
+  const text = new TextDecoder().decode(output.stdout);
+  equal(output.code, 0, text + new TextDecoder().decode(output.stderr));
+  const getRun = /GET run: (\d+) requests, (\d+) succeeded, 0 failed/.exec(text);
+  assert(getRun && Number(getRun[1]) > 1000 && getRun[1] === getRun[2], text);
+  match(
+    text,
+    /POST run: \d+ requests[^\n]*\n(.|\n)*0 ids reached two backends(.|\n)*POST: no request reached two backends/,
+  );
+  for (const fault of ["kill", "restart", "hang", "500", "reset"]) {
+    match(text, new RegExp(`backend \\d+: ${fault}`));
+  }
+  match(text, /DOWN: connection refused/);
+  match(text, /DOWN: .*(health check timed out|timed out waiting for the response)/);
+  match(text, /DOWN: 3 failures in 2s \(last: HTTP 500\)/);
+});
