@@ -496,12 +496,15 @@ export function parseCommandLine(
       [envName(flag.name), [env(envName(flag.name)) ?? ""].filter((t) => t !== "")],
       [`${configFile}: ${flag.name}`, fileValues.get(flag.name) ?? []],
     ];
+    // Every source is validated, even one that a higher source overrides: a bad value in the
+    // file is an error now, not a surprise when the flag is dropped later.
+    let found: Parsed | undefined;
     for (const [source, texts] of sources) {
       if (texts.length === 0) continue;
       const parsed = texts.map((text) => parseOne(flag, source, text));
-      return flag.kind === "urls" ? (parsed as Backend[][]).flat() : parsed.at(-1);
+      found ??= flag.kind === "urls" ? (parsed as Backend[][]).flat() : parsed.at(-1);
     }
-    return undefined;
+    return found;
   };
   const get = new Map(FLAGS.map((flag) => [flag.name, read(flag)]));
   const value = <T extends Parsed>(name: string): T => {

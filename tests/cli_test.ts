@@ -116,3 +116,46 @@ Deno.test("deno task compile says plainly when denort is unavailable, and exits 
   match(text, /goround: deno compile needs the denort base binary/);
   match(text, /DENORT_BIN/);
 });
+
+Deno.test("an invalid --config file exits 2 with one line and starts nothing", async (t) => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const cases: [string, RegExp][] = [
+      ["{not json", /^goround: .*bad\.json: not valid JSON/],
+      ['{"listen": ":99999"}', /^goround: .*bad\.json: listen: ":99999" is not a listen address/],
+      ['{"healthinterval": "1s"}', /^goround: .*bad\.json: "healthinterval" is not a setting/],
+      ['{"max-fails": "many"}', /^goround: .*bad\.json: max-fails: "many" is not a count/],
+    ];
+    for (const [text, message] of cases) {
+      await t.step(text, async () => {
+        await Deno.writeTextFile(`${dir}/bad.json`, text);
+        const output = await new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "--unstable-net",
+            "--allow-net",
+            `--allow-read=${ROOT},${dir}`,
+            `${ROOT}main.ts`,
+            "--config",
+            `${dir}/bad.json`,
+            "--listen",
+            "127.0.0.1:0",
+          ],
+          stdin: "null",
+        }).output();
+        const stderr = new TextDecoder().decode(output.stderr).trim();
+        equal(output.code, 2);
+        equal(new TextDecoder().decode(output.stdout), "");
+        equal(stderr.split("\n").length, 1, stderr);
+        match(stderr, message);
+      });
+    }
+    await t.step("a missing file", async () => {
+      const { code, stderr } = await runGoround(["--config", `${dir}/missing.json`]);
+      equal(code, 2);
+      match(stderr.trim(), /^goround: --config: ".*missing\.json" cannot be read/);
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
