@@ -384,6 +384,7 @@ async function runParent(
     goround = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
+        "--v8-flags=--max-semi-space-size=2",
         "--unstable-net",
         "--allow-net",
         `--allow-read=${root}`,

@@ -12,6 +12,7 @@
  * │ 1 SIZE      number of members (the pool size)            │
  * │ 2 VERSION   bumped on every membership change            │
  * │ 3 CAPACITY  number of slots                              │
+ * │ 4 NO_BACKEND requests answered 503: no backend usable    │
  * ├──────────── members: CAPACITY words ─────────────────────┤
  * │ slot id of member 0, 1, … SIZE-1, in selection order     │
  * ├──────────── slots: CAPACITY × 16 words (a line each) ────┤
@@ -27,7 +28,10 @@
  * ├──────────── totals: CAPACITY × 32 BigUint64 ─────────────┤
  * │ +0 REQUESTS +1 FAILURES +2 RETRIES +3 WINDOW (epoch ms)  │
  * │ +4 EJECTIONS (passive)  +5 PROBES_OK +6 PROBES_FAILED    │
- * │ +7..31      reserved                                     │
+ * │ +7..11 responses to clients by class: 1xx … 5xx          │
+ * │ +12..23 response-time histogram buckets (cumulative: no) │
+ * │ +24 response-time sum, µs   +25 response count           │
+ * │ +26..31     reserved                                     │
  * └──────────────────────────────────────────────────────────┘
  * ```
  *
@@ -47,6 +51,8 @@ const H_SIZE = 1;
 const H_VERSION = 2;
 /** Number of slots. */
 const H_CAPACITY = 3;
+/** Requests answered 503 because no backend was usable. */
+const H_NO_BACKEND = 4;
 /** Words in the header. */
 const HEADER_WORDS = 16;
 
@@ -83,8 +89,31 @@ const T_EJECTIONS = 4;
 const T_PROBES_OK = 5;
 /** Total: health probes failed. */
 const T_PROBES_FAILED = 6;
+/** Total: client responses by status class, 1xx at this word through 5xx four words on. */
+const T_CLASSES = 7;
+/** Response-time histogram: one count per bucket of {@linkcode DURATION_BUCKETS} and +Inf. */
+const T_HISTOGRAM = 12;
+/** Sum of response times, microseconds. */
+const T_DURATION_SUM = 24;
+/** Number of response times recorded. */
+const T_DURATION_COUNT = 25;
 /** 64-bit words per slot in the totals area. */
 const TOTAL_WORDS = 32;
+
+/** Upper bounds (seconds) of the response-time histogram buckets, as Prometheus' defaults. */
+export const DURATION_BUCKETS: readonly number[] = [
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+];
 
 /**
  * The cursor value at which the round-robin counter folds back (2^31). Every ticket below it
@@ -449,6 +478,76 @@ export function totals(pool: Pool, slot: number): Totals {
     ejections: Atomics.load(pool.totals, base + T_EJECTIONS),
     probesOk: Atomics.load(pool.totals, base + T_PROBES_OK),
     probesFailed: Atomics.load(pool.totals, base + T_PROBES_FAILED),
+  };
+}
+
+/**
+ * Records the response a client got from the backend: its status class and how long it took
+ * (until the response head was ready).
+ *
+ * @param pool The pool.
+ * @param slot The backend that answered.
+ * @param status The status code.
+ * @param micros Time since the request arrived, microseconds.
+ */
+export function recordResponse(pool: Pool, slot: number, status: number, micros: number): void {
+  const base = slot * TOTAL_WORDS;
+  const statusClass = Math.min(5, Math.max(1, Math.floor(status / 100)));
+  Atomics.add(pool.totals, base + T_CLASSES + statusClass - 1, 1n);
+  const seconds = micros / 1e6;
+  let bucket = 0;
+  while (bucket < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[bucket]!) bucket++;
+  Atomics.add(pool.totals, base + T_HISTOGRAM + bucket, 1n);
+  Atomics.add(pool.totals, base + T_DURATION_SUM, BigInt(Math.round(micros)));
+  Atomics.add(pool.totals, base + T_DURATION_COUNT, 1n);
+}
+
+/**
+ * Counts a request answered 503 because no backend was usable.
+ *
+ * @param pool The pool.
+ */
+export function recordNoBackend(pool: Pool): void {
+  Atomics.add(pool.u32, H_NO_BACKEND, 1);
+}
+
+/**
+ * Requests answered 503 because no backend was usable.
+ *
+ * @param pool The pool.
+ * @returns The count.
+ */
+export function noBackendCount(pool: Pool): number {
+  return Atomics.load(pool.u32, H_NO_BACKEND);
+}
+
+/** Client responses a backend gave, by class, and their response-time histogram. */
+export interface ResponseStats {
+  /** Responses by status class: index 0 is 1xx, 4 is 5xx. */
+  readonly classes: readonly bigint[];
+  /** Responses per bucket of {@linkcode DURATION_BUCKETS}, then +Inf (not cumulative). */
+  readonly buckets: readonly bigint[];
+  /** Sum of response times, microseconds. */
+  readonly sumMicros: bigint;
+  /** Responses timed. */
+  readonly count: bigint;
+}
+
+/**
+ * The backend's response counts and timings.
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @returns The counts.
+ */
+export function responseStats(pool: Pool, slot: number): ResponseStats {
+  const base = slot * TOTAL_WORDS;
+  const read = (word: number) => Atomics.load(pool.totals, base + word);
+  return {
+    classes: [0, 1, 2, 3, 4].map((i) => read(T_CLASSES + i)),
+    buckets: Array.from({ length: DURATION_BUCKETS.length + 1 }, (_, i) => read(T_HISTOGRAM + i)),
+    sumMicros: read(T_DURATION_SUM),
+    count: read(T_DURATION_COUNT),
   };
 }
 

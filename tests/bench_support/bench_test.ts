@@ -1,0 +1,169 @@
+/**
+ * Unit tests of the benchmark's pure parts (requests, wrk output, verdict, flags, configs); the
+ * benchmark itself runs with `deno task bench`.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { defaultOptions, parseBenchArgs } from "../bench.ts";
+import { caddyfile, haproxyConf, nginxBackendsConf, nginxProxyConf } from "./configs.ts";
+import { judge, type Measurement, type Row } from "./report.ts";
+import { buildRequest, parseWrkOutput, RESULT_MARKER, scenario } from "./wrk.ts";
+
+const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+
+Deno.test("buildRequest()", async (t) => {
+  await t.step("a GET has only the request line and Host", () => {
+    assert.equal(
+      text(buildRequest(scenario("get"), "127.0.0.1:8000")),
+      "GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n",
+    );
+  });
+  await t.step("`close` asks for Connection: close", () => {
+    assert.match(text(buildRequest(scenario("close"), "h")), /\r\nConnection: close\r\n\r\n$/);
+  });
+  await t.step("a sized upload has Content-Length and exactly that body", () => {
+    const raw = text(buildRequest(scenario("post-64k"), "h"));
+    const [head, body] = raw.split("\r\n\r\n") as [string, string];
+    assert.match(head, /^POST \/upload HTTP\/1\.1\r\n.*Content-Length: 65536$/s);
+    assert.equal(body.length, 65536);
+  });
+  await t.step("a chunked upload has no Content-Length and decodes to 1 MiB", () => {
+    const raw = text(buildRequest(scenario("upload-1m-chunked"), "h"));
+    const end = raw.indexOf("\r\n\r\n");
+    const head = raw.slice(0, end);
+    assert.match(head, /\r\nTransfer-Encoding: chunked$/);
+    assert.doesNotMatch(head, /Content-Length/i);
+    let rest = raw.slice(end + 4);
+    let total = 0;
+    while (true) {
+      const lineEnd = rest.indexOf("\r\n");
+      const size = parseInt(rest.slice(0, lineEnd), 16);
+      rest = rest.slice(lineEnd + 2);
+      if (size === 0) break;
+      assert.equal(rest.slice(size, size + 2), "\r\n");
+      total += size;
+      rest = rest.slice(size + 2);
+    }
+    assert.equal(total, 1024 * 1024);
+    assert.equal(rest, "\r\n");
+  });
+});
+
+Deno.test("parseWrkOutput()", async (t) => {
+  await t.step("reads the done() line among wrk's own output", () => {
+    const line = `${RESULT_MARKER} {"requests":1000,"duration_us":2000000,"bytes":5000,` +
+      `"connect":0,"read":1,"write":0,"timeout":0,"status":2,"p50_us":1500,"p90_us":2500,` +
+      `"p99_us":9000}`;
+    const result = parseWrkOutput(`Running 2s test @ http://127.0.0.1:8000/\n${line}\n`);
+    assert.equal(result.requests, 1000);
+    assert.equal(result.seconds, 2);
+    assert.equal(result.p50, 1.5);
+    assert.equal(result.p99, 9);
+    assert.deepEqual(result.errors, { connect: 0, read: 1, write: 0, timeout: 0, status: 2 });
+  });
+  await t.step("throws SyntaxError without it", () => {
+    assert.throws(() => parseWrkOutput("unable to connect to 127.0.0.1:8000"), SyntaxError);
+  });
+});
+
+function row(target: Row["target"], rps: number, errors = 0): Row {
+  const measurement: Measurement = {
+    rps,
+    p50: 1,
+    p90: 2,
+    p99: 3,
+    errors: { connect: 0, read: errors, write: 0, timeout: 0, status: 0 },
+    warmupErrors: 0,
+    peakRssKiB: null,
+    mibPerSecond: null,
+    probe: "HTTP/1.1 200 OK",
+  };
+  return { target, label: target, scenario: "get", outcome: { kind: "measured", measurement } };
+}
+
+Deno.test("judge()", async (t) => {
+  await t.step("passes goround without errors above the floor", () => {
+    assert.equal(judge([row("direct", 100), row("goround", 30)], 0.25).ok, true);
+  });
+  await t.step("fails goround below the floor", () => {
+    assert.equal(judge([row("direct", 100), row("goround", 20)], 0.25).ok, false);
+  });
+  await t.step("fails on any goround error, either front end", () => {
+    assert.equal(judge([row("direct", 100), row("goround", 90, 1)], 0.25).ok, false);
+    assert.equal(
+      judge([row("direct", 100), row("goround", 90), row("goround-deno", 90, 1)], 0.25).ok,
+      false,
+    );
+  });
+  await t.step("ignores the peers' errors", () => {
+    assert.equal(
+      judge([row("direct", 100), row("goround", 90), row("nginx", 90, 5)], 0.25).ok,
+      true,
+    );
+  });
+  await t.step("fails when goround did not start", () => {
+    const skipped: Row = {
+      target: "goround",
+      label: "goround",
+      scenario: "get",
+      outcome: { kind: "skipped", reason: "failed to start: exited" },
+    };
+    assert.equal(judge([row("direct", 100), skipped], 0.25).ok, false);
+  });
+});
+
+Deno.test("parseBenchArgs()", async (t) => {
+  await t.step("--quick runs every scenario only for direct and goround", () => {
+    const options = parseBenchArgs(["--quick"], 2);
+    assert.notEqual(options, "help");
+    if (options === "help") return;
+    assert.equal(options.mode, "quick");
+    assert.equal(options.workers, 2);
+    for (const entry of options.plan) {
+      const all = entry.target === "direct" || entry.target === "goround";
+      assert.equal(entry.scenarios.length, all ? 6 : 1, entry.target);
+    }
+  });
+  await t.step("--targets and --scenarios narrow the plan", () => {
+    const options = parseBenchArgs(["--targets", "goround,nginx", "--scenarios", "close"], 2);
+    assert.notEqual(options, "help");
+    if (options === "help") return;
+    assert.deepEqual(options.plan, [
+      { target: "goround", scenarios: ["close"] },
+      { target: "nginx", scenarios: ["close"] },
+    ]);
+  });
+  await t.step("--full measures longer", () => {
+    assert.equal(defaultOptions("full", 2).duration, 10);
+  });
+  await t.step("bad values name the flag", () => {
+    assert.throws(() => parseBenchArgs(["--port", "70000"], 2), /--port: "70000"/);
+    assert.throws(() => parseBenchArgs(["--targets", "envoy"], 2), /--targets: "envoy"/);
+    assert.throws(() => parseBenchArgs(["--quick", "--full"], 2), RangeError);
+  });
+});
+
+Deno.test("configs listen on loopback only and use the issue's settings", () => {
+  const options = { port: 8000, backends: [9081, 9082, 9083], workers: 2, dir: "/tmp/x" };
+  const nginx = nginxProxyConf(options);
+  assert.match(nginx, /worker_processes 2;/);
+  assert.match(nginx, /keepalive 64;/);
+  assert.match(nginx, /proxy_http_version 1\.1;/);
+  assert.match(nginx, /proxy_set_header Connection "";/);
+  assert.match(haproxyConf(options), /nbthread 2[\s\S]*http-reuse always[\s\S]*balance roundrobin/);
+  assert.match(caddyfile(options), /lb_policy round_robin/);
+  const backends = nginxBackendsConf({
+    ports: options.backends,
+    dir: "/tmp/x",
+    root: "/tmp/x/www",
+  });
+  assert.match(backends, /worker_processes 1;/);
+  for (const conf of [nginx, haproxyConf(options), caddyfile(options), backends]) {
+    for (const match of conf.matchAll(/(?:listen|bind|server)\s+([\d.]+):\d+/g)) {
+      assert.equal(match[1], "127.0.0.1", conf);
+    }
+  }
+  assert.match(caddyfile(options), /bind 127\.0\.0\.1/);
+});
