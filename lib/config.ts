@@ -82,6 +82,25 @@ export interface Config {
   readonly drainTimeout: number;
   /** The JSON config file the settings were read from (re-read on SIGHUP), or `""`. */
   readonly configFile: string;
+  /** Admin listener, or `null` when off. @default {127.0.0.1:9000} */
+  readonly admin: Listen | null;
+  /** Bearer token the admin API requires (required off loopback), or `""`. @default {""} */
+  readonly adminToken: string;
+  /** Access log format on stdout. @default {"combined"} */
+  readonly accessLog: AccessLogFormat;
+  /** Whether responses carry `X-Goround-Backend`. @default {false} */
+  readonly exposeBackend: boolean;
+}
+
+/** The access log formats. */
+export const ACCESS_LOG_FORMATS = ["combined", "json", "off"] as const;
+
+/** An access log format. */
+export type AccessLogFormat = typeof ACCESS_LOG_FORMATS[number];
+
+/** Whether `hostname` is a loopback address (127.0.0.0/8, ::1, localhost). */
+export function isLoopback(hostname: string): boolean {
+  return hostname === "localhost" || hostname === "::1" || /^127\.\d+\.\d+\.\d+$/.test(hostname);
 }
 
 /** What kind of value a setting takes. */
@@ -96,7 +115,11 @@ type Kind =
   | "engine"
   | "path"
   | "file"
-  | "statuses";
+  | "statuses"
+  | "admin"
+  | "text"
+  | "access-log"
+  | "switch";
 
 interface FlagSpec {
   readonly name: string;
@@ -243,6 +266,25 @@ export const FLAGS: readonly FlagSpec[] = [
     fallback: "30s",
     help: "longest wait for in-flight requests on exit",
   },
+  {
+    name: "admin",
+    kind: "admin",
+    fallback: "127.0.0.1:9000",
+    help: "admin API and dashboard address, or off (off loopback it needs --admin-token)",
+  },
+  { name: "admin-token", kind: "text", fallback: "", help: "bearer token the admin API requires" },
+  {
+    name: "access-log",
+    kind: "access-log",
+    fallback: "combined",
+    help: "access log on stdout: combined, json or off",
+  },
+  {
+    name: "expose-backend",
+    kind: "switch",
+    fallback: "false",
+    help: "add X-Goround-Backend to responses (true/false)",
+  },
 ];
 
 /** Settings that take effect only at start: a reload that changes them logs that they wait for
@@ -363,7 +405,17 @@ function parseValue(kind: Kind, text: string): Parsed {
       }
       return text;
     case "file":
+    case "text":
       return text;
+    case "admin":
+      return text.trim() === "off" ? "off" : parseListen(text);
+    case "access-log":
+      return oneOf(text, ACCESS_LOG_FORMATS, "an access log format");
+    case "switch":
+      if (!/^(true|false|1|0|yes|no|on|off)?$/i.test(text)) {
+        throw new RangeError(`"${text}" is not a switch: expected true or false`);
+      }
+      return /^(true|1|yes|on)?$/i.test(text) ? "true" : "false";
     case "statuses": {
       if (text.trim() === "none") return [];
       return splitList(text).map((item) => {
@@ -456,6 +508,8 @@ export function parseCommandLine(
   };
   for (const flag of FLAGS) {
     options[flag.name] = flag.multiple ? { type: "string", multiple: true } : { type: "string" };
+    // A switch may be given bare (`--expose-backend`) or with a value (`--expose-backend=false`).
+    if (flag.kind === "switch") options[`no-${flag.name}`] = { type: "boolean" };
   }
   // "--health-interval -1s": parseArgs refuses a value that starts with "-" as ambiguous; join
   // such a value to its flag so the value itself gets validated (and reported) instead.
@@ -464,6 +518,11 @@ export function parseCommandLine(
     const arg = args[i]!;
     const next = args[i + 1];
     const takesValue = options[arg.slice(2)]?.type === "string";
+    const isSwitch = FLAGS.some((f) => f.kind === "switch" && `--${f.name}` === arg);
+    if (isSwitch && (next === undefined || next.startsWith("--"))) {
+      joined.push(`${arg}=true`);
+      continue;
+    }
     if (arg.startsWith("--") && takesValue && next !== undefined && /^-(?!-)/.test(next)) {
       joined.push(`${arg}=${next}`);
       i++;
@@ -530,6 +589,13 @@ export function parseCommandLine(
   if (backends.length === 0) {
     throw new ConfigError(`--backends: the list is empty: expected at least one http://host:port`);
   }
+  const admin = value<Listen | "off">("admin");
+  const adminToken = value<string>("admin-token");
+  if (admin !== "off" && !isLoopback(admin.hostname) && adminToken === "") {
+    throw new ConfigError(
+      `--admin: "${admin.hostname}:${admin.port}" is not a loopback address: expected --admin-token (or GOROUND_ADMIN_TOKEN) too`,
+    );
+  }
   return {
     kind: "run",
     config: {
@@ -554,6 +620,12 @@ export function parseCommandLine(
       keepAliveTimeout: value<number>("keepalive-timeout"),
       drainTimeout: value<number>("drain-timeout"),
       configFile,
+      admin: admin === "off" ? null : admin,
+      adminToken,
+      accessLog: value<AccessLogFormat>("access-log"),
+      exposeBackend: values["no-expose-backend"]
+        ? false
+        : value<string>("expose-backend") === "true",
     },
   };
 }

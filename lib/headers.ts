@@ -97,6 +97,9 @@ export function forwardRequestHeaders(
         continue;
       case "forwarded": // RFC 7239: only a trusted proxy's claims are passed on
         if (!context.trusted) continue;
+        break;
+      case "x-request-id": // the caller sets the one it kept or made
+        continue;
     }
     out.push([name, value] as [string, string]);
   }

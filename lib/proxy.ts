@@ -15,7 +15,16 @@ import { forwardRequestHeaders } from "./headers.ts";
 import { requestHead } from "./http1.ts";
 import { logLine } from "./log.ts";
 import { formatDuration } from "./duration.ts";
-import { beginRequest, endRequest, type Pool, poolSize, recordFailure, setAlive } from "./pool.ts";
+import {
+  beginRequest,
+  endRequest,
+  type Pool,
+  poolSize,
+  recordFailure,
+  recordNoBackend,
+  recordResponse,
+  setAlive,
+} from "./pool.ts";
 import { canRetry, canRetryStatus, marksDown, retryFresh } from "./retry.ts";
 import { selectorFor } from "./selection.ts";
 import {
@@ -40,6 +49,8 @@ export interface ProxyContext {
   readonly backends: readonly (Backend | undefined)[];
   /** The thread's upstream client. */
   readonly upstreams: Upstreams;
+  /** Told when this thread takes a backend down (passive detection). @default {logs it} */
+  readonly onDown?: (slot: number, backend: Backend, reason: string) => void;
 }
 
 /** A client request as a front end hands it over. */
@@ -64,13 +75,35 @@ export interface Incoming {
 
 /** What the front end writes back. */
 export type Reply =
-  | { readonly kind: "upstream"; readonly response: UpstreamResponse }
-  | {
-    readonly kind: "local";
-    readonly status: number;
-    readonly text: string;
-    readonly headers: readonly [string, string][];
+  & (
+    | { readonly kind: "upstream"; readonly response: UpstreamResponse }
+    | {
+      readonly kind: "local";
+      readonly status: number;
+      readonly text: string;
+      readonly headers: readonly [string, string][];
+    }
+  )
+  & {
+    /** Fields goround adds to the response (`X-Request-Id`, `X-Goround-Backend`). */
+    readonly extra?: readonly [string, string][];
+    /** What the access log says about the request. */
+    readonly trace?: Trace;
   };
+
+/** The proxy's side of an access log line. */
+export interface Trace {
+  /** The backend that answered (or failed last), or `null` when none was tried. */
+  readonly backend: string | null;
+  /** Retries on other backends. */
+  readonly retries: number;
+  /** The request id sent to the backend and the client. */
+  readonly requestId: string;
+}
+
+/** A client's `X-Request-Id` is kept when it looks like an id, so it cannot smuggle text into
+ * logs or other systems: at most 128 letters, digits and `._:-`. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** Forwards one request. */
 export type Forwarder = (incoming: Incoming) => Promise<Reply>;
@@ -145,23 +178,43 @@ export function createForwarder(context: ProxyContext): Forwarder {
   const window = formatDuration(config.failWindow);
 
   /** Counts a timeout or an error status; enough of them in the window take the backend out. */
+  const onDown = context.onDown ??
+    ((_slot: number, backend: Backend, reason: string) =>
+      logLine(`backend ${backend.url} DOWN: ${reason}`));
   const passiveFailure = (slot: number, backend: Backend, reason: string) => {
     if (!recordFailure(pool, slot, config.failWindow, config.maxFails)) return;
     if (setAlive(pool, slot, false)) {
-      logLine(
-        `backend ${backend.url} DOWN: ${config.maxFails} failures in ${window} (last: ${reason})`,
-      );
+      onDown(slot, backend, `${config.maxFails} failures in ${window} (last: ${reason})`);
     }
   };
 
   return async (incoming) => {
+    const started = performance.now();
     const { method, target, body } = incoming;
+    let requestId = "";
+    for (const [name, value] of incoming.headers) if (name === "x-request-id") requestId = value;
+    if (!REQUEST_ID.test(requestId)) requestId = crypto.randomUUID();
     const fields = forwardRequestHeaders(incoming.headers, {
       clientIp: incoming.clientIp,
       trusted: ipInCidrs(incoming.clientIp, config.trustedProxies),
       proto: incoming.proto,
       host: incoming.authority,
     });
+    fields.push(["x-request-id", requestId]);
+    /** Adds what goround says about the request, and records the answer in shared memory. */
+    const finish = (
+      reply: Reply,
+      slot: number,
+      backend: Backend | null,
+      retries: number,
+    ): Reply => {
+      const status = reply.kind === "local" ? reply.status : reply.response.status;
+      if (slot >= 0) recordResponse(pool, slot, status, (performance.now() - started) * 1000);
+      else recordNoBackend(pool);
+      const extra: [string, string][] = [["x-request-id", requestId]];
+      if (config.exposeBackend && backend) extra.push(["x-goround-backend", backend.url]);
+      return { ...reply, extra, trace: { backend: backend?.url ?? null, retries, requestId } };
+    };
     // Framing is re-derived from what the front read (RFC 9112 §6.3), never copied.
     if (incoming.bodyLength > 0 || (incoming.bodyLength === 0 && body !== null)) {
       fields.push(["content-length", String(incoming.bodyLength)]);
@@ -176,17 +229,24 @@ export function createForwarder(context: ProxyContext): Forwarder {
     let retries = 0;
     let freshTried = false;
     let failure: UpstreamError | null = null;
+    let lastSlot = -1;
     // A retryable error status, kept in case no other backend can take the request.
     let held: UpstreamResponse | null = null;
     while (true) {
       const slot = select(pool, avoid);
       const backend = slot < 0 ? undefined : backends[slot];
       if (backend === undefined) {
-        if (held) return { kind: "upstream", response: held };
+        const last = lastSlot < 0 ? null : backends[lastSlot] ?? null;
+        if (held) return finish({ kind: "upstream", response: held }, lastSlot, last, retries);
         // Every backend is down or was tried: 502/504 if this request failed somewhere, else 503.
-        if (failure) return failureReply(failure);
-        return localReply(STATUS_NO_BACKEND, "no backend available", [["retry-after", retryAfter]]);
+        if (failure) return finish(failureReply(failure), lastSlot, last, retries);
+        const reply = localReply(STATUS_NO_BACKEND, "no backend available", [[
+          "retry-after",
+          retryAfter,
+        ]]);
+        return finish(reply, -1, null, retries);
       }
+      lastSlot = slot;
       if (held) {
         discard(held);
         held = null;
@@ -220,7 +280,7 @@ export function createForwarder(context: ProxyContext): Forwarder {
           continue; // same backend, new connection: the idle one was closed under us
         }
         if (marksDown(error)) {
-          if (setAlive(pool, slot, false)) logLine(`backend ${backend.url} DOWN: ${error.message}`);
+          if (setAlive(pool, slot, false)) onDown(slot, backend, error.message);
         } else if (error.kind === "timeout") {
           passiveFailure(slot, backend, error.message);
         }
@@ -245,7 +305,7 @@ export function createForwarder(context: ProxyContext): Forwarder {
         }
       }
       if (!(response.body instanceof ReadableStream)) end(false);
-      return { kind: "upstream", response };
+      return finish({ kind: "upstream", response }, slot, backend, retries);
     }
   };
 }

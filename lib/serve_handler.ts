@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { AccessLog } from "./access_log.ts";
 import { forwardResponseHeaders } from "./headers.ts";
 import {
   type Forwarder,
@@ -45,12 +46,17 @@ function contentLength(value: string): number {
  * @returns The response.
  */
 export function toResponse(reply: Reply): Response {
+  const extra = reply.extra ?? [];
   if (reply.kind === "local") {
-    return new Response(reply.text, { status: reply.status, headers: [...reply.headers] });
+    return new Response(reply.text, {
+      status: reply.status,
+      headers: [...reply.headers, ...extra],
+    });
   }
   const { response } = reply;
   const keepLength = response.framing.kind === "length" || response.framing.kind === "none";
   const headers = forwardResponseHeaders(response.headers, keepLength);
+  headers.push(...extra);
   let body = response.body;
   if (NULL_BODY.has(response.status) && body !== null) {
     if (body instanceof ReadableStream) body.cancel().catch(() => {});
@@ -67,15 +73,23 @@ export function toResponse(reply: Reply): Response {
  * Builds the `Deno.serve` handler.
  *
  * @param forward The proxy core.
- * @param proto `https` when `Deno.serve` terminates TLS.
+ * @param options `proto`: `https` when `Deno.serve` terminates TLS; `accessLog`: where each
+ *   request is logged.
  * @returns The handler.
  * @example
  * ```ts ignore
  * Deno.serve({ port: 8000 }, createServeHandler(createForwarder(context)));
  * ```
  */
-export function createServeHandler(forward: Forwarder, proto: "http" | "https" = "http"): Handler {
+export function createServeHandler(
+  forward: Forwarder,
+  options: { proto?: "http" | "https"; accessLog?: AccessLog | null } = {},
+): Handler {
+  const proto = options.proto ?? "http";
+  const { accessLog } = options;
   return async (req, info) => {
+    const arrived = Date.now();
+    const started = performance.now();
     if (req.method === "CONNECT") {
       // goround is a reverse proxy, not a forward proxy: it never opens tunnels.
       return toResponse(localReply(405, "CONNECT is not supported", [["allow", ALLOW]]));
@@ -111,6 +125,30 @@ export function createServeHandler(forward: Forwarder, proto: "http" | "https" =
       clientIp: info.remoteAddr.hostname,
       proto,
     };
-    return toResponse(await forward(incoming));
+    const reply = await forward(incoming);
+    const response = toResponse(reply);
+    if (accessLog) {
+      const known = reply.kind === "local"
+        ? reply.text.length
+        : reply.response.body instanceof ReadableStream
+        ? (reply.response.framing.kind === "length" ? reply.response.framing.length : null)
+        : reply.response.body?.length ?? 0;
+      accessLog.log({
+        time: arrived,
+        client: info.remoteAddr.hostname,
+        method: req.method,
+        target,
+        protocol: "HTTP/1.1",
+        status: response.status,
+        bytes: req.method === "HEAD" ? 0 : known,
+        durationMs: performance.now() - started,
+        backend: reply.trace?.backend ?? null,
+        retries: reply.trace?.retries ?? 0,
+        requestId: reply.trace?.requestId ?? "-",
+        referer: req.headers.get("referer"),
+        userAgent: req.headers.get("user-agent"),
+      });
+    }
+    return response;
   };
 }

@@ -16,6 +16,7 @@
  * @module
  */
 
+import type { AccessLog } from "./access_log.ts";
 import { forwardResponseHeaders } from "./headers.ts";
 import {
   chunkedDecoder,
@@ -53,6 +54,8 @@ export interface ServerOptions {
   readonly proto?: "http" | "https";
   /** Called with unexpected errors (a bug, not a client's or backend's fault). */
   readonly onError?: (error: unknown) => void;
+  /** Where each request is logged, if anywhere. */
+  readonly accessLog?: AccessLog | null;
 }
 
 /** A running front end. */
@@ -299,23 +302,25 @@ async function writeStream(
   client: Client,
   body: ReadableStream<Bytes>,
   chunked: boolean,
-): Promise<boolean> {
+): Promise<number> {
   const reader = body.getReader();
+  let sent = 0;
   try {
     while (true) {
       const { done, value } = await reader.read();
       if (done) break;
       if (value.length === 0) continue;
       await writeAll(client, chunked ? joinParts([value], true) : value);
+      sent += value.length;
     }
   } catch {
     reader.cancel().catch(() => {});
-    return false; // the backend broke off: cut the client's response short, never end it cleanly
+    return -1; // the backend broke off: cut the client's response short, never end it cleanly
   } finally {
     reader.releaseLock();
   }
   if (chunked) await writeAll(client, LAST_CHUNK);
-  return true;
+  return sent;
 }
 
 /**
@@ -326,24 +331,21 @@ async function writeReply(
   request: Pick<RequestHead, "method" | "minor">,
   reply: Reply,
   keepAlive: boolean,
-): Promise<boolean> {
+): Promise<Written> {
+  const extra = reply.extra ?? [];
   if (reply.kind === "local") {
-    const fields: [string, string][] = [...reply.headers, [
-      "content-length",
-      String(reply.text.length),
-    ]];
+    const fields: [string, string][] = [...reply.headers, ...extra];
+    fields.push(["content-length", String(reply.text.length)]);
     fields.push(...connectionFields(request.minor, keepAlive));
     const head = responseHead(reply.status, REASONS[reply.status] ?? "Error", fields);
-    await writeAll(
-      client,
-      frame(client, request.method === "HEAD" ? head : head + reply.text, null),
-    );
-    return keepAlive;
+    const withBody = request.method !== "HEAD";
+    await writeAll(client, frame(client, withBody ? head + reply.text : head, null));
+    return { status: reply.status, keep: keepAlive, bytes: withBody ? reply.text.length : 0 };
   }
   const { response } = reply;
+  const { status } = response;
   let released = false;
   try {
-    const { status } = response;
     let body = response.body;
     const noBody = request.method === "HEAD" || status === 204 || status === 304 || status < 200;
     if (noBody && body !== null) {
@@ -353,6 +355,7 @@ async function writeReply(
     // Content-Length is kept where it describes the representation but no body follows
     // (HEAD, 304: RFC 9110 §8.6); otherwise goround frames the body itself.
     const fields = forwardResponseHeaders(response.headers, noBody && status !== 204);
+    fields.push(...extra);
     let keep = keepAlive;
     let chunked = false;
     if (body instanceof Uint8Array) {
@@ -376,13 +379,24 @@ async function writeReply(
       released = true;
       response.release();
       await writeAll(client, bytes);
-      return keep;
+      return { status, keep, bytes: body === null ? 0 : body.length };
     }
     await writeAll(client, frame(client, head, null));
-    return (await writeStream(client, body, chunked)) && keep;
+    const sent = await writeStream(client, body, chunked);
+    return { status, keep: sent >= 0 && keep, bytes: sent < 0 ? null : sent };
   } finally {
     if (!released) response.release();
   }
+}
+
+/** What writing a reply did. */
+interface Written {
+  /** The status sent. */
+  readonly status: number;
+  /** Whether the connection may carry another request. */
+  readonly keep: boolean;
+  /** Body bytes sent (`null` when the body broke off). */
+  readonly bytes: number | null;
 }
 
 /** Serialises a head, and a whole body after it, into the client's write buffer. */
@@ -412,6 +426,8 @@ async function answer(
   options: ServerOptions,
   stopping: () => boolean,
 ): Promise<boolean> {
+  const arrived = Date.now();
+  const started = performance.now();
   if (head.method === "CONNECT") {
     // goround is a reverse proxy, not a forward proxy: it never opens tunnels.
     const reply = localReply(405, "CONNECT is not supported", [["allow", ALLOW]]);
@@ -444,9 +460,27 @@ async function answer(
   const reply = await options.forward(incoming);
   // The connection carries another request only if this one was read to its end.
   const keepAlive = head.keepAlive && !stopping();
-  const kept = await writeReply(client, head, reply, keepAlive && state.done);
+  const written = await writeReply(client, head, reply, keepAlive && state.done);
   if (!state.done && body instanceof ReadableStream) body.cancel().catch(() => {});
-  return kept && state.done;
+  if (options.accessLog) {
+    const field = (name: string) => head.headers.find(([n]) => n === name)?.[1] ?? null;
+    options.accessLog.log({
+      time: arrived,
+      client: client.ip,
+      method: head.method,
+      target: head.target,
+      protocol: head.minor === 1 ? "HTTP/1.1" : "HTTP/1.0",
+      status: written.status,
+      bytes: written.bytes,
+      durationMs: performance.now() - started,
+      backend: reply.trace?.backend ?? null,
+      retries: reply.trace?.retries ?? 0,
+      requestId: reply.trace?.requestId ?? "-",
+      referer: field("referer"),
+      userAgent: field("user-agent"),
+    });
+  }
+  return written.keep && state.done;
 }
 
 async function session(

@@ -11,6 +11,7 @@
 
 /// <reference lib="deno.worker" />
 
+import { type AccessLog, createAccessLog, writeStdout } from "./access_log.ts";
 import type { Backend, Config } from "./config.ts";
 import { logLine } from "./log.ts";
 import { attachPool } from "./pool.ts";
@@ -61,6 +62,9 @@ export type WorkerReply =
   | { readonly type: "updated" }
   | { readonly type: "stopped"; readonly drained: boolean };
 
+/** What a worker tells the main thread unasked. */
+export type WorkerEvent = { readonly type: "down"; readonly slot: number; readonly reason: string };
+
 /** The messages a worker accepts. */
 export type WorkerMessage = StartMessage | UpdateMessage | StopMessage;
 
@@ -79,7 +83,7 @@ function internalError(error: unknown): void {
   logLine(`internal error: ${error instanceof Error ? error.stack : String(error)}`);
 }
 
-function listen(message: StartMessage, forward: Forwarder): Front {
+function listen(message: StartMessage, forward: Forwarder, accessLog: AccessLog | null): Front {
   const { config } = message;
   const address = { hostname: config.listen.hostname, port: message.port, reusePort: true };
   if (config.engine === "deno") {
@@ -90,7 +94,7 @@ function listen(message: StartMessage, forward: Forwarder): Front {
         internalError(error);
         return new Response("bad gateway\n", { status: 502 });
       },
-    }, createServeHandler(forward));
+    }, createServeHandler(forward, { accessLog }));
     return { port: server.addr.port, shutdown: () => server.shutdown() };
   }
   const server = serveHttp1(Deno.listen(address), {
@@ -98,6 +102,7 @@ function listen(message: StartMessage, forward: Forwarder): Front {
     headerTimeout: config.headerTimeout,
     keepAliveTimeout: config.keepAliveTimeout,
     onError: internalError,
+    accessLog,
   });
   return { port: server.addr.port, shutdown: () => server.shutdown() };
 }
@@ -129,9 +134,19 @@ function start(message: StartMessage): void {
     connectTimeout: message.config.connectTimeout,
     responseTimeout: message.config.responseTimeout,
   });
+  // Passive DOWN transitions go to the main thread, which logs them and keeps the reason.
+  const onDown = (slot: number, _backend: Backend, reason: string) =>
+    self.postMessage({ type: "down", slot, reason } satisfies WorkerEvent);
   const build = (config: Config, table: SlotTable) =>
-    createForwarder({ pool, config, backends: table.map((b) => b ?? undefined), upstreams });
+    createForwarder({
+      pool,
+      config,
+      backends: table.map((b) => b ?? undefined),
+      upstreams,
+      onDown,
+    });
   let forward = build(message.config, message.table);
+  const accessLog = createAccessLog(message.config.accessLog, writeStdout);
   const crashPath = testCrashPath();
   let front: Front;
   try {
@@ -143,7 +158,7 @@ function start(message: StartMessage): void {
         });
       }
       return forward(incoming);
-    });
+    }, accessLog);
   } catch (error) {
     closeUpstreams(upstreams);
     const err = error instanceof Error ? error : new Error(String(error));
@@ -169,6 +184,7 @@ function start(message: StartMessage): void {
       ]);
       clearTimeout(timer);
       closeUpstreams(upstreams);
+      await accessLog?.flush();
       return drained;
     },
   };

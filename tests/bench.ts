@@ -615,6 +615,11 @@ async function startTarget(ctx: Context, target: TargetId): Promise<Managed | nu
         backendPorts.map((p) => `http://127.0.0.1:${p}`).join(","),
         "--workers",
         String(options.workers),
+        // As the peers run here: no access log, no admin listener.
+        "--access-log",
+        "off",
+        "--admin",
+        "off",
         ...(target === "goround-deno" ? ["--engine", "deno"] : []),
       ];
       proc = spawnManaged(Deno.execPath(), args, {

@@ -99,6 +99,8 @@ export async function runChaos(
         options.healthInterval,
         "--workers",
         String(options.workers),
+        "--admin",
+        "off",
       ],
       stdout: "piped",
       stderr: "piped",

@@ -146,6 +146,8 @@ Deno.test("deno task demo: backends and goround together; Ctrl-C (SIGINT) stops 
     "--demo",
     "--listen",
     "127.0.0.1:0",
+    "--admin",
+    "127.0.0.1:0",
     "--workers",
     "1",
   ]);

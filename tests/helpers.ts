@@ -24,6 +24,8 @@ export interface Goround {
   readonly port: number;
   /** `http://127.0.0.1:<port>`. */
   readonly url: string;
+  /** The admin API's base URL (`http://127.0.0.1:<port>`), or `""` when it is off. */
+  readonly adminUrl: string;
   /** Its process id. */
   readonly pid: number;
   /** Lines it printed to stdout so far. */
@@ -52,7 +54,11 @@ export async function startGoround(
   args: readonly string[],
   options: { env?: Record<string, string>; readable?: string } = {},
 ): Promise<Goround> {
-  const listen = args.includes("--listen") ? [] : ["--listen", "127.0.0.1:0"];
+  const listen = [
+    ...(args.includes("--listen") ? [] : ["--listen", "127.0.0.1:0"]),
+    // Tests never take the default admin port 9000 (a demo may be using it).
+    ...(args.includes("--admin") ? [] : ["--admin", "127.0.0.1:0"]),
+  ];
   const flags = options.readable
     ? GOROUND_FLAGS.map((flag) =>
       flag.startsWith("--allow-read=") ? `${flag},${options.readable}` : flag
@@ -89,9 +95,11 @@ export async function startGoround(
       `${(error as Error).message}\nstdout: ${stdout.join("\n")}\nstderr: ${stderr.join("\n")}`,
     );
   }
+  const admin = stdout.map((line) => /^ {2}admin: (http:\/\/\S+)\/$/.exec(line)).find((m) => m);
   return {
     port,
     url: `http://127.0.0.1:${port}`,
+    adminUrl: admin?.[1] ?? "",
     pid: child.pid,
     stdout,
     stderr,
@@ -129,8 +137,9 @@ export async function runGoround(
   args: readonly string[],
   env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
+  const admin = args.includes("--admin") ? [] : ["--admin", "127.0.0.1:0"];
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...GOROUND_FLAGS, `${ROOT}main.ts`, ...args],
+    args: ["run", ...GOROUND_FLAGS, `${ROOT}main.ts`, ...args, ...admin],
     stdin: "null",
     env,
   }).output();

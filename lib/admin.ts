@@ -1,0 +1,240 @@
+/**
+ * The admin listener (`--admin`, loopback by default): status, metrics, the dashboard, and
+ * actions on backends. It is a separate listener from the proxy port, so proxied requests can
+ * never reach it. Off loopback it requires `--admin-token`, checked in constant time on every
+ * request (`Authorization: Bearer <token>`); the dashboard page itself holds no data and is
+ * served without it (its script sends the token it is given in the URL fragment).
+ *
+ * Routes: `GET /` (dashboard), `GET /status` (JSON), `GET /metrics` (Prometheus),
+ * `POST /backends` (`{"url": …}`), `POST /backends/{id}/drain`, `POST /backends/{id}/enable`,
+ * `DELETE /backends/{id}`.
+ *
+ * @module
+ */
+
+import type { Listen } from "./config.ts";
+import { DASHBOARD_HTML } from "./dashboard.ts";
+import { renderMetrics } from "./metrics.ts";
+import { inFlight, noBackendCount, probeStreak, totals } from "./pool.ts";
+import {
+  addBackend,
+  type BackendState,
+  backendState,
+  changedAt,
+  removeBackend,
+  setDraining,
+  type Supervisor,
+} from "./supervisor.ts";
+import { VERSION } from "./version.ts";
+
+/** One backend in `GET /status`. */
+export interface BackendStatus {
+  /** Its id (pool slot), for the action routes. */
+  readonly id: number;
+  /** Its URL. */
+  readonly url: string;
+  /** `up`, `down`, `draining` or `drained`. */
+  readonly state: BackendState;
+  /** Why it last went down or failed a check, or `null`. */
+  readonly why: string | null;
+  /** Consecutive passed health checks. */
+  readonly checkPasses: number;
+  /** Consecutive failed health checks. */
+  readonly checkFails: number;
+  /** Duration of the last health check, ms. */
+  readonly checkLatencyMs: number | null;
+  /** When it last went up or down (ISO 8601), or `null`. */
+  readonly lastTransition: string | null;
+  /** Requests being forwarded to it now. */
+  readonly inFlight: number;
+  /** Attempts to forward a request to it, retries included. */
+  readonly requests: number;
+  /** Attempts that failed. */
+  readonly failures: number;
+  /** Attempts that retried a request another backend failed. */
+  readonly retries: number;
+  /** Times passive failures took it out. */
+  readonly ejections: number;
+}
+
+/** `GET /status`. */
+export interface Status {
+  /** goround's version. */
+  readonly version: string;
+  /** Seconds since start. */
+  readonly uptimeSeconds: number;
+  /** The proxy's address. */
+  readonly listen: string;
+  /** Serving threads. */
+  readonly workers: number;
+  /** Selection policy. */
+  readonly algorithm: string;
+  /** Front end. */
+  readonly engine: string;
+  /** Requests answered 503 because no backend was usable. */
+  readonly noBackend: number;
+  /** The backends, in round-robin order. */
+  readonly backends: readonly BackendStatus[];
+}
+
+/**
+ * The status report, from shared memory and the supervisor.
+ *
+ * @param sup The supervisor.
+ * @returns The report.
+ */
+export function statusOf(sup: Supervisor): Status {
+  const { config, pool } = sup;
+  const host = config.listen.hostname === "0.0.0.0" ? "" : config.listen.hostname;
+  return {
+    version: VERSION,
+    uptimeSeconds: Math.floor((Date.now() - sup.started) / 1000),
+    listen: `${host.includes(":") ? `[${host}]` : host}:${sup.port}`,
+    workers: config.workers,
+    algorithm: config.algorithm,
+    engine: config.engine,
+    noBackend: noBackendCount(pool),
+    backends: sup.slots.map((slot) => {
+      const t = totals(pool, slot);
+      const streak = probeStreak(pool, slot);
+      const changed = changedAt(sup, slot);
+      const probed = sup.probeMs.get(slot);
+      return {
+        id: slot,
+        url: sup.table[slot]!.url,
+        state: backendState(sup, slot),
+        why: sup.why.get(slot) ?? null,
+        checkPasses: streak.passes,
+        checkFails: streak.misses,
+        checkLatencyMs: probed === undefined ? null : Math.round(probed * 100) / 100,
+        lastTransition: changed === 0 ? null : new Date(changed * 1000).toISOString(),
+        inFlight: inFlight(pool, slot),
+        requests: Number(t.requests),
+        failures: Number(t.failures),
+        retries: Number(t.retries),
+        ejections: Number(t.ejections),
+      };
+    }),
+  };
+}
+
+/** Compares two strings in time that depends only on their lengths. */
+export function constantTimeEqual(a: string, b: string): boolean {
+  const x = new TextEncoder().encode(a);
+  const y = new TextEncoder().encode(b);
+  let diff = x.length ^ y.length;
+  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
+  return diff === 0;
+}
+
+function json(status: number, body: unknown): Response {
+  return new Response(JSON.stringify(body, null, 2) + "\n", {
+    status,
+    headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" },
+  });
+}
+
+function problem(status: number, message: string, headers: Record<string, string> = {}): Response {
+  return new Response(`${message}\n`, {
+    status,
+    headers: { "content-type": "text/plain; charset=utf-8", ...headers },
+  });
+}
+
+/**
+ * The admin request handler.
+ *
+ * @param sup The supervisor.
+ * @param token The required bearer token, or `""` for none.
+ * @returns The handler.
+ */
+export function createAdminHandler(
+  sup: Supervisor,
+  token: string,
+): (req: Request) => Promise<Response> {
+  return async (req) => {
+    const { pathname } = new URL(req.url);
+    if (pathname === "/" && (req.method === "GET" || req.method === "HEAD")) {
+      return new Response(DASHBOARD_HTML, {
+        headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" },
+      });
+    }
+    if (token !== "") {
+      const given = /^Bearer (.+)$/.exec(req.headers.get("authorization") ?? "")?.[1] ?? "";
+      if (!constantTimeEqual(given, token)) {
+        return problem(401, "unauthorized: send Authorization: Bearer <token>", {
+          "www-authenticate": 'Bearer realm="goround"',
+        });
+      }
+    }
+    const action = /^\/backends\/(\d+)(?:\/(drain|enable))?$/.exec(pathname);
+    try {
+      if (pathname === "/status") {
+        if (req.method !== "GET") return problem(405, "use GET", { allow: "GET" });
+        return json(200, statusOf(sup));
+      }
+      if (pathname === "/metrics") {
+        if (req.method !== "GET") return problem(405, "use GET", { allow: "GET" });
+        return new Response(renderMetrics(sup), {
+          headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+        });
+      }
+      if (pathname === "/backends") {
+        if (req.method !== "POST") return problem(405, "use POST", { allow: "POST" });
+        let body: { url?: unknown };
+        try {
+          body = await req.json();
+        } catch {
+          return problem(400, 'expected a JSON body like {"url": "http://host:port"}');
+        }
+        if (typeof body.url !== "string") {
+          return problem(400, 'expected {"url": "http://host:port"}');
+        }
+        const id = await addBackend(sup, body.url);
+        return json(201, statusOf(sup).backends.find((b) => b.id === id));
+      }
+      if (action) {
+        const id = Number(action[1]);
+        const verb = action[2];
+        if (verb) {
+          if (req.method !== "POST") return problem(405, "use POST", { allow: "POST" });
+          if (!setDraining(sup, id, verb === "drain")) return problem(404, `no backend ${id}`);
+          return json(200, statusOf(sup).backends.find((b) => b.id === id));
+        }
+        if (req.method !== "DELETE") return problem(405, "use DELETE", { allow: "DELETE" });
+        if (!(await removeBackend(sup, id))) return problem(404, `no backend ${id}`);
+        return new Response(null, { status: 204 });
+      }
+    } catch (error) {
+      if (error instanceof TypeError || error instanceof RangeError) {
+        return problem(400, error.message);
+      }
+      throw error;
+    }
+    return problem(404, "not found: see GET /status, GET /metrics, GET /");
+  };
+}
+
+/** A running admin listener. */
+export interface Admin {
+  /** The bound port. */
+  readonly port: number;
+  /** Stops it. */
+  readonly shutdown: () => Promise<void>;
+}
+
+/**
+ * Starts the admin listener.
+ *
+ * @param sup The supervisor.
+ * @param listen Where to listen.
+ * @param token The required bearer token, or `""`.
+ * @returns The listener.
+ */
+export function serveAdmin(sup: Supervisor, listen: Listen, token: string): Admin {
+  const server = Deno.serve(
+    { hostname: listen.hostname, port: listen.port, onListen: () => {} },
+    createAdminHandler(sup, token),
+  );
+  return { port: server.addr.port, shutdown: () => server.shutdown() };
+}

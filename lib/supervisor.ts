@@ -1,0 +1,350 @@
+/**
+ * The main thread's supervision: the shared pool, the health checker and the serving workers,
+ * and every change to them at run time (a reloaded config, a backend drained, added or removed
+ * through the admin API, a worker that crashed, the final drain). One {@linkcode Supervisor}
+ * record holds it all; the functions below change it.
+ *
+ * @module
+ */
+
+import { type Backend, type Config, parseBackend } from "./config.ts";
+import {
+  type HealthChecker,
+  type HealthOptions,
+  type ProbeResult,
+  startHealthChecks,
+  type Target,
+} from "./health.ts";
+import { logLine } from "./log.ts";
+import {
+  adminState,
+  createPool,
+  DEFAULT_CAPACITY,
+  freeSlot,
+  inFlight,
+  isAlive,
+  lastChange,
+  type Pool,
+  setAdminState,
+  setMembers,
+} from "./pool.ts";
+import type {
+  SlotTable,
+  StartMessage,
+  UpdateMessage,
+  WorkerEvent,
+  WorkerMessage,
+  WorkerReply,
+} from "./worker.ts";
+
+/** A serving thread and the replies it owes. */
+interface Serving {
+  worker: Worker;
+  replies: ((reply: WorkerReply) => void)[];
+}
+
+/** Everything the main thread keeps running. */
+export interface Supervisor {
+  /** The running settings. */
+  config: Config;
+  /** The backend in each pool slot. */
+  table: (Backend | null)[];
+  /** Member slots, in round-robin order. */
+  slots: number[];
+  /** Why each backend last went down (or its last failed probe). */
+  readonly why: Map<number, string>;
+  /** Last probe duration per slot, ms. */
+  readonly probeMs: Map<number, number>;
+  /** The shared memory. */
+  readonly pool: Pool;
+  /** The port the workers serve. */
+  readonly port: number;
+  /** The serving threads. */
+  readonly workers: Serving[];
+  /** Active health checks. */
+  readonly health: HealthChecker;
+  /** When goround started (epoch ms). */
+  readonly started: number;
+  /** Set once draining for exit has begun. */
+  stopping: boolean;
+  /** Serialises changes (reloads, admin actions), so they never interleave. */
+  changing: Promise<unknown>;
+}
+
+function healthOptions(sup: Pick<Supervisor, "why" | "probeMs">, config: Config): HealthOptions {
+  return {
+    interval: config.healthInterval,
+    timeout: config.healthTimeout,
+    path: config.healthPath,
+    rise: config.healthRise,
+    fall: config.healthFall,
+    onProbe: (target: Target, result: ProbeResult) => {
+      sup.probeMs.set(target.slot, result.ms);
+      if (!result.ok) sup.why.set(target.slot, result.reason);
+    },
+    onTransition: (target, up, reason) => {
+      logLine(`backend ${target.backend.url} ${up ? "UP" : `DOWN: ${reason}`}`);
+    },
+  };
+}
+
+function targetsOf(table: SlotTable, slots: readonly number[]): Target[] {
+  return slots.map((slot) => ({ slot, backend: table[slot]! }));
+}
+
+function ask(serving: Serving, message: WorkerMessage): Promise<WorkerReply> {
+  const reply = new Promise<WorkerReply>((resolve) => serving.replies.push(resolve));
+  serving.worker.postMessage(message);
+  return reply;
+}
+
+function startMessage(sup: Supervisor): StartMessage {
+  return {
+    type: "start",
+    buffer: sup.pool.buffer,
+    config: sup.config,
+    table: sup.table,
+    port: sup.port,
+  };
+}
+
+/** Starts worker `index` (again, after a crash) and resolves with its first reply. */
+function launch(sup: Supervisor, index: number, workerUrl: URL): Promise<WorkerReply> {
+  const worker = new Worker(workerUrl, { type: "module" });
+  const serving: Serving = { worker, replies: [] };
+  worker.onmessage = (event: MessageEvent<WorkerReply | WorkerEvent>) => {
+    const data = event.data;
+    if (data.type === "down") {
+      const backend = sup.table[data.slot];
+      sup.why.set(data.slot, data.reason);
+      if (backend) logLine(`backend ${backend.url} DOWN: ${data.reason}`);
+      return;
+    }
+    serving.replies.shift()?.(data);
+  };
+  worker.onerror = (event) => {
+    event.preventDefault();
+    if (sup.stopping) return;
+    logLine(`worker ${index} crashed (${event.message}); restarting it`);
+    worker.terminate();
+    for (const waiter of serving.replies.splice(0)) waiter({ type: "updated" });
+    launch(sup, index, workerUrl).then((reply) => {
+      if (reply.type === "error") logLine(`worker ${index} failed to restart: ${reply.message}`);
+    });
+  };
+  sup.workers[index] = serving;
+  return ask(serving, startMessage(sup));
+}
+
+/**
+ * Allocates the pool, runs a first round of health checks (so dead backends are known before
+ * the first request), and starts `config.workers` serving threads on `port`.
+ *
+ * @param config The settings.
+ * @param port The port the workers serve (already claimed).
+ * @param workerUrl The worker module (`lib/worker.ts`).
+ * @returns The supervisor, or the first worker's error reply.
+ */
+export async function startSupervisor(
+  config: Config,
+  port: number,
+  workerUrl: URL,
+): Promise<Supervisor | Extract<WorkerReply, { type: "error" }>> {
+  const pool = createPool(Math.max(DEFAULT_CAPACITY, 2 * config.backends.length));
+  const slots = config.backends.map((_, slot) => slot);
+  const table: (Backend | null)[] = new Array(pool.capacity).fill(null);
+  config.backends.forEach((backend, slot) => (table[slot] = backend));
+  setMembers(pool, slots);
+  const why = new Map<number, string>();
+  const probeMs = new Map<number, number>();
+  const health = startHealthChecks(
+    pool,
+    targetsOf(table, slots),
+    healthOptions({ why, probeMs }, config),
+  );
+  await health.checkNow();
+  const sup: Supervisor = {
+    config,
+    table,
+    slots,
+    why,
+    probeMs,
+    pool,
+    port,
+    workers: [],
+    health,
+    started: Date.now(),
+    stopping: false,
+    changing: Promise.resolve(),
+  };
+  for (let index = 0; index < config.workers; index++) {
+    const reply = await launch(sup, index, workerUrl);
+    if (reply.type === "error") {
+      await stopWorkers(sup, 0);
+      await health.stop();
+      return reply;
+    }
+  }
+  return sup;
+}
+
+/** Runs `change` after every change queued before it. */
+function serialised<T>(sup: Supervisor, change: () => Promise<T>): Promise<T> {
+  const next = sup.changing.then(change);
+  sup.changing = next.catch(() => {});
+  return next;
+}
+
+/** The outcome of a change to the backends. */
+export interface BackendChange {
+  /** Backends added. */
+  readonly added: string[];
+  /** Backends removed. */
+  readonly removed: string[];
+}
+
+/**
+ * Makes `config.backends` the pool: backends that stay keep their slot (and counters), new ones
+ * take a free slot, removed ones stop getting requests and finish those in flight. Workers learn
+ * the new backends before the pool lists them, so none ever selects a slot it cannot serve.
+ *
+ * @param sup The supervisor.
+ * @param config The settings to run with from now on.
+ * @returns What changed.
+ * @throws {RangeError} When there are more backends than slots.
+ */
+export function applyConfig(sup: Supervisor, config: Config): Promise<BackendChange> {
+  return serialised(sup, async () => {
+    const bySlot = new Map(sup.slots.map((slot) => [sup.table[slot]!.url, slot]));
+    const taken = new Set<number>();
+    const slots: number[] = [];
+    const table = [...sup.table];
+    for (const backend of config.backends) {
+      let slot = bySlot.get(backend.url);
+      if (slot === undefined) slot = freeSlot(sup.pool, taken);
+      if (slot < 0) throw new RangeError(`more backends than the ${sup.pool.capacity} slots`);
+      taken.add(slot);
+      slots.push(slot);
+      table[slot] = backend;
+    }
+    const added = config.backends.filter((b) => !bySlot.has(b.url)).map((b) => b.url);
+    const removed = [...bySlot.keys()].filter((url) => !config.backends.some((b) => b.url === url));
+    const update: UpdateMessage = { type: "update", config, table };
+    await Promise.all(sup.workers.map((serving) => ask(serving, update)));
+    setMembers(sup.pool, slots);
+    for (const slot of sup.slots) {
+      if (slots.includes(slot)) continue;
+      table[slot] = null;
+      sup.why.delete(slot);
+      sup.probeMs.delete(slot);
+    }
+    sup.config = config;
+    sup.table = table;
+    sup.slots = slots;
+    sup.health.update(targetsOf(table, slots), healthOptions(sup, config));
+    return { added, removed };
+  });
+}
+
+/**
+ * Adds a backend (admin API): the running settings with one more backend.
+ *
+ * @param sup The supervisor.
+ * @param url The backend's URL.
+ * @returns The new backend's slot.
+ * @throws {TypeError} For a bad URL; {@linkcode RangeError} when it is already in the pool.
+ */
+export async function addBackend(sup: Supervisor, url: string): Promise<number> {
+  const backend = parseBackend(url);
+  if (sup.config.backends.some((b) => b.url === backend.url)) {
+    throw new RangeError(`${backend.url} is already in the pool`);
+  }
+  await applyConfig(sup, { ...sup.config, backends: [...sup.config.backends, backend] });
+  return sup.slots.find((slot) => sup.table[slot]?.url === backend.url)!;
+}
+
+/**
+ * Removes a backend (admin API); its requests in flight finish.
+ *
+ * @param sup The supervisor.
+ * @param slot The backend's id.
+ * @returns Whether it was in the pool.
+ */
+export async function removeBackend(sup: Supervisor, slot: number): Promise<boolean> {
+  const backend = sup.slots.includes(slot) ? sup.table[slot] : null;
+  if (!backend) return false;
+  if (sup.slots.length === 1) throw new RangeError("the last backend cannot be removed");
+  await applyConfig(sup, {
+    ...sup.config,
+    backends: sup.config.backends.filter((b) => b.url !== backend.url),
+  });
+  return true;
+}
+
+/**
+ * Stops new requests to a backend (`draining`) or lets them go to it again (`enabled`).
+ *
+ * @param sup The supervisor.
+ * @param slot The backend's id.
+ * @param drain Whether to drain.
+ * @returns Whether it is in the pool.
+ */
+export function setDraining(sup: Supervisor, slot: number, drain: boolean): boolean {
+  const backend = sup.slots.includes(slot) ? sup.table[slot] : null;
+  if (!backend) return false;
+  setAdminState(sup.pool, slot, drain ? "draining" : "enabled");
+  logLine(`backend ${backend.url} ${drain ? "draining" : "enabled"} (admin)`);
+  return true;
+}
+
+/** A backend's state as the admin API shows it. */
+export type BackendState = "up" | "down" | "draining" | "drained";
+
+/**
+ * A backend's state: `draining` while it still has requests in flight after a drain, then
+ * `drained`; otherwise the health view, `up` or `down`.
+ *
+ * @param sup The supervisor.
+ * @param slot The backend's id.
+ * @returns The state.
+ */
+export function backendState(sup: Supervisor, slot: number): BackendState {
+  if (adminState(sup.pool, slot) === "draining") {
+    return inFlight(sup.pool, slot) > 0 ? "draining" : "drained";
+  }
+  return isAlive(sup.pool, slot) ? "up" : "down";
+}
+
+/**
+ * Unix seconds of the backend's last up/down transition.
+ *
+ * @param sup The supervisor.
+ * @param slot The backend's id.
+ * @returns Seconds, or 0 when it never changed.
+ */
+export function changedAt(sup: Supervisor, slot: number): number {
+  return lastChange(sup.pool, slot);
+}
+
+async function stopWorkers(sup: Supervisor, drainTimeout: number): Promise<boolean> {
+  const replies = await Promise.all(sup.workers.map(async (serving) => {
+    const reply = await ask(serving, { type: "stop", drainTimeout });
+    serving.worker.terminate();
+    return reply;
+  }));
+  return replies.every((reply) => reply.type !== "stopped" || reply.drained);
+}
+
+/**
+ * Drains for exit: workers stop accepting and finish in-flight requests (bounded by the drain
+ * timeout), then health checks stop.
+ *
+ * @param sup The supervisor.
+ * @returns Whether every request finished within the drain timeout.
+ */
+export async function drainAndStop(sup: Supervisor): Promise<boolean> {
+  sup.stopping = true;
+  const drained = await stopWorkers(sup, sup.config.drainTimeout);
+  await sup.health.stop();
+  return drained;
+}
