@@ -15,7 +15,7 @@
 import type { Listen } from "./config.ts";
 import { DASHBOARD_HTML } from "./dashboard.ts";
 import { renderMetrics } from "./metrics.ts";
-import { inFlight, noBackendCount, probeStreak, totals } from "./pool.ts";
+import { inFlight, isPanicking, noBackendCount, probeStreak, totals } from "./pool.ts";
 import {
   addBackend,
   type BackendState,
@@ -73,6 +73,8 @@ export interface Status {
   readonly engine: string;
   /** Requests answered 503 because no backend was usable. */
   readonly noBackend: number;
+  /** Whether panic mode is on (every backend looks down; all are tried). */
+  readonly panic: boolean;
   /** The backends, in round-robin order. */
   readonly backends: readonly BackendStatus[];
 }
@@ -94,6 +96,7 @@ export function statusOf(sup: Supervisor): Status {
     algorithm: config.algorithm,
     engine: config.engine,
     noBackend: noBackendCount(pool),
+    panic: isPanicking(pool),
     backends: sup.slots.map((slot) => {
       const t = totals(pool, slot);
       const streak = probeStreak(pool, slot);

@@ -28,6 +28,8 @@ export interface Backend {
   readonly hostname: string;
   /** TCP port. */
   readonly port: number;
+  /** Relative share for weighted policies. @default {1} */
+  readonly weight: number;
 }
 
 /** The front ends `--engine` chooses between. */
@@ -90,7 +92,29 @@ export interface Config {
   readonly accessLog: AccessLogFormat;
   /** Whether responses carry `X-Goround-Backend`. @default {false} */
   readonly exposeBackend: boolean;
+  /** What the `hash` policy hashes. @default {{ kind: "ip" }} */
+  readonly hashKey: HashKey;
+  /** Requests in flight at which a backend takes no more (0: no limit). @default {0} */
+  readonly maxConns: number;
+  /** How long a request may wait for a backend below `maxConns`, ms. @default {1000} */
+  readonly queueTimeout: number;
+  /** Ramp-up time after a backend comes back up, ms (0: none). @default {0} */
+  readonly slowStart: number;
+  /** Sticky sessions: `cookie` or `off`. @default {"off"} */
+  readonly sticky: "cookie" | "off";
+  /** Key signing sticky cookies (`""`: a random one per start). @default {""} */
+  readonly stickyKey: string;
+  /** Probe interval while a backend is down, ms (0: the normal interval). @default {0} */
+  readonly healthFastInterval: number;
+  /** Whether to try every backend when all look down, instead of answering 503. @default {false} */
+  readonly panic: boolean;
 }
+
+/** What the `hash` policy hashes: the client's address, a request field, or a cookie. */
+export type HashKey =
+  | { readonly kind: "ip" }
+  | { readonly kind: "header"; readonly name: string }
+  | { readonly kind: "cookie"; readonly name: string };
 
 /** The access log formats. */
 export const ACCESS_LOG_FORMATS = ["combined", "json", "off"] as const;
@@ -119,7 +143,11 @@ type Kind =
   | "admin"
   | "text"
   | "access-log"
-  | "switch";
+  | "switch"
+  | "hash-key"
+  | "connections"
+  | "duration-or-zero"
+  | "sticky";
 
 interface FlagSpec {
   readonly name: string;
@@ -285,6 +313,49 @@ export const FLAGS: readonly FlagSpec[] = [
     fallback: "false",
     help: "add X-Goround-Backend to responses (true/false)",
   },
+  {
+    name: "hash-key",
+    kind: "hash-key",
+    fallback: "ip",
+    help: "what --algorithm hash hashes: ip, header:NAME or cookie:NAME",
+  },
+  {
+    name: "max-conns",
+    kind: "connections",
+    fallback: "0",
+    help: "requests in flight per backend at most (0: no limit)",
+  },
+  {
+    name: "queue-timeout",
+    kind: "duration-or-zero",
+    fallback: "1s",
+    help: "how long a request waits when every backend is at --max-conns",
+  },
+  {
+    name: "slow-start",
+    kind: "duration-or-zero",
+    fallback: "0s",
+    help: "ramp-up time of a backend that came back up",
+  },
+  { name: "sticky", kind: "sticky", fallback: "off", help: "sticky sessions: cookie or off" },
+  {
+    name: "sticky-key",
+    kind: "text",
+    fallback: "",
+    help: "key signing sticky cookies (default: random per start)",
+  },
+  {
+    name: "health-fast-interval",
+    kind: "duration-or-zero",
+    fallback: "0s",
+    help: "probe interval while a backend is down (0s: the normal one)",
+  },
+  {
+    name: "panic",
+    kind: "switch",
+    fallback: "false",
+    help: "when every backend looks down, try them all (true/false)",
+  },
 ];
 
 /** Settings that take effect only at start: a reload that changes them logs that they wait for
@@ -324,17 +395,22 @@ export function parseListen(text: string): Listen {
 }
 
 /**
- * Parses a backend URL. Only `http://` origins are accepted (no path, query or credentials);
- * the port defaults to 80.
+ * Parses a backend: an `http://` origin (no path, query or credentials; the port defaults to
+ * 80), optionally followed by `,weight=N`.
  *
- * @param text The URL.
+ * @param text The backend, e.g. `http://localhost:8081` or `http://localhost:8081,weight=3`.
  * @returns The backend.
- * @throws {TypeError} When the URL is not a plain http origin.
+ * @throws {TypeError} When the URL is not a plain http origin or an option is unknown.
+ * @example
+ * ```ts
+ * parseBackend("http://10.0.0.5:8080,weight=3").weight; // 3
+ * ```
  */
 export function parseBackend(text: string): Backend {
+  const [address = "", ...options] = text.split(",").map((part) => part.trim());
   let url: URL;
   try {
-    url = new URL(text.trim());
+    url = new URL(address);
   } catch {
     throw new TypeError(`"${text}" is not a URL: expected http://host:port`);
   }
@@ -348,11 +424,36 @@ export function parseBackend(text: string): Backend {
       `"${text}" has a path, query or credentials: expected just http://host:port`,
     );
   }
+  let weight = 1;
+  for (const option of options) {
+    const match = /^weight=(\d{1,4})$/.exec(option);
+    if (!match || Number(match[1]) < 1 || Number(match[1]) > 1000) {
+      throw new TypeError(`"${option}" is not a backend option: expected weight=N (1 to 1000)`);
+    }
+    weight = Number(match[1]);
+  }
   return {
     url: url.origin,
     hostname: url.hostname.replace(/^\[|\]$/g, ""),
     port: url.port === "" ? 80 : Number(url.port),
+    weight,
   };
+}
+
+/**
+ * Splits a backend list: commas separate backends, except that `key=value` items belong to the
+ * backend before them (`http://a:1,weight=3,http://b:2` is two backends).
+ *
+ * @param text The list.
+ * @returns One text per backend.
+ */
+export function splitBackends(text: string): string[] {
+  const out: string[] = [];
+  for (const item of text.split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+    if (/^[a-z-]+=/.test(item) && out.length > 0) out[out.length - 1] += `,${item}`;
+    else out.push(item);
+  }
+  return out;
 }
 
 function parseCount(text: string, min: number): number {
@@ -381,7 +482,7 @@ function parseValue(kind: Kind, text: string): Parsed {
     case "listen":
       return parseListen(text);
     case "urls":
-      return splitList(text).map(parseBackend);
+      return splitBackends(text).map(parseBackend);
     case "duration": {
       const ms = parseDuration(text);
       if (ms <= 0) throw new RangeError(`"${text}" must be longer than 0ms`);
@@ -411,6 +512,25 @@ function parseValue(kind: Kind, text: string): Parsed {
       return text.trim() === "off" ? "off" : parseListen(text);
     case "access-log":
       return oneOf(text, ACCESS_LOG_FORMATS, "an access log format");
+    case "hash-key": {
+      const match = /^(ip)$|^(header|cookie):([!#$%&'*+.^_`|~0-9A-Za-z-]+)$/.exec(text.trim());
+      if (!match) {
+        throw new SyntaxError(
+          `"${text}" is not a hash key: expected ip, header:NAME or cookie:NAME`,
+        );
+      }
+      return text.trim();
+    }
+    case "connections": {
+      if (!/^\d{1,7}$/.test(text.trim())) {
+        throw new RangeError(`"${text}" is not a count: expected a whole number from 0 to 9999999`);
+      }
+      return Number(text);
+    }
+    case "duration-or-zero":
+      return parseDuration(text);
+    case "sticky":
+      return oneOf(text, ["cookie", "off"], "a sticky mode");
     case "switch":
       if (!/^(true|false|1|0|yes|no|on|off)?$/i.test(text)) {
         throw new RangeError(`"${text}" is not a switch: expected true or false`);
@@ -466,7 +586,17 @@ function readConfigFile(path: string, readFile: FileReader): Map<string, string[
     if (!flag || key === "config") {
       throw new ConfigError(`${path}: "${key}" is not a setting: see goround --help for the names`);
     }
-    const items = Array.isArray(value) ? value : [value];
+    const items = (Array.isArray(value) ? value : [value]).map((item) => {
+      // A backend may be an object: {"url": "http://a:1", "weight": 3}.
+      if (
+        flag.kind === "urls" && typeof item === "object" && item !== null &&
+        typeof item.url === "string"
+      ) {
+        const { url, ...options } = item as Record<string, unknown>;
+        return [url, ...Object.entries(options).map(([k, v]) => `${k}=${v}`)].join(",");
+      }
+      return item;
+    });
     if (!items.every((item) => typeof item === "string" || typeof item === "number")) {
       throw new ConfigError(`${path}: ${key}: expected a string, a number or a list of them`);
     }
@@ -589,6 +719,7 @@ export function parseCommandLine(
   if (backends.length === 0) {
     throw new ConfigError(`--backends: the list is empty: expected at least one http://host:port`);
   }
+  const switchValue = (name: string) => !values[`no-${name}`] && value<string>(name) === "true";
   const admin = value<Listen | "off">("admin");
   const adminToken = value<string>("admin-token");
   if (admin !== "off" && !isLoopback(admin.hostname) && adminToken === "") {
@@ -623,11 +754,23 @@ export function parseCommandLine(
       admin: admin === "off" ? null : admin,
       adminToken,
       accessLog: value<AccessLogFormat>("access-log"),
-      exposeBackend: values["no-expose-backend"]
-        ? false
-        : value<string>("expose-backend") === "true",
+      exposeBackend: switchValue("expose-backend"),
+      hashKey: hashKeyOf(value<string>("hash-key")),
+      maxConns: value<number>("max-conns"),
+      queueTimeout: value<number>("queue-timeout"),
+      slowStart: value<number>("slow-start"),
+      sticky: value<"cookie" | "off">("sticky"),
+      stickyKey: value<string>("sticky-key"),
+      healthFastInterval: value<number>("health-fast-interval"),
+      panic: switchValue("panic"),
     },
   };
+}
+
+function hashKeyOf(text: string): HashKey {
+  if (text === "ip") return { kind: "ip" };
+  const [kind, name] = text.split(":") as ["header" | "cookie", string];
+  return { kind, name: kind === "header" ? name.toLowerCase() : name };
 }
 
 function parseOne(flag: FlagSpec, source: string, text: string): Parsed {

@@ -1,21 +1,390 @@
 /**
- * The admin dashboard: one HTML page with inline CSS and JavaScript and no external assets.
+ * The admin dashboard: one HTML page with inline CSS and JavaScript and no external assets (no
+ * CDN, no web fonts), served by the admin listener at `GET /`.
+ *
+ * The page holds no data itself. Its script polls `GET /status` every second and shows each
+ * backend as a card; the Drain and Enable buttons call `POST /backends/{id}/drain` and
+ * `POST /backends/{id}/enable`. When the page is opened as `/#token=<token>`, every request it
+ * makes sends `Authorization: Bearer <token>` (the fragment never leaves the browser, so the
+ * token is not in any access log). A failed poll (401, goround gone) shows an error banner.
+ *
+ * Hooks for tests and scripts: each card is `[data-backend="<id>"]` with
+ * `data-state="up|down|draining|drained"`; its fields are `[data-field="…"]`; its button is
+ * `[data-action="drain|enable"]`; the banner is `#error`.
  *
  * @module
  */
 
-/** The dashboard page (placeholder until the full page lands). */
+/**
+ * The dashboard page: a complete HTML document with inline CSS and JavaScript.
+ *
+ * It shows a header (version, uptime, listen address, workers, algorithm, engine) and one card
+ * per backend: URL, state as a coloured label (`up` green, `down` red, `draining` amber,
+ * `drained` grey), requests in flight, requests per second (from the change in the `requests`
+ * counter between two polls), failures, retries, the last up/down transition, the health check
+ * streak, and why it last failed. Nothing in it is fetched from anywhere but the admin listener.
+ *
+ * @example Serve it
+ * ```ts
+ * import { DASHBOARD_HTML } from "./dashboard.ts";
+ *
+ * Deno.serve(() =>
+ *   new Response(DASHBOARD_HTML, { headers: { "content-type": "text/html; charset=utf-8" } })
+ * );
+ * ```
+ */
 export const DASHBOARD_HTML: string = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>goround</title></head>
-<body><h1>goround</h1><pre id="status">loading…</pre>
-<script>
-const token = new URLSearchParams(location.hash.slice(1)).get("token");
-const headers = token ? { authorization: "Bearer " + token } : {};
-async function tick() {
-  const res = await fetch("/status", { headers });
-  document.getElementById("status").textContent = await res.text();
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>goround</title>
+<style>
+:root {
+  --bg: #f6f8fa; --fg: #1f2328; --muted: #59636e; --card: #ffffff; --line: #d1d9e0;
+  --up: #1a7f37; --down: #cf222e; --draining: #9a6700; --drained: #6e7781;
+  --up-bg: #dafbe1; --down-bg: #ffebe9; --draining-bg: #fff8c5; --drained-bg: #eff2f5;
 }
-tick();
-setInterval(tick, 1000);
-</script></body></html>
+@media (prefers-color-scheme: dark) {
+  :root {
+    --bg: #0d1117; --fg: #e6edf3; --muted: #9198a1; --card: #151b23; --line: #3d444d;
+    --up: #3fb950; --down: #f85149; --draining: #d29922; --drained: #9198a1;
+    --up-bg: #12261e; --down-bg: #2d1214; --draining-bg: #272115; --drained-bg: #212830;
+  }
+}
+* { box-sizing: border-box; }
+body {
+  margin: 0; background: var(--bg); color: var(--fg);
+  font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
+    sans-serif;
+}
+header {
+  display: flex; flex-wrap: wrap; align-items: baseline; gap: 4px 24px;
+  padding: 16px 24px; background: var(--card); border-bottom: 1px solid var(--line);
+}
+header h1 { margin: 0; font-size: 22px; letter-spacing: -0.01em; }
+header dl { display: flex; flex-wrap: wrap; gap: 4px 20px; margin: 0; }
+header dl div { display: flex; gap: 6px; }
+header dt { color: var(--muted); }
+header dd { margin: 0; font-weight: 600; font-variant-numeric: tabular-nums; }
+#updated { margin-left: auto; color: var(--muted); font-size: 13px; }
+#panic {
+  padding: 2px 10px; border-radius: 999px; font-size: 13px; font-weight: 700;
+  color: var(--down); background: var(--down-bg); border: 1px solid var(--down);
+}
+#panic[hidden] { display: none; }
+main { padding: 20px 24px 32px; max-width: 1400px; }
+#error {
+  margin: 0 0 16px; padding: 12px 16px; border-radius: 8px; font-weight: 600;
+  background: var(--down-bg); color: var(--down); border: 1px solid var(--down);
+}
+#error[hidden] { display: none; }
+#summary { margin: 0 0 12px; color: var(--muted); }
+#cards {
+  display: grid; gap: 16px; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr));
+}
+.card {
+  background: var(--card); border: 1px solid var(--line); border-left: 6px solid var(--c);
+  border-radius: 8px; padding: 14px 16px; display: flex; flex-direction: column; gap: 10px;
+}
+.card[data-state="up"] { --c: var(--up); --c-bg: var(--up-bg); }
+.card[data-state="down"] { --c: var(--down); --c-bg: var(--down-bg); }
+.card[data-state="draining"] { --c: var(--draining); --c-bg: var(--draining-bg); }
+.card[data-state="drained"] { --c: var(--drained); --c-bg: var(--drained-bg); }
+.top { display: flex; align-items: center; gap: 10px; }
+.url {
+  flex: 1; min-width: 0; margin: 0; font-size: 14px; font-weight: 600; overflow-wrap: anywhere;
+  font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", monospace;
+}
+.state {
+  padding: 2px 10px; border-radius: 999px; font-size: 13px; font-weight: 700;
+  text-transform: uppercase; letter-spacing: 0.04em; color: var(--c); background: var(--c-bg);
+  border: 1px solid var(--c);
+}
+.stats { display: grid; grid-template-columns: repeat(3, 1fr); gap: 8px; margin: 0; }
+.stats div { display: flex; flex-direction: column; }
+.stats dt { color: var(--muted); font-size: 12px; }
+.stats dd { margin: 0; font-size: 18px; font-weight: 600; font-variant-numeric: tabular-nums; }
+.meta { margin: 0; color: var(--muted); font-size: 13px; }
+.why {
+  margin: 0; padding: 6px 10px; border-radius: 6px; font-size: 13px;
+  background: var(--down-bg); color: var(--down); overflow-wrap: anywhere;
+}
+.why[hidden] { display: none; }
+button {
+  align-self: flex-start; font: inherit; font-weight: 600; padding: 5px 14px; cursor: pointer;
+  border-radius: 6px; border: 1px solid var(--line); background: var(--bg); color: var(--fg);
+}
+button:hover { border-color: var(--muted); }
+button:disabled { opacity: 0.6; cursor: progress; }
+.stale #cards { opacity: 0.55; }
+</style>
+</head>
+<body>
+<header>
+  <h1>goround</h1>
+  <dl>
+    <div><dt>version</dt><dd id="version">–</dd></div>
+    <div><dt>uptime</dt><dd id="uptime">–</dd></div>
+    <div><dt>listen</dt><dd id="listen">–</dd></div>
+    <div><dt>workers</dt><dd id="workers">–</dd></div>
+    <div><dt>algorithm</dt><dd id="algorithm">–</dd></div>
+    <div><dt>engine</dt><dd id="engine">–</dd></div>
+    <div><dt>no backend (503)</dt><dd id="nobackend">–</dd></div>
+  </dl>
+  <span id="panic" role="status" hidden>panic mode: every backend looks down, so all are tried</span>
+  <span id="updated">loading…</span>
+</header>
+<main>
+  <div id="error" role="alert" hidden></div>
+  <p id="summary"></p>
+  <section id="cards" aria-live="polite"></section>
+</main>
+<script>
+"use strict";
+const POLL_MS = 1000;
+let token = "";
+let timer = 0;
+const previous = new Map(); // id -> { requests, at, url } from the last poll, for requests per second
+const cards = new Map(); // id -> card element
+
+function readToken() {
+  token = new URLSearchParams(location.hash.slice(1)).get("token") || "";
+}
+
+function headers() {
+  return token ? { authorization: "Bearer " + token } : {};
+}
+
+// The banner shows why the last poll failed, else why the last action failed (for 10 s).
+const errors = { status: "", action: "", actionUntil: 0 };
+
+function paintError() {
+  const banner = document.getElementById("error");
+  const action = Date.now() < errors.actionUntil ? errors.action : "";
+  const message = [errors.status, action].filter(Boolean).join(" ");
+  banner.textContent = message;
+  banner.hidden = message === "";
+  // Cards from the last good poll stay, faded, while polls fail.
+  document.body.classList.toggle("stale", errors.status !== "");
+}
+
+function statusError(message) {
+  errors.status = message;
+  paintError();
+  const updated = document.getElementById("updated");
+  if (message && updated.textContent === "loading…") updated.textContent = "no data";
+}
+
+function actionError(message) {
+  errors.action = message;
+  errors.actionUntil = message ? Date.now() + 10000 : 0;
+  paintError();
+}
+
+async function failure(what, res) {
+  let detail = "";
+  try {
+    detail = (await res.text()).trim();
+  } catch (_) {
+    // No body.
+  }
+  let message = what + " failed: HTTP " + res.status + (res.statusText ? " " + res.statusText : "");
+  if (detail) message += " (" + detail + ")";
+  if (res.status === 401) {
+    message += token
+      ? ". The token in the address (#token=…) was refused."
+      : ". Unauthorized: open this page as /#token=<your admin token>.";
+  }
+  return message;
+}
+
+function duration(seconds) {
+  const d = Math.floor(seconds / 86400);
+  const h = Math.floor(seconds / 3600) % 24;
+  const m = Math.floor(seconds / 60) % 60;
+  const s = seconds % 60;
+  const two = (n) => String(n).padStart(2, "0");
+  if (d > 0) return d + "d " + two(h) + "h " + two(m) + "m";
+  if (h > 0) return h + "h " + two(m) + "m " + two(s) + "s";
+  if (m > 0) return m + "m " + two(s) + "s";
+  return s + "s";
+}
+
+function since(iso) {
+  if (!iso) return "never";
+  const at = new Date(iso);
+  const ago = Math.max(0, Math.round((Date.now() - at.getTime()) / 1000));
+  return at.toLocaleTimeString() + " (" + duration(ago) + " ago)";
+}
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function stat(list, field, label) {
+  const box = element("div");
+  box.append(element("dt", "", label));
+  const value = element("dd", "", "–");
+  value.dataset.field = field;
+  box.append(value);
+  list.append(box);
+}
+
+function newCard(id) {
+  const card = element("article", "card");
+  card.dataset.backend = String(id);
+  const top = element("div", "top");
+  const url = element("h2", "url");
+  url.dataset.field = "url";
+  const state = element("span", "state");
+  state.dataset.field = "state";
+  top.append(url, state);
+  const stats = element("dl", "stats");
+  stat(stats, "inFlight", "in flight");
+  stat(stats, "rps", "req/s");
+  stat(stats, "requests", "requests");
+  stat(stats, "failures", "failures");
+  stat(stats, "retries", "retries");
+  stat(stats, "ejections", "ejections");
+  const transition = element("p", "meta");
+  transition.dataset.field = "lastTransition";
+  const checks = element("p", "meta");
+  checks.dataset.field = "checks";
+  const why = element("p", "why");
+  why.dataset.field = "why";
+  why.hidden = true;
+  const button = element("button");
+  button.type = "button";
+  button.addEventListener("click", () => act(card, button));
+  card.append(top, stats, transition, checks, why, button);
+  return card;
+}
+
+function field(card, name) {
+  return card.querySelector('[data-field="' + name + '"]');
+}
+
+function update(card, backend, rps) {
+  card.dataset.state = backend.state;
+  card.dataset.url = backend.url;
+  field(card, "url").textContent = backend.url;
+  field(card, "state").textContent = backend.state;
+  field(card, "inFlight").textContent = String(backend.inFlight);
+  field(card, "rps").textContent = rps === null ? "–" : rps.toFixed(rps < 10 ? 1 : 0);
+  field(card, "requests").textContent = String(backend.requests);
+  field(card, "failures").textContent = String(backend.failures);
+  field(card, "retries").textContent = String(backend.retries);
+  field(card, "ejections").textContent = String(backend.ejections);
+  field(card, "lastTransition").textContent = "last transition: " + since(backend.lastTransition);
+  const latency = backend.checkLatencyMs === null ? "" : ", last took " + backend.checkLatencyMs +
+    " ms";
+  field(card, "checks").textContent = "health checks: " + backend.checkPasses + " passed, " +
+    backend.checkFails + " failed in a row" + latency;
+  const why = field(card, "why");
+  why.textContent = backend.why ? "why: " + backend.why : "";
+  why.hidden = !backend.why;
+  const button = card.querySelector("button");
+  const drain = backend.state === "up" || backend.state === "down";
+  if (!button.disabled) {
+    button.dataset.action = drain ? "drain" : "enable";
+    button.textContent = drain ? "Drain" : "Enable";
+    button.title = drain
+      ? "Stop sending new requests to this backend"
+      : "Send requests to this backend again";
+  }
+}
+
+function render(status) {
+  document.getElementById("version").textContent = status.version;
+  document.getElementById("uptime").textContent = duration(status.uptimeSeconds);
+  document.getElementById("listen").textContent = status.listen;
+  document.getElementById("workers").textContent = String(status.workers);
+  document.getElementById("algorithm").textContent = status.algorithm;
+  document.getElementById("engine").textContent = status.engine;
+  document.getElementById("nobackend").textContent = String(status.noBackend);
+  document.getElementById("panic").hidden = status.panic !== true; // newer goround only
+  const now = performance.now();
+  const container = document.getElementById("cards");
+  const seen = new Set();
+  const counts = { up: 0, down: 0, draining: 0, drained: 0 };
+  for (const backend of status.backends) {
+    seen.add(backend.id);
+    counts[backend.state] = (counts[backend.state] || 0) + 1;
+    let card = cards.get(backend.id);
+    if (!card) {
+      card = newCard(backend.id);
+      cards.set(backend.id, card);
+    }
+    container.append(card); // keeps the round-robin order; a no-op move when already in place
+    const last = previous.get(backend.id);
+    let rps = null;
+    if (last && last.url === backend.url && now > last.at) {
+      rps = Math.max(0, (backend.requests - last.requests) * 1000 / (now - last.at));
+    }
+    previous.set(backend.id, { requests: backend.requests, at: now, url: backend.url });
+    update(card, backend, rps);
+  }
+  for (const [id, card] of cards) {
+    if (!seen.has(id)) {
+      card.remove();
+      cards.delete(id);
+      previous.delete(id);
+    }
+  }
+  const parts = Object.entries(counts).filter(([, n]) => n > 0).map(([s, n]) => n + " " + s);
+  document.getElementById("summary").textContent = status.backends.length === 0
+    ? "No backends."
+    : status.backends.length + (status.backends.length === 1 ? " backend: " : " backends: ") +
+      parts.join(", ");
+  document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
+}
+
+async function poll() {
+  clearTimeout(timer);
+  try {
+    const res = await fetch("/status", { headers: headers(), cache: "no-store" });
+    if (!res.ok) {
+      statusError(await failure("GET /status", res));
+    } else {
+      render(await res.json());
+      statusError("");
+    }
+  } catch (error) {
+    statusError("GET /status failed: cannot reach goround's admin API (" + error.message + ").");
+  }
+  timer = setTimeout(poll, POLL_MS);
+}
+
+async function act(card, button) {
+  const action = button.dataset.action;
+  const id = card.dataset.backend;
+  button.disabled = true;
+  try {
+    const res = await fetch("/backends/" + id + "/" + action, {
+      method: "POST",
+      headers: headers(),
+      cache: "no-store",
+    });
+    actionError(res.ok ? "" : await failure("POST /backends/" + id + "/" + action, res));
+  } catch (error) {
+    actionError("POST /backends/" + id + "/" + action + " failed: " + error.message + ".");
+  } finally {
+    button.disabled = false;
+  }
+  await poll();
+}
+
+readToken();
+addEventListener("hashchange", () => {
+  readToken();
+  poll();
+});
+poll();
+</script>
+</body>
+</html>
 `;

@@ -28,8 +28,11 @@ export type ProbeResult =
 
 /** Settings of the checker. */
 export interface HealthOptions {
-  /** Time between probes of one backend, ms. */
+  /** Time between probes of one backend, ms (each wait is jittered by ±10%, so probes of many
+   * backends, and of many goround instances, do not fall into step). */
   readonly interval: number;
+  /** Time between probes while a backend is down, ms (0: `interval`). @default {0} */
+  readonly fastInterval?: number;
   /** Time a probe may take, ms. */
   readonly timeout: number;
   /** HTTP path to `GET`; empty for a TCP connect check. @default {""} */
@@ -183,7 +186,16 @@ export function startHealthChecks(
     if (result.ok && !alive && streak.passes >= (current.rise ?? 1)) {
       if (setAlive(pool, target.slot, true)) current.onTransition?.(target, true, "");
     } else if (!result.ok && alive && streak.misses >= (current.fall ?? 1)) {
-      if (setAlive(pool, target.slot, false)) current.onTransition?.(target, false, result.reason);
+      if (setAlive(pool, target.slot, false)) {
+        current.onTransition?.(target, false, result.reason);
+        // A probe outside the loop (checkNow) found it down: recheck at the fast interval
+        // instead of waiting out the normal one already scheduled.
+        const pending = timers.get(target.slot);
+        if (pending !== undefined && (current.fastInterval ?? 0) > 0) {
+          clearTimeout(pending);
+          loop(target);
+        }
+      }
     }
   };
   const track = (work: Promise<void>): Promise<void> => {
@@ -191,11 +203,13 @@ export function startHealthChecks(
     return work.finally(() => running.delete(work));
   };
   const loop = (target: Target): void => {
+    const down = !isAlive(pool, target.slot);
+    const base = down && (current.fastInterval ?? 0) > 0 ? current.fastInterval! : current.interval;
     const timer = setTimeout(async () => {
       timers.delete(target.slot);
       await track(probeOnce(target));
       if (!stopping.signal.aborted && checked.some((t) => t.slot === target.slot)) loop(target);
-    }, current.interval);
+    }, base * (0.9 + Math.random() * 0.2));
     timers.set(target.slot, timer);
   };
 

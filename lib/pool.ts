@@ -13,6 +13,7 @@
  * │ 2 VERSION   bumped on every membership change            │
  * │ 3 CAPACITY  number of slots                              │
  * │ 4 NO_BACKEND requests answered 503: no backend usable    │
+ * │ 5 PANIC     1 while every backend looks down (--panic)   │
  * ├──────────── members: CAPACITY words ─────────────────────┤
  * │ slot id of member 0, 1, … SIZE-1, in selection order     │
  * ├──────────── slots: CAPACITY × 16 words (a line each) ────┤
@@ -24,14 +25,16 @@
  * │ +5 PASSES   consecutive passed health probes             │
  * │ +6 MISSES   consecutive failed health probes             │
  * │ +7 PROBE_US duration of the last probe, microseconds     │
- * │ +8..15      reserved                                     │
+ * │ +8 WEIGHT   relative share for weighted policies (≥ 1)   │
+ * │ +9..15      reserved                                     │
  * ├──────────── totals: CAPACITY × 32 BigUint64 ─────────────┤
  * │ +0 REQUESTS +1 FAILURES +2 RETRIES +3 WINDOW (epoch ms)  │
  * │ +4 EJECTIONS (passive)  +5 PROBES_OK +6 PROBES_FAILED    │
  * │ +7..11 responses to clients by class: 1xx … 5xx          │
  * │ +12..23 response-time histogram buckets (cumulative: no) │
  * │ +24 response-time sum, µs   +25 response count           │
- * │ +26..31     reserved                                     │
+ * │ +26 UP_SINCE epoch ms of the last down→up transition     │
+ * │ +27..31     reserved                                     │
  * └──────────────────────────────────────────────────────────┘
  * ```
  *
@@ -53,6 +56,8 @@ const H_VERSION = 2;
 const H_CAPACITY = 3;
 /** Requests answered 503 because no backend was usable. */
 const H_NO_BACKEND = 4;
+/** 1 while panic mode is on. */
+const H_PANIC = 5;
 /** Words in the header. */
 const HEADER_WORDS = 16;
 
@@ -72,6 +77,8 @@ const S_PASSES = 5;
 const S_MISSES = 6;
 /** Slot word: duration of the last health probe, microseconds. */
 const S_PROBE_US = 7;
+/** Slot word: weight. */
+const S_WEIGHT = 8;
 /** Words per slot: 16 × 4 bytes = one 64-byte cache line, so slots never share a line. */
 const SLOT_WORDS = 16;
 
@@ -97,6 +104,8 @@ const T_HISTOGRAM = 12;
 const T_DURATION_SUM = 24;
 /** Number of response times recorded. */
 const T_DURATION_COUNT = 25;
+/** Epoch ms of the last down→up transition (0: up since it joined). */
+const T_UP_SINCE = 26;
 /** 64-bit words per slot in the totals area. */
 const TOTAL_WORDS = 32;
 
@@ -219,7 +228,11 @@ function slotWord(pool: Pool, slot: number, field: number): number {
  * @param pool The pool.
  * @param slots Slot ids, each below the capacity.
  */
-export function setMembers(pool: Pool, slots: readonly number[]): void {
+export function setMembers(
+  pool: Pool,
+  slots: readonly number[],
+  weights: readonly number[] = slots.map(() => 1),
+): void {
   if (slots.length > pool.capacity) {
     throw new RangeError(`${slots.length} backends exceed the pool capacity ${pool.capacity}`);
   }
@@ -243,6 +256,13 @@ export function setMembers(pool: Pool, slots: readonly number[]): void {
       Atomics.store(u32, slotWord(pool, slot, S_CHANGED), Math.floor(Date.now() / 1000));
     }
   }
+  slots.forEach((slot, i) => {
+    const weight = weights[i] ?? 1;
+    if (!Number.isInteger(weight) || weight < 1) {
+      throw new RangeError(`weight ${weight} must be a whole number ≥ 1`);
+    }
+    Atomics.store(u32, slotWord(pool, slot, S_WEIGHT), weight);
+  });
   // Shrinking: lower SIZE before rewriting the list; growing: write the list first. A reader
   // that races the change then sees either list, never an index past the members written.
   const next = slots.length;
@@ -273,6 +293,39 @@ export function freeSlot(pool: Pool, taken: ReadonlySet<number>): number {
     return slot;
   }
   return -1;
+}
+
+/**
+ * The membership version: it changes whenever the members or their weights do, so a thread can
+ * tell when what it derived from them (a weighted cycle, a hash table) is stale.
+ *
+ * @param pool The pool.
+ * @returns The version.
+ */
+export function membershipVersion(pool: Pool): number {
+  return Atomics.load(pool.u32, H_VERSION);
+}
+
+/**
+ * The backend's weight (1 unless configured).
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @returns The weight, at least 1.
+ */
+export function weightOf(pool: Pool, slot: number): number {
+  return Atomics.load(pool.u32, slotWord(pool, slot, S_WEIGHT)) || 1;
+}
+
+/**
+ * When the backend last came back up, for slow start.
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @returns Epoch ms, or 0 when it has been up since it joined.
+ */
+export function upSince(pool: Pool, slot: number): number {
+  return Number(Atomics.load(pool.totals, slot * TOTAL_WORDS + T_UP_SINCE));
 }
 
 /**
@@ -381,10 +434,11 @@ export function setAlive(pool: Pool, slot: number, alive: boolean): boolean {
   if (changed) {
     Atomics.store(pool.u32, slotWord(pool, slot, S_CHANGED), Math.floor(Date.now() / 1000));
     // A fresh start either way: coming back up, earlier passive failures and failed probes no
-    // longer count; going down, only passes after this moment count towards coming back.
+    // longer count (and slow start begins); going down, only passes after this moment count.
     if (alive) {
       Atomics.store(pool.u32, slotWord(pool, slot, S_FAILS), 0);
       Atomics.store(pool.u32, slotWord(pool, slot, S_MISSES), 0);
+      Atomics.store(pool.totals, slot * TOTAL_WORDS + T_UP_SINCE, BigInt(Date.now()));
     } else {
       Atomics.store(pool.u32, slotWord(pool, slot, S_PASSES), 0);
     }
@@ -509,6 +563,39 @@ export function recordResponse(pool: Pool, slot: number, status: number, micros:
  */
 export function recordNoBackend(pool: Pool): void {
   Atomics.add(pool.u32, H_NO_BACKEND, 1);
+}
+
+/**
+ * Turns panic mode (every backend looks down, so all are tried) on or off.
+ *
+ * @param pool The pool.
+ * @param on Whether it is on.
+ * @returns Whether this call changed it (so one thread logs each change).
+ */
+export function setPanic(pool: Pool, on: boolean): boolean {
+  const want = on ? 1 : 0;
+  return Atomics.compareExchange(pool.u32, H_PANIC, 1 - want, want) === 1 - want;
+}
+
+/**
+ * Whether panic mode is on.
+ *
+ * @param pool The pool.
+ * @returns `true` while every backend looks down and `--panic` is set.
+ */
+export function isPanicking(pool: Pool): boolean {
+  return Atomics.load(pool.u32, H_PANIC) === 1;
+}
+
+/**
+ * Whether the backend is enabled (not draining or removed), whatever its health.
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @returns `true` when enabled.
+ */
+export function isEnabled(pool: Pool, slot: number): boolean {
+  return Atomics.load(pool.u32, slotWord(pool, slot, S_ADMIN)) === 0;
 }
 
 /**

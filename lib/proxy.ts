@@ -18,15 +18,23 @@ import { formatDuration } from "./duration.ts";
 import {
   beginRequest,
   endRequest,
+  inFlight,
+  isAlive,
+  isEnabled,
+  isUsable,
+  memberAt,
+  nextTicket,
   type Pool,
   poolSize,
   recordFailure,
   recordNoBackend,
   recordResponse,
   setAlive,
+  setPanic,
 } from "./pool.ts";
 import { canRetry, canRetryStatus, marksDown, retryFresh } from "./retry.ts";
-import { selectorFor } from "./selection.ts";
+import { type SelectionContext, selectorFor } from "./selection.ts";
+import { cookieValue, createSticky, STICKY_COOKIE } from "./sticky.ts";
 import {
   type Bytes,
   type OutgoingRequest,
@@ -125,6 +133,41 @@ export function localReply(status: number, text: string, headers: [string, strin
   };
 }
 
+/** Whether some usable backend (not yet tried) is only held back by --max-conns. */
+function anyFull(pool: Pool, avoid: readonly number[], maxConns: number): boolean {
+  for (let i = 0; i < poolSize(pool); i++) {
+    const slot = memberAt(pool, i);
+    if (isUsable(pool, slot) && !avoid.includes(slot) && inFlight(pool, slot) >= maxConns) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/** Whether any member is alive by the health view. */
+function anyAlive(pool: Pool): boolean {
+  for (let i = 0; i < poolSize(pool); i++) if (isAlive(pool, memberAt(pool, i))) return true;
+  return false;
+}
+
+/** Panic mode's pick: round-robin over every enabled member, alive or not. */
+function panicPick(pool: Pool, avoid: readonly number[]): number {
+  const size = poolSize(pool);
+  for (let i = 0; i < size; i++) {
+    const slot = memberAt(pool, nextTicket(pool, size) % size);
+    if (isEnabled(pool, slot) && !avoid.includes(slot)) return slot;
+  }
+  return -1;
+}
+
+/** The request key the `hash` policy hashes (see `--hash-key`); `""` when it is missing. */
+function hashKey(spec: Config["hashKey"], incoming: Incoming): string {
+  if (spec.kind === "ip") return incoming.clientIp;
+  if (spec.kind === "cookie") return cookieValue(incoming.headers, spec.name) ?? "";
+  for (const [name, value] of incoming.headers) if (name === spec.name) return value;
+  return "";
+}
+
 /** Lets go of a response that will not be forwarded. */
 function discard(response: UpstreamResponse): void {
   if (response.body instanceof ReadableStream) response.body.cancel().catch(() => {});
@@ -178,6 +221,35 @@ export function createForwarder(context: ProxyContext): Forwarder {
   const window = formatDuration(config.failWindow);
 
   /** Counts a timeout or an error status; enough of them in the window take the backend out. */
+  const sticky = config.sticky === "cookie" ? createSticky(config.stickyKey) : null;
+  const stickyIds = sticky ? backends.map((b) => (b ? sticky.idOf(b.url) : "")) : [];
+
+  /**
+   * The backend for the next attempt: the policy's choice; when every usable backend is at
+   * --max-conns, the first one to get room within --queue-timeout; when every backend looks
+   * down and --panic is set, any enabled one (logged once per episode). -1: none.
+   */
+  const choose = async (selection: SelectionContext): Promise<number> => {
+    let slot = select(pool, selection);
+    if (slot >= 0) {
+      if (config.panic && setPanic(pool, false)) logLine("panic over: a backend is up again");
+      return slot;
+    }
+    if (config.maxConns > 0 && anyFull(pool, selection.avoid, config.maxConns)) {
+      const deadline = Date.now() + config.queueTimeout;
+      while (slot < 0 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 2));
+        slot = select(pool, selection);
+      }
+      return slot;
+    }
+    if (config.panic && !anyAlive(pool)) {
+      if (setPanic(pool, true)) logLine("panic: every backend looks down; trying them all");
+      return panicPick(pool, selection.avoid);
+    }
+    return -1;
+  };
+
   const onDown = context.onDown ??
     ((_slot: number, backend: Backend, reason: string) =>
       logLine(`backend ${backend.url} DOWN: ${reason}`));
@@ -213,6 +285,13 @@ export function createForwarder(context: ProxyContext): Forwarder {
       else recordNoBackend(pool);
       const extra: [string, string][] = [["x-request-id", requestId]];
       if (config.exposeBackend && backend) extra.push(["x-goround-backend", backend.url]);
+      // (Re-)issue the sticky cookie whenever the answer came from another backend than it named.
+      if (sticky && backend && slot !== pinned) {
+        extra.push([
+          "set-cookie",
+          `${STICKY_COOKIE}=${sticky.token(backend.url)}; Path=/; HttpOnly; SameSite=Lax`,
+        ]);
+      }
       return { ...reply, extra, trace: { backend: backend?.url ?? null, retries, requestId } };
     };
     // Framing is re-derived from what the front read (RFC 9112 §6.3), never copied.
@@ -226,6 +305,27 @@ export function createForwarder(context: ProxyContext): Forwarder {
 
     const limit = config.retries < 0 ? poolSize(pool) - 1 : config.retries;
     const avoid: number[] = [];
+    const selection: SelectionContext = {
+      avoid,
+      key: config.algorithm === "hash" ? hashKey(config.hashKey, incoming) : "",
+      maxConns: config.maxConns,
+      slowStart: config.slowStart,
+    };
+    // A valid sticky cookie names a backend: use it while it can take the request.
+    let pinned = -1;
+    if (sticky) {
+      const value = cookieValue(incoming.headers, STICKY_COOKIE);
+      const id = value === null ? null : sticky.verify(value);
+      if (id !== null) {
+        const slot = stickyIds.indexOf(id);
+        if (
+          slot >= 0 && isUsable(pool, slot) &&
+          (config.maxConns === 0 || inFlight(pool, slot) < config.maxConns)
+        ) {
+          pinned = slot;
+        }
+      }
+    }
     let retries = 0;
     let freshTried = false;
     let failure: UpstreamError | null = null;
@@ -233,7 +333,7 @@ export function createForwarder(context: ProxyContext): Forwarder {
     // A retryable error status, kept in case no other backend can take the request.
     let held: UpstreamResponse | null = null;
     while (true) {
-      const slot = select(pool, avoid);
+      const slot = pinned >= 0 && !avoid.includes(pinned) ? pinned : await choose(selection);
       const backend = slot < 0 ? undefined : backends[slot];
       if (backend === undefined) {
         const last = lastSlot < 0 ? null : backends[lastSlot] ?? null;

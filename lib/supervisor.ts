@@ -74,6 +74,7 @@ export interface Supervisor {
 function healthOptions(sup: Pick<Supervisor, "why" | "probeMs">, config: Config): HealthOptions {
   return {
     interval: config.healthInterval,
+    fastInterval: config.healthFastInterval,
     timeout: config.healthTimeout,
     path: config.healthPath,
     rise: config.healthRise,
@@ -150,11 +151,15 @@ export async function startSupervisor(
   port: number,
   workerUrl: URL,
 ): Promise<Supervisor | Extract<WorkerReply, { type: "error" }>> {
+  // Sticky cookies are signed with one key that every worker (and every reload) shares.
+  if (config.sticky === "cookie" && config.stickyKey === "") {
+    config = { ...config, stickyKey: crypto.randomUUID() };
+  }
   const pool = createPool(Math.max(DEFAULT_CAPACITY, 2 * config.backends.length));
   const slots = config.backends.map((_, slot) => slot);
   const table: (Backend | null)[] = new Array(pool.capacity).fill(null);
   config.backends.forEach((backend, slot) => (table[slot] = backend));
-  setMembers(pool, slots);
+  setMembers(pool, slots, config.backends.map((b) => b.weight));
   const why = new Map<number, string>();
   const probeMs = new Map<number, number>();
   const health = startHealthChecks(
@@ -213,7 +218,8 @@ export interface BackendChange {
  * @returns What changed.
  * @throws {RangeError} When there are more backends than slots.
  */
-export function applyConfig(sup: Supervisor, config: Config): Promise<BackendChange> {
+export function applyConfig(sup: Supervisor, next: Config): Promise<BackendChange> {
+  const config = next.stickyKey === "" ? { ...next, stickyKey: sup.config.stickyKey } : next;
   return serialised(sup, async () => {
     const bySlot = new Map(sup.slots.map((slot) => [sup.table[slot]!.url, slot]));
     const taken = new Set<number>();
@@ -231,7 +237,7 @@ export function applyConfig(sup: Supervisor, config: Config): Promise<BackendCha
     const removed = [...bySlot.keys()].filter((url) => !config.backends.some((b) => b.url === url));
     const update: UpdateMessage = { type: "update", config, table };
     await Promise.all(sup.workers.map((serving) => ask(serving, update)));
-    setMembers(sup.pool, slots);
+    setMembers(sup.pool, slots, config.backends.map((b) => b.weight));
     for (const slot of sup.slots) {
       if (slots.includes(slot)) continue;
       table[slot] = null;

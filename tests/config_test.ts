@@ -136,7 +136,7 @@ Deno.test("bad values name the flag, the value and what is expected", async (t) 
     ],
     [
       ["--algorithm", "random"],
-      /^--algorithm: "random" is not an algorithm: expected one of round-robin$/,
+      /^--algorithm: "random" is not an algorithm: expected one of round-robin, weighted, least-conn, p2c, hash$/,
     ],
     [["--bogus"], /^--bogus: unknown flag: see goround --help for the flags$/],
     [["--listen"], /^--listen: needs a value$/],

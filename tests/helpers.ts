@@ -82,7 +82,8 @@ export async function startGoround(
         m,
       ) => m);
       if (banner) port = Number(banner[1]);
-      return port > 0;
+      // The banner ends with the admin line; wait for all of it.
+      return port > 0 && stdout.some((line) => line.startsWith("  admin: "));
     }, { timeout: 15_000, what: "goround's banner", exited });
   } catch (error) {
     try {

@@ -8,7 +8,11 @@ import {
   setCounter,
   setMembers,
 } from "../lib/pool.ts";
-import { roundRobin } from "../lib/selection.ts";
+import { roundRobin, type SelectionContext } from "../lib/selection.ts";
+
+function ctx(avoid: number[] = [], extra: Partial<SelectionContext> = {}): SelectionContext {
+  return { avoid, key: "", maxConns: 0, slowStart: 0, ...extra };
+}
 
 function poolOf(size: number): Pool {
   const pool = createPool(16);
@@ -17,7 +21,7 @@ function poolOf(size: number): Pool {
 }
 
 function picks(pool: Pool, n: number): number[] {
-  return Array.from({ length: n }, () => roundRobin(pool, []));
+  return Array.from({ length: n }, () => roundRobin(pool, ctx([])));
 }
 
 Deno.test("roundRobin()", async (t) => {
@@ -67,7 +71,7 @@ Deno.test("roundRobin()", async (t) => {
   });
 
   await t.step("returns -1 for an empty pool", () => {
-    equal(roundRobin(poolOf(0), []), -1);
+    equal(roundRobin(poolOf(0), ctx()), -1);
   });
 
   await t.step("skips draining backends", () => {
@@ -78,8 +82,8 @@ Deno.test("roundRobin()", async (t) => {
 
   await t.step("skips the backends a request already failed on", () => {
     const pool = poolOf(3);
-    deepEqual(Array.from({ length: 4 }, () => roundRobin(pool, [0])), [1, 2, 1, 2]);
-    equal(roundRobin(pool, [0, 1, 2]), -1);
+    deepEqual(Array.from({ length: 4 }, () => roundRobin(pool, ctx([0]))), [1, 2, 1, 2]);
+    equal(roundRobin(pool, ctx([0, 1, 2])), -1);
   });
 
   await t.step("stays a clean cycle across the counter's wrap-around", () => {
