@@ -83,7 +83,11 @@ export function toResponse(reply: Reply): Response {
  */
 export function createServeHandler(
   forward: Forwarder,
-  options: { proto?: "http" | "https"; accessLog?: AccessLog | null } = {},
+  options: {
+    proto?: "http" | "https";
+    accessLog?: AccessLog | null;
+    webSocket?: (req: Request, incoming: Incoming) => Promise<Response>;
+  } = {},
 ): Handler {
   const proto = options.proto ?? "http";
   const { accessLog } = options;
@@ -125,6 +129,9 @@ export function createServeHandler(
       clientIp: info.remoteAddr.hostname,
       proto,
     };
+    if (options.webSocket && req.headers.get("upgrade")?.toLowerCase() === "websocket") {
+      return await options.webSocket(req, incoming);
+    }
     const reply = await forward(incoming);
     const response = toResponse(reply);
     if (accessLog) {

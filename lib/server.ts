@@ -40,6 +40,7 @@ import {
   splitTarget,
 } from "./proxy.ts";
 import { joinParts } from "./streaming.ts";
+import { closeFrame, isWebSocketUpgrade, splice, type Upgrader } from "./websocket.ts";
 import type { Bytes } from "./upstream.ts";
 
 /** Settings of the front end. */
@@ -56,6 +57,9 @@ export interface ServerOptions {
   readonly onError?: (error: unknown) => void;
   /** Where each request is logged, if anywhere. */
   readonly accessLog?: AccessLog | null;
+  /** Opens the backend side of a WebSocket; without it, upgrades are forwarded as plain
+   * requests (and the backend's 101, if any, refused). */
+  readonly upgrade?: Upgrader;
 }
 
 /** A running front end. */
@@ -87,6 +91,8 @@ interface Client {
   busy: boolean;
   /** Request heads read so far. */
   requests: number;
+  /** Set while the connection carries a WebSocket tunnel: ends it with 1001 (going away). */
+  goingAway: (() => void) | null;
   closed: boolean;
 }
 
@@ -457,6 +463,10 @@ async function answer(
     clientIp: client.ip,
     proto: options.proto ?? "http",
   };
+  if (options.upgrade && head.bodyLength === 0 && isWebSocketUpgrade(head.method, head.headers)) {
+    await tunnel(client, head, incoming, options.upgrade);
+    return false; // the connection was the tunnel's; it is closed now
+  }
   const reply = await options.forward(incoming);
   // The connection carries another request only if this one was read to its end.
   const keepAlive = head.keepAlive && !stopping();
@@ -481,6 +491,54 @@ async function answer(
     });
   }
   return written.keep && state.done;
+}
+
+/** Completes a WebSocket handshake through a backend, then splices the two connections. */
+async function tunnel(
+  client: Client,
+  head: RequestHead,
+  incoming: Incoming,
+  upgrader: Upgrader,
+): Promise<void> {
+  const outcome = await upgrader(incoming);
+  if (outcome.kind === "reply") {
+    await writeReply(client, head, outcome.reply, false);
+    return;
+  }
+  const { switched } = outcome;
+  try {
+    // The backend's 101 goes to the client as it is (Upgrade, Connection, Sec-WebSocket-*
+    // included: for a protocol switch they are the point), minus framing fields.
+    const fields = switched.headers.filter(([name]) =>
+      name !== "transfer-encoding" && name !== "content-length" && name !== "keep-alive"
+    );
+    fields.push(["x-request-id", outcome.requestId]);
+    await writeAll(client, frame(client, responseHead(101, "Switching Protocols", fields), null));
+    const leftover = client.buf.slice(client.start, client.end);
+    client.start = client.end;
+    // On shutdown a tunnel is not drained (it may live for hours): both ends are told 1001.
+    client.goingAway = () => {
+      client.conn.write(closeFrame(1001, "goround is shutting down")).catch(() => 0).finally(() => {
+        try {
+          switched.conn.close();
+        } catch {
+          // Closed already.
+        }
+      });
+    };
+    await splice(
+      { conn: client.conn, leftover },
+      { conn: switched.conn, leftover: switched.leftover },
+      outcome.backend.url,
+    );
+  } finally {
+    try {
+      switched.conn.close();
+    } catch {
+      // Closed by the splice.
+    }
+    outcome.done();
+  }
 }
 
 async function session(
@@ -572,6 +630,7 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
         deadline: Date.now() + options.headerTimeout,
         busy: false,
         requests: 0,
+        goingAway: null,
         closed: false,
       };
       clients.add(client);
@@ -595,8 +654,11 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
       }
       await accepting;
       // Idle connections close now; busy ones finish their request first (then close, since
-      // the session sees `stopping`).
-      for (const client of clients) if (!client.busy) closeClient(client);
+      // the session sees `stopping`); WebSocket tunnels are told the server is going away.
+      for (const client of clients) {
+        if (client.goingAway) client.goingAway();
+        else if (!client.busy) closeClient(client);
+      }
       await Promise.all([...sessions]);
       clearInterval(timer);
     },

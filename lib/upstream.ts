@@ -432,7 +432,11 @@ function classify(
   return new UpstreamError("reset", describeError(error), flags);
 }
 
-async function readHead(link: Link, method: string): Promise<[ResponseHead, Framing]> {
+async function readHead(
+  link: Link,
+  method: string,
+  switching = false,
+): Promise<[ResponseHead, Framing]> {
   while (true) {
     const head = link.end > link.start ? parseResponseHead(link.buf, link.start, link.end) : null;
     if (head === null) {
@@ -445,11 +449,65 @@ async function readHead(link: Link, method: string): Promise<[ResponseHead, Fram
       continue;
     }
     link.start += head.size;
-    if (head.status === 101) throw new ProtocolError("unexpected 101 Switching Protocols");
+    if (head.status === 101) {
+      if (switching) return [head, { kind: "none" }];
+      throw new ProtocolError("unexpected 101 Switching Protocols");
+    }
     // Interim responses (100 Continue, 102, 103 Early Hints) are consumed here.
     if (head.status < 200) continue;
     // Framing is decided (and validated) before anything reaches the client.
     return [head, responseFraming(head, method)];
+  }
+}
+
+/** A protocol switch the backend accepted: the connection is now the caller's. */
+export interface Switched {
+  /** The 101 response head's fields. */
+  readonly headers: [string, string][];
+  /** The backend connection, handed over (no longer pooled or timed). */
+  readonly conn: Deno.Conn;
+  /** Bytes the backend sent after the 101 head (already the new protocol's). */
+  readonly leftover: Uint8Array;
+}
+
+/**
+ * Sends an upgrade request (WebSocket) on a fresh connection. If the backend switches
+ * protocols (101), the connection is handed over; any other answer is an ordinary response
+ * (and the connection is closed after it).
+ *
+ * @param upstreams The thread's client.
+ * @param backend Where to send it.
+ * @param request The serialised request (with `Upgrade` and `Connection: upgrade`).
+ * @returns The switched connection, or the response.
+ * @throws {UpstreamError} When no usable response head arrived.
+ */
+export async function upgrade(
+  upstreams: Upstreams,
+  backend: Backend,
+  request: OutgoingRequest,
+): Promise<
+  { kind: "switched"; switched: Switched } | { kind: "response"; response: UpstreamResponse }
+> {
+  const host = hostFor(upstreams, backend);
+  const link = await dial(host);
+  upstreams.busy.add(link);
+  try {
+    await writeAll(link, frame(link, request.head, null));
+    link.deadline = Date.now() + upstreams.options.responseTimeout;
+    const [head, framing] = await readHead(link, request.method, true);
+    link.deadline = 0;
+    if (head.status === 101) {
+      upstreams.busy.delete(link);
+      link.closed = true; // not ours any more: the pool and the sweep let it be
+      const leftover = link.buf.slice(link.start, link.end);
+      return { kind: "switched", switched: { headers: head.headers, conn: link.conn, leftover } };
+    }
+    // Not switching: an ordinary answer, and the connection is not reused after it.
+    const response = respond(link, { ...head, close: true }, framing, request, false, () => true);
+    return { kind: "response", response };
+  } catch (error) {
+    closeLink(link);
+    throw classify(error, link, { sent: true, reused: false, pumping: null });
   }
 }
 

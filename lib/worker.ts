@@ -15,10 +15,11 @@ import { type AccessLog, createAccessLog, writeStdout } from "./access_log.ts";
 import type { Backend, Config } from "./config.ts";
 import { logLine } from "./log.ts";
 import { attachPool } from "./pool.ts";
-import { createForwarder, type Forwarder } from "./proxy.ts";
+import { createForwarder, type Forwarder, type Incoming, type ProxyContext } from "./proxy.ts";
 import { createServeHandler } from "./serve_handler.ts";
 import { serveHttp1 } from "./server.ts";
 import { closeUpstreams, createUpstreams, retainHosts, setUpstreamOptions } from "./upstream.ts";
+import { createUpgrader, relayWebSocket, type Upgrader } from "./websocket.ts";
 
 /** The backend in each pool slot (`null` for an empty slot). */
 export type SlotTable = readonly (Backend | null)[];
@@ -83,7 +84,14 @@ function internalError(error: unknown): void {
   logLine(`internal error: ${error instanceof Error ? error.stack : String(error)}`);
 }
 
-function listen(message: StartMessage, forward: Forwarder, accessLog: AccessLog | null): Front {
+/** How the front ends reach the proxy core (through indirections an update can swap). */
+interface Core {
+  readonly forward: Forwarder;
+  readonly upgrade: Upgrader;
+  readonly relay: (req: Request, incoming: Incoming) => Promise<Response>;
+}
+
+function listen(message: StartMessage, core: Core, accessLog: AccessLog | null): Front {
   const { config } = message;
   const address = { hostname: config.listen.hostname, port: message.port, reusePort: true };
   if (config.engine === "deno") {
@@ -94,11 +102,12 @@ function listen(message: StartMessage, forward: Forwarder, accessLog: AccessLog 
         internalError(error);
         return new Response("bad gateway\n", { status: 502 });
       },
-    }, createServeHandler(forward, { accessLog }));
+    }, createServeHandler(core.forward, { accessLog, webSocket: core.relay }));
     return { port: server.addr.port, shutdown: () => server.shutdown() };
   }
   const server = serveHttp1(Deno.listen(address), {
-    forward,
+    forward: core.forward,
+    upgrade: core.upgrade,
     headerTimeout: config.headerTimeout,
     keepAliveTimeout: config.keepAliveTimeout,
     onError: internalError,
@@ -137,27 +146,32 @@ function start(message: StartMessage): void {
   // Passive DOWN transitions go to the main thread, which logs them and keeps the reason.
   const onDown = (slot: number, _backend: Backend, reason: string) =>
     self.postMessage({ type: "down", slot, reason } satisfies WorkerEvent);
-  const build = (config: Config, table: SlotTable) =>
-    createForwarder({
-      pool,
-      config,
-      backends: table.map((b) => b ?? undefined),
-      upstreams,
-      onDown,
-    });
-  let forward = build(message.config, message.table);
+  const contextOf = (config: Config, table: SlotTable): ProxyContext => ({
+    pool,
+    config,
+    backends: table.map((b) => b ?? undefined),
+    upstreams,
+    onDown,
+  });
+  let context = contextOf(message.config, message.table);
+  let forward = createForwarder(context);
+  let upgrader = createUpgrader(context);
   const accessLog = createAccessLog(message.config.accessLog, writeStdout);
   const crashPath = testCrashPath();
   let front: Front;
   try {
     // The front calls through `forward`, so an update swaps the proxy core under it.
-    front = listen(message, (incoming) => {
-      if (incoming.target === crashPath) {
-        setTimeout(() => {
-          throw new Error(`crash requested by ${CRASH_VARIABLE}`);
-        });
-      }
-      return forward(incoming);
+    front = listen(message, {
+      forward: (incoming) => {
+        if (incoming.target === crashPath) {
+          setTimeout(() => {
+            throw new Error(`crash requested by ${CRASH_VARIABLE}`);
+          });
+        }
+        return forward(incoming);
+      },
+      upgrade: (incoming) => upgrader(incoming),
+      relay: (req, incoming) => relayWebSocket(context, req, incoming),
     }, accessLog);
   } catch (error) {
     closeUpstreams(upstreams);
@@ -174,7 +188,9 @@ function start(message: StartMessage): void {
       });
       // Idle connections to backends no longer in the pool are closed; busy ones finish.
       retainHosts(upstreams, table.flatMap((b) => (b ? [b.url] : [])));
-      forward = build(config, table);
+      context = contextOf(config, table);
+      forward = createForwarder(context);
+      upgrader = createUpgrader(context);
     },
     stop: async (drainTimeout) => {
       let timer = 0 as unknown as ReturnType<typeof setTimeout>;

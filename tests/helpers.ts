@@ -285,7 +285,8 @@ export function recordingBackend(
 ): RecordingBackend {
   const requests: RecordingBackend["requests"] = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
-    const entry = { method: req.method, url: req.url, headers: req.headers, bodyLength: 0 };
+    // A copy: an upgraded request's own headers cannot be read once the socket is handed over.
+    const entry = { method: req.method, url: req.url, headers: new Headers(req.headers), bodyLength: 0 };
     requests.push(entry);
     return await handler(req);
   });

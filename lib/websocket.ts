@@ -1,0 +1,375 @@
+/**
+ * WebSocket proxying (RFC 6455). The upgrade request goes through the same backend selection
+ * as any request, on a fresh backend connection. goround's own front then splices the two TCP
+ * connections byte for byte (messages, pings and close frames pass untouched); under
+ * `Deno.serve` (`--engine deno`), messages are relayed between two WebSocket objects. Either
+ * way, a backend that dies without a close frame closes the client's socket with 1011.
+ *
+ * @module
+ */
+
+import { ipInCidrs } from "./cidr.ts";
+import type { Backend } from "./config.ts";
+import { UpstreamError } from "./errors.ts";
+import { connectionTokens, forwardRequestHeaders } from "./headers.ts";
+import { requestHead } from "./http1.ts";
+import { logLine } from "./log.ts";
+import { beginRequest, endRequest, setAlive } from "./pool.ts";
+import { type Incoming, localReply, type ProxyContext, type Reply } from "./proxy.ts";
+import { marksDown } from "./retry.ts";
+import { type SelectionContext, selectorFor } from "./selection.ts";
+import { type Switched, upgrade } from "./upstream.ts";
+
+/** Close code for a backend that went away without closing properly (RFC 6455 §7.4.1). */
+export const CLOSE_BACKEND_GONE = 1011;
+
+/**
+ * Whether a request asks to switch to WebSocket: `GET` with `Upgrade: websocket` and
+ * `Connection: upgrade` (RFC 6455 §4.1).
+ *
+ * @param method The method.
+ * @param headers The request's fields, names lowercased.
+ * @returns `true` for a WebSocket handshake.
+ */
+export function isWebSocketUpgrade(
+  method: string,
+  headers: Iterable<readonly [string, string]>,
+): boolean {
+  if (method !== "GET") return false;
+  let upgrades = false;
+  let connection = false;
+  for (const [name, value] of headers) {
+    if (name === "upgrade" && connectionTokens(value).includes("websocket")) upgrades = true;
+    if (name === "connection" && connectionTokens(value).includes("upgrade")) connection = true;
+  }
+  return upgrades && connection;
+}
+
+/**
+ * A close frame as a server sends it (unmasked): FIN, opcode 8, the code, the reason.
+ *
+ * @param code The close code.
+ * @param reason A short reason (at most 123 bytes of UTF-8).
+ * @returns The frame's bytes.
+ */
+export function closeFrame(code: number, reason: string): Uint8Array {
+  const text = new TextEncoder().encode(reason).subarray(0, 123);
+  const frame = new Uint8Array(4 + text.length);
+  frame[0] = 0x88;
+  frame[1] = 2 + text.length;
+  frame[2] = code >> 8;
+  frame[3] = code & 0xff;
+  frame.set(text, 4);
+  return frame;
+}
+
+/** Follows the frames in one direction of a WebSocket, to know whether a close frame passed. */
+export interface FrameTracker {
+  /** Reads the next bytes of the stream. */
+  readonly feed: (bytes: Uint8Array) => void;
+  /** Whether a close frame has gone by. */
+  readonly closed: () => boolean;
+}
+
+/**
+ * Creates a frame tracker (RFC 6455 §5.2 framing: a 2-byte header, an extended length of 2 or
+ * 8 bytes, a 4-byte mask when masked, then the payload).
+ *
+ * @returns The tracker.
+ */
+export function frameTracker(): FrameTracker {
+  let header: number[] = [];
+  let skip = 0;
+  let sawClose = false;
+  const needed = (): number => {
+    if (header.length < 2) return 2;
+    const len = header[1]! & 0x7f;
+    const masked = (header[1]! & 0x80) !== 0;
+    return 2 + (len === 126 ? 2 : len === 127 ? 8 : 0) + (masked ? 4 : 0);
+  };
+  return {
+    feed: (bytes) => {
+      let i = 0;
+      while (i < bytes.length) {
+        if (skip > 0) {
+          const take = Math.min(skip, bytes.length - i);
+          skip -= take;
+          i += take;
+          continue;
+        }
+        header.push(bytes[i++]!);
+        if (header.length < needed()) continue;
+        if ((header[0]! & 0x0f) === 0x8) sawClose = true;
+        const len7 = header[1]! & 0x7f;
+        let length = len7;
+        if (len7 === 126) length = (header[2]! << 8) | header[3]!;
+        if (len7 === 127) {
+          length = 0;
+          for (let b = 2; b < 10; b++) length = length * 256 + header[b]!;
+        }
+        skip = length;
+        header = [];
+      }
+    },
+    closed: () => sawClose,
+  };
+}
+
+/** What an upgrade attempt came to. */
+export type UpgradeOutcome =
+  | {
+    readonly kind: "switched";
+    readonly switched: Switched;
+    readonly backend: Backend;
+    readonly requestId: string;
+    /** Call when the tunnel is over (ends the in-flight count). */
+    readonly done: () => void;
+  }
+  | { readonly kind: "reply"; readonly reply: Reply };
+
+/** Opens the backend side of a WebSocket. */
+export type Upgrader = (incoming: Incoming) => Promise<UpgradeOutcome>;
+
+/**
+ * The request fields to send upstream for a WebSocket handshake: the usual forwarding rules,
+ * plus `Upgrade` and `Connection`, which are hop-by-hop but must reach the backend here.
+ */
+function handshakeFields(
+  context: ProxyContext,
+  incoming: Incoming,
+  requestId: string,
+): [string, string][] {
+  const fields = forwardRequestHeaders(incoming.headers, {
+    clientIp: incoming.clientIp,
+    trusted: ipInCidrs(incoming.clientIp, context.config.trustedProxies),
+    proto: incoming.proto,
+    host: incoming.authority,
+  });
+  fields.push(["x-request-id", requestId], ["upgrade", "websocket"], ["connection", "upgrade"]);
+  return fields;
+}
+
+/**
+ * Picks a backend for a WebSocket and tries it, moving on to the next one when it cannot be
+ * reached (the handshake has no body, so that is always safe).
+ *
+ * @param context The worker's proxy context.
+ * @param incoming The handshake request.
+ * @returns The chosen backend and the selection to continue with.
+ */
+async function* candidates(
+  context: ProxyContext,
+  incoming: Incoming,
+): AsyncGenerator<{ slot: number; backend: Backend }> {
+  const select = selectorFor(context.config.algorithm);
+  const avoid: number[] = [];
+  const selection: SelectionContext = {
+    avoid,
+    key: incoming.clientIp,
+    maxConns: context.config.maxConns,
+    slowStart: context.config.slowStart,
+  };
+  while (true) {
+    const slot = select(context.pool, selection);
+    const backend = slot < 0 ? undefined : context.backends[slot];
+    if (backend === undefined) return;
+    avoid.push(slot);
+    yield { slot, backend };
+  }
+}
+
+/**
+ * The upgrader for goround's own front: the handshake goes to a backend on a fresh connection,
+ * and a 101 hands that connection over for splicing.
+ *
+ * @param context The worker's proxy context.
+ * @returns The upgrader.
+ */
+export function createUpgrader(context: ProxyContext): Upgrader {
+  return async (incoming) => {
+    const requestId = crypto.randomUUID();
+    const head = requestHead("GET", incoming.target, handshakeFields(context, incoming, requestId));
+    let failure: UpstreamError | null = null;
+    for await (const { slot, backend } of candidates(context, incoming)) {
+      beginRequest(context.pool, slot, failure !== null);
+      try {
+        const result = await upgrade(context.upstreams, backend, {
+          method: "GET",
+          head,
+          body: null,
+          chunked: false,
+        });
+        if (result.kind === "response") {
+          endRequest(context.pool, slot, false);
+          return { kind: "reply", reply: { kind: "upstream", response: result.response } };
+        }
+        let ended = false;
+        const done = () => {
+          if (!ended) endRequest(context.pool, slot, false);
+          ended = true;
+        };
+        return { kind: "switched", switched: result.switched, backend, requestId, done };
+      } catch (error) {
+        endRequest(context.pool, slot, true);
+        if (!(error instanceof UpstreamError)) throw error;
+        failure = error;
+        if (marksDown(error) && setAlive(context.pool, slot, false)) {
+          context.onDown?.(slot, backend, error.message);
+        }
+        if (error.sent) break; // the backend saw the handshake: do not send it twice
+      }
+    }
+    if (failure) return { kind: "reply", reply: localReply(502, "bad gateway") };
+    return { kind: "reply", reply: localReply(503, "no backend available") };
+  };
+}
+
+async function pipe(
+  from: Deno.Conn,
+  to: Deno.Conn,
+  first: Uint8Array,
+  watch?: FrameTracker,
+): Promise<void> {
+  if (first.length > 0) {
+    watch?.feed(first);
+    await writeAll(to, first);
+  }
+  const buf = new Uint8Array(64 * 1024);
+  while (true) {
+    const n = await from.read(buf);
+    if (n === null) return;
+    const chunk = buf.subarray(0, n);
+    watch?.feed(chunk);
+    await writeAll(to, chunk);
+  }
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Closed already.
+  }
+}
+
+/**
+ * Splices a client connection and a switched backend connection until either side ends. If
+ * the backend's side ends without a close frame having passed to the client, the client gets
+ * a close frame with 1011 (and it is logged).
+ *
+ * @param client The client connection and the bytes it sent after its handshake.
+ * @param backend The backend connection and what it sent after its 101.
+ * @param name The backend's URL, for the log.
+ */
+export async function splice(
+  client: { conn: Deno.Conn; leftover: Uint8Array },
+  backend: { conn: Deno.Conn; leftover: Uint8Array },
+  name: string,
+): Promise<void> {
+  const fromBackend = frameTracker();
+  const up = pipe(client.conn, backend.conn, client.leftover).catch(() => {});
+  const down = pipe(backend.conn, client.conn, backend.leftover, fromBackend).then(
+    () => "ended" as const,
+    () => "broke" as const,
+  );
+  const first = await Promise.race([up.then(() => "client" as const), down]);
+  if (first !== "client" && !fromBackend.closed()) {
+    logLine(
+      `websocket: backend ${name} went away without closing; closing the client with ${CLOSE_BACKEND_GONE}`,
+    );
+    await writeAll(client.conn, closeFrame(CLOSE_BACKEND_GONE, "backend went away")).catch(
+      () => {},
+    );
+  }
+  closeQuietly(backend.conn);
+  closeQuietly(client.conn);
+  await Promise.all([up, down]);
+}
+
+/** Close codes that may not be sent in a close frame (RFC 6455 §7.4.1): 1005, 1006, 1015. */
+function sendable(code: number): number {
+  return code === 1005 || code === 1006 || code === 1015 ? 1000 : code;
+}
+
+/**
+ * The `Deno.serve` front's WebSocket relay: connects to a backend first (the next one if it
+ * cannot), then upgrades the client and relays messages both ways, close codes included.
+ *
+ * @param context The worker's proxy context.
+ * @param req The client's handshake request.
+ * @param incoming The same request as the proxy core sees it.
+ * @returns The response that completes the client's handshake, or an error reply.
+ */
+export async function relayWebSocket(
+  context: ProxyContext,
+  req: Request,
+  incoming: Incoming,
+): Promise<Response> {
+  const requestId = crypto.randomUUID();
+  const protocols = (req.headers.get("sec-websocket-protocol") ?? "")
+    .split(",").map((p) => p.trim()).filter((p) => p !== "");
+  const skip = new Set([
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "upgrade",
+    "connection",
+    "host",
+  ]);
+  const headers = handshakeFields(context, incoming, requestId).filter(([name]) => !skip.has(name));
+  for await (const { slot, backend } of candidates(context, incoming)) {
+    const url = `${backend.url.replace(/^http/, "ws")}${incoming.target}`;
+    const back = new WebSocket(url, { protocols, headers });
+    back.binaryType = "arraybuffer";
+    const opened = await new Promise<boolean>((resolve) => {
+      back.onopen = () => resolve(true);
+      back.onerror = () => resolve(false);
+    });
+    if (!opened) {
+      if (setAlive(context.pool, slot, false)) {
+        context.onDown?.(slot, backend, "websocket connection failed");
+      }
+      continue;
+    }
+    beginRequest(context.pool, slot, false);
+    const { socket: front, response } = Deno.upgradeWebSocket(
+      req,
+      back.protocol ? { protocol: back.protocol } : {},
+    );
+    front.binaryType = "arraybuffer";
+    let finished = false;
+    const finish = () => {
+      if (!finished) endRequest(context.pool, slot, false);
+      finished = true;
+    };
+    front.onmessage = (event) => back.readyState === WebSocket.OPEN && back.send(event.data);
+    back.onmessage = (event) => front.readyState === WebSocket.OPEN && front.send(event.data);
+    front.onclose = (event) => {
+      finish();
+      if (back.readyState <= WebSocket.OPEN) back.close(sendable(event.code), event.reason);
+    };
+    back.onclose = (event) => {
+      finish();
+      if (front.readyState > WebSocket.OPEN) return;
+      // An abrupt end: 1006 by the standard, 0 in Deno's client when the TCP stream just ends.
+      if (!event.wasClean || event.code === 1006 || event.code === 0) {
+        logLine(
+          `websocket: backend ${backend.url} went away without closing; closing the client with ${CLOSE_BACKEND_GONE}`,
+        );
+        front.close(CLOSE_BACKEND_GONE, "backend went away");
+      } else {
+        front.close(sendable(event.code), event.reason);
+      }
+    };
+    front.onerror = () => {};
+    back.onerror = () => {};
+    response.headers.set("x-request-id", requestId);
+    return response;
+  }
+  return new Response("no backend available\n", { status: 503 });
+}
