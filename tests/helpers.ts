@@ -286,7 +286,12 @@ export function recordingBackend(
   const requests: RecordingBackend["requests"] = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
     // A copy: an upgraded request's own headers cannot be read once the socket is handed over.
-    const entry = { method: req.method, url: req.url, headers: new Headers(req.headers), bodyLength: 0 };
+    const entry = {
+      method: req.method,
+      url: req.url,
+      headers: new Headers(req.headers),
+      bodyLength: 0,
+    };
     requests.push(entry);
     return await handler(req);
   });
