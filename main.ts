@@ -105,7 +105,9 @@ function banner(sup: Supervisor, admin: Admin | null): string[] {
   });
   const [, settings, health] = describeConfig(config);
   return [
-    `Load Balancer started at ${displayAddress(config.listen.hostname, sup.port)}`,
+    `Load Balancer started at ${displayAddress(config.listen.hostname, sup.port)}${
+      config.tlsCert ? " (HTTPS)" : ""
+    }`,
     `  backends: ${backends.join(", ")}`,
     settings!,
     health!,
@@ -147,7 +149,70 @@ async function reload(sup: Supervisor): Promise<void> {
   }
 }
 
-async function run(config: Config): Promise<void> {
+/** Reads the PEM files named by --tls-cert, --tls-key and --backend-ca (exit 2 when it cannot). */
+function readPems(config: Config): Config {
+  const read = (flag: string, path: string): string => {
+    if (path === "") return "";
+    try {
+      const text = Deno.readTextFileSync(path);
+      if (!text.includes("-----BEGIN ")) {
+        fail(`${flag}: "${path}" is not PEM: expected a -----BEGIN …----- block`);
+      }
+      return text;
+    } catch (error) {
+      if (
+        error instanceof Deno.errors.NotFound || error instanceof Deno.errors.PermissionDenied ||
+        error instanceof Deno.errors.NotCapable
+      ) {
+        fail(
+          `${flag}: "${path}" cannot be read (${
+            (error as Error).message.split(":")[0]
+          }): expected a readable PEM file`,
+        );
+      }
+      throw error;
+    }
+  };
+  return {
+    ...config,
+    pems: {
+      cert: read("--tls-cert", config.tlsCert),
+      key: read("--tls-key", config.tlsKey),
+      ca: read("--backend-ca", config.backendCa),
+    },
+  };
+}
+
+/** The --redirect-http listener: every request gets a 308 to the same URL over HTTPS. */
+function serveRedirect(listen: Listen, httpsPort: number): Deno.HttpServer {
+  try {
+    return Deno.serve(
+      { hostname: listen.hostname, port: listen.port, onListen: () => {} },
+      (req) => {
+        const url = new URL(req.url);
+        const host = (req.headers.get("host") ?? url.host).replace(/:\d+$/, "");
+        const port = httpsPort === 443 ? "" : `:${httpsPort}`;
+        // 308 keeps the method and body (RFC 9110 §15.4.9), unlike 301.
+        return new Response(null, {
+          status: 308,
+          headers: { location: `https://${host}${port}${url.pathname}${url.search}` },
+        });
+      },
+    );
+  } catch (error) {
+    if (error instanceof Deno.errors.AddrInUse) {
+      fail(
+        `--redirect-http: "${
+          displayAddress(listen.hostname, listen.port)
+        }" is in use: expected a free port`,
+      );
+    }
+    throw error;
+  }
+}
+
+async function run(given: Config): Promise<void> {
+  const config = readPems(given);
   const port = claimPort(config.listen, "--listen");
   if (config.admin) claimPort(config.admin, "--admin");
   const started = await startSupervisor(config, port, new URL("./lib/worker.ts", import.meta.url));
@@ -159,6 +224,7 @@ async function run(config: Config): Promise<void> {
   }
   const sup = started;
   const admin = config.admin ? serveAdmin(sup, config.admin, config.adminToken) : null;
+  const redirect = config.redirectHttp ? serveRedirect(config.redirectHttp, port) : null;
   for (const line of banner(sup, admin)) console.log(line);
 
   let stopping = false;
@@ -170,6 +236,7 @@ async function run(config: Config): Promise<void> {
     );
     const drained = await drainAndStop(sup);
     await admin?.shutdown();
+    await redirect?.shutdown();
     logLine(drained ? "stopped" : "stopped (drain timeout: some requests were cut off)");
     Deno.exit(0);
   };

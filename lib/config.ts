@@ -30,6 +30,8 @@ export interface Backend {
   readonly port: number;
   /** Relative share for weighted policies. @default {1} */
   readonly weight: number;
+  /** Whether goround talks HTTPS to it (`https://` URLs). @default {false} */
+  readonly tls: boolean;
 }
 
 /** The front ends `--engine` chooses between. */
@@ -108,6 +110,16 @@ export interface Config {
   readonly healthFastInterval: number;
   /** Whether to try every backend when all look down, instead of answering 503. @default {false} */
   readonly panic: boolean;
+  /** PEM certificate file for TLS termination, or `""`. @default {""} */
+  readonly tlsCert: string;
+  /** PEM private key file for TLS termination, or `""`. @default {""} */
+  readonly tlsKey: string;
+  /** A plain-HTTP listener that redirects to HTTPS, or `null`. @default {null} */
+  readonly redirectHttp: Listen | null;
+  /** PEM file of the CA that signs HTTPS backends' certificates, or `""` (system roots). */
+  readonly backendCa: string;
+  /** The certificate, key and backend CA as read from those files (filled in at start). */
+  readonly pems?: { readonly cert: string; readonly key: string; readonly ca: string };
 }
 
 /** What the `hash` policy hashes: the client's address, a request field, or a cookie. */
@@ -356,6 +368,25 @@ export const FLAGS: readonly FlagSpec[] = [
     fallback: "false",
     help: "when every backend looks down, try them all (true/false)",
   },
+  {
+    name: "tls-cert",
+    kind: "file",
+    fallback: "",
+    help: "PEM certificate: serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN)",
+  },
+  { name: "tls-key", kind: "file", fallback: "", help: "PEM private key for --tls-cert" },
+  {
+    name: "redirect-http",
+    kind: "admin",
+    fallback: "off",
+    help: "plain-HTTP address that redirects to HTTPS, e.g. :80",
+  },
+  {
+    name: "backend-ca",
+    kind: "file",
+    fallback: "",
+    help: "PEM CA for https:// backends (default: system roots)",
+  },
 ];
 
 /** Settings that take effect only at start: a reload that changes them logs that they wait for
@@ -395,8 +426,8 @@ export function parseListen(text: string): Listen {
 }
 
 /**
- * Parses a backend: an `http://` origin (no path, query or credentials; the port defaults to
- * 80), optionally followed by `,weight=N`.
+ * Parses a backend: an `http://` or `https://` origin (no path, query or credentials; the port
+ * defaults to 80 or 443), optionally followed by `,weight=N`.
  *
  * @param text The backend, e.g. `http://localhost:8081` or `http://localhost:8081,weight=3`.
  * @returns The backend.
@@ -414,9 +445,11 @@ export function parseBackend(text: string): Backend {
   } catch {
     throw new TypeError(`"${text}" is not a URL: expected http://host:port`);
   }
-  if (url.protocol !== "http:") {
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
     throw new TypeError(
-      `"${text}" has scheme ${url.protocol.slice(0, -1)}: expected http://host:port`,
+      `"${text}" has scheme ${
+        url.protocol.slice(0, -1)
+      }: expected http://host:port or https://host:port`,
     );
   }
   if (url.pathname !== "/" || url.search || url.hash || url.username || url.password) {
@@ -432,11 +465,13 @@ export function parseBackend(text: string): Backend {
     }
     weight = Number(match[1]);
   }
+  const tls = url.protocol === "https:";
   return {
     url: url.origin,
     hostname: url.hostname.replace(/^\[|\]$/g, ""),
-    port: url.port === "" ? 80 : Number(url.port),
+    port: url.port === "" ? (tls ? 443 : 80) : Number(url.port),
     weight,
+    tls,
   };
 }
 
@@ -720,6 +755,19 @@ export function parseCommandLine(
     throw new ConfigError(`--backends: the list is empty: expected at least one http://host:port`);
   }
   const switchValue = (name: string) => !values[`no-${name}`] && value<string>(name) === "true";
+  const tlsCert = value<string>("tls-cert");
+  const tlsKey = value<string>("tls-key");
+  if ((tlsCert === "") !== (tlsKey === "")) {
+    throw new ConfigError(
+      `--${tlsCert ? "tls-key" : "tls-cert"}: missing: expected both --tls-cert and --tls-key`,
+    );
+  }
+  const redirect = value<Listen | "off">("redirect-http");
+  if (redirect !== "off" && tlsCert === "") {
+    throw new ConfigError(
+      `--redirect-http: needs --tls-cert and --tls-key: expected HTTPS to redirect to`,
+    );
+  }
   const admin = value<Listen | "off">("admin");
   const adminToken = value<string>("admin-token");
   if (admin !== "off" && !isLoopback(admin.hostname) && adminToken === "") {
@@ -763,6 +811,10 @@ export function parseCommandLine(
       stickyKey: value<string>("sticky-key"),
       healthFastInterval: value<number>("health-fast-interval"),
       panic: switchValue("panic"),
+      tlsCert,
+      tlsKey,
+      redirectHttp: redirect === "off" ? null : redirect,
+      backendCa: value<string>("backend-ca"),
     },
   };
 }

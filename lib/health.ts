@@ -41,6 +41,8 @@ export interface HealthOptions {
   readonly rise?: number;
   /** Failed probes in a row that take a live backend down. @default {1} */
   readonly fall?: number;
+  /** CA certificates for HTTP checks of https:// backends. @default {[]} */
+  readonly caCerts?: string[];
   /** Called after every probe with its result. */
   readonly onProbe?: (target: Target, result: ProbeResult) => void;
   /** Called on every up/down transition this checker makes. */
@@ -113,11 +115,12 @@ export async function probeHttp(
   path: string,
   timeout: number,
   signal?: AbortSignal,
+  caCerts: string[] = [],
 ): Promise<ProbeResult> {
   const started = performance.now();
   const limit = AbortSignal.timeout(timeout);
   const stop = signal ? AbortSignal.any([signal, limit]) : limit;
-  let conn: Deno.TcpConn | null = null;
+  let conn: Deno.Conn | null = null;
   const close = () => {
     try {
       conn?.close();
@@ -126,8 +129,19 @@ export async function probeHttp(
     }
   };
   try {
-    conn = await Deno.connect({ hostname: backend.hostname, port: backend.port, signal: stop });
+    const tcp = await Deno.connect({
+      hostname: backend.hostname,
+      port: backend.port,
+      signal: stop,
+    });
+    conn = tcp;
     stop.addEventListener("abort", close, { once: true });
+    if (backend.tls) {
+      conn = await Deno.startTls(tcp, {
+        hostname: backend.hostname,
+        ...(caCerts.length ? { caCerts } : {}),
+      });
+    }
     const host = new URL(backend.url).host;
     await conn.write(encodeLatin1(
       `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nUser-Agent: goround-health\r\nConnection: close\r\n\r\n`,
@@ -178,7 +192,7 @@ export function startHealthChecks(
     const { timeout, path = "" } = current;
     const result = path === ""
       ? await probeTcp(target.backend, timeout, stopping.signal)
-      : await probeHttp(target.backend, path, timeout, stopping.signal);
+      : await probeHttp(target.backend, path, timeout, stopping.signal, current.caCerts ?? []);
     if (stopping.signal.aborted || !checked.some((t) => t.slot === target.slot)) return;
     const streak = recordProbe(pool, target.slot, result.ok, result.ms * 1000);
     current.onProbe?.(target, result);

@@ -75,6 +75,7 @@ function healthOptions(sup: Pick<Supervisor, "why" | "probeMs">, config: Config)
   return {
     interval: config.healthInterval,
     fastInterval: config.healthFastInterval,
+    caCerts: config.pems?.ca ? [config.pems.ca] : [],
     timeout: config.healthTimeout,
     path: config.healthPath,
     rise: config.healthRise,

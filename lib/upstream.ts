@@ -47,6 +47,8 @@ export interface UpstreamOptions {
   readonly maxIdle?: number;
   /** Idle connections older than this are closed, ms. @default {60000} */
   readonly idleTimeout?: number;
+  /** CA certificates (PEM) trusted for https:// backends; none: the system's roots. */
+  readonly caCerts?: string[];
 }
 
 /** A request ready for the wire. */
@@ -86,7 +88,7 @@ export interface UpstreamResponse {
 
 /** One TCP connection to a backend. */
 interface Link {
-  readonly conn: Deno.TcpConn;
+  readonly conn: Deno.Conn;
   readonly host: Host;
   /** Read buffer for response heads; `buf[start..end)` is unread. */
   buf: Bytes;
@@ -134,7 +136,7 @@ const SWEEP_MS = 50;
  */
 export function createUpstreams(options: UpstreamOptions): Upstreams {
   const upstreams: Upstreams = {
-    options: { maxIdle: 256, idleTimeout: 60_000, ...options },
+    options: { maxIdle: 256, idleTimeout: 60_000, caCerts: [], ...options },
     hosts: new Map(),
     busy: new Set(),
     timer: 0 as unknown as ReturnType<typeof setInterval>,
@@ -233,18 +235,24 @@ function closeLink(link: Link): void {
 }
 
 async function dial(host: Host): Promise<Link> {
-  const { hostname, port } = host.backend;
-  let conn: Deno.TcpConn;
+  const { hostname, port, tls } = host.backend;
+  const { connectTimeout, caCerts } = host.owner.options;
+  let conn: Deno.Conn;
   try {
-    conn = await Deno.connect({
-      hostname,
-      port,
-      signal: AbortSignal.timeout(host.owner.options.connectTimeout),
-    });
+    const signal = AbortSignal.timeout(connectTimeout);
+    if (tls) {
+      // TLS to an https:// backend: SNI and certificate checks use its host name.
+      const tcp = await Deno.connect({ hostname, port, signal });
+      tcp.setNoDelay(true);
+      conn = await Deno.startTls(tcp, { hostname, ...(caCerts.length ? { caCerts } : {}) });
+    } else {
+      const tcp = await Deno.connect({ hostname, port, signal });
+      tcp.setNoDelay(true);
+      conn = tcp;
+    }
   } catch (error) {
     throw new UpstreamError("connect", describeError(error), { sent: false, reused: false });
   }
-  conn.setNoDelay(true);
   return {
     conn,
     host,

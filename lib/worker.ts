@@ -94,15 +94,27 @@ interface Core {
 function listen(message: StartMessage, core: Core, accessLog: AccessLog | null): Front {
   const { config } = message;
   const address = { hostname: config.listen.hostname, port: message.port, reusePort: true };
-  if (config.engine === "deno") {
-    const server = Deno.serve({
-      ...address,
-      onListen: () => {},
-      onError: (error) => {
-        internalError(error);
-        return new Response("bad gateway\n", { status: 502 });
+  // TLS is terminated by Deno.serve, whose ALPN offers HTTP/2 and HTTP/1.1.
+  const tls = config.pems && config.tlsCert
+    ? { cert: config.pems.cert, key: config.pems.key }
+    : null;
+  if (config.engine === "deno" || tls) {
+    const server = Deno.serve(
+      {
+        ...address,
+        ...(tls ?? {}),
+        onListen: () => {},
+        onError: (error) => {
+          internalError(error);
+          return new Response("bad gateway\n", { status: 502 });
+        },
       },
-    }, createServeHandler(core.forward, { accessLog, webSocket: core.relay }));
+      createServeHandler(core.forward, {
+        accessLog,
+        webSocket: core.relay,
+        proto: tls ? "https" : "http",
+      }),
+    );
     return { port: server.addr.port, shutdown: () => server.shutdown() };
   }
   const server = serveHttp1(Deno.listen(address), {
@@ -142,6 +154,7 @@ function start(message: StartMessage): void {
   const upstreams = createUpstreams({
     connectTimeout: message.config.connectTimeout,
     responseTimeout: message.config.responseTimeout,
+    caCerts: message.config.pems?.ca ? [message.config.pems.ca] : [],
   });
   // Passive DOWN transitions go to the main thread, which logs them and keeps the reason.
   const onDown = (slot: number, _backend: Backend, reason: string) =>

@@ -28,7 +28,7 @@ Deno.test("a bad value exits 2 with one line naming the flag, the value and what
     [
       ["--backend", "localhost:8081"],
       {},
-      /^goround: --backend: "localhost:8081" has scheme localhost: expected http:\/\/host:port$/,
+      /^goround: --backend: "localhost:8081" has scheme localhost: expected http:\/\/host:port or https:\/\/host:port$/,
     ],
     [["--health-interval", "-5s"], {}, /^goround: --health-interval: "-5s" is not a duration/],
     [["--workers", "many"], {}, /^goround: --workers: "many" is not a count/],

@@ -98,7 +98,17 @@ Deno.test("bad values name the flag, the value and what is expected", async (t) 
     ],
     [["--listen", ":70000"], /^--listen: ":70000" is not a listen address/],
     [["--backend", "nope"], /^--backend: "nope" is not a URL: expected http:\/\/host:port$/],
-    [["--backends", "http://a:1,https://b"], /^--backends: "https:\/\/b" has scheme https/],
+    [["--backends", "http://a:1,ws://b"], /^--backends: "ws:\/\/b" has scheme ws/],
+    [
+      ["--backend", "http://a:1,weight=0"],
+      /^--backend: "weight=0" is not a backend option: expected weight=N \(1 to 1000\)$/,
+    ],
+    [["--backend", "http://a:1,colour=red"], /^--backend: "colour=red" is not a backend option/],
+    [
+      ["--hash-key", "header:"],
+      /^--hash-key: "header:" is not a hash key: expected ip, header:NAME or cookie:NAME$/,
+    ],
+    [["--sticky", "ip"], /^--sticky: "ip" is not a sticky mode: expected one of cookie, off$/],
     [["--backends", " , "], /^--backends: the list is empty/],
     [
       ["--backend", "http://a:1", "--backend", "http://a:1/"],

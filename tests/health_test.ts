@@ -5,7 +5,7 @@ import { createPool, isAlive, probeStreak, setAlive, setMembers } from "../lib/p
 import { rawBackend, recordingBackend, waitFor } from "./helpers.ts";
 
 function backendAt(port: number): Backend {
-  return { url: `http://127.0.0.1:${port}`, hostname: "127.0.0.1", port, weight: 1 };
+  return { url: `http://127.0.0.1:${port}`, hostname: "127.0.0.1", port, weight: 1, tls: false };
 }
 
 function freePort(): number {

@@ -78,7 +78,7 @@ export async function startGoround(
   let port = 0;
   try {
     await waitFor(() => {
-      const banner = stdout.map((line) => /^Load Balancer started at .*:(\d+)$/.exec(line)).find((
+      const banner = stdout.map((line) => /^Load Balancer started at \S*:(\d+)/.exec(line)).find((
         m,
       ) => m);
       if (banner) port = Number(banner[1]);

@@ -15,7 +15,7 @@ import {
 import { rawBackend, waitFor } from "./helpers.ts";
 
 function backendAt(port: number): Backend {
-  return { url: `http://127.0.0.1:${port}`, hostname: "127.0.0.1", port, weight: 1 };
+  return { url: `http://127.0.0.1:${port}`, hostname: "127.0.0.1", port, weight: 1, tls: false };
 }
 
 function request(method = "GET", extra: [string, string][] = []): OutgoingRequest {
