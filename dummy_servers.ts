@@ -155,11 +155,12 @@ export function serveBackend(port: number, options: BackendOptions = {}): LocalB
         return new Response(null, { status: 400 }); // the upload broke off
       }
     }
-    const current = mode;
-    if (current.kind === "hang") {
+    // A hung backend holds requests until it recovers; then it answers them in its new mode,
+    // as a real one that was stuck would.
+    while (mode.kind === "hang" && !closing) {
       await new Promise<void>((resolve) => releases.add(resolve));
-      return new Response(null, { status: 503 });
     }
+    const current = mode;
     if (current.kind === "slow") await new Promise((resolve) => setTimeout(resolve, current.ms));
     if (current.kind === "500") {
       return new Response(`Internal Server Error from ${actualPort}`, { status: 500 });
