@@ -24,6 +24,12 @@ import {
   parseCommandLine,
   RESTART_ONLY,
 } from "./lib/config.ts";
+import {
+  type Discovery,
+  DiscoveryError,
+  resolveBackends,
+  startDiscovery,
+} from "./lib/discovery.ts";
 import { ConfigError } from "./lib/errors.ts";
 import { logLine } from "./lib/log.ts";
 import { isAlive } from "./lib/pool.ts";
@@ -211,8 +217,45 @@ function serveRedirect(listen: Listen, httpsPort: number): Deno.HttpServer {
   }
 }
 
+/** With --discover, the first DNS answer is the pool (goround does not start without one). */
+async function discoverBackends(config: Config): Promise<Config> {
+  if (!config.discover) return config;
+  try {
+    const backends = await resolveBackends(config.discover, {
+      ...(config.discoverNameServer ? { nameServer: config.discoverNameServer } : {}),
+    });
+    return { ...config, backends };
+  } catch (error) {
+    if (error instanceof DiscoveryError) fail(`--discover: ${error.message}`);
+    throw error;
+  }
+}
+
+/** Follows DNS: each changed answer becomes the pool, as a reload would make it. */
+function followDns(sup: Supervisor): Discovery | null {
+  const { discover, discoverInterval, discoverNameServer } = sup.config;
+  if (!discover) return null;
+  return startDiscovery(discover, {
+    interval: discoverInterval,
+    // A lookup may take as long as the interval (between 1 s and 5 s), so a DNS server that is
+    // gone is noticed in about one round.
+    timeout: Math.max(1000, Math.min(5000, discoverInterval)),
+    ...(discoverNameServer ? { nameServer: discoverNameServer } : {}),
+    initial: sup.config.backends,
+    onChange: async (backends) => {
+      const { added, removed } = await applyConfig(sup, { ...sup.config, backends });
+      logLine(
+        `discovery: ${backends.length} backends` +
+          (added.length ? `, added ${added.join(", ")}` : "") +
+          (removed.length ? `, removed ${removed.join(", ")}` : ""),
+      );
+    },
+    onError: (message) => logLine(`discovery failed, keeping the last good backends: ${message}`),
+  });
+}
+
 async function run(given: Config): Promise<void> {
-  const config = readPems(given);
+  const config = await discoverBackends(readPems(given));
   const port = claimPort(config.listen, "--listen");
   if (config.admin) claimPort(config.admin, "--admin");
   const started = await startSupervisor(config, port, new URL("./lib/worker.ts", import.meta.url));
@@ -225,6 +268,7 @@ async function run(given: Config): Promise<void> {
   const sup = started;
   const admin = config.admin ? serveAdmin(sup, config.admin, config.adminToken) : null;
   const redirect = config.redirectHttp ? serveRedirect(config.redirectHttp, port) : null;
+  const discovery = followDns(sup);
   for (const line of banner(sup, admin)) console.log(line);
 
   let stopping = false;
@@ -234,6 +278,7 @@ async function run(given: Config): Promise<void> {
     logLine(
       `${signal}: draining ${sup.workers.length} workers (at most ${sup.config.drainTimeout} ms)`,
     );
+    await discovery?.stop();
     const drained = await drainAndStop(sup);
     await admin?.shutdown();
     await redirect?.shutdown();

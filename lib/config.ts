@@ -9,6 +9,12 @@
 import { parseArgs } from "node:util";
 import { type Cidr, parseCidr } from "./cidr.ts";
 import { formatDuration, parseDuration } from "./duration.ts";
+import {
+  type DiscoverySpec,
+  type NameServer,
+  parseDiscoverySpec,
+  parseNameServer,
+} from "./discovery.ts";
 import { ConfigError } from "./errors.ts";
 import { type Algorithm, ALGORITHMS } from "./selection.ts";
 
@@ -118,6 +124,12 @@ export interface Config {
   readonly redirectHttp: Listen | null;
   /** PEM file of the CA that signs HTTPS backends' certificates, or `""` (system roots). */
   readonly backendCa: string;
+  /** DNS discovery of the backends (`--discover`), or `null`. @default {null} */
+  readonly discover: DiscoverySpec | null;
+  /** Time between DNS resolutions, ms. @default {10000} */
+  readonly discoverInterval: number;
+  /** The DNS server discovery asks, or `null` for the system's. @default {null} */
+  readonly discoverNameServer: NameServer | null;
   /** The certificate, key and backend CA as read from those files (filled in at start). */
   readonly pems?: { readonly cert: string; readonly key: string; readonly ca: string };
 }
@@ -157,6 +169,8 @@ type Kind =
   | "access-log"
   | "switch"
   | "hash-key"
+  | "discover"
+  | "nameserver"
   | "connections"
   | "duration-or-zero"
   | "sticky";
@@ -387,6 +401,24 @@ export const FLAGS: readonly FlagSpec[] = [
     fallback: "",
     help: "PEM CA for https:// backends (default: system roots)",
   },
+  {
+    name: "discover",
+    kind: "discover",
+    fallback: "",
+    help: "follow backends in DNS: dns:NAME:PORT (A/AAAA) or srv:NAME (SRV)",
+  },
+  {
+    name: "discover-interval",
+    kind: "duration",
+    fallback: "10s",
+    help: "time between DNS lookups",
+  },
+  {
+    name: "discover-nameserver",
+    kind: "nameserver",
+    fallback: "",
+    help: "DNS server for --discover, e.g. 127.0.0.1:5353 (default: the system's)",
+  },
 ];
 
 /** Settings that take effect only at start: a reload that changes them logs that they wait for
@@ -566,6 +598,12 @@ function parseValue(kind: Kind, text: string): Parsed {
       return parseDuration(text);
     case "sticky":
       return oneOf(text, ["cookie", "off"], "a sticky mode");
+    case "discover":
+      if (text.trim() !== "") parseDiscoverySpec(text);
+      return text.trim();
+    case "nameserver":
+      if (text.trim() !== "") parseNameServer(text);
+      return text.trim();
     case "switch":
       if (!/^(true|false|1|0|yes|no|on|off)?$/i.test(text)) {
         throw new RangeError(`"${text}" is not a switch: expected true or false`);
@@ -755,6 +793,13 @@ export function parseCommandLine(
     throw new ConfigError(`--backends: the list is empty: expected at least one http://host:port`);
   }
   const switchValue = (name: string) => !values[`no-${name}`] && value<string>(name) === "true";
+  const discover = value<string>("discover");
+  const nameServer = value<string>("discover-nameserver");
+  if (discover !== "" && given.some((list) => list !== undefined)) {
+    throw new ConfigError(
+      `--discover: also given --backend/--backends: expected one source of backends`,
+    );
+  }
   const tlsCert = value<string>("tls-cert");
   const tlsKey = value<string>("tls-key");
   if ((tlsCert === "") !== (tlsKey === "")) {
@@ -815,6 +860,9 @@ export function parseCommandLine(
       tlsKey,
       redirectHttp: redirect === "off" ? null : redirect,
       backendCa: value<string>("backend-ca"),
+      discover: discover === "" ? null : parseDiscoverySpec(discover),
+      discoverInterval: value<number>("discover-interval"),
+      discoverNameServer: nameServer === "" ? null : parseNameServer(nameServer),
     },
   };
 }

@@ -21,6 +21,8 @@
 import { type Backend, parseBackend } from "./config.ts";
 import { describeError } from "./errors.ts";
 
+export type { Backend };
+
 /** What to discover: addresses of a name on a fixed port, or SRV records. */
 export type DiscoverySpec =
   | { readonly kind: "dns"; readonly name: string; readonly port: number }
@@ -36,7 +38,11 @@ export interface NameServer {
 
 /** Discovery found no backend: the resolver failed, or the name has no usable records. */
 export class DiscoveryError extends Error {
-  /** @param message What failed, starting with the discovery target. */
+  /**
+   * Creates the error.
+   *
+   * @param message What failed, starting with the discovery target.
+   */
   constructor(message: string) {
     super(message);
     this.name = "DiscoveryError";

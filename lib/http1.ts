@@ -95,14 +95,10 @@ export function writeLatin1(text: string, out: Uint8Array, offset: number): numb
  * @returns The text.
  */
 export function decodeLatin1(bytes: Uint8Array, start: number, end: number): string {
-  let ascii = true;
-  for (let i = start; i < end; i++) {
-    if (bytes[i]! > 127) {
-      ascii = false;
-      break;
-    }
-  }
-  if (ascii) return ASCII_DECODER.decode(bytes.subarray(start, end));
+  // The usual case, ASCII, decodes natively. Any other byte shows: as U+FFFD (invalid UTF-8,
+  // one per byte) or as fewer characters than bytes (a valid multi-byte sequence).
+  const text = ASCII_DECODER.decode(bytes.subarray(start, end));
+  if (text.length === end - start && text.indexOf("\uFFFD") < 0) return text;
   let out = "";
   for (let at = start; at < end; at += 4096) {
     const part = bytes.subarray(at, Math.min(end, at + 4096));

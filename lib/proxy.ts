@@ -79,6 +79,8 @@ export interface Incoming {
   readonly clientIp: string;
   /** How the client reached goround. */
   readonly proto: "http" | "https";
+  /** When the request arrived (`performance.now()`), if the front took the time already. */
+  readonly arrived?: number;
 }
 
 /** What the front end writes back. */
@@ -261,7 +263,7 @@ export function createForwarder(context: ProxyContext): Forwarder {
   };
 
   return async (incoming) => {
-    const started = performance.now();
+    const started = incoming.arrived ?? performance.now();
     const { method, target, body } = incoming;
     let requestId = "";
     for (const [name, value] of incoming.headers) if (name === "x-request-id") requestId = value;

@@ -432,7 +432,6 @@ async function answer(
   options: ServerOptions,
   stopping: () => boolean,
 ): Promise<boolean> {
-  const arrived = Date.now();
   const started = performance.now();
   if (head.method === "CONNECT") {
     // goround is a reverse proxy, not a forward proxy: it never opens tunnels.
@@ -462,6 +461,7 @@ async function answer(
     bodyLength: head.bodyLength,
     clientIp: client.ip,
     proto: options.proto ?? "http",
+    arrived: started,
   };
   if (options.upgrade && head.bodyLength === 0 && isWebSocketUpgrade(head.method, head.headers)) {
     await tunnel(client, head, incoming, options.upgrade);
@@ -474,15 +474,16 @@ async function answer(
   if (!state.done && body instanceof ReadableStream) body.cancel().catch(() => {});
   if (options.accessLog) {
     const field = (name: string) => head.headers.find(([n]) => n === name)?.[1] ?? null;
+    const now = performance.now();
     options.accessLog.log({
-      time: arrived,
+      time: Date.now() - (now - started),
       client: client.ip,
       method: head.method,
       target: head.target,
       protocol: head.minor === 1 ? "HTTP/1.1" : "HTTP/1.0",
       status: written.status,
       bytes: written.bytes,
-      durationMs: performance.now() - started,
+      durationMs: now - started,
       backend: reply.trace?.backend ?? null,
       retries: reply.trace?.retries ?? 0,
       requestId: reply.trace?.requestId ?? "-",
