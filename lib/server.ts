@@ -98,7 +98,7 @@ interface Client {
 
 const READ_BUFFER = 16 * 1024;
 const WRITE_BUFFER = 4 * 1024;
-const BODY_CHUNK = 64 * 1024;
+const BODY_CHUNK = 256 * 1024;
 const SWEEP_MS = 100;
 const CONTINUE = encodeLatin1("HTTP/1.1 100 Continue\r\n\r\n");
 const ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";

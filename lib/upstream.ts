@@ -125,7 +125,7 @@ export interface Upstreams {
 
 const HEAD_BUFFER = 16 * 1024;
 const WRITE_BUFFER = 4 * 1024;
-const BODY_CHUNK = 64 * 1024;
+const BODY_CHUNK = 256 * 1024;
 const SWEEP_MS = 50;
 
 /**

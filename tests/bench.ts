@@ -171,6 +171,8 @@ const TARGET_TOOL: Record<TargetId, Tool | null> = {
   direct: null,
   goround: null,
   "goround-deno": null,
+  "goround-least-conn": null,
+  "goround-hash": null,
   nginx: "nginx",
   haproxy: "haproxy",
   caddy: "caddy",
@@ -181,7 +183,8 @@ const START_TIMEOUT = 20_000;
 
 /**
  * The plan of a mode: every target runs every scenario, except in `quick`, where only the
- * direct hit and goround run them all and the other targets run the small-GET scenario.
+ * direct hit and goround run them all and the other targets run the small-GET scenario. The
+ * rows for goround's other policies (least-conn, hash) only ever run the small GETs.
  *
  * @param mode The mode.
  * @returns Targets with their scenarios, in run order.
@@ -189,7 +192,8 @@ const START_TIMEOUT = 20_000;
 export function planFor(mode: Mode): PlanEntry[] {
   return TARGET_IDS.map((target) => ({
     target,
-    scenarios: mode === "quick" && target !== "direct" && target !== "goround"
+    scenarios: target === "goround-least-conn" || target === "goround-hash" ||
+        (mode === "quick" && target !== "direct" && target !== "goround")
       ? ["get"]
       : [...SCENARIO_IDS],
   }));
@@ -581,6 +585,10 @@ function labelOf(target: TargetId, workers: number): string {
       return `goround (${workers} workers)`;
     case "goround-deno":
       return `goround --engine deno (${workers} workers)`;
+    case "goround-least-conn":
+      return `goround --algorithm least-conn (${workers} workers)`;
+    case "goround-hash":
+      return `goround --algorithm hash (${workers} workers; one client IP, so one backend)`;
     case "nginx":
       return `nginx (${workers} workers)`;
     case "haproxy":
@@ -600,7 +608,9 @@ async function startTarget(ctx: Context, target: TargetId): Promise<Managed | nu
   let banner = true;
   switch (target) {
     case "goround":
-    case "goround-deno": {
+    case "goround-deno":
+    case "goround-least-conn":
+    case "goround-hash": {
       banner = false;
       const args = [
         "run",
@@ -621,6 +631,8 @@ async function startTarget(ctx: Context, target: TargetId): Promise<Managed | nu
         "--admin",
         "off",
         ...(target === "goround-deno" ? ["--engine", "deno"] : []),
+        ...(target === "goround-least-conn" ? ["--algorithm", "least-conn"] : []),
+        ...(target === "goround-hash" ? ["--algorithm", "hash"] : []),
       ];
       proc = spawnManaged(Deno.execPath(), args, {
         name: target,

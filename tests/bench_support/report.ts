@@ -12,6 +12,8 @@ export const TARGET_IDS = [
   "direct",
   "goround",
   "goround-deno",
+  "goround-least-conn",
+  "goround-hash",
   "nginx",
   "haproxy",
   "caddy",
@@ -86,7 +88,12 @@ export interface Verdict {
 }
 
 /** The targets that are goround itself (their errors fail the run). */
-const GOROUND_TARGETS: readonly TargetId[] = ["goround", "goround-deno"];
+const GOROUND_TARGETS: readonly TargetId[] = [
+  "goround",
+  "goround-deno",
+  "goround-least-conn",
+  "goround-hash",
+];
 
 /**
  * Judges goround's results: the run fails if goround (either front end) did not start, had any
