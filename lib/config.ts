@@ -207,6 +207,24 @@ export const FLAGS: readonly FlagSpec[] = [
     help: "comma-separated backend URLs",
   },
   {
+    name: "discover",
+    kind: "discover",
+    fallback: "",
+    help: "follow backends in DNS: dns:NAME:PORT (A/AAAA) or srv:NAME (SRV)",
+  },
+  {
+    name: "discover-interval",
+    kind: "duration",
+    fallback: "10s",
+    help: "time between DNS lookups",
+  },
+  {
+    name: "discover-nameserver",
+    kind: "nameserver",
+    fallback: "",
+    help: "DNS server for --discover, e.g. 127.0.0.1:5353 (default: the system's)",
+  },
+  {
     name: "config",
     kind: "file",
     fallback: "",
@@ -241,6 +259,12 @@ export const FLAGS: readonly FlagSpec[] = [
     kind: "positive",
     fallback: "1",
     help: "failed probes in a row that take it down",
+  },
+  {
+    name: "health-fast-interval",
+    kind: "duration-or-zero",
+    fallback: "0s",
+    help: "probe interval while a backend is down (0s: the normal one)",
   },
   {
     name: "connect-timeout",
@@ -279,10 +303,47 @@ export const FLAGS: readonly FlagSpec[] = [
     help: "window in which --max-fails are counted",
   },
   {
-    name: "workers",
-    kind: "positive",
+    name: "algorithm",
+    kind: "algorithm",
+    fallback: "round-robin",
+    help: `selection: ${ALGORITHMS.join(", ")}`,
+  },
+  {
+    name: "hash-key",
+    kind: "hash-key",
+    fallback: "ip",
+    help: "what --algorithm hash hashes: ip, header:NAME or cookie:NAME",
+  },
+  { name: "sticky", kind: "sticky", fallback: "off", help: "sticky sessions: cookie or off" },
+  {
+    name: "sticky-key",
+    kind: "text",
     fallback: "",
-    help: "serving threads (default: number of cores)",
+    help: "key signing sticky cookies (default: random per start)",
+  },
+  {
+    name: "slow-start",
+    kind: "duration-or-zero",
+    fallback: "0s",
+    help: "ramp-up time of a backend that came back up",
+  },
+  {
+    name: "max-conns",
+    kind: "connections",
+    fallback: "0",
+    help: "requests in flight per backend at most (0: no limit)",
+  },
+  {
+    name: "queue-timeout",
+    kind: "duration-or-zero",
+    fallback: "1s",
+    help: "how long a request waits when every backend is at --max-conns",
+  },
+  {
+    name: "panic",
+    kind: "switch",
+    fallback: "false",
+    help: "when every backend looks down, try them all (true/false)",
   },
   {
     name: "trusted-proxies",
@@ -291,10 +352,10 @@ export const FLAGS: readonly FlagSpec[] = [
     help: "CIDRs whose X-Forwarded-For is appended to",
   },
   {
-    name: "algorithm",
-    kind: "algorithm",
-    fallback: "round-robin",
-    help: `selection: ${ALGORITHMS.join(", ")}`,
+    name: "workers",
+    kind: "positive",
+    fallback: "",
+    help: "serving threads (default: number of cores)",
   },
   {
     name: "engine",
@@ -321,68 +382,6 @@ export const FLAGS: readonly FlagSpec[] = [
     help: "longest wait for in-flight requests on exit",
   },
   {
-    name: "admin",
-    kind: "admin",
-    fallback: "127.0.0.1:9000",
-    help: "admin API and dashboard address, or off (off loopback it needs --admin-token)",
-  },
-  { name: "admin-token", kind: "text", fallback: "", help: "bearer token the admin API requires" },
-  {
-    name: "access-log",
-    kind: "access-log",
-    fallback: "combined",
-    help: "access log on stdout: combined, json or off",
-  },
-  {
-    name: "expose-backend",
-    kind: "switch",
-    fallback: "false",
-    help: "add X-Goround-Backend to responses (true/false)",
-  },
-  {
-    name: "hash-key",
-    kind: "hash-key",
-    fallback: "ip",
-    help: "what --algorithm hash hashes: ip, header:NAME or cookie:NAME",
-  },
-  {
-    name: "max-conns",
-    kind: "connections",
-    fallback: "0",
-    help: "requests in flight per backend at most (0: no limit)",
-  },
-  {
-    name: "queue-timeout",
-    kind: "duration-or-zero",
-    fallback: "1s",
-    help: "how long a request waits when every backend is at --max-conns",
-  },
-  {
-    name: "slow-start",
-    kind: "duration-or-zero",
-    fallback: "0s",
-    help: "ramp-up time of a backend that came back up",
-  },
-  { name: "sticky", kind: "sticky", fallback: "off", help: "sticky sessions: cookie or off" },
-  {
-    name: "sticky-key",
-    kind: "text",
-    fallback: "",
-    help: "key signing sticky cookies (default: random per start)",
-  },
-  {
-    name: "health-fast-interval",
-    kind: "duration-or-zero",
-    fallback: "0s",
-    help: "probe interval while a backend is down (0s: the normal one)",
-  },
-  {
-    name: "panic",
-    kind: "switch",
-    fallback: "false",
-    help: "when every backend looks down, try them all (true/false)",
-  },
-  {
     name: "tls-cert",
     kind: "file",
     fallback: "",
@@ -402,22 +401,23 @@ export const FLAGS: readonly FlagSpec[] = [
     help: "PEM CA for https:// backends (default: system roots)",
   },
   {
-    name: "discover",
-    kind: "discover",
-    fallback: "",
-    help: "follow backends in DNS: dns:NAME:PORT (A/AAAA) or srv:NAME (SRV)",
+    name: "admin",
+    kind: "admin",
+    fallback: "127.0.0.1:9000",
+    help: "admin API and dashboard address, or off (off loopback it needs --admin-token)",
+  },
+  { name: "admin-token", kind: "text", fallback: "", help: "bearer token the admin API requires" },
+  {
+    name: "access-log",
+    kind: "access-log",
+    fallback: "combined",
+    help: "access log on stdout: combined, json or off",
   },
   {
-    name: "discover-interval",
-    kind: "duration",
-    fallback: "10s",
-    help: "time between DNS lookups",
-  },
-  {
-    name: "discover-nameserver",
-    kind: "nameserver",
-    fallback: "",
-    help: "DNS server for --discover, e.g. 127.0.0.1:5353 (default: the system's)",
+    name: "expose-backend",
+    kind: "switch",
+    fallback: "false",
+    help: "add X-Goround-Backend to responses (true/false)",
   },
 ];
 
@@ -905,28 +905,35 @@ export function helpText(): string {
     "goround: an HTTP load balancer (round-robin, health checks, zero-loss failover)",
     "",
     "Usage: goround [flags]",
+    "       goround check [flags]      validate the settings (e.g. --config FILE) and print them",
     "",
     "Flags (each also read from the environment variable shown, or from the --config file):",
   ];
-  for (const flag of FLAGS) {
-    const value = flag.kind === "urls"
-      ? " URL"
-      : flag.kind === "duration"
-      ? " DURATION"
-      : flag.kind === "file"
-      ? " FILE"
-      : " VALUE";
+  const placeholder: Partial<Record<Kind, string>> = {
+    urls: "URL",
+    duration: "DURATION",
+    "duration-or-zero": "DURATION",
+    file: "FILE",
+    count: "N",
+    positive: "N",
+    connections: "N",
+    switch: "[true|false]",
+    listen: "ADDR",
+    admin: "ADDR|off",
+    cidrs: "CIDRS",
+  };
+  const names = FLAGS.map((flag) => `  --${flag.name} ${placeholder[flag.kind] ?? "VALUE"}`);
+  const width = Math.max(...names.map((n) => n.length)) + 2;
+  for (const [i, flag] of FLAGS.entries()) {
     const fallback = flag.fallback === "" ? "" : ` (default ${flag.fallback})`;
-    lines.push(
-      `  --${flag.name}${value}`.padEnd(30) + `${flag.help}${fallback} [${envName(flag.name)}]`,
-    );
+    lines.push(`${names[i]!.padEnd(width)}${flag.help}${fallback} [${envName(flag.name)}]`);
   }
-  lines.push("  -h, --help".padEnd(30) + "show this help");
-  lines.push("  --version".padEnd(30) + "print the version");
+  lines.push("  -h, --help".padEnd(width) + "show this help");
+  lines.push("  --version".padEnd(width) + "print the version");
   lines.push(
     "",
-    "Durations: 500ms, 10s, 1m, 1h. Backends: http://host:port.",
-    'Config file: {"backends": ["http://a:8081", "http://b:8081"], "health-interval": "5s", ...}',
+    "Durations: 500ms, 10s, 1m, 1h. Backends: http://host:port or https://host:port, with ,weight=N.",
+    'Config file: {"backends": ["http://a:8081", {"url": "http://b:8081", "weight": 2}], "health-interval": "5s"}',
   );
   return lines.join("\n") + "\n";
 }

@@ -169,6 +169,18 @@ export async function probeHttp(
 }
 
 /**
+ * A probe interval with ±10% jitter, so the probes of many backends (and of many goround
+ * instances) do not fall into step.
+ *
+ * @param base The interval, ms.
+ * @param random A number in [0, 1).
+ * @returns Between 0.9 and 1.1 times `base`.
+ */
+export function jittered(base: number, random: number = Math.random()): number {
+  return base * (0.9 + random * 0.2);
+}
+
+/**
  * Starts a probe loop per target; each loop probes, then waits `interval`. Call
  * {@linkcode HealthChecker.checkNow} first for an immediate round.
  *
@@ -223,7 +235,7 @@ export function startHealthChecks(
       timers.delete(target.slot);
       await track(probeOnce(target));
       if (!stopping.signal.aborted && checked.some((t) => t.slot === target.slot)) loop(target);
-    }, base * (0.9 + Math.random() * 0.2));
+    }, jittered(base));
     timers.set(target.slot, timer);
   };
 

@@ -1,6 +1,6 @@
 import { deepEqual, equal, ok as assert } from "node:assert/strict";
 import type { Backend } from "../lib/config.ts";
-import { probeHttp, probeTcp, startHealthChecks, type Target } from "../lib/health.ts";
+import { jittered, probeHttp, probeTcp, startHealthChecks, type Target } from "../lib/health.ts";
 import { createPool, isAlive, probeStreak, setAlive, setMembers } from "../lib/pool.ts";
 import { rawBackend, recordingBackend, waitFor } from "./helpers.ts";
 
@@ -208,4 +208,13 @@ Deno.test("update() adds and drops targets without restarting the ones that stay
     await checker.stop();
     listener.close();
   }
+});
+
+Deno.test("jittered() spreads probe intervals by ±10%", () => {
+  equal(jittered(1000, 0), 900);
+  equal(jittered(1000, 0.5), 1000);
+  assert(jittered(1000, 0.999) < 1100);
+  const samples = Array.from({ length: 200 }, () => jittered(1000));
+  assert(samples.every((ms) => ms >= 900 && ms < 1100));
+  assert(new Set(samples).size > 150, "not in step");
 });

@@ -393,3 +393,53 @@ Deno.test("a backend closing at once, or sending an invalid status line, gives 5
     });
   }
 });
+
+Deno.test("--connect-timeout: a backend that never accepts costs the timeout, then the request goes elsewhere", async () => {
+  // A listener that never accepts, with its backlog full: the kernel drops further SYNs, so a
+  // connect hangs as it would to a machine that went away.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const filler: Deno.Conn[] = [];
+  while (true) {
+    try {
+      filler.push(
+        await Deno.connect({
+          hostname: "127.0.0.1",
+          port: listener.addr.port,
+          signal: AbortSignal.timeout(300),
+        }),
+      );
+    } catch {
+      break; // the backlog is full
+    }
+  }
+  const ok = recordingBackend(() => new Response("ok"));
+  const proxy = await startGoround([
+    "--backend",
+    `http://127.0.0.1:${listener.addr.port}`,
+    "--backend",
+    ok.url,
+    "--workers",
+    "1",
+    "--connect-timeout",
+    "300ms",
+    "--health-timeout",
+    "300ms",
+    "--health-fall",
+    "99",
+  ]);
+  try {
+    const started = Date.now();
+    const res = await post(proxy.url, "a POST is safe to retry: nothing was sent");
+    const took = Date.now() - started;
+    equal(res.text, "ok");
+    assert(took >= 250 && took < 2000, `took ${took} ms`);
+    await waitFor(() => proxy.stderr.some((l) => /DOWN: timed out|DOWN: .*aborted/.test(l)), {
+      what: "the DOWN log",
+    });
+  } finally {
+    await proxy.stop();
+    await ok.close();
+    for (const conn of filler) conn.close();
+    listener.close();
+  }
+});

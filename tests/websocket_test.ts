@@ -185,6 +185,43 @@ Deno.test("[goround] shutdown ends open WebSocket tunnels with 1001 instead of w
   }
 });
 
+Deno.test("[goround] ping and pong frames pass through the tunnel untouched", async () => {
+  const backend = echoBackend("a");
+  const proxy = await startGoround(["--backend", backend.url, "--workers", "1"]);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+  try {
+    await conn.write(new TextEncoder().encode(
+      "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    ));
+    const buf = new Uint8Array(4096);
+    let got = new Uint8Array();
+    const readMore = async () => {
+      const n = await conn.read(buf);
+      if (n === null) throw new Error("closed");
+      got = new Uint8Array([...got, ...buf.subarray(0, n)]);
+    };
+    while (!new TextDecoder().decode(got).includes("\r\n\r\n")) await readMore();
+    const text = new TextDecoder().decode(got);
+    equal(text.split("\r\n")[0], "HTTP/1.1 101 Switching Protocols");
+    got = got.subarray(text.indexOf("\r\n\r\n") + 4);
+    // A masked ping from the client (RFC 6455 §5.5.2) with payload "hb".
+    const mask = [1, 2, 3, 4];
+    const payload = [..."hb"].map((c, i) => c.charCodeAt(0) ^ mask[i % 4]!);
+    await conn.write(new Uint8Array([0x89, 0x80 | 2, ...mask, ...payload]));
+    while (got.length < 4) await readMore();
+    deepEqual(
+      [...got.subarray(0, 4)],
+      [0x8a, 2, 104, 98],
+      "the backend's pong, with the ping's payload",
+    );
+  } finally {
+    conn.close();
+    await proxy.stop();
+    await backend.close();
+  }
+});
+
 Deno.test("closeFrame() and frameTracker() follow RFC 6455 framing", () => {
   deepEqual([...closeFrame(1011, "x")], [0x88, 3, 0x03, 0xf3, 0x78]);
   const tracker = frameTracker();
