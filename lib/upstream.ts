@@ -603,6 +603,27 @@ function bodyFailed(link: Link, request: OutgoingRequest, reason: string): Error
   return new Error(`backend ${link.host.backend.url} ${reason}`);
 }
 
+/**
+ * Reads the next piece of a body into a fresh buffer of `size` bytes. Returns the bytes,
+ * `null` at the end of the connection, or `undefined` when the read failed (the stream is then
+ * errored and the failure reported).
+ */
+async function readPiece(
+  link: Link,
+  size: number,
+  request: OutgoingRequest,
+  controller: ReadableStreamDefaultController<Bytes>,
+): Promise<Bytes | null | undefined> {
+  const chunk = new Uint8Array(size);
+  try {
+    const n = await link.conn.read(chunk);
+    return n === null ? null : n === size ? chunk : chunk.subarray(0, n);
+  } catch (error) {
+    controller.error(bodyFailed(link, request, `broke off mid-body: ${describeError(error)}`));
+    return undefined;
+  }
+}
+
 function lengthStream(
   link: Link,
   length: number,
@@ -619,22 +640,16 @@ function lengthStream(
       }
     },
     async pull(controller) {
-      const chunk = new Uint8Array(Math.min(BODY_CHUNK, remaining));
-      let n: number | null;
-      try {
-        n = await link.conn.read(chunk);
-      } catch (error) {
-        controller.error(bodyFailed(link, request, `broke off mid-body: ${describeError(error)}`));
-        return;
-      }
-      if (n === null) {
+      const piece = await readPiece(link, Math.min(BODY_CHUNK, remaining), request, controller);
+      if (piece === undefined) return;
+      if (piece === null) {
         controller.error(
           bodyFailed(link, request, `closed the connection ${remaining} bytes short`),
         );
         return;
       }
-      remaining -= n;
-      controller.enqueue(n === chunk.length ? chunk : chunk.subarray(0, n));
+      remaining -= piece.length;
+      controller.enqueue(piece);
       if (remaining === 0) {
         controller.close();
         finish();
@@ -662,26 +677,19 @@ function chunkedStream(
     async pull(controller) {
       // Loop until at least one payload byte (or the end) so each pull makes progress.
       while (true) {
-        const chunk = new Uint8Array(BODY_CHUNK);
-        let n: number | null;
-        try {
-          n = await link.conn.read(chunk);
-        } catch (error) {
-          controller.error(
-            bodyFailed(link, request, `broke off mid-body: ${describeError(error)}`),
-          );
-          return;
-        }
-        if (n === null) {
+        const piece = await readPiece(link, BODY_CHUNK, request, controller);
+        if (piece === undefined) return;
+        if (piece === null) {
           controller.error(
             bodyFailed(link, request, "closed the connection before the last chunk"),
           );
           return;
         }
+        const n = piece.length;
         let emitted = false;
         let used: number;
         try {
-          used = decodeChunked(state, chunk.subarray(0, n), (data) => {
+          used = decodeChunked(state, piece, (data) => {
             emitted = true;
             controller.enqueue(data);
           });
@@ -718,21 +726,15 @@ function closeStream(link: Link, request: OutgoingRequest): ReadableStream<Bytes
       if (first) controller.enqueue(first);
     },
     async pull(controller) {
-      const chunk = new Uint8Array(BODY_CHUNK);
-      let n: number | null;
-      try {
-        n = await link.conn.read(chunk);
-      } catch (error) {
-        controller.error(bodyFailed(link, request, `broke off mid-body: ${describeError(error)}`));
-        return;
-      }
-      if (n === null) {
+      const piece = await readPiece(link, BODY_CHUNK, request, controller);
+      if (piece === undefined) return;
+      if (piece === null) {
         closeLink(link);
         controller.close();
         request.onBodyEnd?.();
         return;
       }
-      controller.enqueue(chunk.subarray(0, n));
+      controller.enqueue(piece);
     },
     cancel() {
       closeLink(link);
