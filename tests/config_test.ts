@@ -184,7 +184,7 @@ Deno.test("--help and --version are commands", () => {
 Deno.test("--config reads a JSON file; flags and variables win over it", () => {
   const files: Record<string, string> = {
     "goround.json": JSON.stringify({
-      backends: ["http://127.0.0.1:1", "http://127.0.0.1:2"],
+      backends: ["http://127.0.0.1:1", { url: "http://127.0.0.1:2", weight: 4 }],
       "health-interval": "3s",
       "health-path": "/healthz",
       "max-fails": 5,
@@ -205,7 +205,7 @@ Deno.test("--config reads a JSON file; flags and variables win over it", () => {
   );
   if (command.kind !== "run") throw new Error("expected run");
   const { config } = command;
-  deepEqual(config.backends.map((b) => b.port), [1, 2]);
+  deepEqual(config.backends.map((b) => [b.port, b.weight]), [[1, 1], [2, 4]]);
   equal(config.healthInterval, 3000);
   equal(config.healthPath, "/healthz");
   equal(config.maxFails, 7, "the flag wins");

@@ -152,3 +152,40 @@ Deno.test("--discover and --discover-nameserver reject bad values with exit stat
       "optional port, like 127.0.0.1:5353 or [::1]:53",
   );
 });
+
+Deno.test("--discover srv: targets, ports and weights from SRV records make the pool", async () => {
+  const a = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => new Response("a"),
+  );
+  const b = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => new Response("b"),
+  );
+  const dns = await startDnsServer({
+    hosts: "127.0.0.1 app-a.test\n127.0.0.1 app-b.test\n",
+    srv: [
+      `_http._tcp.app.test,app-a.test,${a.addr.port},0,3`,
+      `_http._tcp.app.test,app-b.test,${b.addr.port},0,1`,
+    ],
+  });
+  const proxy = await startGoround([
+    "--discover",
+    "srv:_http._tcp.app.test",
+    "--discover-nameserver",
+    `${dns.nameServer.ipAddr}:${dns.nameServer.port}`,
+    "--algorithm",
+    "weighted",
+    "--workers",
+    "1",
+  ]);
+  try {
+    const pool = (await status(proxy.adminUrl)).backends.map((x: Json) => x.url).sort();
+    deepEqual(pool, [`http://127.0.0.1:${a.addr.port}`, `http://127.0.0.1:${b.addr.port}`].sort());
+    deepEqual(await spread(proxy.url, 8), { a: 6, b: 2 }, "SRV weights 3:1");
+  } finally {
+    await proxy.stop();
+    await dns.close();
+    await Promise.all([a.shutdown(), b.shutdown()]);
+  }
+});

@@ -336,6 +336,10 @@ Deno.test("SIGHUP reloads --config: backends swap without dropping connections; 
     );
     const after = [await ask(), await ask(), await ask(), await ask()];
     deepEqual(after.sort(), ["b", "b", "c", "c"]);
+    // b stayed: same id, and its counts went on from 2 (before the reload) to 4.
+    const report = await (await fetch(`${proxy.adminUrl}/status`)).json();
+    const kept = report.backends.find((x: { url: string }) => x.url === b!.url);
+    deepEqual([kept.id, kept.requests], [1, 4]);
 
     await Deno.writeTextFile(file, '{"backends": ["ftp://nope"]}');
     await sendSignal(proxy.pid, "HUP");

@@ -264,3 +264,72 @@ Deno.test("--health-fast-interval rechecks a down backend quickly; --slow-start 
     await Promise.all([a.close(), b.close()]);
   }
 });
+
+Deno.test("--algorithm p2c sends new requests past a busy backend", async () => {
+  let release = () => {};
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const slow = recordingBackend(async () => {
+    await gate;
+    return new Response("slow");
+  });
+  const fast = recordingBackend(() => new Response("fast"));
+  const proxy = await startGoround([
+    "--algorithm",
+    "p2c",
+    "--backend",
+    slow.url,
+    "--backend",
+    fast.url,
+    "--workers",
+    "1",
+  ]);
+  try {
+    const held: Promise<unknown>[] = [];
+    // Keep sending until one request is held by the slow backend.
+    while (slow.requests.length === 0) {
+      const pending = get(proxy.url);
+      held.push(pending);
+      await Promise.race([pending, new Promise((resolve) => setTimeout(resolve, 50))]);
+    }
+    for (let i = 0; i < 6; i++) {
+      equal((await get(proxy.url)).text, "fast", "two choices, the idle one wins");
+    }
+    release();
+    await Promise.all(held);
+  } finally {
+    release();
+    await proxy.stop();
+    await Promise.all([slow.close(), fast.close()]);
+  }
+});
+
+Deno.test("--hash-key cookie:session: a session stays on one backend", async () => {
+  const backends = named(["a", "b", "c"]);
+  const proxy = await startGoround([
+    "--algorithm",
+    "hash",
+    "--hash-key",
+    "cookie:session",
+    ...backends.flatMap((b) => ["--backend", b.url]),
+    "--workers",
+    "2",
+  ]);
+  try {
+    const seen = new Map<string, Set<string>>();
+    for (let round = 0; round < 3; round++) {
+      for (let user = 0; user < 12; user++) {
+        const text =
+          (await get(proxy.url, { headers: { cookie: `theme=dark; session=s-${user}` } })).text;
+        seen.set(`s-${user}`, (seen.get(`s-${user}`) ?? new Set()).add(text));
+      }
+    }
+    for (const [session, texts] of seen) equal(texts.size, 1, `${session} stayed on one backend`);
+    assert(
+      new Set([...seen.values()].map((t) => [...t][0])).size >= 2,
+      "sessions spread over backends",
+    );
+  } finally {
+    await proxy.stop();
+    await Promise.all(backends.map((b) => b.close()));
+  }
+});
