@@ -385,7 +385,7 @@ async function runParent(
     goround = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
-        "--v8-flags=--max-semi-space-size=2",
+        "--v8-flags=--max-semi-space-size=4",
         "--unstable-net",
         "--allow-net",
         `--allow-read=${root}`,

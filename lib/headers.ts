@@ -79,7 +79,8 @@ export function forwardRequestHeaders(
   let priorFor: string | null = null;
   let proto: string | null = null;
   let host: string | null = null;
-  for (const [name, value] of headers) {
+  for (const pair of headers) {
+    const [name, value] = pair;
     if (HOP_BY_HOP.has(name) || (named !== null && named.includes(name))) continue;
     switch (name) {
       case "host":
@@ -101,7 +102,7 @@ export function forwardRequestHeaders(
       case "x-request-id": // the caller sets the one it kept or made
         continue;
     }
-    out.push([name, value] as [string, string]);
+    out.push(pair as [string, string]); // pairs are never changed, so they can be shared
   }
   // De-facto X-Forwarded-For: the client chain, then the peer (MDN; RFC 7239 §7.4 describes it).
   out.push([

@@ -32,6 +32,7 @@ export interface ResponseHead {
 /** Largest response head accepted from a backend (a larger one is a protocol error). */
 export const MAX_HEAD_BYTES = 64 * 1024;
 
+const DIGITS = /^\d{1,15}$/;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // Field values: visible ASCII, obs-text, SP and HTAB (RFC 9110 §5.5). No CR, LF or NUL.
 // deno-lint-ignore no-control-regex
@@ -257,7 +258,12 @@ export function parseResponseHead(
   let keepAlive = minor === 1;
   for (const [name, value] of headers) {
     if (name !== "connection") continue;
-    const tokens = listMembers(value);
+    const lower = value.toLowerCase();
+    if (lower === "keep-alive") { // the usual case, without splitting
+      keepAlive = true;
+      continue;
+    }
+    const tokens = listMembers(lower);
     if (tokens.includes("close")) keepAlive = false;
     else if (tokens.includes("keep-alive")) keepAlive = true;
   }
@@ -458,9 +464,10 @@ export function responseFraming(head: ResponseHead, method: string): Framing {
   }
   if (length !== undefined) {
     // §6.3 rule 5: a list of identical values is one value; anything else is unrecoverable.
+    if (DIGITS.test(length)) return { kind: "length", length: Number(length) }; // the usual case
     const values = new Set(length.split(",").map((v) => v.trim()));
     const [only] = values;
-    if (values.size !== 1 || !/^\d{1,15}$/.test(only!)) {
+    if (values.size !== 1 || !DIGITS.test(only!)) {
       throw new ProtocolError(`invalid content-length "${length}"`);
     }
     return { kind: "length", length: Number(only) };

@@ -111,6 +111,20 @@ export interface Trace {
   readonly requestId: string;
 }
 
+/** This thread's request ids: a random prefix (so threads and restarts differ) and a counter. */
+const ID_PREFIX = crypto.randomUUID().slice(0, 13);
+let idCounter = 0;
+
+/**
+ * A new request id, unique per goround run (a random prefix per thread and a counter), cheaper
+ * than a UUID per request.
+ *
+ * @returns For example `5f0c3a9e-1b2c-2s`.
+ */
+export function nextRequestId(): string {
+  return `${ID_PREFIX}-${(++idCounter).toString(36)}`;
+}
+
 /** A client's `X-Request-Id` is kept when it looks like an id, so it cannot smuggle text into
  * logs or other systems: at most 128 letters, digits and `._:-`. */
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -267,7 +281,7 @@ export function createForwarder(context: ProxyContext): Forwarder {
     const { method, target, body } = incoming;
     let requestId = "";
     for (const [name, value] of incoming.headers) if (name === "x-request-id") requestId = value;
-    if (!REQUEST_ID.test(requestId)) requestId = crypto.randomUUID();
+    if (!REQUEST_ID.test(requestId)) requestId = nextRequestId();
     const fields = forwardRequestHeaders(incoming.headers, {
       clientIp: incoming.clientIp,
       trusted: ipInCidrs(incoming.clientIp, config.trustedProxies),

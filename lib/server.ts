@@ -417,10 +417,14 @@ function frame(client: Client, head: string, body: Uint8Array | null): Uint8Arra
 }
 
 /** `Connection` as RFC 9112 §9.3 has it: say close when closing; HTTP/1.0 needs keep-alive said. */
-function connectionFields(minor: number, keepAlive: boolean): [string, string][] {
-  if (!keepAlive) return [["connection", "close"]];
-  return minor === 0 ? [["connection", "keep-alive"]] : [];
+function connectionFields(minor: number, keepAlive: boolean): readonly [string, string][] {
+  if (!keepAlive) return CLOSE;
+  return minor === 0 ? KEEP_ALIVE : NONE;
 }
+
+const CLOSE: readonly [string, string][] = [["connection", "close"]];
+const KEEP_ALIVE: readonly [string, string][] = [["connection", "keep-alive"]];
+const NONE: readonly [string, string][] = [];
 
 function errorReply(error: RequestError): Reply {
   return localReply(error.status, error.message);

@@ -15,7 +15,13 @@ import { connectionTokens, forwardRequestHeaders } from "./headers.ts";
 import { requestHead } from "./http1.ts";
 import { logLine } from "./log.ts";
 import { beginRequest, endRequest, setAlive } from "./pool.ts";
-import { type Incoming, localReply, type ProxyContext, type Reply } from "./proxy.ts";
+import {
+  type Incoming,
+  localReply,
+  nextRequestId,
+  type ProxyContext,
+  type Reply,
+} from "./proxy.ts";
 import { marksDown } from "./retry.ts";
 import { type SelectionContext, selectorFor } from "./selection.ts";
 import { type Switched, upgrade } from "./upstream.ts";
@@ -187,7 +193,7 @@ async function* candidates(
  */
 export function createUpgrader(context: ProxyContext): Upgrader {
   return async (incoming) => {
-    const requestId = crypto.randomUUID();
+    const requestId = nextRequestId();
     const head = requestHead("GET", incoming.target, handshakeFields(context, incoming, requestId));
     let failure: UpstreamError | null = null;
     for await (const { slot, backend } of candidates(context, incoming)) {
@@ -309,7 +315,7 @@ export async function relayWebSocket(
   req: Request,
   incoming: Incoming,
 ): Promise<Response> {
-  const requestId = crypto.randomUUID();
+  const requestId = nextRequestId();
   const protocols = (req.headers.get("sec-websocket-protocol") ?? "")
     .split(",").map((p) => p.trim()).filter((p) => p !== "");
   const skip = new Set([

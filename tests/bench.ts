@@ -150,7 +150,7 @@ export const DEFAULT_FLOOR = 0.2;
 
 /** The V8 flags `deno task start` runs goround with (a small young generation keeps memory
  * low under load without costing throughput). */
-const GOROUND_V8_FLAGS = ["--v8-flags=--max-semi-space-size=2"];
+const GOROUND_V8_FLAGS = ["--v8-flags=--max-semi-space-size=4"];
 
 /** The repository root (where `main.ts` lives), with a trailing slash. */
 const ROOT = new URL("..", import.meta.url).pathname;
