@@ -609,6 +609,37 @@ export function decodeChunked<B extends ArrayBufferLike>(
   return i;
 }
 
+/**
+ * Decodes chunked bytes in place: the payload they carry is moved to the front of `bytes`
+ * (each run of payload is never ahead of where it is moved to, so nothing unread is
+ * overwritten). Lets a reader decode straight in the buffer it read into, with no copy out.
+ *
+ * @param state The decoder state (updated).
+ * @param bytes Bytes read from the connection; overwritten with the payload.
+ * @returns `payload`: the payload's length, at the front of `bytes`; `consumed`: how many
+ *   bytes were chunked framing or payload (less than `bytes.length` only when the body ended
+ *   first: the rest, from `consumed` on, is untouched).
+ * @throws {ProtocolError} On malformed framing.
+ * @example
+ * ```ts
+ * const bytes = new TextEncoder().encode("3\r\nabc\r\n0\r\n\r\nGET");
+ * const { payload, consumed } = decodeChunkedInPlace(chunkedDecoder(), bytes);
+ * console.log(new TextDecoder().decode(bytes.subarray(0, payload)), consumed); // "abc" 15
+ * ```
+ */
+export function decodeChunkedInPlace(
+  state: ChunkedState,
+  bytes: Uint8Array,
+): { payload: number; consumed: number } {
+  let payload = 0;
+  const consumed = decodeChunked(state, bytes, (data) => {
+    const from = data.byteOffset - bytes.byteOffset;
+    if (from !== payload) bytes.copyWithin(payload, from, from + data.length);
+    payload += data.length;
+  });
+  return { payload, consumed };
+}
+
 function afterSize(state: ChunkedState): void {
   state.phase = state.remaining === 0 ? "trailer" : "data";
   state.digits = 0;

@@ -22,6 +22,7 @@ import {
   chunkedDecoder,
   type ChunkedState,
   decodeChunked,
+  decodeChunkedInPlace,
   encodeLatin1,
   LAST_CHUNK,
   MAX_HEAD_BYTES,
@@ -39,7 +40,8 @@ import {
   type Reply,
   splitTarget,
 } from "./proxy.ts";
-import { joinParts } from "./streaming.ts";
+import { batches, FRAME_ROOM } from "./streaming.ts";
+import { BODY_BUFFER, borrow, giveBack } from "./buffers.ts";
 import { closeFrame, isWebSocketUpgrade, splice, type Upgrader } from "./websocket.ts";
 import type { Bytes } from "./upstream.ts";
 
@@ -98,7 +100,6 @@ interface Client {
 
 const READ_BUFFER = 16 * 1024;
 const WRITE_BUFFER = 4 * 1024;
-const BODY_CHUNK = 256 * 1024;
 const SWEEP_MS = 100;
 const CONTINUE = encodeLatin1("HTTP/1.1 100 Continue\r\n\r\n");
 const ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
@@ -237,11 +238,13 @@ function lengthBody(client: Client, length: number, state: BodyReader): Readable
       }
     },
     async pull(controller) {
-      const chunk = new Uint8Array(Math.min(BODY_CHUNK, remaining));
+      const chunk = borrow();
       bodyDeadline(client, state);
-      const n = await client.conn.read(chunk).catch(() => null);
+      const n = await client.conn.read(chunk.subarray(0, Math.min(chunk.length, remaining)))
+        .catch(() => null);
       bodyRead(client);
       if (n === null) {
+        giveBack(chunk);
         controller.error(new RequestError(400, "request body ended early"));
         return;
       }
@@ -255,45 +258,64 @@ function lengthBody(client: Client, length: number, state: BodyReader): Readable
   }, { highWaterMark: 0 });
 }
 
-/** Streams a chunked body off the connection, decoded; bytes after its end stay buffered. */
+/**
+ * Streams a chunked body off the connection, decoded; bytes after its end stay buffered. Each
+ * piece is a recycled buffer (`buffers.ts`): what the client buffer held of the body, or one
+ * large read straight off the connection decoded in place, so a large body takes large reads,
+ * not the client buffer's small ones.
+ */
 function chunkedBody(client: Client, state: BodyReader): ReadableStream<Bytes> {
   const decoder: ChunkedState = chunkedDecoder();
-  /** Decodes what is buffered; returns whether any payload (or the end) came out. */
-  const decode = (controller: ReadableStreamDefaultController<Bytes>): boolean => {
-    let progress = false;
-    const input = client.buf.subarray(client.start, client.end);
-    client.start += decodeChunked(decoder, input, (data) => {
-      progress = true;
-      controller.enqueue(data.slice());
-    });
-    if (decoder.phase === "done") {
-      state.done = true;
-      controller.close();
-      return true;
-    }
-    return progress;
-  };
   return new ReadableStream<Bytes>({
     pull: async (controller) => {
+      // Leave room for the chunk framing, should the piece be sent on chunked.
+      const out = borrow().subarray(0, BODY_BUFFER - FRAME_ROOM);
+      let used = 0;
       try {
-        if (client.end > client.start && decode(controller)) return;
-        while (true) {
-          // decodeChunked consumes every byte it is given, so the buffer is empty here.
-          client.start = 0;
-          client.end = 0;
+        while (used === 0 && decoder.phase !== "done") {
+          if (client.end > client.start) {
+            // The payload decoded is never longer than the input, so it fits in `out`.
+            const input = client.buf.subarray(
+              client.start,
+              Math.min(client.end, client.start + out.length),
+            );
+            client.start += decodeChunked(decoder, input, (data) => {
+              out.set(data, used);
+              used += data.length;
+            });
+            continue;
+          }
           bodyDeadline(client, state);
-          const more = await fill(client);
+          const n = await client.conn.read(out);
           bodyRead(client);
-          if (!more) throw new RequestError(400, "chunked body ended early");
-          if (decode(controller)) break;
+          if (n === null) throw new RequestError(400, "chunked body ended early");
+          const { payload, consumed } = decodeChunkedInPlace(decoder, out.subarray(0, n));
+          used = payload;
+          if (consumed < n) putBack(client, out.subarray(consumed, n)); // the next request
         }
       } catch (error) {
+        giveBack(out);
         controller.error(
           error instanceof ProtocolError ? new RequestError(400, error.message) : error,
         );
+        return;
+      }
+      if (used > 0) controller.enqueue(out.subarray(0, used));
+      else giveBack(out);
+      if (decoder.phase === "done") {
+        state.done = true;
+        controller.close();
       }
     },
   }, { highWaterMark: 0 });
+}
+
+/** Puts bytes read past a body back in the (empty) client buffer, for the next request. */
+function putBack(client: Client, bytes: Uint8Array): void {
+  if (bytes.length > client.buf.length) client.buf = new Uint8Array(bytes.length);
+  client.buf.set(bytes);
+  client.start = 0;
+  client.end = bytes.length;
 }
 
 /** Serialises a response head. */
@@ -315,8 +337,11 @@ async function writeStream(
     while (true) {
       const { done, value } = await reader.read();
       if (done) break;
-      if (value.length === 0) continue;
-      await writeAll(client, chunked ? joinParts([value], true) : value);
+      for (const bytes of batches([value], chunked)) {
+        await writeAll(client, bytes);
+        giveBack(bytes);
+      }
+      giveBack(value);
       sent += value.length;
     }
   } catch {

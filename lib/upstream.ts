@@ -23,6 +23,7 @@ import {
   chunkedDecoder,
   type ChunkedState,
   decodeChunked,
+  decodeChunkedInPlace,
   type Framing,
   LAST_CHUNK,
   parseResponseHead,
@@ -31,7 +32,8 @@ import {
   type ResponseHead,
   writeLatin1,
 } from "./http1.ts";
-import { joinParts, readAhead } from "./streaming.ts";
+import { batches, FRAME_ROOM, readAhead } from "./streaming.ts";
+import { BODY_BUFFER, borrow, giveBack } from "./buffers.ts";
 
 /** Bytes backed by a plain `ArrayBuffer` (what `Response` and `conn.read` take). */
 export type Bytes = Uint8Array<ArrayBuffer>;
@@ -125,7 +127,6 @@ export interface Upstreams {
 
 const HEAD_BUFFER = 16 * 1024;
 const WRITE_BUFFER = 4 * 1024;
-const BODY_CHUNK = 256 * 1024;
 const SWEEP_MS = 50;
 
 /**
@@ -361,7 +362,11 @@ async function pump(link: Link, body: ReadableStream<Bytes>, chunked: boolean): 
   try {
     for (let parts; (parts = await ahead.next()) !== null;) {
       link.deadline = Date.now() + timeout;
-      await writeAll(link, joinParts(parts, chunked));
+      for (const bytes of batches(parts, chunked)) {
+        await writeAll(link, bytes);
+        giveBack(bytes);
+      }
+      for (const part of parts) giveBack(part);
       link.deadline = 0;
     }
     if (chunked) await writeAll(link, LAST_CHUNK);
@@ -604,9 +609,9 @@ function bodyFailed(link: Link, request: OutgoingRequest, reason: string): Error
 }
 
 /**
- * Reads the next piece of a body into a fresh buffer of `size` bytes. Returns the bytes,
- * `null` at the end of the connection, or `undefined` when the read failed (the stream is then
- * errored and the failure reported).
+ * Reads the next piece of a body, at most `size` bytes, into a recycled buffer (`buffers.ts`).
+ * Returns the bytes, `null` at the end of the connection, or `undefined` when the read failed
+ * (the stream is then errored and the failure reported).
  */
 async function readPiece(
   link: Link,
@@ -614,11 +619,13 @@ async function readPiece(
   request: OutgoingRequest,
   controller: ReadableStreamDefaultController<Bytes>,
 ): Promise<Bytes | null | undefined> {
-  const chunk = new Uint8Array(size);
+  const buffer = borrow();
   try {
-    const n = await link.conn.read(chunk);
-    return n === null ? null : n === size ? chunk : chunk.subarray(0, n);
+    const n = await link.conn.read(buffer.subarray(0, size));
+    if (n === null) giveBack(buffer);
+    return n === null ? null : n === buffer.length ? buffer : buffer.subarray(0, n);
   } catch (error) {
+    giveBack(buffer);
     controller.error(bodyFailed(link, request, `broke off mid-body: ${describeError(error)}`));
     return undefined;
   }
@@ -640,7 +647,7 @@ function lengthStream(
       }
     },
     async pull(controller) {
-      const piece = await readPiece(link, Math.min(BODY_CHUNK, remaining), request, controller);
+      const piece = await readPiece(link, Math.min(BODY_BUFFER, remaining), request, controller);
       if (piece === undefined) return;
       if (piece === null) {
         controller.error(
@@ -677,7 +684,8 @@ function chunkedStream(
     async pull(controller) {
       // Loop until at least one payload byte (or the end) so each pull makes progress.
       while (true) {
-        const piece = await readPiece(link, BODY_CHUNK, request, controller);
+        // Room is left for the chunk framing, should the piece be sent on chunked.
+        const piece = await readPiece(link, BODY_BUFFER - FRAME_ROOM, request, controller);
         if (piece === undefined) return;
         if (piece === null) {
           controller.error(
@@ -685,22 +693,20 @@ function chunkedStream(
           );
           return;
         }
-        const n = piece.length;
-        let emitted = false;
-        let used: number;
+        let decoded: { payload: number; consumed: number };
         try {
-          used = decodeChunked(state, piece, (data) => {
-            emitted = true;
-            controller.enqueue(data);
-          });
+          decoded = decodeChunkedInPlace(state, piece);
         } catch (error) {
+          giveBack(piece);
           controller.error(
             bodyFailed(link, request, `sent a bad chunk: ${(error as Error).message}`),
           );
           return;
         }
+        if (decoded.payload > 0) controller.enqueue(piece.subarray(0, decoded.payload));
+        else giveBack(piece);
         if (state.phase === "done") {
-          if (used < n) {
+          if (decoded.consumed < piece.length) {
             closeLink(link); // bytes after the end of the body: the connection is not clean
           } else {
             finish();
@@ -709,7 +715,7 @@ function chunkedStream(
           request.onBodyEnd?.();
           return;
         }
-        if (emitted) return;
+        if (decoded.payload > 0) return;
       }
     },
     cancel() {
@@ -726,7 +732,8 @@ function closeStream(link: Link, request: OutgoingRequest): ReadableStream<Bytes
       if (first) controller.enqueue(first);
     },
     async pull(controller) {
-      const piece = await readPiece(link, BODY_CHUNK, request, controller);
+      // Room is left for the chunk framing: goround sends this body on chunked.
+      const piece = await readPiece(link, BODY_BUFFER - FRAME_ROOM, request, controller);
       if (piece === undefined) return;
       if (piece === null) {
         closeLink(link);

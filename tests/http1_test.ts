@@ -2,6 +2,7 @@ import { deepEqual, equal, ok as assert, throws } from "node:assert/strict";
 import {
   chunkedDecoder,
   decodeChunked,
+  decodeChunkedInPlace,
   decodeLatin1,
   encodeLatin1,
   type Framing,
@@ -202,6 +203,55 @@ Deno.test("decodeChunked()", async (t) => {
       }
       const cuts = [Math.floor(all.length / 3), Math.floor((2 * all.length) / 3)];
       equal(decodeAll(all, cuts).data, parts.join(""));
+    }
+  });
+
+  await t.step("decodes in place as it decodes by copying, for every split point", () => {
+    const input = bytes(body + "GET / HTTP/1.1\r\n");
+    for (let a = 0; a <= input.length; a++) {
+      const state = chunkedDecoder();
+      const buffer = input.slice();
+      let data = "";
+      let consumed = 0;
+      for (const [from, to] of [[0, a], [a, buffer.length]] as const) {
+        if (state.phase === "done") break;
+        const piece = buffer.subarray(from, to);
+        const result = decodeChunkedInPlace(state, piece);
+        data += decodeLatin1(piece, 0, result.payload);
+        consumed += result.consumed;
+      }
+      equal(data, "hello 0123456789");
+      equal(consumed, body.length);
+      // What follows the body is left as it was, for the next request.
+      equal(decodeLatin1(buffer, body.length, buffer.length), "GET / HTTP/1.1\r\n");
+    }
+  });
+
+  await t.step("decodes random chunkings of random payloads in place", () => {
+    let seed = 7;
+    const random = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+    for (let round = 0; round < 100; round++) {
+      const payload = Array.from({ length: random(2000) }, () => String.fromCharCode(random(256)))
+        .join("");
+      let wire = "";
+      for (let at = 0; at < payload.length;) {
+        const size = 1 + random(300);
+        const piece = payload.slice(at, at + size);
+        wire += `${piece.length.toString(16)}${random(4) === 0 ? ";x=y" : ""}\r\n${piece}\r\n`;
+        at += size;
+      }
+      const input = bytes(wire + "0\r\n\r\n");
+      const state = chunkedDecoder();
+      let data = "";
+      for (let from = 0; from < input.length && state.phase !== "done";) {
+        const to = Math.min(input.length, from + 1 + random(700));
+        const piece = input.subarray(from, to);
+        const { payload: n, consumed } = decodeChunkedInPlace(state, piece);
+        data += decodeLatin1(piece, 0, n);
+        from += consumed;
+      }
+      equal(state.phase, "done");
+      equal(data, payload);
     }
   });
 

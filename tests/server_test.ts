@@ -568,6 +568,30 @@ test("`serveHttp1()` hands request bodies to the forwarder", async (t) => {
     );
 
     await t.step(
+      "a large chunked body, read in large reads past its end, keeps the requests after it",
+      async () => {
+        const wire = await connect();
+        const sizes = [1, 70_000, 3, 200_000, 16_384, 5, 300_000, 90_000];
+        let body = "";
+        let wireBody = "";
+        for (const [i, size] of sizes.entries()) {
+          const piece = Array.from({ length: size }, (_, j) => "abcdefghij"[(i + j) % 10])
+            .join("");
+          body += piece;
+          wireBody += `${size.toString(16)}${i % 2 ? ";ext" : ""}\r\n${piece}\r\n`;
+        }
+        await wire.send(
+          "POST /large-chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" +
+            wireBody + "0\r\n\r\n" + get("/after-1") + get("/after-2"),
+        );
+        equal((await wire.response()).body, `/large-chunked ${body.length}\n`);
+        assert(bodies.get("/large-chunked")?.text === body, "the decoded body arrives intact");
+        equal((await wire.response()).body, "/after-1 0\n");
+        equal((await wire.response()).body, "/after-2 0\n");
+      },
+    );
+
+    await t.step(
       "a chunked body sent piece by piece is streamed before it has all arrived",
       async () => {
         const wire = await connect();

@@ -1,5 +1,6 @@
-import { deepEqual, equal, rejects } from "node:assert/strict";
-import { joinParts, readAhead } from "../lib/streaming.ts";
+import { deepEqual, equal, ok as assert, rejects } from "node:assert/strict";
+import { batches, FRAME_ROOM, joinParts, readAhead } from "../lib/streaming.ts";
+import { BODY_BUFFER, footprint, giveBack } from "../lib/buffers.ts";
 
 const text = (parts: Uint8Array[]) => parts.map((p) => new TextDecoder().decode(p)).join("");
 
@@ -70,4 +71,50 @@ Deno.test("joinParts() joins, and frames one chunk when asked", () => {
   equal(new TextDecoder().decode(joinParts(parts, false)), "hello world");
   equal(new TextDecoder().decode(joinParts(parts, true)), "b\r\nhello world\r\n");
   deepEqual(joinParts([], false), new Uint8Array());
+});
+
+Deno.test("batches() joins parts into buffers, framing each as one chunk when asked", () => {
+  const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+  const parts = ["ab", "", "cde"].map((p) => new TextEncoder().encode(p));
+  deepEqual(batches(parts, false).map(text), ["abcde"]);
+  deepEqual(batches(parts, true).map(text), ["5\r\nabcde\r\n"]);
+  deepEqual(batches([], true), []);
+});
+
+Deno.test("batches() sends a lone part without a copy, unless it needs framing", () => {
+  const part = new Uint8Array(1000).fill(1);
+  const [plain] = batches([part], false);
+  equal(plain, part);
+  const [framed] = batches([part], true);
+  equal(framed!.length, 1000 + "3e8\r\n\r\n".length);
+});
+
+Deno.test("batches() starts a new buffer where the next part would overflow one", () => {
+  const big = new Uint8Array(BODY_BUFFER - FRAME_ROOM - 10).fill(2);
+  const small = new Uint8Array(100).fill(3);
+  for (const chunked of [false, true]) {
+    const out = batches([small, big, small, small], chunked);
+    const payload = (bytes: Uint8Array) => {
+      if (!chunked) return bytes;
+      const lineEnd = bytes.indexOf(10);
+      return bytes.subarray(lineEnd + 1, bytes.length - 2);
+    };
+    deepEqual(out.map((b) => payload(b).length), [100, big.length, 200]);
+    for (const bytes of out) assert(bytes.length <= BODY_BUFFER, "each write fits a buffer");
+    for (const bytes of out) giveBack(bytes);
+  }
+});
+
+Deno.test("batches() frames a part larger than a buffer in a buffer of its own", () => {
+  const huge = new Uint8Array(BODY_BUFFER + 5).fill(4);
+  const [framed] = batches([huge], true);
+  equal(framed!.length, huge.length + (BODY_BUFFER + 5).toString(16).length + 4);
+  deepEqual(framed!.subarray(framed!.length - 2), new Uint8Array([13, 10]));
+});
+
+Deno.test("batches() joins into recycled buffers", () => {
+  const [joined] = batches([new Uint8Array(3), new Uint8Array(4)], false);
+  equal(footprint(joined!), BODY_BUFFER, "the join is a view of a buffer lent by the pool");
+  giveBack(joined!);
+  equal(footprint(joined!), 7);
 });

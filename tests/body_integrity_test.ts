@@ -1,0 +1,98 @@
+import { equal } from "node:assert/strict";
+import { ENGINES } from "../lib/config.ts";
+import { recordingBackend, startGoround } from "./helpers.ts";
+
+/**
+ * Bodies stream through recycled buffers (`lib/buffers.ts`): a buffer handed back a moment too
+ * early would be overwritten by another transfer while its bytes were still on their way. So
+ * many transfers of distinct random bytes run at once, both ways, with and without
+ * `Content-Length`, and every byte is checked.
+ */
+
+/** Deterministic pseudo-random bytes (xorshift32), so both ends know what to expect. */
+function randomBytes(seed: number, size: number): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(size);
+  let x = seed | 1;
+  for (let i = 0; i < size; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 255;
+  }
+  return out;
+}
+
+async function sha256(bytes: Uint8Array<ArrayBuffer> | ArrayBuffer): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** A stream of `bytes` in pieces of uneven sizes (sent chunked: no length is known). */
+function unevenStream(bytes: Uint8Array): ReadableStream<Uint8Array> {
+  let at = 0;
+  let n = 0;
+  return new ReadableStream({
+    pull(controller) {
+      if (at >= bytes.length) return controller.close();
+      const size = [1, 7_000, 65_536, 300_000, 123][n++ % 5]!;
+      controller.enqueue(bytes.slice(at, at + size));
+      at += size;
+    },
+  });
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`[${engine}] concurrent large bodies arrive byte for byte, both ways`, async () => {
+    const backend = recordingBackend(async (req) => {
+      const url = new URL(req.url);
+      if (req.method === "POST") return new Response(await sha256(await req.arrayBuffer()));
+      const [, seed, size] = url.pathname.split("/").map(Number);
+      const bytes = randomBytes(seed!, size!);
+      return new Response(url.searchParams.has("chunked") ? unevenStream(bytes) : bytes);
+    });
+    const proxy = await startGoround([
+      "--engine",
+      engine,
+      "--backend",
+      backend.url,
+      "--workers",
+      "1",
+      "--access-log",
+      "off",
+    ]);
+    try {
+      const job = async (i: number) => {
+        const seed = 1000 + i;
+        const size = 512 * 1024 + i * 97_531;
+        const expected = await sha256(randomBytes(seed, size));
+        switch (i % 4) {
+          case 0:
+          case 1: {
+            const chunked = i % 4 === 1;
+            const res = await fetch(`${proxy.url}/${seed}/${size}${chunked ? "?chunked" : ""}`);
+            equal(res.status, 200);
+            equal(res.headers.has("content-length"), !chunked, "framing passes through");
+            equal(await sha256(await res.arrayBuffer()), expected, `download ${i}`);
+            break;
+          }
+          default: {
+            const bytes = randomBytes(seed, size);
+            const chunked = i % 4 === 3;
+            const res = await fetch(`${proxy.url}/upload`, {
+              method: "POST",
+              body: chunked ? unevenStream(bytes) : bytes,
+            });
+            equal(res.status, 200);
+            equal(await res.text(), expected, `upload ${i} (${chunked ? "chunked" : "length"})`);
+          }
+        }
+      };
+      for (let round = 0; round < 2; round++) {
+        await Promise.all(Array.from({ length: 16 }, (_, i) => job(i + round * 16)));
+      }
+    } finally {
+      await proxy.stop();
+      await backend.close();
+    }
+  });
+}
