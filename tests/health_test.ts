@@ -137,27 +137,33 @@ Deno.test("--health-rise and --health-fall need that many probes in a row", asyn
   const backend = recordingBackend(() => new Response("", { status: healthy ? 200 : 500 }));
   const pool = createPool(4);
   setMembers(pool, [0]);
-  const transitions: string[] = [];
+  // Every probe result and transition, in order: a transition follows the probe that made it.
+  const events: string[] = [];
   const checker = startHealthChecks(pool, [{ slot: 0, backend: backendAt(backend.port) }], {
     interval: 20,
     timeout: 500,
     path: "/",
     rise: 3,
     fall: 2,
-    onTransition: (_t, up) => transitions.push(up ? "UP" : "DOWN"),
+    onProbe: (_t, result) => events.push(result.ok ? "pass" : "fail"),
+    onTransition: (_t, up) => events.push(up ? "UP" : "DOWN"),
   });
+  /** How many of `kind` come right before `at` in a row. */
+  const run = (at: number, kind: string) => {
+    let n = 0;
+    while (events[at - 1 - n] === kind) n++;
+    return n;
+  };
   try {
+    await waitFor(() => events.includes("pass"), { what: "a passed probe" });
     healthy = false;
-    await waitFor(() => probeStreak(pool, 0).misses >= 1, { what: "a failed probe" });
-    equal(isAlive(pool, 0), true, "one failure is not enough with fall 2");
-    await waitFor(() => !isAlive(pool, 0), { what: "DOWN after 2" });
-    equal(probeStreak(pool, 0).misses, 2);
+    await waitFor(() => !isAlive(pool, 0), { what: "DOWN" });
+    equal(run(events.indexOf("DOWN"), "fail"), 2, "DOWN at the second failure in a row");
+    assert(probeStreak(pool, 0).misses >= 2, "the streak counts the misses");
     healthy = true;
-    await waitFor(() => probeStreak(pool, 0).passes >= 1, { what: "a passed probe" });
-    equal(isAlive(pool, 0), false, "one pass is not enough with rise 3");
-    await waitFor(() => isAlive(pool, 0), { what: "UP after 3" });
-    equal(probeStreak(pool, 0).passes, 3);
-    deepEqual(transitions, ["DOWN", "UP"]);
+    await waitFor(() => isAlive(pool, 0), { what: "UP" });
+    equal(run(events.indexOf("UP"), "pass"), 3, "UP at the third pass in a row");
+    deepEqual(events.filter((e) => e === "UP" || e === "DOWN"), ["DOWN", "UP"]);
   } finally {
     await checker.stop();
     await backend.close();

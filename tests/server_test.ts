@@ -503,6 +503,30 @@ test("`serveHttp1()` honours Connection and the HTTP version", async (t) => {
   });
 });
 
+test("`serveHttp1()` keeps each connection's bytes its own as connections come and go", async () => {
+  // Connection buffers are reused by later connections: each answer must still be built from
+  // its own connection's request, head and body, however the requests arrive.
+  await withServer(async (incoming) => {
+    const body = await bodyText(incoming.body);
+    return localReply(200, `${incoming.target} ${body}`);
+  }, async ({ connect }) => {
+    for (let round = 0; round < 3; round++) {
+      await Promise.all(Array.from({ length: 30 }, async (_, i) => {
+        const id = `r${round}c${i}`;
+        const wire = await connect();
+        const payload = id.repeat(50 + i);
+        const half = `POST /${id} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n`;
+        await wire.send(half);
+        await sleep(i % 3);
+        await wire.send(`Connection: close\r\n\r\n${payload.length.toString(16)}\r\n`);
+        await wire.send(`${payload}\r\n0\r\n\r\n`);
+        equal((await wire.response()).body, `/${id} ${payload}\n`);
+        wire.close();
+      }));
+    }
+  });
+});
+
 test("`serveHttp1()` hands request bodies to the forwarder", async (t) => {
   const bodies = new Map<string, { kind: string; text: string }>();
   await withServer(async (incoming) => {
