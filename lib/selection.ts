@@ -58,9 +58,35 @@ export type Algorithm = typeof ALGORITHMS[number];
  * `--max-conns`, and, during slow start, admitted with probability growing with its time up.
  */
 function eligible(pool: Pool, slot: number, context: SelectionContext, now: number): boolean {
+  return available(pool, slot, context) &&
+    (context.slowStart <= 0 || Math.random() < rampShare(pool, slot, context.slowStart, now));
+}
+
+/** Whether a slot can take this request at all: usable, not tried yet, below `--max-conns`. */
+function available(pool: Pool, slot: number, context: SelectionContext): boolean {
   if (!isUsable(pool, slot) || context.avoid.includes(slot)) return false;
-  if (context.maxConns > 0 && inFlight(pool, slot) >= context.maxConns) return false;
-  return context.slowStart <= 0 || Math.random() < rampShare(pool, slot, context.slowStart, now);
+  return context.maxConns <= 0 || inFlight(pool, slot) < context.maxConns;
+}
+
+/**
+ * The last resort of the ticket-driven policies: every member in order from `start`, the first
+ * one that can take the request (slow start aside). Their tries take fresh tickets from the
+ * shared cursor, and other threads take tickets in between, so `size` tries can all land on
+ * dead slots while a live one exists (one live backend of three, two workers: tickets 0, 3, 4
+ * miss slot 2). This sweep makes "-1" mean what it says: no backend could take the request.
+ *
+ * @param pool The shared pool.
+ * @param start Member index to start from.
+ * @param context What to avoid and the limits.
+ * @returns The slot, or `-1`.
+ */
+function sweep(pool: Pool, start: number, context: SelectionContext): number {
+  const size = poolSize(pool);
+  for (let i = 0; i < size; i++) {
+    const slot = memberAt(pool, (start + i) % size);
+    if (available(pool, slot, context)) return slot;
+  }
+  return -1;
 }
 
 /**
@@ -83,8 +109,9 @@ export function rampShare(pool: Pool, slot: number, slowStart: number, now: numb
  * Round-robin over the members: `ticket % size`, where every try takes a fresh ticket from the
  * shared cursor (`Atomics.add`). Skipping a dead backend therefore also advances the cursor, so
  * with the middle one of three down, consecutive requests alternate between the other two
- * instead of landing twice on the dead one's neighbour. Gives up after `size` tries (and a few
- * more when slow start may have turned one down by chance).
+ * instead of landing twice on the dead one's neighbour. After `size` tries (and a few more when
+ * slow start may have turned one down by chance) it sweeps the members in order, because other
+ * threads' tickets may have made every try miss the live ones.
  *
  * @param pool The shared pool.
  * @param context What to avoid and the limits.
@@ -101,11 +128,13 @@ export function roundRobin(pool: Pool, context: SelectionContext): number {
   const size = poolSize(pool);
   const tries = context.slowStart > 0 ? size * 3 : size;
   const now = context.slowStart > 0 ? Date.now() : 0;
+  let ticket = 0;
   for (let i = 0; i < tries; i++) {
-    const slot = memberAt(pool, nextTicket(pool, size) % size);
+    ticket = nextTicket(pool, size);
+    const slot = memberAt(pool, ticket % size);
     if (eligible(pool, slot, context, now)) return slot;
   }
-  return -1;
+  return size === 0 ? -1 : sweep(pool, ticket + 1, context);
 }
 
 /** Per-thread caches of what a policy derives from the membership (rebuilt when it changes). */
@@ -159,7 +188,7 @@ function weightedSelector(): Selector {
       const slot = slots[cycle[nextTicket(pool, cycle.length) % cycle.length]!]!;
       if (eligible(pool, slot, context, now)) return slot;
     }
-    return -1;
+    return sweep(pool, 0, context);
   };
 }
 
@@ -192,7 +221,7 @@ export function leastConn(pool: Pool, context: SelectionContext): number {
       bestLoad = l;
     }
   }
-  return best;
+  return best >= 0 ? best : sweep(pool, start, context); // slow start may have turned all down
 }
 
 /**
@@ -211,7 +240,7 @@ export function p2c(pool: Pool, context: SelectionContext): number {
     const slot = memberAt(pool, i);
     if (eligible(pool, slot, context, now)) candidates.push(slot);
   }
-  if (candidates.length === 0) return -1;
+  if (candidates.length === 0) return sweep(pool, 0, context); // slow start turned all down?
   if (candidates.length === 1) return candidates[0]!;
   const a = Math.floor(Math.random() * candidates.length);
   let b = Math.floor(Math.random() * (candidates.length - 1));
@@ -294,7 +323,7 @@ function hashSelector(): Selector {
       const slot = slots[table[(start + i) % table.length]!]!;
       if (eligible(pool, slot, context, now)) return slot;
     }
-    return -1;
+    return sweep(pool, 0, context);
   };
 }
 

@@ -8,7 +8,7 @@ import {
   setCounter,
   setMembers,
 } from "../lib/pool.ts";
-import { roundRobin, type SelectionContext } from "../lib/selection.ts";
+import { type Algorithm, ALGORITHMS, roundRobin, type SelectionContext } from "../lib/selection.ts";
 
 function ctx(avoid: number[] = [], extra: Partial<SelectionContext> = {}): SelectionContext {
   return { avoid, key: "", maxConns: 0, slowStart: 0, ...extra };
@@ -106,10 +106,13 @@ Deno.test("roundRobin()", async (t) => {
   });
 });
 
-Deno.test("roundRobin() splits exactly evenly across worker threads sharing the pool", async () => {
-  const pool = poolOf(3);
-  const threads = 4;
-  const each = 30_000;
+/** Runs `each` picks of `algorithm` in each of `threads` workers sharing `pool`; sums them. */
+async function pickInThreads(
+  pool: Pool,
+  threads: number,
+  each: number,
+  algorithm: Algorithm = "round-robin",
+): Promise<Record<number, number>> {
   const results = await Promise.all(Array.from({ length: threads }, () => {
     const worker = new Worker(new URL("./fixtures/select_worker.ts", import.meta.url), {
       type: "module",
@@ -123,12 +126,28 @@ Deno.test("roundRobin() splits exactly evenly across worker threads sharing the 
         worker.terminate();
         reject(event.message);
       };
-      worker.postMessage({ buffer: pool.buffer, count: each });
+      worker.postMessage({ buffer: pool.buffer, count: each, algorithm });
     });
   }));
-  const total = [0, 0, 0];
+  const total: Record<number, number> = {};
   for (const counts of results) {
-    for (const [slot, n] of Object.entries(counts)) total[Number(slot)]! += n;
+    for (const [slot, n] of Object.entries(counts)) {
+      total[Number(slot)] = (total[Number(slot)] ?? 0) + n;
+    }
   }
-  deepEqual(total, [40_000, 40_000, 40_000]);
+  return total;
+}
+
+Deno.test("roundRobin() splits exactly evenly across worker threads sharing the pool", async () => {
+  deepEqual(await pickInThreads(poolOf(3), 4, 30_000), { 0: 40_000, 1: 40_000, 2: 40_000 });
 });
+
+// Other threads take tickets between one thread's tries, so `size` tries can all miss the live
+// backend; this once answered 503 under the chaos load test.
+for (const algorithm of ALGORITHMS) {
+  Deno.test(`[${algorithm}] finds the one live backend of five while 4 threads share the cursor`, async () => {
+    const pool = poolOf(5);
+    for (const slot of [0, 1, 3, 4]) setAlive(pool, slot, false);
+    deepEqual(await pickInThreads(pool, 4, 50_000, algorithm), { 2: 200_000 });
+  });
+}
