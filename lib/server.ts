@@ -207,9 +207,10 @@ function bodyRead(client: Client): void {
   client.deadline = 0;
 }
 
-/** Reads a `Content-Length` body whole (it is small enough to replay on a retry). */
+/** Reads a `Content-Length` body whole (it is small enough to replay on a retry), into a
+ * recycled buffer when it fits one: the caller gives it back once the exchange is over. */
 async function readWhole(client: Client, length: number, state: BodyReader): Promise<Bytes> {
-  const body = new Uint8Array(length);
+  const body = length <= BODY_BUFFER ? borrow().subarray(0, length) : new Uint8Array(length);
   const buffered = Math.min(length, client.end - client.start);
   body.set(client.buf.subarray(client.start, client.start + buffered));
   client.start += buffered;
@@ -501,10 +502,18 @@ async function answer(
     await tunnel(client, head, incoming, options.upgrade);
     return false; // the connection was the tunnel's; it is closed now
   }
-  const reply = await options.forward(incoming);
-  // The connection carries another request only if this one was read to its end.
-  const keepAlive = head.keepAlive && !stopping();
-  const written = await writeReply(client, head, reply, keepAlive && state.done);
+  let reply: Reply;
+  let written: Written;
+  try {
+    reply = await options.forward(incoming);
+    // The connection carries another request only if this one was read to its end.
+    const keepAlive = head.keepAlive && !stopping();
+    written = await writeReply(client, head, reply, keepAlive && state.done);
+  } finally {
+    // The exchange is over: no retry is left to replay a whole body, and the reply (which a
+    // forwarder could have built from it) is written, so its recycled buffer can go back.
+    if (body instanceof Uint8Array) giveBack(body);
+  }
   if (!state.done && body instanceof ReadableStream) body.cancel().catch(() => {});
   if (options.accessLog) {
     const field = (name: string) => head.headers.find(([n]) => n === name)?.[1] ?? null;
