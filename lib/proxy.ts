@@ -245,25 +245,31 @@ export function createForwarder(context: ProxyContext): Forwarder {
    * --max-conns, the first one to get room within --queue-timeout; when every backend looks
    * down and --panic is set, any enabled one (logged once per episode). -1: none.
    */
-  const choose = async (selection: SelectionContext): Promise<number> => {
-    let slot = select(pool, selection);
+  const choose = (selection: SelectionContext): number | Promise<number> => {
+    const slot = select(pool, selection);
     if (slot >= 0) {
       if (config.panic && setPanic(pool, false)) logLine("panic over: a backend is up again");
-      return slot;
+      return slot; // the common case answers at once, without a promise
     }
     if (config.maxConns > 0 && anyFull(pool, selection.avoid, config.maxConns)) {
-      const deadline = Date.now() + config.queueTimeout;
-      while (slot < 0 && Date.now() < deadline) {
-        await new Promise((resolve) => setTimeout(resolve, 2));
-        slot = select(pool, selection);
-      }
-      return slot;
+      return queue(selection);
     }
     if (config.panic && !anyAlive(pool)) {
       if (setPanic(pool, true)) logLine("panic: every backend looks down; trying them all");
       return panicPick(pool, selection.avoid);
     }
     return -1;
+  };
+
+  /** Waits up to --queue-timeout for a backend at --max-conns to get room. */
+  const queue = async (selection: SelectionContext): Promise<number> => {
+    const deadline = Date.now() + config.queueTimeout;
+    let slot = -1;
+    while (slot < 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      slot = select(pool, selection);
+    }
+    return slot;
   };
 
   const onDown = context.onDown ??
@@ -349,7 +355,8 @@ export function createForwarder(context: ProxyContext): Forwarder {
     // A retryable error status, kept in case no other backend can take the request.
     let held: UpstreamResponse | null = null;
     while (true) {
-      const slot = pinned >= 0 && !avoid.includes(pinned) ? pinned : await choose(selection);
+      let slot = pinned >= 0 && !avoid.includes(pinned) ? pinned : choose(selection);
+      if (typeof slot !== "number") slot = await slot;
       const backend = slot < 0 ? undefined : backends[slot];
       if (backend === undefined) {
         const last = lastSlot < 0 ? null : backends[lastSlot] ?? null;

@@ -326,30 +326,29 @@ function frame(link: Link, head: string, body: Uint8Array | null): Bytes {
   return link.wbuf.subarray(0, size);
 }
 
-/** Reads more bytes into the head buffer; returns false at end of stream. */
-async function fill(link: Link): Promise<boolean> {
-  let n: number | null;
+/**
+ * Reads more bytes into the head buffer (the read left pending while the connection was idle,
+ * if any): the read's own promise, not an async wrapper, since this is on every request's path.
+ * The caller adds what it returns to `link.end`; `null` is the end of the stream.
+ */
+function readMore(link: Link): Promise<number | null> {
   if (link.pending) {
     const pending = link.pending;
     link.pending = null;
-    n = await pending;
-  } else {
-    if (link.end === link.buf.length) {
-      if (link.start > 0) {
-        link.buf.copyWithin(0, link.start, link.end);
-        link.end -= link.start;
-        link.start = 0;
-      } else {
-        const bigger = new Uint8Array(link.buf.length * 2);
-        bigger.set(link.buf);
-        link.buf = bigger;
-      }
-    }
-    n = await link.conn.read(link.buf.subarray(link.end));
+    return pending;
   }
-  if (n === null) return false;
-  link.end += n;
-  return true;
+  if (link.end === link.buf.length) {
+    if (link.start > 0) {
+      link.buf.copyWithin(0, link.start, link.end);
+      link.end -= link.start;
+      link.start = 0;
+    } else {
+      const bigger = new Uint8Array(link.buf.length * 2);
+      bigger.set(link.buf);
+      link.buf = bigger;
+    }
+  }
+  return link.conn.read(link.buf.subarray(link.end));
 }
 
 /**
@@ -404,7 +403,10 @@ export async function roundTrip(
     const { body } = request;
     sent = true;
     if (!(body instanceof ReadableStream)) {
-      await writeAll(link, frame(link, request.head, body));
+      // One write nearly always takes it all: awaited directly, without writeAll's promise.
+      const bytes = frame(link, request.head, body);
+      const n = await link.conn.write(bytes);
+      if (n < bytes.length) await writeAll(link, bytes.subarray(n));
       link.deadline = Date.now() + timeout;
     } else {
       await writeAll(link, frame(link, request.head, null));
@@ -453,12 +455,14 @@ async function readHead(
   while (true) {
     const head = link.end > link.start ? parseResponseHead(link.buf, link.start, link.end) : null;
     if (head === null) {
-      if (!(await fill(link))) {
+      const n = await readMore(link);
+      if (n === null) {
         const reason = link.end > link.start
           ? "response head cut short"
           : "connection closed before a response";
         throw new UpstreamError("reset", reason, { sent: true, reused: link.uses > 0 });
       }
+      link.end += n;
       continue;
     }
     link.start += head.size;
