@@ -173,6 +173,7 @@ const TARGET_TOOL: Record<TargetId, Tool | null> = {
   "goround-deno": null,
   "goround-least-conn": null,
   "goround-hash": null,
+  "deno-floor": null,
   nginx: "nginx",
   haproxy: "haproxy",
   caddy: "caddy",
@@ -184,7 +185,8 @@ const START_TIMEOUT = 20_000;
 /**
  * The plan of a mode: every target runs every scenario, except in `quick`, where only the
  * direct hit and goround run them all and the other targets run the small-GET scenario. The
- * rows for goround's other policies (least-conn, hash) only ever run the small GETs.
+ * rows for goround's other policies (least-conn, hash) and the floor proxy only ever run the
+ * small GETs.
  *
  * @param mode The mode.
  * @returns Targets with their scenarios, in run order.
@@ -193,6 +195,7 @@ export function planFor(mode: Mode): PlanEntry[] {
   return TARGET_IDS.map((target) => ({
     target,
     scenarios: target === "goround-least-conn" || target === "goround-hash" ||
+        target === "deno-floor" ||
         (mode === "quick" && target !== "direct" && target !== "goround")
       ? ["get"]
       : [...SCENARIO_IDS],
@@ -589,6 +592,8 @@ function labelOf(target: TargetId, workers: number): string {
       return `goround --algorithm least-conn (${workers} workers)`;
     case "goround-hash":
       return `goround --algorithm hash (${workers} workers; one client IP, so one backend)`;
+    case "deno-floor":
+      return `floor: a minimal Deno proxy, 4 socket ops a request and nothing else (${workers} workers)`;
     case "nginx":
       return `nginx (${workers} workers)`;
     case "haproxy":
@@ -640,6 +645,20 @@ async function startTarget(ctx: Context, target: TargetId): Promise<Managed | nu
           if (line.startsWith("Load Balancer started at")) banner = true;
         },
       });
+      break;
+    }
+    case "deno-floor": {
+      const args = [
+        "run",
+        "--unstable-net",
+        "--allow-net=127.0.0.1",
+        `--allow-read=${ROOT}tests/bench_support/floor_proxy.ts`, // for its worker threads
+        `${ROOT}tests/bench_support/floor_proxy.ts`,
+        String(port),
+        String(options.workers),
+        ...backendPorts.map(String),
+      ];
+      proc = spawnManaged(Deno.execPath(), args, { name: target });
       break;
     }
     case "nginx": {

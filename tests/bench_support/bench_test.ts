@@ -6,7 +6,8 @@
  */
 
 import assert from "node:assert/strict";
-import { defaultOptions, parseBenchArgs } from "../bench.ts";
+import { defaultOptions, parseBenchArgs, planFor } from "../bench.ts";
+import { replyLength } from "./floor_proxy.ts";
 import { caddyfile, haproxyConf, nginxBackendsConf, nginxProxyConf } from "./configs.ts";
 import { judge, type Measurement, type Row } from "./report.ts";
 import { buildRequest, parseWrkOutput, RESULT_MARKER, scenario } from "./wrk.ts";
@@ -166,4 +167,17 @@ Deno.test("configs listen on loopback only and use the issue's settings", () => 
     }
   }
   assert.match(caddyfile(options), /bind 127\.0\.0\.1/);
+});
+
+Deno.test("the floor proxy knows where a reply ends, and only runs the small GETs", () => {
+  const bytes = (s: string) => new TextEncoder().encode(s);
+  const head = "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 22\r\n\r\n";
+  const whole = bytes(head + "Hello from Server 8081");
+  assert.equal(replyLength(whole, whole.length), head.length + 22);
+  assert.equal(replyLength(whole, head.length - 1), -1, "head not complete yet");
+  const empty = bytes("HTTP/1.1 204 No Content\r\n\r\n");
+  assert.equal(replyLength(empty, empty.length), empty.length);
+  const plan = planFor("full");
+  assert.deepEqual(plan.find((e) => e.target === "deno-floor")?.scenarios, ["get"]);
+  assert.equal(plan.find((e) => e.target === "goround")?.scenarios.length, 6);
 });

@@ -7,13 +7,15 @@
 
 import { scenario, type ScenarioId, totalErrors, type WrkErrors } from "./wrk.ts";
 
-/** What is measured: one backend directly, goround's two front ends, and the peers. */
+/** What is measured: one backend directly, goround's two front ends, its other policies, the
+ * floor (a minimal Deno proxy: what the runtime itself costs), and the peers. */
 export const TARGET_IDS = [
   "direct",
   "goround",
   "goround-deno",
   "goround-least-conn",
   "goround-hash",
+  "deno-floor",
   "nginx",
   "haproxy",
   "caddy",
