@@ -344,10 +344,10 @@ async function writeStream(
     while (true) {
       const { done, value } = await reader.read();
       if (done) break;
-      for (const bytes of batches([value], chunked)) {
-        await writeAll(client, bytes);
-        giveBack(bytes);
-      }
+      // Given back only once all is written (see `pump` in upstream.ts for why).
+      const out = [...batches([value], chunked)];
+      for (const bytes of out) await writeAll(client, bytes);
+      for (const bytes of out) giveBack(bytes);
       giveBack(value);
       sent += value.length;
     }

@@ -363,10 +363,12 @@ async function pump(link: Link, body: ReadableStream<Bytes>, chunked: boolean): 
   try {
     for (let parts; (parts = await ahead.next()) !== null;) {
       link.deadline = Date.now() + timeout;
-      for (const bytes of batches(parts, chunked)) {
-        await writeAll(link, bytes);
-        giveBack(bytes);
-      }
+      // Nothing goes back to the pool until every batch is written: a lone part is sent as its
+      // own batch, and given back early it could be lent to the read-ahead (or another request)
+      // and overwritten while a later batch's write waits, then given back a second time.
+      const out = [...batches(parts, chunked)];
+      for (const bytes of out) await writeAll(link, bytes);
+      for (const bytes of out) giveBack(bytes);
       for (const part of parts) giveBack(part);
       link.deadline = 0;
     }

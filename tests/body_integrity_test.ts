@@ -144,3 +144,76 @@ for (const engine of ENGINES) {
     }
   });
 }
+
+for (const engine of ENGINES) {
+  Deno.test(`[${engine}] a large Content-Length upload to a backend that reads slowly arrives intact`, async () => {
+    // The backend reads in small pieces with pauses, so goround's writes to it wait while it keeps
+    // reading the client's body ahead into recycled buffers: a buffer given back before its write
+    // finished (or twice) would be lent again and overwritten mid-upload.
+    const BLOCK = 128 * 1024;
+    const size = 24 * 1024 * 1024;
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const served = (async () => {
+      for await (const conn of listener) {
+        (async () => {
+          const buf = new Uint8Array(16 * 1024);
+          let head = "";
+          let at = -1;
+          let leftover = new Uint8Array(0);
+          while (at < 0) {
+            const n = await conn.read(buf);
+            if (n === null) return conn.close();
+            const text = new TextDecoder("latin1").decode(buf.subarray(0, n));
+            const end = (head + text).indexOf("\r\n\r\n");
+            if (end >= 0) leftover = buf.slice(end + 4 - head.length, n);
+            head += text;
+            at = end;
+          }
+          const length = Number(/content-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+          let offset = 0;
+          let wrong = 0;
+          const check = (bytes: Uint8Array) => {
+            for (let i = 0; i < bytes.length; i++, offset++) {
+              if (bytes[i] !== ((offset / BLOCK) | 0) % 251) wrong++;
+            }
+          };
+          check(leftover);
+          for (let reads = 0; offset < length; reads++) {
+            const n = await conn.read(buf);
+            if (n === null) break;
+            check(buf.subarray(0, n));
+            if (reads % 4 === 0) await new Promise((resolve) => setTimeout(resolve, 1));
+          }
+          const text = `${offset} bytes, ${wrong} wrong`;
+          await conn.write(
+            new TextEncoder().encode(
+              `HTTP/1.1 200 OK\r\ncontent-length: ${text.length}\r\nconnection: close\r\n\r\n${text}`,
+            ),
+          );
+          conn.close();
+        })();
+      }
+    })();
+    const proxy = await startGoround([
+      "--engine",
+      engine,
+      "--backend",
+      `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+      "--workers",
+      "1",
+      "--access-log",
+      "off",
+    ]);
+    try {
+      const body = new Uint8Array(size);
+      for (let b = 0; b * BLOCK < size; b++) body.fill(b % 251, b * BLOCK, (b + 1) * BLOCK);
+      const res = await fetch(`${proxy.url}/upload`, { method: "POST", body });
+      equal(res.status, 200);
+      equal(await res.text(), `${size} bytes, 0 wrong`);
+    } finally {
+      await proxy.stop();
+      listener.close();
+      await served;
+    }
+  });
+}
