@@ -1,4 +1,4 @@
-import { equal } from "node:assert/strict";
+import { equal, match } from "node:assert/strict";
 import { ENGINES } from "../lib/config.ts";
 import { recordingBackend, startGoround } from "./helpers.ts";
 
@@ -214,6 +214,63 @@ for (const engine of ENGINES) {
       await proxy.stop();
       listener.close();
       await served;
+    }
+  });
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`[${engine}] a large download to a client that reads slowly arrives intact`, async () => {
+    // The mirror image: goround's writes to the client wait while it reads the backend's body
+    // ahead into recycled buffers.
+    const BLOCK = 128 * 1024;
+    const size = 24 * 1024 * 1024;
+    const body = new Uint8Array(size);
+    for (let b = 0; b * BLOCK < size; b++) body.fill(b % 251, b * BLOCK, (b + 1) * BLOCK);
+    const backend = recordingBackend(() => new Response(body));
+    const proxy = await startGoround([
+      "--engine",
+      engine,
+      "--backend",
+      backend.url,
+      "--workers",
+      "1",
+      "--access-log",
+      "off",
+    ]);
+    const conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: Number(new URL(proxy.url).port),
+    });
+    try {
+      await conn.write(
+        new TextEncoder().encode("GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+      );
+      const buf = new Uint8Array(16 * 1024);
+      let head = "";
+      let offset = -1;
+      let wrong = 0;
+      for (let reads = 0;; reads++) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        let from = 0;
+        if (offset < 0) {
+          head += new TextDecoder("latin1").decode(buf.subarray(0, n));
+          const end = head.indexOf("\r\n\r\n");
+          if (end < 0) continue;
+          from = n - (head.length - end - 4);
+          offset = 0;
+        }
+        for (let i = from; i < n; i++, offset++) {
+          if (buf[i] !== ((offset / BLOCK) | 0) % 251) wrong++;
+        }
+        if (reads % 4 === 0) await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      match(head, /^HTTP\/1\.1 200 /);
+      equal(`${offset} bytes, ${wrong} wrong`, `${size} bytes, 0 wrong`);
+    } finally {
+      conn.close();
+      await proxy.stop();
+      await backend.close();
     }
   });
 }
