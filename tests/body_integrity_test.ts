@@ -9,6 +9,20 @@ import { recordingBackend, startGoround } from "./helpers.ts";
  * `Content-Length`, and every byte is checked.
  */
 
+/** One goround worker in front of `backend`, with the given front end and no access log. */
+function goroundFor(engine: string, backend: string) {
+  return startGoround([
+    "--engine",
+    engine,
+    "--backend",
+    backend,
+    "--workers",
+    "1",
+    "--access-log",
+    "off",
+  ]);
+}
+
 /** Deterministic pseudo-random bytes (xorshift32), so both ends know what to expect. */
 function randomBytes(seed: number, size: number): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(size);
@@ -50,16 +64,7 @@ for (const engine of ENGINES) {
       const bytes = randomBytes(seed!, size!);
       return new Response(url.searchParams.has("chunked") ? unevenStream(bytes) : bytes);
     });
-    const proxy = await startGoround([
-      "--engine",
-      engine,
-      "--backend",
-      backend.url,
-      "--workers",
-      "1",
-      "--access-log",
-      "off",
-    ]);
+    const proxy = await goroundFor(engine, backend.url);
     try {
       const job = async (i: number) => {
         const seed = 1000 + i;
@@ -194,16 +199,10 @@ for (const engine of ENGINES) {
         })();
       }
     })();
-    const proxy = await startGoround([
-      "--engine",
+    const proxy = await goroundFor(
       engine,
-      "--backend",
       `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
-      "--workers",
-      "1",
-      "--access-log",
-      "off",
-    ]);
+    );
     try {
       const body = new Uint8Array(size);
       for (let b = 0; b * BLOCK < size; b++) body.fill(b % 251, b * BLOCK, (b + 1) * BLOCK);
@@ -227,16 +226,7 @@ for (const engine of ENGINES) {
     const body = new Uint8Array(size);
     for (let b = 0; b * BLOCK < size; b++) body.fill(b % 251, b * BLOCK, (b + 1) * BLOCK);
     const backend = recordingBackend(() => new Response(body));
-    const proxy = await startGoround([
-      "--engine",
-      engine,
-      "--backend",
-      backend.url,
-      "--workers",
-      "1",
-      "--access-log",
-      "off",
-    ]);
+    const proxy = await goroundFor(engine, backend.url);
     const conn = await Deno.connect({
       hostname: "127.0.0.1",
       port: Number(new URL(proxy.url).port),
