@@ -20,8 +20,11 @@ export class ConfigError extends Error {
  * - `reset`: the connection broke before a complete response head arrived.
  * - `timeout`: no response head within the response timeout.
  * - `protocol`: the backend answered with something that is not HTTP/1.x.
+ * - `client`: the client's request body broke off while it was being sent on (the client went
+ *   away, or sent a malformed chunk). Not the backend's fault: never retried, never counted
+ *   against the backend.
  */
-export type FailureKind = "connect" | "reset" | "timeout" | "protocol";
+export type FailureKind = "connect" | "reset" | "timeout" | "protocol" | "client";
 
 /** A failed attempt to get a response head from a backend. */
 export class UpstreamError extends Error {
@@ -50,14 +53,15 @@ export class UpstreamError extends Error {
 export const STATUS_NO_BACKEND = 503;
 
 /**
- * The status a client gets when its request failed on the backend and was not retried:
- * 504 for a timeout, 502 for everything else (RFC 9110 §15.6.3, §15.6.5).
+ * The status a client gets when its request failed and was not retried: 504 for a timeout,
+ * 400 when its own body broke off (RFC 9110 §15.5.1; mostly nobody is left to read it), 502 for
+ * everything else (RFC 9110 §15.6.3, §15.6.5).
  *
  * @param kind How the last attempt failed.
- * @returns 502 or 504.
+ * @returns 400, 502 or 504.
  */
-export function statusForFailure(kind: FailureKind): 502 | 504 {
-  return kind === "timeout" ? 504 : 502;
+export function statusForFailure(kind: FailureKind): 400 | 502 | 504 {
+  return kind === "timeout" ? 504 : kind === "client" ? 400 : 502;
 }
 
 /**

@@ -192,7 +192,12 @@ function discard(response: UpstreamResponse): void {
 
 function failureReply(error: UpstreamError): Reply {
   const status = statusForFailure(error.kind);
-  return localReply(status, status === 504 ? "gateway timeout" : "bad gateway");
+  const text = status === 504
+    ? "gateway timeout"
+    : status === 400
+    ? "bad request body"
+    : "bad gateway";
+  return localReply(status, text);
 }
 
 /**
@@ -395,7 +400,8 @@ export function createForwarder(context: ProxyContext): Forwarder {
       try {
         response = await roundTrip(upstreams, backend, outgoing);
       } catch (error) {
-        end(true);
+        // A body the client broke off is not held against the backend.
+        end(!(error instanceof UpstreamError && error.kind === "client"));
         if (!(error instanceof UpstreamError)) throw error;
         failure = error;
         if (!freshTried && retryFresh(error, method, replayable)) {
@@ -413,7 +419,9 @@ export function createForwarder(context: ProxyContext): Forwarder {
           continue;
         }
         logLine(
-          `backend ${backend.url} ${error.kind} error: ${error.message} (${method} ${target})`,
+          error.kind === "client"
+            ? `client ${incoming.clientIp}: ${error.message} (${method} ${target} to ${backend.url})`
+            : `backend ${backend.url} ${error.kind} error: ${error.message} (${method} ${target})`,
         );
         return failureReply(error);
       }

@@ -45,6 +45,7 @@ export function isIdempotent(method: string): boolean {
  * ```
  */
 export function canRetry(error: UpstreamError, method: string, replayable: boolean): boolean {
+  if (error.kind === "client") return false; // the body is gone: there is nothing to send again
   if (!error.sent) return true;
   return replayable && isIdempotent(method);
 }

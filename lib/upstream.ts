@@ -32,7 +32,7 @@ import {
   type ResponseHead,
   writeLatin1,
 } from "./http1.ts";
-import { batches, FRAME_ROOM, readAhead } from "./streaming.ts";
+import { batches, FRAME_ROOM, type ReadAhead, readAhead } from "./streaming.ts";
 import { BODY_BUFFER, borrow, giveBack } from "./buffers.ts";
 
 /** Bytes backed by a plain `ArrayBuffer` (what `Response` and `conn.read` take). */
@@ -357,11 +357,16 @@ function readMore(link: Link): Promise<number | null> {
  * Sends a stream body as it arrives (see {@linkcode readAhead}). The deadline runs only while a
  * write is pending: a backend that stops reading times out; a client that pauses does not.
  */
-async function pump(link: Link, body: ReadableStream<Bytes>, chunked: boolean): Promise<void> {
+async function pump(
+  link: Link,
+  body: ReadableStream<Bytes>,
+  chunked: boolean,
+  headArrived: () => boolean,
+): Promise<void> {
   const timeout = link.host.owner.options.responseTimeout;
   const ahead = readAhead(body);
   try {
-    for (let parts; (parts = await ahead.next()) !== null;) {
+    for (let parts; (parts = await clientParts(ahead)) !== null;) {
       link.deadline = Date.now() + timeout;
       // Nothing goes back to the pool until every batch is written: a lone part is sent as its
       // own batch, and given back early it could be lent to the read-ahead (or another request)
@@ -377,7 +382,22 @@ async function pump(link: Link, body: ReadableStream<Bytes>, chunked: boolean): 
     ahead.cancel(error);
     throw error;
   }
-  link.deadline = Date.now() + timeout;
+  // The body is sent: the response timeout now runs, unless the response has begun already (a
+  // backend may answer before it has read the whole body; its response is not timed).
+  if (!headArrived()) link.deadline = Date.now() + timeout;
+}
+
+/** The next parts of the client's body. Its failure is the client's, not the backend's, so it
+ * is told apart (`client`): a client going away mid-upload must not take a backend down. */
+async function clientParts(ahead: ReadAhead): Promise<Uint8Array[] | null> {
+  try {
+    return await ahead.next();
+  } catch (error) {
+    throw new UpstreamError("client", `the client's body broke off: ${describeError(error)}`, {
+      sent: true,
+      reused: false,
+    });
+  }
 }
 
 /**
@@ -402,6 +422,8 @@ export async function roundTrip(
   let sent = false;
   let pumping: Promise<void> | null = null;
   let pumpDone = true;
+  let pumpFailure: unknown = null;
+  let headArrived = false;
   try {
     const { body } = request;
     sent = true;
@@ -414,12 +436,13 @@ export async function roundTrip(
     } else {
       await writeAll(link, frame(link, request.head, null));
       pumpDone = false;
-      pumping = pump(link, body, request.chunked).then(
+      pumping = pump(link, body, request.chunked, () => headArrived).then(
         () => {
           pumpDone = true;
         },
         (error) => {
           // The client's body broke off, or the backend stopped reading: the exchange is over.
+          pumpFailure = error;
           closeLink(link);
           throw error;
         },
@@ -427,10 +450,13 @@ export async function roundTrip(
       pumping.catch(() => {});
     }
     const [head, framing] = await readHead(link, request.method);
+    headArrived = true;
     link.deadline = 0;
     return respond(link, head, framing, request, reused, () => pumpDone);
   } catch (error) {
     closeLink(link);
+    // The read failed because the pump closed the connection when the client's body broke.
+    if (pumpFailure instanceof UpstreamError && pumpFailure.kind === "client") throw pumpFailure;
     throw classify(error, link, { sent, reused, pumping });
   }
 }

@@ -1,4 +1,5 @@
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
+import { ENGINES } from "../lib/config.ts";
 import {
   get,
   rawBackend,
@@ -447,3 +448,107 @@ Deno.test("--connect-timeout: a backend that never accepts costs the timeout, th
     listener.close();
   }
 });
+
+for (const engine of ENGINES) {
+  Deno.test(`[${engine}] a client that abandons its streamed upload does not take the backend down`, async (t) => {
+    const backend = recordingBackend(async (req) => {
+      await req.arrayBuffer().catch(() => {});
+      return new Response("ok");
+    });
+    const proxy = await startGoround([
+      "--engine",
+      engine,
+      "--backend",
+      backend.url,
+      "--workers",
+      "1",
+      "--access-log",
+      "off",
+    ]);
+    try {
+      const heads = {
+        chunked: "transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        "content-length": "content-length: 200000\r\n\r\nhello",
+      };
+      for (const [framing, rest] of Object.entries(heads)) {
+        await t.step(framing, async () => {
+          const before = proxy.stderr.length;
+          const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+          await conn.write(new TextEncoder().encode(`POST /up HTTP/1.1\r\nhost: x\r\n${rest}`));
+          await waitFor(() => backend.requests.length > 0, { what: "the upload to reach it" });
+          conn.close(); // the client gives up mid-body
+          // The failed exchange is logged, whoever is blamed for it.
+          await waitFor(() => proxy.stderr.slice(before).some((l) => l.includes("POST /up")), {
+            what: "goround to log the broken exchange",
+          });
+          const logged = proxy.stderr.slice(before).join("\n");
+          match(logged, /client 127\.0\.0\.1: the client's body broke off/);
+          assert(!/DOWN/.test(logged), logged);
+          equal((await get(`${proxy.url}/after`)).status, 200, "the backend is still in use");
+          backend.requests.length = 0;
+        });
+      }
+    } finally {
+      await proxy.stop();
+      await backend.close();
+    }
+  });
+
+  Deno.test(`[${engine}] a response that begins before the upload ends is not cut at --response-timeout`, async () => {
+    // The backend answers as soon as the head arrives, reads the upload, then streams its
+    // response for longer than the response timeout: only the wait for the head is timed.
+    const encode = (text: string) => new TextEncoder().encode(text);
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const served = (async () => {
+      for await (const conn of listener) {
+        (async () => {
+          const buf = new Uint8Array(64 * 1024);
+          let seen = "";
+          const until = async (text: string) => {
+            while (!seen.includes(text)) {
+              const n = await conn.read(buf);
+              if (n === null) throw new Error("closed");
+              seen += new TextDecoder().decode(buf.subarray(0, n));
+            }
+          };
+          await until("\r\n\r\n");
+          await conn.write(encode("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"));
+          await until("0\r\n\r\n");
+          for (let i = 0; i < 8; i++) {
+            await new Promise((resolve) => setTimeout(resolve, 100));
+            await conn.write(encode("5\r\ntick\n\r\n"));
+          }
+          await conn.write(encode("0\r\n\r\n"));
+        })().catch(() => {}).finally(() => conn.close());
+      }
+    })();
+    const proxy = await startGoround([
+      "--engine",
+      engine,
+      "--backend",
+      `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+      "--workers",
+      "1",
+      "--access-log",
+      "off",
+      "--response-timeout",
+      "300ms",
+    ]);
+    try {
+      const body = new ReadableStream<Uint8Array>({
+        async start(controller) {
+          controller.enqueue(encode("x".repeat(1000)));
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          controller.close();
+        },
+      });
+      const res = await fetch(`${proxy.url}/stream`, { method: "POST", body });
+      equal(res.status, 200);
+      equal(await res.text(), "tick\n".repeat(8), "all 8 ticks, over 800 ms");
+    } finally {
+      await proxy.stop();
+      listener.close();
+      await served;
+    }
+  });
+}
