@@ -49,6 +49,16 @@ export class UpstreamError extends Error {
   }
 }
 
+/** A response body that broke off mid-way, already logged where it happened: the front end
+ * cuts the client's response short and need not report it again. */
+export class BodyBrokeOff extends Error {
+  /** @param message What broke, e.g. `backend http://… closed the connection 986 bytes short`. */
+  constructor(message: string) {
+    super(message);
+    this.name = "BodyBrokeOff";
+  }
+}
+
 /** Status for a request no backend could take (all down or draining). */
 export const STATUS_NO_BACKEND = 503;
 

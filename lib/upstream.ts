@@ -18,7 +18,7 @@
  */
 
 import type { Backend } from "./config.ts";
-import { describeError, UpstreamError } from "./errors.ts";
+import { BodyBrokeOff, describeError, UpstreamError } from "./errors.ts";
 import {
   chunkedDecoder,
   type ChunkedState,
@@ -637,7 +637,7 @@ function takeLeftover(link: Link): Bytes | null {
 function bodyFailed(link: Link, request: OutgoingRequest, reason: string): Error {
   closeLink(link);
   request.onBodyEnd?.(reason);
-  return new Error(`backend ${link.host.backend.url} ${reason}`);
+  return new BodyBrokeOff(`backend ${link.host.backend.url} ${reason}`);
 }
 
 /**

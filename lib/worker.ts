@@ -13,6 +13,7 @@
 
 import { type AccessLog, createAccessLog, writeStdout } from "./access_log.ts";
 import type { Backend, Config } from "./config.ts";
+import { BodyBrokeOff } from "./errors.ts";
 import { logLine } from "./log.ts";
 import { attachPool } from "./pool.ts";
 import { createForwarder, type Forwarder, type Incoming, type ProxyContext } from "./proxy.ts";
@@ -105,7 +106,8 @@ function listen(message: StartMessage, core: Core, accessLog: AccessLog | null):
         ...(tls ?? {}),
         onListen: () => {},
         onError: (error) => {
-          internalError(error);
+          // A backend breaking off mid-body was logged where it happened; anything else is a bug.
+          if (!(error instanceof BodyBrokeOff)) internalError(error);
           return new Response("bad gateway\n", { status: 502 });
         },
       },

@@ -461,6 +461,7 @@ for (const engine of ENGINES) {
           what: "the mid-body log line",
         },
       );
+      assert(!proxy.stderr.some((l) => l.includes("internal error")), "logged once, not as a bug");
     } finally {
       await proxy.stop();
       await cut.close();
