@@ -359,9 +359,17 @@ export function createForwarder(context: ProxyContext): Forwarder {
     let lastSlot = -1;
     // A retryable error status, kept in case no other backend can take the request.
     let held: UpstreamResponse | null = null;
+    // The slot to try again on a new connection (its pooled one was found closed), or -1.
+    let again = -1;
     while (true) {
-      let slot = pinned >= 0 && !avoid.includes(pinned) ? pinned : choose(selection);
+      let slot = again >= 0
+        ? again
+        : pinned >= 0 && !avoid.includes(pinned)
+        ? pinned
+        : choose(selection);
       if (typeof slot !== "number") slot = await slot;
+      const fresh = slot === again;
+      again = -1;
       const backend = slot < 0 ? undefined : backends[slot];
       if (backend === undefined) {
         const last = lastSlot < 0 ? null : backends[lastSlot] ?? null;
@@ -398,15 +406,18 @@ export function createForwarder(context: ProxyContext): Forwarder {
       beginRequest(pool, slot, retries > 0);
       let response: UpstreamResponse;
       try {
-        response = await roundTrip(upstreams, backend, outgoing);
+        response = await roundTrip(upstreams, backend, outgoing, fresh);
       } catch (error) {
         // A body the client broke off is not held against the backend.
         end(!(error instanceof UpstreamError && error.kind === "client"));
         if (!(error instanceof UpstreamError)) throw error;
         failure = error;
         if (!freshTried && retryFresh(error, method, replayable)) {
+          // Same backend, new connection: the idle one was closed under us (not the backend's
+          // fault, and not a retry on another backend, so --retries is not spent).
           freshTried = true;
-          continue; // same backend, new connection: the idle one was closed under us
+          again = slot;
+          continue;
         }
         if (marksDown(error)) {
           if (setAlive(pool, slot, false)) onDown(slot, backend, error.message);
@@ -423,7 +434,7 @@ export function createForwarder(context: ProxyContext): Forwarder {
             ? `client ${incoming.clientIp}: ${error.message} (${method} ${target} to ${backend.url})`
             : `backend ${backend.url} ${error.kind} error: ${error.message} (${method} ${target})`,
         );
-        return failureReply(error);
+        return finish(failureReply(error), slot, backend, retries);
       }
       if (config.retryStatuses.includes(response.status)) {
         passiveFailure(slot, backend, `HTTP ${response.status}`);

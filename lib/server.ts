@@ -421,7 +421,14 @@ async function writeReply(
       if (n < bytes.length) await writeAll(client, bytes.subarray(n));
       return { status, keep, bytes: body === null ? 0 : body.length };
     }
-    await writeAll(client, frame(client, head, null));
+    try {
+      await writeAll(client, frame(client, head, null));
+    } catch (error) {
+      // The client went away before the head: the body is never read, so it is cancelled (which
+      // closes the backend connection and ends the request's in-flight count).
+      body.cancel().catch(() => {});
+      throw error;
+    }
     const sent = await writeStream(client, body, chunked);
     return { status, keep: sent >= 0 && keep, bytes: sent < 0 ? null : sent };
   } finally {

@@ -406,6 +406,8 @@ async function clientParts(ahead: ReadAhead): Promise<Uint8Array[] | null> {
  * @param upstreams The thread's client.
  * @param backend Where to send it.
  * @param request The serialised request.
+ * @param fresh Dial a new connection rather than take an idle one (a retry after a pooled
+ *   connection turned out closed).
  * @returns The response; its stream body, if any, must be read or cancelled.
  * @throws {UpstreamError} When no usable response head arrived.
  */
@@ -413,9 +415,10 @@ export async function roundTrip(
   upstreams: Upstreams,
   backend: Backend,
   request: OutgoingRequest,
+  fresh = false,
 ): Promise<UpstreamResponse> {
   const host = hostFor(upstreams, backend);
-  const pooled = takeIdle(host);
+  const pooled = fresh ? null : takeIdle(host);
   const link = pooled ?? await dial(host);
   const reused = pooled !== null;
   const timeout = upstreams.options.responseTimeout;

@@ -386,6 +386,10 @@ Deno.test("a backend closing at once, or sending an invalid status line, gives 5
           "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
         );
         equal(res.status, 502);
+        // goround's own answer still says which request it was, and is counted for the backend.
+        match(res.headers.find(([name]) => name === "x-request-id")?.[1] ?? "", /^[\w-]+$/);
+        const metrics = await (await fetch(`${proxy.adminUrl}/metrics`)).text();
+        match(metrics, new RegExp(`goround_requests_total\\{backend="${bad.url}",code="5xx"\\} 1`));
         const again = await rawRequest(
           proxy.port,
           "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
@@ -552,3 +556,53 @@ for (const engine of ENGINES) {
     }
   });
 }
+
+Deno.test("a pooled connection found closed is retried on the same backend, fresh, without spending --retries", async () => {
+  // Backend A answers the first request on each connection and drops the connection on the
+  // second, as a backend whose keep-alive timeout just expired does; B answers everything.
+  const seenA: string[] = [];
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served = (async () => {
+    for await (const conn of listener) {
+      (async () => {
+        const buf = new Uint8Array(4096);
+        for (let n = 0;; n++) {
+          const got = await conn.read(buf);
+          if (got === null) break;
+          const line = new TextDecoder().decode(buf.subarray(0, got)).split("\r\n")[0]!;
+          if (line === "") break; // a health probe's connect
+          seenA.push(line);
+          if (n > 0) break; // the stale connection: dropped without an answer
+          await conn.write(
+            new TextEncoder().encode("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nA"),
+          );
+        }
+      })().catch(() => {}).finally(() => conn.close());
+    }
+  })();
+  const b = recordingBackend(() => new Response("B"));
+  const proxy = await startGoround([
+    "--backend",
+    `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    "--backend",
+    b.url,
+    "--workers",
+    "1",
+    "--retries",
+    "0",
+    "--health-interval",
+    "1m",
+  ]);
+  try {
+    const answers = [];
+    for (const path of ["/1", "/2", "/3"]) answers.push((await get(`${proxy.url}${path}`)).text);
+    deepEqual(answers, ["A", "B", "A"]);
+    deepEqual(b.requests.map((r) => new URL(r.url).pathname), ["/2"], "B never saw /3");
+    deepEqual(seenA, ["GET /1 HTTP/1.1", "GET /3 HTTP/1.1", "GET /3 HTTP/1.1"]);
+  } finally {
+    await proxy.stop();
+    await b.close();
+    listener.close();
+    await served;
+  }
+});

@@ -1222,7 +1222,24 @@ test("`serveHttp1()` reports a forwarder that throws, and keeps serving", async 
 test("`serveHttp1()` shrugs off clients that go away", async (t) => {
   const failures: string[] = [];
   let cancelled = 0;
+  let lateCancelled = 0;
   await withServer(async (incoming) => {
+    if (incoming.target === "/late") {
+      // Answers once the client is long gone: writing the head fails.
+      await bodyText(incoming.body);
+      await sleep(150);
+      return upstream(200, {
+        body: new ReadableStream<Bytes>({
+          pull(controller) {
+            controller.enqueue(encoder.encode("never read"));
+          },
+          cancel() {
+            lateCancelled++;
+          },
+        }),
+        framing: { kind: "chunked" },
+      });
+    }
     if (incoming.target === "/endless") {
       let n = 0;
       return upstream(200, {
@@ -1303,6 +1320,26 @@ test("`serveHttp1()` shrugs off clients that go away", async (t) => {
       await sleep(150);
       await gone("the connection to end");
     });
+
+    await t.step(
+      "before the head of a streamed response: the body stream is cancelled",
+      async () => {
+        // The "100 Continue" left unread makes the client's close a reset, so the head write
+        // fails; the body must still be cancelled (it holds a backend connection and an
+        // in-flight count).
+        const wire = await connect();
+        await wire.send(
+          "POST /late HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
+        );
+        await waitFor(() => seen.at(-1)?.target === "/late", { what: "the forwarder" });
+        wire.close();
+        await waitFor(() => lateCancelled === 1, {
+          timeout: 2000,
+          what: "the stream to be cancelled",
+        });
+        await gone("the connection to end");
+      },
+    );
 
     await t.step("mid-way through a streamed response: the body stream is cancelled", async () => {
       const wire = await connect();
