@@ -255,7 +255,10 @@ export function parseResponseHead(
   const headers = parseFields(text, next, (why) => {
     throw new ProtocolError(`${why} in a response`);
   });
+  // Connection is one list across all its field lines (RFC 9110 §5.3): "close" anywhere in it
+  // closes (§9.6), whatever else is said; HTTP/1.0 keeps alive only when asked to.
   let keepAlive = minor === 1;
+  let close = false;
   for (const [name, value] of headers) {
     if (name !== "connection") continue;
     const lower = value.toLowerCase();
@@ -264,10 +267,10 @@ export function parseResponseHead(
       continue;
     }
     const tokens = listMembers(lower);
-    if (tokens.includes("close")) keepAlive = false;
+    if (tokens.includes("close")) close = true;
     else if (tokens.includes("keep-alive")) keepAlive = true;
   }
-  return { minor, status, reason, headers, size: headEnd - start, close: !keepAlive };
+  return { minor, status, reason, headers, size: headEnd - start, close: close || !keepAlive };
 }
 
 /** A request the front refuses, with the status to answer (RFC 9112, RFC 9110 §15.5). */

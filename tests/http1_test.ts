@@ -59,6 +59,8 @@ Deno.test("parseResponseHead()", async (t) => {
     assert(parse("HTTP/1.0 200 OK\r\n\r\n")!.close);
     assert(!parse("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n")!.close);
     assert(parse("HTTP/1.1 200 OK\r\nConnection: foo, close\r\n\r\n")!.close);
+    // One list across field lines: a later keep-alive does not take the close back.
+    assert(parse("HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n")!.close);
   });
 
   const bad: [string, string, RegExp][] = [
