@@ -399,6 +399,9 @@ export function createForwarder(context: ProxyContext): Forwarder {
         body,
         chunked: incoming.bodyLength < 0,
         onBodyEnd: (error) => {
+          // The first report wins: a body the client cancelled also fails the read under way,
+          // and that is not the backend breaking off.
+          if (ended) return;
           if (error !== undefined) logLine(`backend ${backend.url} ${error} (${method} ${target})`);
           end(error !== undefined);
         },

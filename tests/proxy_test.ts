@@ -468,3 +468,49 @@ for (const engine of ENGINES) {
     }
   });
 }
+
+for (const engine of ENGINES) {
+  Deno.test(`[${engine}] a client leaving mid-download is not logged as the backend breaking off`, async () => {
+    let cancelled = false;
+    const backend = recordingBackend(() =>
+      new Response(
+        new ReadableStream<Uint8Array>({
+          async pull(controller) {
+            await new Promise((resolve) => setTimeout(resolve, 5));
+            controller.enqueue(new Uint8Array(16 * 1024));
+          },
+          cancel() {
+            cancelled = true;
+          },
+        }),
+      )
+    );
+    const proxy = await startGoround([
+      "--engine",
+      engine,
+      "--backend",
+      backend.url,
+      "--workers",
+      "1",
+    ]);
+    try {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+      await conn.write(new TextEncoder().encode("GET /endless HTTP/1.1\r\nHost: a\r\n\r\n"));
+      const buf = new Uint8Array(64 * 1024);
+      let got = 0;
+      while (got < 100_000) got += (await conn.read(buf)) ?? 0;
+      conn.close(); // the client leaves mid-way
+      await waitFor(() => cancelled, { what: "the backend's stream to be cancelled" });
+      // Once the request has ended (and status answered after it), the abort has been handled.
+      await waitFor(async () => {
+        const status = await (await fetch(`${proxy.adminUrl}/status`)).json();
+        return status.backends[0].inFlight === 0;
+      }, { what: "the request to end" });
+      const logged = proxy.stderr.join("\n");
+      assert(!/broke off|closed the connection/.test(logged), logged);
+    } finally {
+      await proxy.stop();
+      await backend.close();
+    }
+  });
+}
