@@ -200,12 +200,16 @@ export function startHealthChecks(
   let current = options;
   let checked = [...targets];
 
+  /** Whether `target` is still checked: its slot, with the same backend in it (a removed
+   * backend's slot may be reused for another while a probe of the old one is under way). */
+  const isChecked = (target: Target): boolean =>
+    checked.some((t) => t.slot === target.slot && t.backend.url === target.backend.url);
   const probeOnce = async (target: Target): Promise<void> => {
     const { timeout, path = "" } = current;
     const result = path === ""
       ? await probeTcp(target.backend, timeout, stopping.signal)
       : await probeHttp(target.backend, path, timeout, stopping.signal, current.caCerts ?? []);
-    if (stopping.signal.aborted || !checked.some((t) => t.slot === target.slot)) return;
+    if (stopping.signal.aborted || !isChecked(target)) return;
     const streak = recordProbe(pool, target.slot, result.ok, result.ms * 1000);
     current.onProbe?.(target, result);
     const alive = isAlive(pool, target.slot);
@@ -234,7 +238,7 @@ export function startHealthChecks(
     const timer = setTimeout(async () => {
       timers.delete(target.slot);
       await track(probeOnce(target));
-      if (!stopping.signal.aborted && checked.some((t) => t.slot === target.slot)) loop(target);
+      if (!stopping.signal.aborted && isChecked(target)) loop(target);
     }, jittered(base));
     timers.set(target.slot, timer);
   };

@@ -371,6 +371,11 @@ export function createForwarder(context: ProxyContext): Forwarder {
       const fresh = slot === again;
       again = -1;
       const backend = slot < 0 ? undefined : backends[slot];
+      if (slot >= 0 && backend === undefined) {
+        // A member this worker has not been told about yet (a change under way): pick again.
+        avoid.push(slot);
+        continue;
+      }
       if (backend === undefined) {
         const last = lastSlot < 0 ? null : backends[lastSlot] ?? null;
         if (held) return finish({ kind: "upstream", response: held }, lastSlot, last, retries);

@@ -237,6 +237,11 @@ export function applyConfig(sup: Supervisor, next: Config): Promise<BackendChang
     const added = config.backends.filter((b) => !bySlot.has(b.url)).map((b) => b.url);
     const removed = [...bySlot.keys()].filter((url) => !config.backends.some((b) => b.url === url));
     const update: UpdateMessage = { type: "update", config, table };
+    // Set before the workers are told: a worker restarted meanwhile (after a crash) starts from
+    // these, so it knows every slot the membership is about to name (the removed ones are
+    // cleared below, once no worker picks them any more).
+    sup.config = config;
+    sup.table = table;
     await Promise.all(sup.workers.map((serving) => ask(serving, update)));
     setMembers(sup.pool, slots, config.backends.map((b) => b.weight));
     for (const slot of sup.slots) {
@@ -245,8 +250,6 @@ export function applyConfig(sup: Supervisor, next: Config): Promise<BackendChang
       sup.why.delete(slot);
       sup.probeMs.delete(slot);
     }
-    sup.config = config;
-    sup.table = table;
     sup.slots = slots;
     sup.health.update(targetsOf(table, slots), healthOptions(sup, config));
     return { added, removed };

@@ -224,3 +224,43 @@ Deno.test("jittered() spreads probe intervals by ±10%", () => {
   assert(samples.every((ms) => ms >= 900 && ms < 1100));
   assert(new Set(samples).size > 150, "not in step");
 });
+
+Deno.test("a probe of a removed backend, still under way, never lands on the backend that reuses its slot", async () => {
+  // A accepts and never answers, so its HTTP probe hangs until the timeout. While it hangs, A is
+  // removed and C takes slot 0: A's late result must not mark C down, nor keep a loop for A.
+  const hangs: Deno.Conn[] = [];
+  const a = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepting = (async () => {
+    for await (const conn of a) hangs.push(conn);
+  })();
+  const c = recordingBackend(() => new Response("ok"));
+  const pool = createPool(4);
+  setMembers(pool, [0]);
+  const transitions: string[] = [];
+  const options = {
+    interval: 50,
+    timeout: 300,
+    path: "/h",
+    onTransition: (t: Target, up: boolean) =>
+      transitions.push(`${t.backend.port} ${up ? "UP" : "DOWN"}`),
+  };
+  const checker = startHealthChecks(pool, [{ slot: 0, backend: backendAt(a.addr.port) }], options);
+  try {
+    await waitFor(() => hangs.length > 0, { what: "A's probe to connect" });
+    const cPort = Number(new URL(c.url).port);
+    checker.update([{ slot: 0, backend: backendAt(cPort) }], options);
+    // A's probe times out 300 ms after it began; C is probed every 50 ms meanwhile.
+    await waitFor(() => c.requests.length >= 10, { what: "C to be probed for a while" });
+    assert(isAlive(pool, 0), transitions.join(", "));
+    deepEqual(transitions.filter((t) => t.startsWith(`${a.addr.port}`)), []);
+    const probesOfA = hangs.length;
+    await waitFor(() => c.requests.length >= 16, { what: "C to be probed some more" });
+    equal(hangs.length, probesOfA, "no loop is left probing A");
+  } finally {
+    await checker.stop();
+    for (const conn of hangs) conn.close();
+    a.close();
+    await accepting;
+    await c.close();
+  }
+});

@@ -1,5 +1,8 @@
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
-import { ENGINES } from "../lib/config.ts";
+import { ENGINES, parseCommandLine } from "../lib/config.ts";
+import { createPool, setMembers } from "../lib/pool.ts";
+import { createForwarder } from "../lib/proxy.ts";
+import { closeUpstreams, createUpstreams } from "../lib/upstream.ts";
 import { gzipSync } from "node:zlib";
 import {
   get,
@@ -514,3 +517,40 @@ for (const engine of ENGINES) {
     }
   });
 }
+
+Deno.test("a member slot this worker has no backend for yet is skipped, not answered 503", async () => {
+  // During a change of the backend set, a restarted worker may see a slot in the shared
+  // membership before it learns the backend: the request goes to one it knows.
+  const backend = recordingBackend(() => new Response("known"));
+  const command = parseCommandLine(["--backend", backend.url], () => undefined, 1);
+  if (command.kind !== "run") throw new Error("bad test settings");
+  const pool = createPool(4);
+  setMembers(pool, [0, 1]);
+  const upstreams = createUpstreams({ connectTimeout: 1000, responseTimeout: 5000 });
+  const forward = createForwarder({
+    pool,
+    config: command.config,
+    backends: [command.config.backends[0], undefined],
+    upstreams,
+  });
+  try {
+    for (let i = 0; i < 4; i++) {
+      const reply = await forward({
+        method: "GET",
+        target: "/",
+        authority: "a",
+        headers: [["host", "a"]],
+        body: null,
+        bodyLength: 0,
+        clientIp: "127.0.0.1",
+        proto: "http",
+      });
+      equal(reply.kind === "upstream" ? reply.response.status : reply.status, 200);
+      if (reply.kind === "upstream") reply.response.release();
+    }
+    equal(backend.requests.length, 4);
+  } finally {
+    closeUpstreams(upstreams);
+    await backend.close();
+  }
+});
