@@ -1,6 +1,6 @@
 import { equal, match } from "node:assert/strict";
 import { ENGINES } from "../lib/config.ts";
-import { recordingBackend, startGoround } from "./helpers.ts";
+import { goroundFor, recordingBackend, startGoround } from "./helpers.ts";
 
 /**
  * Bodies stream through recycled buffers (`lib/buffers.ts`): a buffer handed back a moment too
@@ -8,20 +8,6 @@ import { recordingBackend, startGoround } from "./helpers.ts";
  * many transfers of distinct random bytes run at once, both ways, with and without
  * `Content-Length`, and every byte is checked.
  */
-
-/** One goround worker in front of `backend`, with the given front end and no access log. */
-function goroundFor(engine: string, backend: string) {
-  return startGoround([
-    "--engine",
-    engine,
-    "--backend",
-    backend,
-    "--workers",
-    "1",
-    "--access-log",
-    "off",
-  ]);
-}
 
 /** Deterministic pseudo-random bytes (xorshift32), so both ends know what to expect. */
 function randomBytes(seed: number, size: number): Uint8Array<ArrayBuffer> {

@@ -378,3 +378,30 @@ export async function get(
     client.close();
   }
 }
+
+/**
+ * One goround worker in front of one backend, with the given front end and no access log: the
+ * setup most end-to-end tests share.
+ *
+ * @param engine `goround` or `deno`.
+ * @param backend The backend's URL.
+ * @param extra More flags.
+ * @returns The running goround.
+ */
+export function goroundFor(
+  engine: string,
+  backend: string,
+  extra: readonly string[] = [],
+): Promise<Goround> {
+  return startGoround([
+    "--engine",
+    engine,
+    "--backend",
+    backend,
+    "--workers",
+    "1",
+    "--access-log",
+    "off",
+    ...extra,
+  ]);
+}

@@ -6,6 +6,7 @@ import { closeUpstreams, createUpstreams } from "../lib/upstream.ts";
 import { gzipSync } from "node:zlib";
 import {
   get,
+  goroundFor,
   header,
   rawBackend,
   rawRequest,
@@ -488,14 +489,7 @@ for (const engine of ENGINES) {
         }),
       )
     );
-    const proxy = await startGoround([
-      "--engine",
-      engine,
-      "--backend",
-      backend.url,
-      "--workers",
-      "1",
-    ]);
+    const proxy = await goroundFor(engine, backend.url);
     try {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
       await conn.write(new TextEncoder().encode("GET /endless HTTP/1.1\r\nHost: a\r\n\r\n"));

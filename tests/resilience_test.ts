@@ -2,6 +2,7 @@ import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
 import { ENGINES } from "../lib/config.ts";
 import {
   get,
+  goroundFor,
   rawBackend,
   rawRequest,
   recordingBackend,
@@ -459,16 +460,7 @@ for (const engine of ENGINES) {
       await req.arrayBuffer().catch(() => {});
       return new Response("ok");
     });
-    const proxy = await startGoround([
-      "--engine",
-      engine,
-      "--backend",
-      backend.url,
-      "--workers",
-      "1",
-      "--access-log",
-      "off",
-    ]);
+    const proxy = await goroundFor(engine, backend.url);
     try {
       const heads = {
         chunked: "transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
@@ -526,18 +518,11 @@ for (const engine of ENGINES) {
         })().catch(() => {}).finally(() => conn.close());
       }
     })();
-    const proxy = await startGoround([
-      "--engine",
+    const proxy = await goroundFor(
       engine,
-      "--backend",
       `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
-      "--workers",
-      "1",
-      "--access-log",
-      "off",
-      "--response-timeout",
-      "300ms",
-    ]);
+      ["--response-timeout", "300ms"],
+    );
     try {
       const body = new ReadableStream<Uint8Array>({
         async start(controller) {
