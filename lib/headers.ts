@@ -46,6 +46,13 @@ export function connectionTokens(value: string | null | undefined): string[] {
   return value.split(",").map((token) => token.trim().toLowerCase()).filter((t) => t !== "");
 }
 
+/** Whether a `Connection` value names no field beyond the hop-by-hop ones (the usual
+ * `keep-alive` or `close`), so there is no list to split. */
+function onlyHopByHop(value: string): boolean {
+  return value === "keep-alive" || value === "close" || value === "Keep-Alive" ||
+    value === "Close";
+}
+
 /**
  * The fields to send upstream for a client request. Drops hop-by-hop fields and those named in
  * `Connection`; drops `Host`, `Content-Length` and `Expect` (the caller writes the host and the
@@ -73,7 +80,9 @@ export function forwardRequestHeaders(
 ): [string, string][] {
   let named: string[] | null = null;
   for (const [name, value] of headers) {
-    if (name === "connection") named = [...(named ?? []), ...connectionTokens(value)];
+    if (name === "connection" && !onlyHopByHop(value)) {
+      named = [...(named ?? []), ...connectionTokens(value)];
+    }
   }
   const out: [string, string][] = [["host", context.host]];
   let priorFor: string | null = null;
@@ -129,7 +138,9 @@ export function forwardResponseHeaders(
 ): [string, string][] {
   let named: string[] | null = null;
   for (const [name, value] of headers) {
-    if (name === "connection") named = [...(named ?? []), ...connectionTokens(value)];
+    if (name === "connection" && !onlyHopByHop(value)) {
+      named = [...(named ?? []), ...connectionTokens(value)];
+    }
   }
   const out: [string, string][] = [];
   for (const pair of headers) {

@@ -21,24 +21,81 @@ export interface ResponseHead {
   readonly status: number;
   /** Reason phrase (informational only). */
   readonly reason: string;
-  /** Header fields in order, names lowercased, values trimmed. */
+  /** Header fields in order, names lowercased, values trimmed (decoded from {@linkcode raw}
+   * on first use: the goround front copies the field lines as bytes and never needs them). */
   readonly headers: [string, string][];
   /** Bytes the head took, including the blank line. */
   readonly size: number;
   /** Whether the connection must be closed after this response. */
   readonly close: boolean;
+  /** The field lines as received. */
+  readonly raw: RawFields;
+  /** The `Content-Length` values, joined with ", " (`null`: none). */
+  readonly contentLength: string | null;
+  /** The `Transfer-Encoding` values, joined with ", " (`null`: none). */
+  readonly transferEncoding: string | null;
+}
+
+/** Kinds of field a response's field lines are sorted into while parsing. */
+export const FIELD_PLAIN = 0;
+/** A hop-by-hop field (RFC 9110 §7.6.1), never passed on. */
+export const FIELD_HOP = 1;
+/** `Content-Length`, passed on only where it describes what the client gets. */
+export const FIELD_LENGTH = 2;
+
+/**
+ * The field lines of a head as bytes: `spans` has five numbers per field, the offsets in
+ * `bytes` of the line's start, the name's end, the value's start and end (trimmed), and the
+ * field's kind (`FIELD_PLAIN`, `FIELD_HOP` or `FIELD_LENGTH`).
+ */
+export interface RawFields {
+  /** The buffer the head was read into. Its bytes are only good until the buffer is reused:
+   * for a backend response, until the response's `release`. */
+  readonly bytes: Uint8Array;
+  /** Five numbers per field line, in order. */
+  readonly spans: readonly number[];
+  /** Bytes the field lines take, with their line ends and the blank line. */
+  readonly size: number;
+  /** Whether `Connection` names fields beyond the hop-by-hop ones (these must be dropped too,
+   * so the field lines cannot be copied as they are). */
+  readonly namesOthers: boolean;
 }
 
 /** Largest response head accepted from a backend (a larger one is a protocol error). */
 export const MAX_HEAD_BYTES = 64 * 1024;
 
 const DIGITS = /^\d{1,15}$/;
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-// Field values: visible ASCII, obs-text, SP and HTAB (RFC 9110 §5.5). No CR, LF or NUL.
-// deno-lint-ignore no-control-regex
-const BAD_TARGET = /[\x00-\x20\x7f]/;
-// deno-lint-ignore no-control-regex
-const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
+
+/** Character classes for the head parsers, by code below 128 (checked with loops over char
+ * codes, not regular expressions: a head has a dozen names and values to check, and the regex
+ * calls showed in the profile). `TCHAR`: a token character (RFC 9110 §5.6.2), `UPPER`: one that
+ * is an uppercase letter too. */
+const TCHAR = 1;
+const UPPER = 2;
+const CHAR_CLASS = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz") {
+  CHAR_CLASS[c.charCodeAt(0)] = TCHAR;
+}
+for (const c of "ABCDEFGHIJKLMNOPQRSTUVWXYZ") CHAR_CLASS[c.charCodeAt(0)] = TCHAR | UPPER;
+
+/** Whether `text[start, end)` has a character a field value may not (RFC 9110 §5.5: visible
+ * ASCII, obs-text, SP and HTAB only; no CR, LF or NUL). */
+function hasBadValueChar(text: string, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    const c = text.charCodeAt(i);
+    if ((c < 32 && c !== 9) || c === 127) return true;
+  }
+  return false;
+}
+
+/** Whether `text` has a character a request-target may not (controls, SP, DEL). */
+function hasBadTargetChar(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c <= 32 || c === 127) return true;
+  }
+  return false;
+}
 
 /** A response the parser refused (garbage, bad framing, over-large head). */
 export class ProtocolError extends Error {
@@ -75,6 +132,11 @@ export function encodeLatin1(text: string): Uint8Array<ArrayBuffer> {
  * @returns The offset after the text.
  */
 export function writeLatin1(text: string, out: Uint8Array, offset: number): number {
+  if (text.length <= 64) {
+    // Short text (a status line, a few fields) is quicker copied here than by a call out.
+    for (let i = 0; i < text.length; i++) out[offset + i] = text.charCodeAt(i);
+    return offset + text.length;
+  }
   // For ASCII, UTF-8 is the same bytes; any other character takes two bytes in UTF-8, so then
   // fewer characters than bytes are read, or not all of them fit.
   const { read, written } = ASCII_ENCODER.encodeInto(
@@ -149,7 +211,12 @@ export function findHeadEnd(buf: Uint8Array, start: number, end: number): number
 
 /** Whether `text` is a token (RFC 9110 §5.6.2): a field name or a method. */
 function isToken(text: string): boolean {
-  return text.length > 0 && TOKEN.test(text);
+  if (text.length === 0) return false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 128 || CHAR_CLASS[c] === 0) return false;
+  }
+  return true;
 }
 
 /** Splits a comma-separated field value into lowercased, trimmed members. */
@@ -186,17 +253,28 @@ function parseFields(
     const first = text.charCodeAt(i);
     // obs-fold (RFC 9112 §5.2): refused rather than guessing how the next hop would join it.
     if (first === 32 || first === 9) fail("obsolete line folding");
-    const colon = text.indexOf(":", i);
-    // No whitespace between name and colon (RFC 9112 §5.1): the token check rejects it.
-    const name = colon < 0 || colon > lineEnd ? "" : text.slice(i, colon);
-    if (!isToken(name)) fail(`invalid header name "${text.slice(i, Math.min(lineEnd, i + 40))}"`);
+    // The name is token characters up to the colon; whitespace before the colon is refused
+    // (RFC 9112 §5.1), as is anything else that is not a token character.
+    let colon = i;
+    let upper = 0;
+    while (colon < lineEnd) {
+      const c = text.charCodeAt(colon);
+      const kind = c < 128 ? CHAR_CLASS[c]! : 0;
+      if (kind === 0) break;
+      upper |= kind & UPPER;
+      colon++;
+    }
+    if (colon === i || colon === lineEnd || text.charCodeAt(colon) !== 58) {
+      fail(`invalid header name "${text.slice(i, Math.min(lineEnd, i + 40))}"`);
+    }
+    const name = text.slice(i, colon);
     let valueStart = colon + 1;
     let valueEnd = lineEnd;
     while (valueStart < valueEnd && isOws(text.charCodeAt(valueStart))) valueStart++;
     while (valueEnd > valueStart && isOws(text.charCodeAt(valueEnd - 1))) valueEnd--;
-    const value = text.slice(valueStart, valueEnd);
-    if (BAD_VALUE.test(value)) fail(`invalid header value for ${name}`);
-    fields.push([name.toLowerCase(), value]);
+    const lower = upper === 0 ? name : name.toLowerCase();
+    if (hasBadValueChar(text, valueStart, valueEnd)) fail(`invalid header value for ${lower}`);
+    fields.push([lower, text.slice(valueStart, valueEnd)]);
     i = lf + 1;
   }
   return fields;
@@ -206,8 +284,95 @@ function isOws(code: number): boolean {
   return code === 32 || code === 9;
 }
 
+/** Hop-by-hop field names by length (RFC 9110 §7.6.1, RFC 9112 §6.1, §7.4; and
+ * `Proxy-Connection`), as lowercase bytes, for matching names without making strings. */
+const HOP_LIST = [
+  "connection",
+  "proxy-connection",
+  "keep-alive",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+];
+const HOP_SET: ReadonlySet<string> = new Set(HOP_LIST);
+const HOP_NAMES: ReadonlyMap<number, readonly Uint8Array[]> = (() => {
+  const out = new Map<number, Uint8Array[]>();
+  for (const name of HOP_LIST) {
+    const list = out.get(name.length) ?? [];
+    list.push(ASCII_ENCODER.encode(name));
+    out.set(name.length, list);
+  }
+  return out;
+})();
+const CONNECTION = ASCII_ENCODER.encode("connection");
+const CONTENT_LENGTH = ASCII_ENCODER.encode("content-length");
+const TRANSFER_ENCODING = ASCII_ENCODER.encode("transfer-encoding");
+
+/** Whether `buf[at, at + name.length)` is `name` (lowercase) in any case. Only for token bytes,
+ * where setting bit 0x20 lowercases a letter and changes nothing that could match. */
+function nameIs(buf: Uint8Array, at: number, name: Uint8Array): boolean {
+  for (let i = 0; i < name.length; i++) if ((buf[at + i]! | 0x20) !== name[i]) return false;
+  return true;
+}
+
+/** ISO-8859-1 text of `bytes[start, end)`; short runs (the usual values) without a decoder. */
+function latin1(bytes: Uint8Array, start: number, end: number): string {
+  if (end - start > 32) return decodeLatin1(bytes, start, end);
+  let out = "";
+  for (let i = start; i < end; i++) out += String.fromCharCode(bytes[i]!);
+  return out;
+}
+
+/** The fields of raw field lines as strings, names lowercased. */
+function fieldsOf(raw: RawFields): [string, string][] {
+  const { bytes, spans } = raw;
+  const out: [string, string][] = [];
+  for (let i = 0; i < spans.length; i += 5) {
+    out.push([
+      latin1(bytes, spans[i]!, spans[i + 1]!).toLowerCase(),
+      latin1(bytes, spans[i + 2]!, spans[i + 3]!),
+    ]);
+  }
+  return out;
+}
+
 /**
- * Parses a response head from `buf[start..end)`.
+ * Copies the field lines a client may get into `out` at `at`, as `name: value` CRLF lines:
+ * every field but the hop-by-hop ones, and `Content-Length` only when `keepLength`. Only for
+ * heads whose `Connection` names no other field (see {@linkcode RawFields.namesOthers}).
+ *
+ * @param raw The field lines.
+ * @param keepLength Whether to copy `Content-Length`.
+ * @param out The buffer; needs room for `raw.bytes.length` bytes from `at`.
+ * @param at Where to start.
+ * @returns The offset after the last line.
+ */
+export function copyFields(
+  raw: RawFields,
+  keepLength: boolean,
+  out: Uint8Array,
+  at: number,
+): number {
+  const { bytes, spans } = raw;
+  for (let i = 0; i < spans.length; i += 5) {
+    const kind = spans[i + 4]!;
+    if (kind === FIELD_HOP || (kind === FIELD_LENGTH && !keepLength)) continue;
+    // The line as sent (name, colon, leading OWS, value), without trailing OWS; then CRLF.
+    for (let k = spans[i]!, end = spans[i + 3]!; k < end; k++) out[at++] = bytes[k]!;
+    out[at++] = 13;
+    out[at++] = 10;
+  }
+  return at;
+}
+
+/**
+ * Parses a response head from `buf[start..end)`. The field lines are checked and sorted in one
+ * pass over the bytes (token names, field-value characters, obs-fold refused), and kept as
+ * bytes ({@linkcode RawFields}); strings are made only for the fields that decide framing and
+ * the connection, and for the rest on first use of `headers`.
  *
  * @param buf The buffer.
  * @param start Where the head starts.
@@ -230,47 +395,164 @@ export function parseResponseHead(
     if (end - start > MAX_HEAD_BYTES) throw new ProtocolError("response head too large");
     // Fail fast on garbage rather than waiting for a blank line that never comes.
     const probe = Math.min(end - start, 5);
-    if (decodeLatin1(buf, start, start + probe) !== "HTTP/".slice(0, probe)) {
-      throw new ProtocolError("invalid HTTP version");
+    for (let i = 0; i < probe; i++) {
+      if (buf[start + i] !== HTTP_SLASH[i]) throw new ProtocolError("invalid HTTP version");
     }
     return null;
   }
   if (headEnd - start > MAX_HEAD_BYTES) throw new ProtocolError("response head too large");
-  const text = decodeLatin1(buf, start, headEnd);
-  let lineEnd = text.indexOf("\n");
-  const next = lineEnd + 1;
-  if (text.charCodeAt(lineEnd - 1) === 13) lineEnd--;
+  // Offsets are into `buf` itself: no copy, so no new ArrayBuffer (and its GC upkeep) per head.
+  const bytes = buf;
   // status-line = HTTP-version SP status-code SP [ reason-phrase ] (RFC 9112 §4)
-  if (!text.startsWith("HTTP/")) throw new ProtocolError("invalid HTTP version");
-  const minor = text.startsWith("HTTP/1.1 ") ? 1 : text.startsWith("HTTP/1.0 ") ? 0 : -1;
-  const code = text.slice(9, 12);
-  const after = text.charCodeAt(12);
-  if (minor < 0 || !/^\d{3}$/.test(code) || (lineEnd > 12 && after !== 32)) {
+  for (let i = 0; i < 5; i++) {
+    if (bytes[start + i] !== HTTP_SLASH[i]) throw new ProtocolError("invalid HTTP version");
+  }
+  const minor = bytes[start + 5] === 49 && bytes[start + 6] === 46 && bytes[start + 8] === 32
+    ? bytes[start + 7] === 49 ? 1 : bytes[start + 7] === 48 ? 0 : -1
+    : -1;
+  let lf = bytes.indexOf(10, start);
+  const lineEnd = bytes[lf - 1] === 13 ? lf - 1 : lf;
+  const status = digit(bytes[start + 9]) * 100 + digit(bytes[start + 10]) * 10 +
+    digit(bytes[start + 11]);
+  if (minor < 0 || !(status >= 0) || (lineEnd > start + 12 && bytes[start + 12] !== 32)) {
     throw new ProtocolError("invalid status line");
   }
-  const status = Number(code);
   if (status < 100 || status > 599) throw new ProtocolError(`invalid status code ${status}`);
-  const reason = lineEnd > 13 ? text.slice(13, lineEnd) : "";
-  if (BAD_VALUE.test(reason)) throw new ProtocolError("invalid status line");
-  const headers = parseFields(text, next, (why) => {
-    throw new ProtocolError(`${why} in a response`);
-  });
+  const reasonStart = start + 13;
+  for (let i = reasonStart; i < lineEnd; i++) {
+    const c = bytes[i]!;
+    if ((c < 32 && c !== 9) || c === 127) throw new ProtocolError("invalid status line");
+  }
+  const reason = lineEnd <= reasonStart
+    ? ""
+    : lineEnd === reasonStart + 2 && bytes[reasonStart] === 79 && bytes[reasonStart + 1] === 75
+    ? "OK"
+    : latin1(bytes, reasonStart, lineEnd);
+
+  const spans: number[] = [];
+  let contentLength: string | null = null;
+  let transferEncoding: string | null = null;
   // Connection is one list across all its field lines (RFC 9110 §5.3): "close" anywhere in it
   // closes (§9.6), whatever else is said; HTTP/1.0 keeps alive only when asked to.
   let keepAlive = minor === 1;
   let close = false;
-  for (const [name, value] of headers) {
-    if (name !== "connection") continue;
-    const lower = value.toLowerCase();
-    if (lower === "keep-alive") { // the usual case, without splitting
-      keepAlive = true;
-      continue;
+  let namesOthers = false;
+  const fieldsStart = lf + 1;
+  let i = fieldsStart;
+  while (i < headEnd) {
+    const first = bytes[i]!;
+    if (first === 10 || (first === 13 && bytes[i + 1] === 10)) break; // the blank line
+    // obs-fold (RFC 9112 §5.2): refused rather than guessing how the next hop would join it.
+    if (first === 32 || first === 9) throw new ProtocolError("obsolete line folding in a response");
+    // The name: token characters up to the colon (no whitespace before it: RFC 9112 §5.1).
+    let colon = i;
+    while (colon < headEnd) {
+      const c = bytes[colon]!;
+      if (c >= 128 || CHAR_CLASS[c] === 0) break;
+      colon++;
     }
-    const tokens = listMembers(lower);
-    if (tokens.includes("close")) close = true;
-    else if (tokens.includes("keep-alive")) keepAlive = true;
+    if (colon === i || bytes[colon] !== 58) {
+      const shown = latin1(bytes, i, Math.min(bytes.indexOf(10, i), i + 40)).replace(/\r$/, "");
+      throw new ProtocolError(`invalid header name "${shown}" in a response`);
+    }
+    // The value: OWS, then field-value characters up to the line end (RFC 9110 §5.5).
+    let valueStart = colon + 1;
+    while (bytes[valueStart] === 32 || bytes[valueStart] === 9) valueStart++;
+    let at = valueStart;
+    while (true) {
+      const c = bytes[at]!;
+      if (c === 10) break;
+      if ((c < 32 && c !== 9) || c === 127) {
+        if (c === 13 && bytes[at + 1] === 10) break;
+        throw new ProtocolError(
+          `invalid header value for ${latin1(bytes, i, colon).toLowerCase()} in a response`,
+        );
+      }
+      at++;
+    }
+    lf = bytes[at] === 10 ? at : at + 1;
+    let valueEnd = at;
+    while (valueEnd > valueStart && (bytes[valueEnd - 1] === 32 || bytes[valueEnd - 1] === 9)) {
+      valueEnd--;
+    }
+    const kind = fieldKind(bytes, i, colon - i);
+    if (kind === FIELD_LENGTH) {
+      const value = latin1(bytes, valueStart, valueEnd);
+      contentLength = contentLength === null ? value : `${contentLength}, ${value}`;
+    } else if (kind === FIELD_HOP) {
+      if (colon - i === 17 && nameIs(bytes, i, TRANSFER_ENCODING)) {
+        const value = latin1(bytes, valueStart, valueEnd);
+        transferEncoding = transferEncoding === null ? value : `${transferEncoding}, ${value}`;
+      } else if (colon - i === 10 && nameIs(bytes, i, CONNECTION)) {
+        const lower = latin1(bytes, valueStart, valueEnd).toLowerCase();
+        if (lower === "keep-alive") { // the usual case, without splitting
+          keepAlive = true;
+        } else {
+          const tokens = listMembers(lower);
+          if (tokens.includes("close")) close = true;
+          else if (tokens.includes("keep-alive")) keepAlive = true;
+          // "close" is an option, not a field; any other name is a field to drop too.
+          if (tokens.some((token) => token !== "close" && !HOP_SET.has(token))) {
+            namesOthers = true;
+          }
+        }
+      }
+    }
+    spans.push(i, colon, valueStart, valueEnd, kind);
+    i = lf + 1;
   }
-  return { minor, status, reason, headers, size: headEnd - start, close: close || !keepAlive };
+  const raw: RawFields = { bytes, spans, size: headEnd - fieldsStart, namesOthers };
+  return new WireHead(
+    minor,
+    status,
+    reason,
+    headEnd - start,
+    close || !keepAlive,
+    raw,
+    contentLength,
+    transferEncoding,
+  );
+}
+
+/** A field's kind, by its name: `Content-Length`, hop-by-hop or any other. */
+function fieldKind(bytes: Uint8Array, at: number, length: number): number {
+  if (length === 14 && nameIs(bytes, at, CONTENT_LENGTH)) return FIELD_LENGTH;
+  const names = HOP_NAMES.get(length);
+  if (names !== undefined) {
+    for (const name of names) if (nameIs(bytes, at, name)) return FIELD_HOP;
+  }
+  return FIELD_PLAIN;
+}
+
+/**
+ * A response head read off the wire. A class only so that `headers` can be decoded on first
+ * use by a getter on the prototype (a getter in an object literal is built per object, and
+ * that showed in the profile).
+ */
+class WireHead implements ResponseHead {
+  #headers: [string, string][] | null = null;
+
+  constructor(
+    readonly minor: number,
+    readonly status: number,
+    readonly reason: string,
+    readonly size: number,
+    readonly close: boolean,
+    readonly raw: RawFields,
+    readonly contentLength: string | null,
+    readonly transferEncoding: string | null,
+  ) {}
+
+  get headers(): [string, string][] {
+    return (this.#headers ??= fieldsOf(this.raw));
+  }
+}
+
+const HTTP_SLASH = ASCII_ENCODER.encode("HTTP/");
+
+/** The value of a decimal digit byte, or NaN (which fails any comparison). */
+function digit(byte: number | undefined): number {
+  return byte !== undefined && byte >= 48 && byte <= 57 ? byte - 48 : NaN;
 }
 
 /** A request the front refuses, with the status to answer (RFC 9112, RFC 9110 §15.5). */
@@ -354,7 +636,7 @@ export function parseRequestHead(buf: Uint8Array, start: number, end: number): R
   const target = text.slice(sp1 + 1, sp2);
   const version = text.slice(sp2 + 1, lineEnd);
   if (!isToken(method)) throw new RequestError(400, "malformed method");
-  if (target === "" || BAD_TARGET.test(target)) {
+  if (target === "" || hasBadTargetChar(target)) {
     throw new RequestError(400, "malformed request target");
   }
   const minor = version === "HTTP/1.1" ? 1 : version === "HTTP/1.0" ? 0 : -1;
@@ -449,14 +731,8 @@ export function responseFraming(head: ResponseHead, method: string): Framing {
   if (method === "HEAD" || head.status < 200 || head.status === 204 || head.status === 304) {
     return { kind: "none" };
   }
-  let te: string | undefined;
-  let length: string | undefined;
-  for (const [name, value] of head.headers) {
-    if (name === "transfer-encoding") te = te === undefined ? value : `${te}, ${value}`;
-    else if (name === "content-length") {
-      length = length === undefined ? value : `${length}, ${value}`;
-    }
-  }
+  const te = head.transferEncoding ?? undefined;
+  const length = head.contentLength ?? undefined;
   if (te !== undefined) {
     // §6.3 rule 3: Transfer-Encoding overrides Content-Length. Only "chunked" is decoded; any
     // other coding would reach the client mislabelled, so it is refused (as Go's client does).

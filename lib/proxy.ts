@@ -292,7 +292,7 @@ export function createForwarder(context: ProxyContext): Forwarder {
     const { method, target, body } = incoming;
     let requestId = "";
     for (const [name, value] of incoming.headers) if (name === "x-request-id") requestId = value;
-    if (!REQUEST_ID.test(requestId)) requestId = nextRequestId();
+    if (requestId === "" || !REQUEST_ID.test(requestId)) requestId = nextRequestId();
     const fields = forwardRequestHeaders(incoming.headers, {
       clientIp: incoming.clientIp,
       trusted: ipInCidrs(incoming.clientIp, config.trustedProxies),
@@ -319,7 +319,18 @@ export function createForwarder(context: ProxyContext): Forwarder {
           `${STICKY_COOKIE}=${sticky.token(backend.url)}; Path=/; HttpOnly; SameSite=Lax`,
         ]);
       }
-      return { ...reply, extra, trace: { backend: backend?.url ?? null, retries, requestId } };
+      const trace: Trace = { backend: backend?.url ?? null, retries, requestId };
+      // Built field by field rather than spread: the reply path stays monomorphic.
+      return reply.kind === "upstream"
+        ? { kind: "upstream", response: reply.response, extra, trace }
+        : {
+          kind: "local",
+          status: reply.status,
+          text: reply.text,
+          headers: reply.headers,
+          extra,
+          trace,
+        };
     };
     // Framing is re-derived from what the front read (RFC 9112 §6.3), never copied.
     if (incoming.bodyLength > 0 || (incoming.bodyLength === 0 && body !== null)) {

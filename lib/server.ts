@@ -21,6 +21,7 @@ import { forwardResponseHeaders } from "./headers.ts";
 import {
   chunkedDecoder,
   type ChunkedState,
+  copyFields,
   decodeChunked,
   decodeChunkedInPlace,
   encodeLatin1,
@@ -43,7 +44,7 @@ import {
 import { batches, FRAME_ROOM } from "./streaming.ts";
 import { BODY_BUFFER, borrow, giveBack } from "./buffers.ts";
 import { closeFrame, isWebSocketUpgrade, splice, type Upgrader } from "./websocket.ts";
-import type { Bytes } from "./upstream.ts";
+import type { Bytes, UpstreamResponse } from "./upstream.ts";
 
 /** Settings of the front end. */
 export interface ServerOptions {
@@ -93,6 +94,8 @@ interface Client {
   busy: boolean;
   /** Request heads read so far. */
   requests: number;
+  /** Some bytes of the next request head have arrived (its header timeout runs). */
+  headBegun: boolean;
   /** Set while the connection carries a WebSocket tunnel: ends it with 1001 (going away). */
   goingAway: (() => void) | null;
   closed: boolean;
@@ -157,36 +160,38 @@ async function writeAll(client: Client, bytes: Uint8Array): Promise<void> {
 }
 
 /**
- * Waits for the next request head. Returns `null` when the client closed the connection
- * between requests.
+ * Starts the wait for the next request head: arms its deadline. A new connection has the header
+ * timeout to send its first request; a kept-alive one may idle for the keep-alive timeout, then
+ * has the header timeout once a head has begun. The deadline is set once per phase, so
+ * trickling bytes does not extend it (slowloris).
  */
-async function readHead(client: Client, options: ServerOptions): Promise<RequestHead | null> {
-  // A new connection has the header timeout to send its first request; a kept-alive one may
-  // idle for the keep-alive timeout, then has the header timeout once a head has begun. The
-  // deadline is set once per phase, so trickling bytes does not extend it (slowloris).
-  let started = client.end > client.start;
+function awaitHead(client: Client, options: ServerOptions): void {
+  client.headBegun = client.end > client.start;
   client.deadline = Date.now() +
-    (started || client.requests === 0 ? options.headerTimeout : options.keepAliveTimeout);
-  while (true) {
-    if (client.end > client.start) {
-      const head = parseRequestHead(client.buf, client.start, client.end);
-      if (head !== null) {
-        client.start += head.size;
-        client.requests++;
-        return head;
-      }
-      if (!started) {
-        started = true;
-        client.deadline = Date.now() + options.headerTimeout;
-      }
-    } else {
-      client.start = 0;
-      client.end = 0;
-    }
-    const n = await readMore(client);
-    if (n === null) return null;
-    client.end += n;
+    (client.headBegun || client.requests === 0 ? options.headerTimeout : options.keepAliveTimeout);
+}
+
+/**
+ * The next request head if the buffer holds all of it, else `null` (read more, then call again).
+ * Synchronous, so the usual exchange (one read, one whole head) costs no promise of its own.
+ */
+function takeHead(client: Client, options: ServerOptions): RequestHead | null {
+  if (client.end === client.start) {
+    client.start = 0;
+    client.end = 0;
+    return null;
   }
+  const head = parseRequestHead(client.buf, client.start, client.end);
+  if (head !== null) {
+    client.start += head.size;
+    client.requests++;
+    return head;
+  }
+  if (!client.headBegun) {
+    client.headBegun = true;
+    client.deadline = Date.now() + options.headerTimeout;
+  }
+  return null;
 }
 
 /** Incremental state of a request body being read off the client connection. */
@@ -392,8 +397,9 @@ async function writeReply(
     }
     // Content-Length is kept where it describes the representation but no body follows
     // (HEAD, 304: RFC 9110 §8.6); otherwise goround frames the body itself.
-    const fields = forwardResponseHeaders(response.headers, noBody && status !== 204);
-    fields.push(...extra);
+    const keepLength = noBody && status !== 204;
+    // What goround adds after the backend's own fields: its extras, framing and Connection.
+    const fields: [string, string][] = [...extra];
     let keep = keepAlive;
     let chunked = false;
     if (body instanceof Uint8Array) {
@@ -409,11 +415,10 @@ async function writeReply(
       }
     }
     fields.push(...connectionFields(request.minor, keep));
-    const head = responseHead(status, response.reason || REASONS[status] || "", fields);
     if (!(body instanceof ReadableStream)) {
       // Head and whole body go out in one write; the body's connection goes back to the pool
       // as soon as the bytes are copied.
-      const bytes = frame(client, head, body);
+      const bytes = frameResponse(client, response, keepLength, fields, body);
       released = true;
       response.release();
       // One write nearly always takes it all: awaited directly, without writeAll's promise.
@@ -422,7 +427,7 @@ async function writeReply(
       return { status, keep, bytes: body === null ? 0 : body.length };
     }
     try {
-      await writeAll(client, frame(client, head, null));
+      await writeAll(client, frameResponse(client, response, keepLength, fields, null));
     } catch (error) {
       // The client went away before the head: the body is never read, so it is cancelled (which
       // closes the backend connection and ends the request's in-flight count).
@@ -455,6 +460,47 @@ function frame(client: Client, head: string, body: Uint8Array | null): Uint8Arra
   const at = writeLatin1(head, client.wbuf, 0);
   if (body !== null) client.wbuf.set(body, at);
   return client.wbuf.subarray(0, size);
+}
+
+/**
+ * Serialises a backend's response head for the client, and a whole body after it, into the
+ * client's write buffer: the status line, the backend's fields minus the hop-by-hop ones (and
+ * `Content-Length` unless `keepLength`), then `tail`. Field lines that came off the wire are
+ * copied as bytes; strings are used only when `Connection` names other fields to drop.
+ */
+function frameResponse(
+  client: Client,
+  response: UpstreamResponse,
+  keepLength: boolean,
+  tail: readonly [string, string][],
+  body: Uint8Array | null,
+): Uint8Array {
+  const { status, raw } = response;
+  const reason = response.reason || REASONS[status] || "";
+  if (raw === undefined || raw.namesOthers) {
+    const fields = forwardResponseHeaders(response.headers, keepLength);
+    fields.push(...tail);
+    return frame(client, responseHead(status, reason, fields), body);
+  }
+  const line = `HTTP/1.1 ${status} ${reason}\r\n`;
+  let rest = "";
+  for (const [name, value] of tail) rest += `${name}: ${value}\r\n`;
+  rest += "\r\n";
+  // A copied line can be one byte longer than it came (a bare LF becomes CRLF).
+  const room = line.length + raw.size + raw.spans.length / 5 + rest.length +
+    (body === null ? 0 : body.length);
+  if (client.wbuf.length < room) {
+    client.wbuf = new Uint8Array(Math.max(room, client.wbuf.length * 2));
+  }
+  const out = client.wbuf;
+  let at = writeLatin1(line, out, 0);
+  at = copyFields(raw, keepLength, out, at);
+  at = writeLatin1(rest, out, at);
+  if (body !== null) {
+    out.set(body, at);
+    at += body.length;
+  }
+  return out.subarray(0, at);
 }
 
 /** `Connection` as RFC 9112 §9.3 has it: say close when closing; HTTP/1.0 needs keep-alive said. */
@@ -605,13 +651,19 @@ async function session(
       client.busy = false;
       let head: RequestHead | null;
       try {
-        head = await readHead(client, options);
+        awaitHead(client, options);
+        head = takeHead(client, options);
+        while (head === null) {
+          const n = await readMore(client);
+          if (n === null) return; // the client closed the connection between requests
+          client.end += n;
+          head = takeHead(client, options);
+        }
       } catch (error) {
         if (!(error instanceof RequestError)) throw error;
         await writeReply(client, { minor: 1, method: "GET" }, errorReply(error), false);
         return;
       }
-      if (head === null) return;
       client.busy = true;
       client.deadline = 0;
       let again: boolean;
@@ -695,6 +747,7 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
         deadline: Date.now() + options.headerTimeout,
         busy: false,
         requests: 0,
+        headBegun: false,
         goingAway: null,
         closed: false,
       };

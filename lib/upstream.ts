@@ -28,6 +28,7 @@ import {
   LAST_CHUNK,
   parseResponseHead,
   ProtocolError,
+  type RawFields,
   responseFraming,
   type ResponseHead,
   writeLatin1,
@@ -76,6 +77,9 @@ export interface UpstreamResponse {
   readonly reason: string;
   /** Fields as received, names lowercased. */
   readonly headers: [string, string][];
+  /** The field lines as bytes (when the response came off the wire): the front copies them to
+   * the client as they are, without making strings of them. */
+  readonly raw?: RawFields;
   /** How the backend framed the body. */
   readonly framing: Framing;
   /** The body: whole bytes, a stream of the rest, or none. Whole bytes may be a view into the
@@ -108,6 +112,8 @@ interface Link {
   deadline: number;
   timedOut: boolean;
   idleSince: number;
+  /** Settles the read kept pending while idle: made once per connection, not per request. */
+  readonly onIdleRead: () => void;
 }
 
 /** Per-backend connection pool. */
@@ -258,6 +264,9 @@ async function dial(host: Host): Promise<Link> {
   const link: Link = {
     conn,
     host,
+    onIdleRead: () => {
+      if (link.idle) closeLink(link);
+    },
     buf: new Uint8Array(HEAD_BUFFER),
     wbuf: new Uint8Array(WRITE_BUFFER),
     start: 0,
@@ -304,14 +313,7 @@ function release(link: Link): void {
   // closed it (or sent bytes nobody asked for), so it is dropped from the pool.
   const pending = link.conn.read(link.buf);
   link.pending = pending;
-  pending.then(
-    () => {
-      if (link.idle) closeLink(link);
-    },
-    () => {
-      if (link.idle) closeLink(link);
-    },
-  );
+  pending.then(link.onIdleRead, link.onIdleRead);
 }
 
 async function writeAll(link: Link, bytes: Uint8Array): Promise<void> {
@@ -452,7 +454,11 @@ export async function roundTrip(
       );
       pumping.catch(() => {});
     }
-    const [head, framing] = await readHead(link, request.method);
+    // The head nearly always comes in one read: awaited here, without readHead's own promise.
+    const n = await readMore(link);
+    if (n === null) throw endedEarly(link);
+    link.end += n;
+    const [head, framing] = headIn(link, request.method) ?? await readHead(link, request.method);
     headArrived = true;
     link.deadline = 0;
     return respond(link, head, framing, request, reused, () => pumpDone);
@@ -479,27 +485,17 @@ function classify(
   return new UpstreamError("reset", describeError(error), flags);
 }
 
-async function readHead(
-  link: Link,
-  method: string,
-  switching = false,
-): Promise<[ResponseHead, Framing]> {
-  while (true) {
-    const head = link.end > link.start ? parseResponseHead(link.buf, link.start, link.end) : null;
-    if (head === null) {
-      const n = await readMore(link);
-      if (n === null) {
-        const reason = link.end > link.start
-          ? "response head cut short"
-          : "connection closed before a response";
-        throw new UpstreamError("reset", reason, { sent: true, reused: link.uses > 0 });
-      }
-      link.end += n;
-      continue;
-    }
+/**
+ * The final response head if the buffer holds one (interim 1xx heads before it are consumed),
+ * else `null`: the caller reads more, or ends the response if the connection ended.
+ */
+function headIn(link: Link, method: string, switching = false): [ResponseHead, Framing] | null {
+  while (link.end > link.start) {
+    const head = parseResponseHead(link.buf, link.start, link.end);
+    if (head === null) return null;
     link.start += head.size;
     if (head.status === 101) {
-      if (switching) return [head, { kind: "none" }];
+      if (switching) return [head, NO_BODY];
       throw new ProtocolError("unexpected 101 Switching Protocols");
     }
     // Interim responses (100 Continue, 102, 103 Early Hints) are consumed here.
@@ -507,6 +503,31 @@ async function readHead(
     // Framing is decided (and validated) before anything reaches the client.
     return [head, responseFraming(head, method)];
   }
+  return null;
+}
+
+const NO_BODY: Framing = { kind: "none" };
+
+async function readHead(
+  link: Link,
+  method: string,
+  switching = false,
+): Promise<[ResponseHead, Framing]> {
+  while (true) {
+    const found = headIn(link, method, switching);
+    if (found !== null) return found;
+    const n = await readMore(link);
+    if (n === null) throw endedEarly(link);
+    link.end += n;
+  }
+}
+
+/** The backend closed the connection before a whole response head. */
+function endedEarly(link: Link): UpstreamError {
+  const reason = link.end > link.start
+    ? "response head cut short"
+    : "connection closed before a response";
+  return new UpstreamError("reset", reason, { sent: true, reused: link.uses > 0 });
 }
 
 /** A protocol switch the backend accepted: the connection is now the caller's. */
@@ -551,7 +572,7 @@ export async function upgrade(
       return { kind: "switched", switched: { headers: head.headers, conn: link.conn, leftover } };
     }
     // Not switching: an ordinary answer, and the connection is not reused after it.
-    const response = respond(link, { ...head, close: true }, framing, request, false, () => true);
+    const response = respond(link, head, framing, request, false, () => true, true);
     return { kind: "response", response };
   } catch (error) {
     closeLink(link);
@@ -566,24 +587,28 @@ function respond(
   request: OutgoingRequest,
   reused: boolean,
   pumpDone: () => boolean,
+  close = head.close,
 ): UpstreamResponse {
-  const reusable = () => !head.close && pumpDone() && link.start === link.end;
-  const finish = () => (reusable() ? release(link) : closeLink(link));
-  const base = { status: head.status, reason: head.reason, headers: head.headers, framing, reused };
+  const finish = () => {
+    if (!close && pumpDone() && link.start === link.end) release(link);
+    else closeLink(link);
+  };
+  // One object shape for every response (no spreads): the reply path stays monomorphic.
+  const make = (body: Bytes | ReadableStream<Bytes> | null, done: () => void) =>
+    new WireResponse(head, framing, body, reused, done);
   switch (framing.kind) {
     case "none":
-      finish();
-      return { ...base, body: null, release: noop };
+      // Released by the caller: the head's field lines are in the connection's buffer.
+      return make(null, once(finish));
     case "length": {
       const available = link.end - link.start;
       if (available >= framing.length) {
         // The whole body is here: hand over a view, and the connection once it is copied.
         const body = link.buf.subarray(link.start, link.start + framing.length);
         link.start += framing.length;
-        return { ...base, body, release: once(finish) };
+        return make(body, once(finish));
       }
-      const body = lengthStream(link, framing.length, finish, request);
-      return { ...base, body, release: noop };
+      return make(lengthStream(link, framing.length, finish, request), noop);
     }
     case "chunked": {
       const state = chunkedDecoder();
@@ -597,14 +622,39 @@ function respond(
       }
       if (state.phase === "done") {
         finish();
-        return { ...base, body: concat(parts), release: noop };
+        return make(concat(parts), noop);
       }
-      const body = chunkedStream(link, state, parts, finish, request);
-      return { ...base, body, release: noop };
+      return make(chunkedStream(link, state, parts, finish, request), noop);
     }
-    case "close": {
-      return { ...base, body: closeStream(link, request), release: noop };
-    }
+    case "close":
+      return make(closeStream(link, request), noop);
+  }
+}
+
+/**
+ * A response read off the wire. A class only so that `headers` is decoded from the field lines
+ * on first use, by a getter on the prototype (the goround front copies the lines as bytes and
+ * never asks).
+ */
+class WireResponse implements UpstreamResponse {
+  readonly status: number;
+  readonly reason: string;
+  readonly raw: RawFields;
+
+  constructor(
+    readonly head: ResponseHead,
+    readonly framing: Framing,
+    readonly body: Bytes | ReadableStream<Bytes> | null,
+    readonly reused: boolean,
+    readonly release: () => void,
+  ) {
+    this.status = head.status;
+    this.reason = head.reason;
+    this.raw = head.raw;
+  }
+
+  get headers(): [string, string][] {
+    return this.head.headers;
   }
 }
 

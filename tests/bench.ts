@@ -185,8 +185,7 @@ const START_TIMEOUT = 20_000;
 /**
  * The plan of a mode: every target runs every scenario, except in `quick`, where only the
  * direct hit and goround run them all and the other targets run the small-GET scenario. The
- * rows for goround's other policies (least-conn, hash) and the floor proxy only ever run the
- * small GETs.
+ * rows for goround's other policies (least-conn, hash) only ever run the small GETs.
  *
  * @param mode The mode.
  * @returns Targets with their scenarios, in run order.
@@ -195,7 +194,6 @@ export function planFor(mode: Mode): PlanEntry[] {
   return TARGET_IDS.map((target) => ({
     target,
     scenarios: target === "goround-least-conn" || target === "goround-hash" ||
-        target === "deno-floor" ||
         (mode === "quick" && target !== "direct" && target !== "goround")
       ? ["get"]
       : [...SCENARIO_IDS],
@@ -593,7 +591,7 @@ function labelOf(target: TargetId, workers: number): string {
     case "goround-hash":
       return `goround --algorithm hash (${workers} workers; one client IP, so one backend)`;
     case "deno-floor":
-      return `floor: a minimal Deno proxy, 4 socket ops a request and nothing else (${workers} workers)`;
+      return `floor: a Deno TCP relay, no HTTP at all (${workers} workers)`;
     case "nginx":
       return `nginx (${workers} workers)`;
     case "haproxy":

@@ -1,6 +1,7 @@
 import { deepEqual, equal, ok as assert, throws } from "node:assert/strict";
 import {
   chunkedDecoder,
+  copyFields,
   decodeChunked,
   decodeChunkedInPlace,
   decodeLatin1,
@@ -17,6 +18,7 @@ import {
   responseFraming,
 } from "../lib/http1.ts";
 import { joinParts } from "../lib/streaming.ts";
+import { forwardResponseHeaders } from "../lib/headers.ts";
 
 const bytes = (text: string) => encodeLatin1(text);
 
@@ -86,6 +88,71 @@ Deno.test("parseResponseHead()", async (t) => {
     const big = "HTTP/1.1 200 OK\r\n" + "X: " + "a".repeat(MAX_HEAD_BYTES) + "\r\n";
     throws(() => parse(big), /too large/);
     throws(() => parse(big + "\r\n"), /too large/);
+  });
+});
+
+/** The field lines `copyFields` passes on, as text. */
+function copied(text: string, keepLength: boolean): string {
+  const head = parse(text)!;
+  const out = new Uint8Array(text.length * 2);
+  return decodeLatin1(out, 0, copyFields(head.raw, keepLength, out, 0));
+}
+
+Deno.test("copyFields() passes a response's field lines on as bytes", async (t) => {
+  await t.step("drops hop-by-hop fields, keeps case, obs-text and order", () => {
+    const text = "HTTP/1.1 200 OK\r\nServer: nginx\r\nConnection: keep-alive\r\n" +
+      "Keep-Alive: timeout=5\r\nX-Name: caf\xe9\r\nTransfer-Encoding: chunked\r\n" +
+      "TE: trailers\r\nTrailer: x\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nSet-Cookie: a=1\r\n\r\n";
+    equal(copied(text, true), "Server: nginx\r\nX-Name: caf\xe9\r\nSet-Cookie: a=1\r\n");
+  });
+
+  await t.step("keeps Content-Length only when asked", () => {
+    const text = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nA: b\r\n\r\n";
+    equal(copied(text, true), "Content-Length: 5\r\nA: b\r\n");
+    equal(copied(text, false), "A: b\r\n");
+  });
+
+  await t.step("ends every line with CRLF and drops trailing whitespace", () => {
+    equal(copied("HTTP/1.1 200 OK\nA:  b \t\nC:\n\n", true), "A:  b\r\nC:\r\n");
+  });
+
+  await t.step("says when Connection names fields the bytes cannot drop by themselves", () => {
+    assert(!parse("HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\n\r\n")!.raw.namesOthers);
+    assert(
+      parse("HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\n\r\n")!.raw.namesOthers,
+    );
+  });
+
+  await t.step("fuzz: what it copies parses back to the fields the string rules keep", () => {
+    let seed = 11;
+    const random = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+    const names = ["A", "content-length", "Connection", "Keep-Alive", "TE", "Date", "X-\xe9"];
+    const values = ["", " b ", "\t1", "close", "keep-alive", "caf\xe9", "5", "x, y"];
+    for (let round = 0; round < 2000; round++) {
+      let text = "HTTP/1.1 200 OK\r\n";
+      for (let i = Math.floor(random() * 6); i > 0; i--) {
+        const name = names[Math.floor(random() * names.length)]!;
+        text += `${name}:${values[Math.floor(random() * values.length)]}${
+          random() < 0.2 ? "\n" : "\r\n"
+        }`;
+      }
+      text += "\r\n";
+      let head;
+      try {
+        head = parse(text);
+      } catch (error) {
+        assert(error instanceof ProtocolError, `${JSON.stringify(text)}: ${error}`);
+        continue;
+      }
+      if (head === null || head.raw.namesOthers) continue;
+      const keepLength = random() < 0.5;
+      const again = parse(`HTTP/1.1 200 OK\r\n${copied(text, keepLength)}\r\n`)!;
+      deepEqual(
+        again.headers,
+        forwardResponseHeaders(head.headers, keepLength),
+        JSON.stringify(text),
+      );
+    }
   });
 });
 

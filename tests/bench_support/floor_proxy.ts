@@ -1,10 +1,12 @@
 /**
- * The benchmark's floor row: the least work a Deno proxy can do per keep-alive GET, to show
- * what the runtime itself costs next to goround and nginx. Not a product and not goround: it
- * pins each client connection to one backend connection (round-robin per connection), passes
- * the request bytes on unread, and reads the reply until its `Content-Length` is in. Four
- * socket operations per request, each awaited directly, and no parsing, validation, header
- * rules, ids, metrics or retries. Only for the `get` scenario (bodiless requests, one per read).
+ * The benchmark's floor row: the least a Deno proxy can do, to show what the runtime itself
+ * costs next to goround and nginx. Not a product and not goround: a TCP relay. Each client
+ * connection is spliced to one backend connection (round-robin per connection), and bytes are
+ * copied both ways as they come, with no HTTP at all: no parsing, framing, header rules, ids,
+ * metrics, retries or health. For a small keep-alive GET that is four socket operations per
+ * request, each awaited directly; for a large body, a read and a write per 128 KiB (goround's
+ * body buffer size). It runs every scenario, so each table shows how close goround is to what
+ * Deno's sockets allow.
  *
  * Usage: `deno run --unstable-net --allow-net=127.0.0.1 floor_proxy.ts PORT WORKERS BACKEND...`
  * (one Worker thread per worker, all listening on PORT with `reusePort`, as goround does).
@@ -18,56 +20,49 @@ interface Job {
   readonly backends: readonly number[];
 }
 
-const CRLFCRLF = [13, 10, 13, 10];
-const latin1 = new TextDecoder("latin1");
+/** Bytes per read: goround's body buffer size. */
+const CHUNK = 128 * 1024;
 
-/** The length of the whole reply in `bytes[0, end)`, or -1 while its head is incomplete. */
-export function replyLength(bytes: Uint8Array, end: number): number {
-  for (let i = 0; i + 3 < end; i++) {
-    if (
-      bytes[i] === CRLFCRLF[0] && bytes[i + 1] === CRLFCRLF[1] &&
-      bytes[i + 2] === CRLFCRLF[2] && bytes[i + 3] === CRLFCRLF[3]
-    ) {
-      const head = latin1.decode(bytes.subarray(0, i));
-      const length = /\r\ncontent-length:\s*(\d+)/i.exec(head);
-      return i + 4 + (length ? Number(length[1]) : 0);
-    }
+/**
+ * Copies `from` to `to` until `from` ends or either fails.
+ *
+ * @param from The connection read.
+ * @param to The connection written.
+ */
+export async function copy(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+  const buffer = new Uint8Array(CHUNK);
+  while (true) {
+    const n = await from.read(buffer);
+    if (n === null) return;
+    let sent = 0;
+    while (sent < n) sent += await to.write(buffer.subarray(sent, n));
   }
-  return -1;
 }
 
-async function relay(client: Deno.TcpConn, backend: number): Promise<void> {
+/**
+ * Relays one client connection to a backend until either side closes.
+ *
+ * @param client The accepted connection.
+ * @param backend The backend's port on 127.0.0.1.
+ */
+export async function relay(client: Deno.TcpConn, backend: number): Promise<void> {
   let upstream: Deno.TcpConn | null = null;
   try {
     upstream = await Deno.connect({ hostname: "127.0.0.1", port: backend });
     client.setNoDelay(true);
     upstream.setNoDelay(true);
-    const request = new Uint8Array(16 * 1024);
-    let reply = new Uint8Array(16 * 1024);
-    while (true) {
-      const n = await client.read(request);
-      if (n === null) return;
-      await upstream.write(request.subarray(0, n));
-      let got = 0;
-      let need = -1;
-      while (need < 0 || got < need) {
-        if (got === reply.length) {
-          const bigger = new Uint8Array(reply.length * 2);
-          bigger.set(reply);
-          reply = bigger;
-        }
-        const m = await upstream.read(reply.subarray(got));
-        if (m === null) return;
-        got += m;
-        if (need < 0) need = replyLength(reply, got);
-      }
-      await client.write(reply.subarray(0, got));
-    }
+    // Whichever direction ends first ends the relay; closing both ends the other copy.
+    await Promise.race([copy(client, upstream), copy(upstream, client)]);
   } catch {
-    // A connection went away: the floor proxy has no error handling to speak of.
+    // A connection went away: the floor has no error handling to speak of.
   } finally {
-    client.close();
-    upstream?.close();
+    for (const conn of [client, upstream]) {
+      try {
+        conn?.close();
+      } catch {
+        // Closed already.
+      }
+    }
   }
 }
 
