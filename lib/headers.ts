@@ -78,18 +78,35 @@ export function forwardRequestHeaders(
   headers: Iterable<readonly [string, string]>,
   context: ForwardContext,
 ): [string, string][] {
+  const out: [string, string][] = [];
+  forwardRequestFields(headers, context, (name, value) => out.push([name, value]));
+  return out;
+}
+
+/**
+ * The rules of {@linkcode forwardRequestHeaders}, handing each field to `emit` in order instead
+ * of collecting pairs: the proxy writes them straight into the request head.
+ *
+ * @param headers The client's fields, names lowercased.
+ * @param context The client connection.
+ * @param emit Receives each field to send, `Host` first.
+ */
+export function forwardRequestFields(
+  headers: Iterable<readonly [string, string]>,
+  context: ForwardContext,
+  emit: (name: string, value: string) => void,
+): void {
   let named: string[] | null = null;
   for (const [name, value] of headers) {
     if (name === "connection" && !onlyHopByHop(value)) {
       named = [...(named ?? []), ...connectionTokens(value)];
     }
   }
-  const out: [string, string][] = [["host", context.host]];
+  emit("host", context.host);
   let priorFor: string | null = null;
   let proto: string | null = null;
   let host: string | null = null;
-  for (const pair of headers) {
-    const [name, value] = pair;
+  for (const [name, value] of headers) {
     if (HOP_BY_HOP.has(name) || (named !== null && named.includes(name))) continue;
     switch (name) {
       case "host":
@@ -111,16 +128,15 @@ export function forwardRequestHeaders(
       case "x-request-id": // the caller sets the one it kept or made
         continue;
     }
-    out.push(pair as [string, string]); // pairs are never changed, so they can be shared
+    emit(name, value);
   }
   // De-facto X-Forwarded-For: the client chain, then the peer (MDN; RFC 7239 §7.4 describes it).
-  out.push([
+  emit(
     "x-forwarded-for",
     priorFor === null ? context.clientIp : `${priorFor}, ${context.clientIp}`,
-  ]);
-  out.push(["x-forwarded-proto", proto ?? context.proto]);
-  out.push(["x-forwarded-host", host ?? context.host]);
-  return out;
+  );
+  emit("x-forwarded-proto", proto ?? context.proto);
+  emit("x-forwarded-host", host ?? context.host);
 }
 
 /**

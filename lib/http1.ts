@@ -30,8 +30,10 @@ export interface ResponseHead {
   readonly close: boolean;
   /** The field lines as received. */
   readonly raw: RawFields;
-  /** The `Content-Length` values, joined with ", " (`null`: none). */
-  readonly contentLength: string | null;
+  /** The `Content-Length`: its value when one field line holds one plain number (the usual
+   * case, read without making a string), -1 when there is none, -2 when there are several
+   * lines or a list, which {@linkcode responseFraming} reads from `headers`. */
+  readonly contentLength: number;
   /** The `Transfer-Encoding` values, joined with ", " (`null`: none). */
   readonly transferEncoding: string | null;
 }
@@ -52,8 +54,10 @@ export interface RawFields {
   /** The buffer the head was read into. Its bytes are only good until the buffer is reused:
    * for a backend response, until the response's `release`. */
   readonly bytes: Uint8Array;
-  /** Five numbers per field line, in order. */
+  /** Five numbers per field line, in order (entries past `count` fields are stale). */
   readonly spans: readonly number[];
+  /** How many field lines there are. */
+  readonly count: number;
   /** Bytes the field lines take, with their line ends and the blank line. */
   readonly size: number;
   /** Whether `Connection` names fields beyond the hop-by-hop ones (these must be dropped too,
@@ -318,26 +322,41 @@ function nameIs(buf: Uint8Array, at: number, name: Uint8Array): boolean {
   return true;
 }
 
-/** ISO-8859-1 text of `bytes[start, end)`; short runs (the usual values) without a decoder. */
-function latin1(bytes: Uint8Array, start: number, end: number): string {
-  if (end - start > 32) return decodeLatin1(bytes, start, end);
-  let out = "";
-  for (let i = start; i < end; i++) out += String.fromCharCode(bytes[i]!);
-  return out;
-}
-
-/** The fields of raw field lines as strings, names lowercased. */
+/** The fields of raw field lines as strings, names lowercased: one decode, then slices. */
 function fieldsOf(raw: RawFields): [string, string][] {
-  const { bytes, spans } = raw;
+  const { bytes, spans, count } = raw;
   const out: [string, string][] = [];
-  for (let i = 0; i < spans.length; i += 5) {
+  if (count === 0) return out;
+  const base = spans[0]!;
+  const text = decodeLatin1(bytes, base, spans[count * 5 - 2]!);
+  for (let i = 0; i < count * 5; i += 5) {
     out.push([
-      latin1(bytes, spans[i]!, spans[i + 1]!).toLowerCase(),
-      latin1(bytes, spans[i + 2]!, spans[i + 3]!),
+      text.slice(spans[i]! - base, spans[i + 1]! - base).toLowerCase(),
+      text.slice(spans[i + 2]! - base, spans[i + 3]! - base),
     ]);
   }
   return out;
 }
+
+/** The number a run of 1 to 15 decimal digits spells, or -1 for anything else. */
+function plainNumber(bytes: Uint8Array, start: number, end: number): number {
+  if (end <= start || end - start > 15) return -1;
+  let value = 0;
+  for (let i = start; i < end; i++) {
+    const c = bytes[i]! - 48;
+    if (c < 0 || c > 9) return -1;
+    value = value * 10 + c;
+  }
+  return value;
+}
+
+/** Whether `bytes[start, end)` is `word` (lowercase letters and `-`) in any case. */
+function bytesAre(bytes: Uint8Array, start: number, end: number, word: Uint8Array): boolean {
+  return end - start === word.length && nameIs(bytes, start, word);
+}
+
+const KEEP_ALIVE = ASCII_ENCODER.encode("keep-alive");
+const CLOSE = ASCII_ENCODER.encode("close");
 
 /**
  * Copies the field lines a client may get into `out` at `at`, as `name: value` CRLF lines:
@@ -356,8 +375,8 @@ export function copyFields(
   out: Uint8Array,
   at: number,
 ): number {
-  const { bytes, spans } = raw;
-  for (let i = 0; i < spans.length; i += 5) {
+  const { bytes, spans, count } = raw;
+  for (let i = 0; i < count * 5; i += 5) {
     const kind = spans[i + 4]!;
     if (kind === FIELD_HOP || (kind === FIELD_LENGTH && !keepLength)) continue;
     // The line as sent (name, colon, leading OWS, value), without trailing OWS; then CRLF.
@@ -377,6 +396,8 @@ export function copyFields(
  * @param buf The buffer.
  * @param start Where the head starts.
  * @param end One past the last byte read.
+ * @param spans Where to put the field lines' offsets: a connection passes the same array for
+ *   each response (overwritten, never shrunk), so reading a head does not grow a new one.
  * @returns The head, or `null` when more bytes are needed.
  * @throws {ProtocolError} When the bytes are not a valid HTTP/1.x response head.
  * @example
@@ -389,6 +410,7 @@ export function parseResponseHead(
   buf: Uint8Array,
   start: number,
   end: number,
+  spans: number[] = [],
 ): ResponseHead | null {
   const headEnd = findHeadEnd(buf, start, end);
   if (headEnd < 0) {
@@ -427,10 +449,10 @@ export function parseResponseHead(
     ? ""
     : lineEnd === reasonStart + 2 && bytes[reasonStart] === 79 && bytes[reasonStart + 1] === 75
     ? "OK"
-    : latin1(bytes, reasonStart, lineEnd);
+    : decodeLatin1(bytes, reasonStart, lineEnd);
 
-  const spans: number[] = [];
-  let contentLength: string | null = null;
+  let count = 0;
+  let contentLength = -1;
   let transferEncoding: string | null = null;
   // Connection is one list across all its field lines (RFC 9110 §5.3): "close" anywhere in it
   // closes (§9.6), whatever else is said; HTTP/1.0 keeps alive only when asked to.
@@ -452,7 +474,8 @@ export function parseResponseHead(
       colon++;
     }
     if (colon === i || bytes[colon] !== 58) {
-      const shown = latin1(bytes, i, Math.min(bytes.indexOf(10, i), i + 40)).replace(/\r$/, "");
+      const shown = decodeLatin1(bytes, i, Math.min(bytes.indexOf(10, i), i + 40))
+        .replace(/\r$/, "");
       throw new ProtocolError(`invalid header name "${shown}" in a response`);
     }
     // The value: OWS, then field-value characters up to the line end (RFC 9110 §5.5).
@@ -465,7 +488,7 @@ export function parseResponseHead(
       if ((c < 32 && c !== 9) || c === 127) {
         if (c === 13 && bytes[at + 1] === 10) break;
         throw new ProtocolError(
-          `invalid header value for ${latin1(bytes, i, colon).toLowerCase()} in a response`,
+          `invalid header value for ${decodeLatin1(bytes, i, colon).toLowerCase()} in a response`,
         );
       }
       at++;
@@ -477,18 +500,19 @@ export function parseResponseHead(
     }
     const kind = fieldKind(bytes, i, colon - i);
     if (kind === FIELD_LENGTH) {
-      const value = latin1(bytes, valueStart, valueEnd);
-      contentLength = contentLength === null ? value : `${contentLength}, ${value}`;
+      const value = plainNumber(bytes, valueStart, valueEnd);
+      contentLength = contentLength === -1 && value >= 0 ? value : -2;
     } else if (kind === FIELD_HOP) {
       if (colon - i === 17 && nameIs(bytes, i, TRANSFER_ENCODING)) {
-        const value = latin1(bytes, valueStart, valueEnd);
+        const value = decodeLatin1(bytes, valueStart, valueEnd);
         transferEncoding = transferEncoding === null ? value : `${transferEncoding}, ${value}`;
       } else if (colon - i === 10 && nameIs(bytes, i, CONNECTION)) {
-        const lower = latin1(bytes, valueStart, valueEnd).toLowerCase();
-        if (lower === "keep-alive") { // the usual case, without splitting
+        if (bytesAre(bytes, valueStart, valueEnd, KEEP_ALIVE)) { // the usual cases, as bytes
           keepAlive = true;
+        } else if (bytesAre(bytes, valueStart, valueEnd, CLOSE)) {
+          close = true;
         } else {
-          const tokens = listMembers(lower);
+          const tokens = listMembers(decodeLatin1(bytes, valueStart, valueEnd));
           if (tokens.includes("close")) close = true;
           else if (tokens.includes("keep-alive")) keepAlive = true;
           // "close" is an option, not a field; any other name is a field to drop too.
@@ -498,10 +522,15 @@ export function parseResponseHead(
         }
       }
     }
-    spans.push(i, colon, valueStart, valueEnd, kind);
+    const at5 = count++ * 5;
+    spans[at5] = i;
+    spans[at5 + 1] = colon;
+    spans[at5 + 2] = valueStart;
+    spans[at5 + 3] = valueEnd;
+    spans[at5 + 4] = kind;
     i = lf + 1;
   }
-  const raw: RawFields = { bytes, spans, size: headEnd - fieldsStart, namesOthers };
+  const raw: RawFields = { bytes, spans, count, size: headEnd - fieldsStart, namesOthers };
   return new WireHead(
     minor,
     status,
@@ -539,7 +568,7 @@ class WireHead implements ResponseHead {
     readonly size: number,
     readonly close: boolean,
     readonly raw: RawFields,
-    readonly contentLength: string | null,
+    readonly contentLength: number,
     readonly transferEncoding: string | null,
   ) {}
 
@@ -731,9 +760,8 @@ export function responseFraming(head: ResponseHead, method: string): Framing {
   if (method === "HEAD" || head.status < 200 || head.status === 204 || head.status === 304) {
     return { kind: "none" };
   }
-  const te = head.transferEncoding ?? undefined;
-  const length = head.contentLength ?? undefined;
-  if (te !== undefined) {
+  const te = head.transferEncoding;
+  if (te !== null) {
     // §6.3 rule 3: Transfer-Encoding overrides Content-Length. Only "chunked" is decoded; any
     // other coding would reach the client mislabelled, so it is refused (as Go's client does).
     if (te.trim().toLowerCase() !== "chunked") {
@@ -741,9 +769,11 @@ export function responseFraming(head: ResponseHead, method: string): Framing {
     }
     return { kind: "chunked" };
   }
-  if (length !== undefined) {
+  if (head.contentLength >= 0) return { kind: "length", length: head.contentLength };
+  if (head.contentLength === -2) {
     // §6.3 rule 5: a list of identical values is one value; anything else is unrecoverable.
-    if (DIGITS.test(length)) return { kind: "length", length: Number(length) }; // the usual case
+    const length = head.headers.filter(([name]) => name === "content-length")
+      .map(([, value]) => value).join(", ");
     const values = new Set(length.split(",").map((v) => v.trim()));
     const [only] = values;
     if (values.size !== 1 || !DIGITS.test(only!)) {

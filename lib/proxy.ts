@@ -11,8 +11,7 @@
 import { ipInCidrs } from "./cidr.ts";
 import type { Backend, Config } from "./config.ts";
 import { STATUS_NO_BACKEND, statusForFailure, UpstreamError } from "./errors.ts";
-import { forwardRequestHeaders } from "./headers.ts";
-import { requestHead } from "./http1.ts";
+import { forwardRequestFields } from "./headers.ts";
 import { logLine } from "./log.ts";
 import { formatDuration } from "./duration.ts";
 import {
@@ -293,13 +292,17 @@ export function createForwarder(context: ProxyContext): Forwarder {
     let requestId = "";
     for (const [name, value] of incoming.headers) if (name === "x-request-id") requestId = value;
     if (requestId === "" || !REQUEST_ID.test(requestId)) requestId = nextRequestId();
-    const fields = forwardRequestHeaders(incoming.headers, {
+    // The head is written as it is built: no list of pairs in between.
+    let head = `${method} ${target} HTTP/1.1\r\n`;
+    forwardRequestFields(incoming.headers, {
       clientIp: incoming.clientIp,
       trusted: ipInCidrs(incoming.clientIp, config.trustedProxies),
       proto: incoming.proto,
       host: incoming.authority,
+    }, (name, value) => {
+      head += `${name}: ${value}\r\n`;
     });
-    fields.push(["x-request-id", requestId]);
+    head += `x-request-id: ${requestId}\r\n`;
     /** Adds what goround says about the request, and records the answer in shared memory. */
     const finish = (
       reply: Reply,
@@ -334,12 +337,12 @@ export function createForwarder(context: ProxyContext): Forwarder {
     };
     // Framing is re-derived from what the front read (RFC 9112 §6.3), never copied.
     if (incoming.bodyLength > 0 || (incoming.bodyLength === 0 && body !== null)) {
-      fields.push(["content-length", String(incoming.bodyLength)]);
+      head += `content-length: ${incoming.bodyLength}\r\n`;
     } else if (incoming.bodyLength < 0) {
-      fields.push(["transfer-encoding", "chunked"]);
+      head += "transfer-encoding: chunked\r\n";
     }
+    head += "\r\n";
     const replayable = !(body instanceof ReadableStream);
-    const head = requestHead(method, target, fields);
 
     const limit = config.retries < 0 ? poolSize(pool) - 1 : config.retries;
     const avoid: number[] = [];

@@ -487,7 +487,7 @@ function frameResponse(
   for (const [name, value] of tail) rest += `${name}: ${value}\r\n`;
   rest += "\r\n";
   // A copied line can be one byte longer than it came (a bare LF becomes CRLF).
-  const room = line.length + raw.size + raw.spans.length / 5 + rest.length +
+  const room = line.length + raw.size + raw.count + rest.length +
     (body === null ? 0 : body.length);
   if (client.wbuf.length < room) {
     client.wbuf = new Uint8Array(Math.max(room, client.wbuf.length * 2));

@@ -112,6 +112,8 @@ interface Link {
   deadline: number;
   timedOut: boolean;
   idleSince: number;
+  /** Offsets of the current response head's field lines, reused for each response. */
+  readonly spans: number[];
   /** Settles the read kept pending while idle: made once per connection, not per request. */
   readonly onIdleRead: () => void;
 }
@@ -267,6 +269,7 @@ async function dial(host: Host): Promise<Link> {
     onIdleRead: () => {
       if (link.idle) closeLink(link);
     },
+    spans: [],
     buf: new Uint8Array(HEAD_BUFFER),
     wbuf: new Uint8Array(WRITE_BUFFER),
     start: 0,
@@ -491,7 +494,7 @@ function classify(
  */
 function headIn(link: Link, method: string, switching = false): [ResponseHead, Framing] | null {
   while (link.end > link.start) {
-    const head = parseResponseHead(link.buf, link.start, link.end);
+    const head = parseResponseHead(link.buf, link.start, link.end, link.spans);
     if (head === null) return null;
     link.start += head.size;
     if (head.status === 101) {
