@@ -367,7 +367,8 @@ async function writeStream(
 }
 
 /**
- * Writes a reply. Returns whether the connection may carry another request.
+ * Writes a reply. Returns what was written, and whether the connection may carry another
+ * request.
  */
 async function writeReply(
   client: Client,
@@ -375,59 +376,110 @@ async function writeReply(
   reply: Reply,
   keepAlive: boolean,
 ): Promise<Written> {
-  const extra = reply.extra ?? [];
+  const whole = frameWhole(client, request, reply, keepAlive);
+  if (whole === null) {
+    return await writeStreamed(client, request, reply as UpstreamReply, keepAlive);
+  }
+  await sendFramed(client, whole);
+  return whole;
+}
+
+/** Writes what {@linkcode frameWhole} put in the write buffer. */
+async function sendFramed(client: Client, whole: Written): Promise<void> {
+  const bytes = client.wbuf.subarray(0, whole.size);
+  // One write nearly always takes it all: awaited directly, without writeAll's promise.
+  const n = await client.conn.write(bytes);
+  if (n < bytes.length) await writeAll(client, bytes.subarray(n));
+}
+
+/** A reply with a backend's response. */
+type UpstreamReply = Reply & { readonly kind: "upstream" };
+
+/** Whether a response to `request` has no body (RFC 9112 §6.3 rule 1). */
+function bodiless(request: Pick<RequestHead, "method">, status: number): boolean {
+  return request.method === "HEAD" || status === 204 || status === 304 || status < 200;
+}
+
+/**
+ * Frames a reply that goes out in one write into the client's write buffer: a local reply, or
+ * a backend's response with a whole body or none (whose connection is released once the bytes
+ * are copied). Synchronous, so the usual exchange writes without a promise of its own.
+ *
+ * @returns What was framed (`size` bytes at the start of `client.wbuf`), or `null` for a
+ *   response with a stream body (see {@linkcode writeStreamed}).
+ */
+function frameWhole(
+  client: Client,
+  request: Pick<RequestHead, "method" | "minor">,
+  reply: Reply,
+  keepAlive: boolean,
+): Written | null {
+  const extra = reply.extra ?? NONE;
   if (reply.kind === "local") {
     const fields: [string, string][] = [...reply.headers, ...extra];
     fields.push(["content-length", String(reply.text.length)]);
     fields.push(...connectionFields(request.minor, keepAlive));
     const head = responseHead(reply.status, REASONS[reply.status] ?? "Error", fields);
     const withBody = request.method !== "HEAD";
-    await writeAll(client, frame(client, withBody ? head + reply.text : head, null));
-    return { status: reply.status, keep: keepAlive, bytes: withBody ? reply.text.length : 0 };
+    const bytes = frame(client, withBody ? head + reply.text : head, null);
+    return {
+      status: reply.status,
+      keep: keepAlive,
+      bytes: withBody ? reply.text.length : 0,
+      size: bytes.length,
+    };
   }
   const { response } = reply;
   const { status } = response;
-  let released = false;
+  let body = response.body;
+  if (body instanceof ReadableStream) {
+    if (!bodiless(request, status)) return null;
+    body.cancel().catch(() => {});
+    body = null;
+  } else if (body !== null && bodiless(request, status)) {
+    body = null;
+  }
   try {
-    let body = response.body;
-    const noBody = request.method === "HEAD" || status === 204 || status === 304 || status < 200;
-    if (noBody && body !== null) {
-      if (body instanceof ReadableStream) body.cancel().catch(() => {});
-      body = null;
-    }
     // Content-Length is kept where it describes the representation but no body follows
     // (HEAD, 304: RFC 9110 §8.6); otherwise goround frames the body itself.
-    const keepLength = noBody && status !== 204;
-    // What goround adds after the backend's own fields: its extras, framing and Connection.
-    const fields: [string, string][] = [...extra];
+    const keepLength = body === null && status !== 204 && bodiless(request, status);
+    // After the backend's own fields: goround's extras, the framing and Connection.
+    let tail = fieldLines(extra);
+    if (body !== null) tail += `content-length: ${body.length}\r\n`;
+    tail += connectionLine(request.minor, keepAlive);
+    const bytes = frameResponse(client, response, keepLength, tail, body);
+    return { status, keep: keepAlive, bytes: body === null ? 0 : body.length, size: bytes.length };
+  } finally {
+    // The bytes are copied (or failed to be): the backend connection can go back to the pool.
+    response.release();
+  }
+}
+
+/** Writes a backend's response whose body is a stream. */
+async function writeStreamed(
+  client: Client,
+  request: Pick<RequestHead, "method" | "minor">,
+  reply: UpstreamReply,
+  keepAlive: boolean,
+): Promise<Written> {
+  const { response } = reply;
+  const { status } = response;
+  const body = response.body as ReadableStream<Bytes>;
+  try {
     let keep = keepAlive;
     let chunked = false;
-    if (body instanceof Uint8Array) {
-      fields.push(["content-length", String(body.length)]);
-    } else if (body !== null) {
-      if (response.framing.kind === "length") {
-        fields.push(["content-length", String(response.framing.length)]);
-      } else if (request.minor === 1) {
-        fields.push(["transfer-encoding", "chunked"]); // RFC 9112 §7.1
-        chunked = true;
-      } else {
-        keep = false; // an HTTP/1.0 client and a body of unknown length: end it by closing
-      }
+    let tail = fieldLines(reply.extra ?? NONE);
+    if (response.framing.kind === "length") {
+      tail += `content-length: ${response.framing.length}\r\n`;
+    } else if (request.minor === 1) {
+      tail += "transfer-encoding: chunked\r\n"; // RFC 9112 §7.1
+      chunked = true;
+    } else {
+      keep = false; // an HTTP/1.0 client and a body of unknown length: end it by closing
     }
-    fields.push(...connectionFields(request.minor, keep));
-    if (!(body instanceof ReadableStream)) {
-      // Head and whole body go out in one write; the body's connection goes back to the pool
-      // as soon as the bytes are copied.
-      const bytes = frameResponse(client, response, keepLength, fields, body);
-      released = true;
-      response.release();
-      // One write nearly always takes it all: awaited directly, without writeAll's promise.
-      const n = await client.conn.write(bytes);
-      if (n < bytes.length) await writeAll(client, bytes.subarray(n));
-      return { status, keep, bytes: body === null ? 0 : body.length };
-    }
+    tail += connectionLine(request.minor, keep);
     try {
-      await writeAll(client, frameResponse(client, response, keepLength, fields, null));
+      await writeAll(client, frameResponse(client, response, false, tail, null));
     } catch (error) {
       // The client went away before the head: the body is never read, so it is cancelled (which
       // closes the backend connection and ends the request's in-flight count).
@@ -435,10 +487,17 @@ async function writeReply(
       throw error;
     }
     const sent = await writeStream(client, body, chunked);
-    return { status, keep: sent >= 0 && keep, bytes: sent < 0 ? null : sent };
+    return { status, keep: sent >= 0 && keep, bytes: sent < 0 ? null : sent, size: 0 };
   } finally {
-    if (!released) response.release();
+    response.release();
   }
+}
+
+/** Field lines as text. */
+function fieldLines(fields: readonly (readonly [string, string])[]): string {
+  let out = "";
+  for (const [name, value] of fields) out += `${name}: ${value}\r\n`;
+  return out;
 }
 
 /** What writing a reply did. */
@@ -449,6 +508,8 @@ interface Written {
   readonly keep: boolean;
   /** Body bytes sent (`null` when the body broke off). */
   readonly bytes: number | null;
+  /** Bytes framed in the write buffer by {@linkcode frameWhole} (0 for a streamed reply). */
+  readonly size: number;
 }
 
 /** Serialises a head, and a whole body after it, into the client's write buffer. */
@@ -472,22 +533,18 @@ function frameResponse(
   client: Client,
   response: UpstreamResponse,
   keepLength: boolean,
-  tail: readonly [string, string][],
+  tail: string,
   body: Uint8Array | null,
 ): Uint8Array {
   const { status, raw } = response;
   const reason = response.reason || REASONS[status] || "";
   if (raw === undefined || raw.namesOthers) {
-    const fields = forwardResponseHeaders(response.headers, keepLength);
-    fields.push(...tail);
-    return frame(client, responseHead(status, reason, fields), body);
+    const fields = fieldLines(forwardResponseHeaders(response.headers, keepLength));
+    return frame(client, `HTTP/1.1 ${status} ${reason}\r\n${fields}${tail}\r\n`, body);
   }
   const line = `HTTP/1.1 ${status} ${reason}\r\n`;
-  let rest = "";
-  for (const [name, value] of tail) rest += `${name}: ${value}\r\n`;
-  rest += "\r\n";
   // A copied line can be one byte longer than it came (a bare LF becomes CRLF).
-  const room = line.length + raw.size + raw.count + rest.length +
+  const room = line.length + raw.size + raw.count + tail.length + 2 +
     (body === null ? 0 : body.length);
   if (client.wbuf.length < room) {
     client.wbuf = new Uint8Array(Math.max(room, client.wbuf.length * 2));
@@ -495,7 +552,9 @@ function frameResponse(
   const out = client.wbuf;
   let at = writeLatin1(line, out, 0);
   at = copyFields(raw, keepLength, out, at);
-  at = writeLatin1(rest, out, at);
+  at = writeLatin1(tail, out, at);
+  out[at++] = 13;
+  out[at++] = 10;
   if (body !== null) {
     out.set(body, at);
     at += body.length;
@@ -507,6 +566,12 @@ function frameResponse(
 function connectionFields(minor: number, keepAlive: boolean): readonly [string, string][] {
   if (!keepAlive) return CLOSE;
   return minor === 0 ? KEEP_ALIVE : NONE;
+}
+
+/** {@linkcode connectionFields} as a field line (or none). */
+function connectionLine(minor: number, keepAlive: boolean): string {
+  if (!keepAlive) return "connection: close\r\n";
+  return minor === 0 ? "connection: keep-alive\r\n" : "";
 }
 
 const CLOSE: readonly [string, string][] = [["connection", "close"]];
@@ -540,7 +605,7 @@ async function answer(
     body = lengthBody(client, head.bodyLength, state);
   } else if (head.bodyLength < 0) {
     body = chunkedBody(client, state);
-  } else if (head.headers.some(([name]) => name === "content-length")) {
+  } else if (hasField(head.headers, "content-length")) {
     body = new Uint8Array(0); // an explicit "Content-Length: 0" is passed on as such
   }
   const incoming: Incoming = {
@@ -563,8 +628,17 @@ async function answer(
   try {
     reply = await options.forward(incoming);
     // The connection carries another request only if this one was read to its end.
-    const keepAlive = head.keepAlive && !stopping();
-    written = await writeReply(client, head, reply, keepAlive && state.done);
+    const keepAlive = head.keepAlive && !stopping() && state.done;
+    const whole = frameWhole(client, head, reply, keepAlive);
+    if (whole !== null) {
+      // The usual reply, head and body in one write, awaited here without a promise of its own.
+      const bytes = client.wbuf.subarray(0, whole.size);
+      const n = await client.conn.write(bytes);
+      if (n < bytes.length) await writeAll(client, bytes.subarray(n));
+      written = whole;
+    } else {
+      written = await writeStreamed(client, head, reply as UpstreamReply, keepAlive);
+    }
   } finally {
     // The exchange is over: no retry is left to replay a whole body, and the reply (which a
     // forwarder could have built from it) is written, so its recycled buffer can go back.
@@ -591,6 +665,12 @@ async function answer(
     });
   }
   return written.keep && state.done;
+}
+
+/** Whether a field is among `fields`. */
+function hasField(fields: readonly (readonly [string, string])[], name: string): boolean {
+  for (let i = 0; i < fields.length; i++) if (fields[i]![0] === name) return true;
+  return false;
 }
 
 /** Completes a WebSocket handshake through a backend, then splices the two connections. */

@@ -87,8 +87,10 @@ export interface UpstreamResponse {
   readonly body: Bytes | ReadableStream<Bytes> | null;
   /** Whether the request went out on a pooled connection. */
   readonly reused: boolean;
-  /** Hands the connection back to the pool once a whole body has been copied (a no-op for a
-   * stream body or none). Call it exactly once, whatever happens to the response. */
+  /** Hands the connection back to the pool once a whole body (or none) and the head's field
+   * lines have been copied: both may be views into the connection's buffer (a no-op for a
+   * stream body, whose connection the stream finishes). Call it exactly once, whatever happens
+   * to the response. */
   readonly release: () => void;
 }
 
@@ -461,7 +463,9 @@ export async function roundTrip(
     const n = await readMore(link);
     if (n === null) throw endedEarly(link);
     link.end += n;
-    const [head, framing] = headIn(link, request.method) ?? await readHead(link, request.method);
+    const head = headIn(link, false) ?? await readHead(link);
+    // Framing is decided (and validated) before anything reaches the client.
+    const framing = responseFraming(head, request.method);
     headArrived = true;
     link.deadline = 0;
     return respond(link, head, framing, request, reused, () => pumpDone);
@@ -492,33 +496,29 @@ function classify(
  * The final response head if the buffer holds one (interim 1xx heads before it are consumed),
  * else `null`: the caller reads more, or ends the response if the connection ended.
  */
-function headIn(link: Link, method: string, switching = false): [ResponseHead, Framing] | null {
+function headIn(link: Link, switching: boolean): ResponseHead | null {
   while (link.end > link.start) {
     const head = parseResponseHead(link.buf, link.start, link.end, link.spans);
     if (head === null) return null;
     link.start += head.size;
     if (head.status === 101) {
-      if (switching) return [head, NO_BODY];
+      if (switching) return head;
       throw new ProtocolError("unexpected 101 Switching Protocols");
     }
     // Interim responses (100 Continue, 102, 103 Early Hints) are consumed here.
     if (head.status < 200) continue;
-    // Framing is decided (and validated) before anything reaches the client.
-    return [head, responseFraming(head, method)];
+    return head;
   }
   return null;
 }
 
+/** The framing of a 101 response: none (the connection then carries the new protocol). */
 const NO_BODY: Framing = { kind: "none" };
 
-async function readHead(
-  link: Link,
-  method: string,
-  switching = false,
-): Promise<[ResponseHead, Framing]> {
+async function readHead(link: Link, switching = false): Promise<ResponseHead> {
   while (true) {
-    const found = headIn(link, method, switching);
-    if (found !== null) return found;
+    const head = headIn(link, switching);
+    if (head !== null) return head;
     const n = await readMore(link);
     if (n === null) throw endedEarly(link);
     link.end += n;
@@ -566,7 +566,8 @@ export async function upgrade(
   try {
     await writeAll(link, frame(link, request.head, null));
     link.deadline = Date.now() + upstreams.options.responseTimeout;
-    const [head, framing] = await readHead(link, request.method, true);
+    const head = await readHead(link, true);
+    const framing = head.status === 101 ? NO_BODY : responseFraming(head, request.method);
     link.deadline = 0;
     if (head.status === 101) {
       upstreams.links.delete(link);
@@ -592,26 +593,24 @@ function respond(
   pumpDone: () => boolean,
   close = head.close,
 ): UpstreamResponse {
-  const finish = () => {
-    if (!close && pumpDone() && link.start === link.end) release(link);
-    else closeLink(link);
-  };
-  // One object shape for every response (no spreads): the reply path stays monomorphic.
-  const make = (body: Bytes | ReadableStream<Bytes> | null, done: () => void) =>
-    new WireResponse(head, framing, body, reused, done);
+  // A whole body (or none) is handed over with the connection still held: the head's field
+  // lines and the body are in its buffer until the caller has copied them and calls `release`.
+  const whole = (body: Bytes | null) =>
+    new WireResponse(head, framing, body, reused, link, close, pumpDone);
+  const streamed = (body: ReadableStream<Bytes>) =>
+    new WireResponse(head, framing, body, reused, null, close, pumpDone);
+  const finish = () => finishLink(link, close, pumpDone);
   switch (framing.kind) {
     case "none":
-      // Released by the caller: the head's field lines are in the connection's buffer.
-      return make(null, once(finish));
+      return whole(null);
     case "length": {
       const available = link.end - link.start;
       if (available >= framing.length) {
-        // The whole body is here: hand over a view, and the connection once it is copied.
         const body = link.buf.subarray(link.start, link.start + framing.length);
         link.start += framing.length;
-        return make(body, once(finish));
+        return whole(body);
       }
-      return make(lengthStream(link, framing.length, finish, request), noop);
+      return streamed(lengthStream(link, framing.length, finish, request));
     }
     case "chunked": {
       const state = chunkedDecoder();
@@ -623,53 +622,56 @@ function respond(
         closeLink(link);
         throw new UpstreamError("protocol", (error as Error).message, { sent: true, reused });
       }
-      if (state.phase === "done") {
-        finish();
-        return make(concat(parts), noop);
-      }
-      return make(chunkedStream(link, state, parts, finish, request), noop);
+      if (state.phase === "done") return whole(concat(parts));
+      return streamed(chunkedStream(link, state, parts, finish, request));
     }
     case "close":
-      return make(closeStream(link, request), noop);
+      return streamed(closeStream(link, request));
   }
 }
 
+/** Pools the connection after a response, or closes it when it cannot carry another. */
+function finishLink(link: Link, close: boolean, pumpDone: () => boolean): void {
+  if (!close && pumpDone() && link.start === link.end) release(link);
+  else closeLink(link);
+}
+
 /**
- * A response read off the wire. A class only so that `headers` is decoded from the field lines
- * on first use, by a getter on the prototype (the goround front copies the lines as bytes and
- * never asks).
+ * A response read off the wire. A class so that `headers` is decoded from the field lines on
+ * first use, by a getter on the prototype (the goround front copies the lines as bytes and
+ * never asks), and so that `release` is a method, not closures made per response.
  */
 class WireResponse implements UpstreamResponse {
   readonly status: number;
   readonly reason: string;
   readonly raw: RawFields;
+  #link: Link | null;
 
   constructor(
     readonly head: ResponseHead,
     readonly framing: Framing,
     readonly body: Bytes | ReadableStream<Bytes> | null,
     readonly reused: boolean,
-    readonly release: () => void,
+    link: Link | null,
+    readonly close: boolean,
+    readonly pumpDone: () => boolean,
   ) {
     this.status = head.status;
     this.reason = head.reason;
     this.raw = head.raw;
+    this.#link = link;
   }
 
   get headers(): [string, string][] {
     return this.head.headers;
   }
-}
 
-function noop(): void {}
-
-function once(fn: () => void): () => void {
-  let done = false;
-  return () => {
-    if (done) return;
-    done = true;
-    fn();
-  };
+  release(): void {
+    const link = this.#link;
+    if (link === null) return; // a stream body's connection is finished by the stream
+    this.#link = null;
+    finishLink(link, this.close, this.pumpDone);
+  }
 }
 
 function concat(parts: Bytes[]): Bytes {
