@@ -412,19 +412,11 @@ export function parseResponseHead(
   end: number,
   spans: number[] = [],
 ): ResponseHead | null {
-  const headEnd = findHeadEnd(buf, start, end);
-  if (headEnd < 0) {
-    if (end - start > MAX_HEAD_BYTES) throw new ProtocolError("response head too large");
-    // Fail fast on garbage rather than waiting for a blank line that never comes.
-    const probe = Math.min(end - start, 5);
-    for (let i = 0; i < probe; i++) {
-      if (buf[start + i] !== HTTP_SLASH[i]) throw new ProtocolError("invalid HTTP version");
-    }
-    return null;
-  }
-  if (headEnd - start > MAX_HEAD_BYTES) throw new ProtocolError("response head too large");
-  // Offsets are into `buf` itself: no copy, so no new ArrayBuffer (and its GC upkeep) per head.
+  // One pass over the bytes finds the end of the head and checks and sorts its lines; running
+  // out of bytes anywhere before the blank line means the head is not complete yet.
   const bytes = buf;
+  let lf = bytes.indexOf(10, start);
+  if (lf < 0 || lf >= end) return incompleteHead(bytes, start, end);
   // status-line = HTTP-version SP status-code SP [ reason-phrase ] (RFC 9112 §4)
   for (let i = 0; i < 5; i++) {
     if (bytes[start + i] !== HTTP_SLASH[i]) throw new ProtocolError("invalid HTTP version");
@@ -432,10 +424,9 @@ export function parseResponseHead(
   const minor = bytes[start + 5] === 49 && bytes[start + 6] === 46 && bytes[start + 8] === 32
     ? bytes[start + 7] === 49 ? 1 : bytes[start + 7] === 48 ? 0 : -1
     : -1;
-  let lf = bytes.indexOf(10, start);
-  const lineEnd = bytes[lf - 1] === 13 ? lf - 1 : lf;
-  const status = digit(bytes[start + 9]) * 100 + digit(bytes[start + 10]) * 10 +
-    digit(bytes[start + 11]);
+  const lineEnd = lf > start && bytes[lf - 1] === 13 ? lf - 1 : lf;
+  const status = lineEnd < start + 12 ? NaN : digit(bytes[start + 9]) * 100 +
+    digit(bytes[start + 10]) * 10 + digit(bytes[start + 11]);
   if (minor < 0 || !(status >= 0) || (lineEnd > start + 12 && bytes[start + 12] !== 32)) {
     throw new ProtocolError("invalid status line");
   }
@@ -461,31 +452,48 @@ export function parseResponseHead(
   let namesOthers = false;
   const fieldsStart = lf + 1;
   let i = fieldsStart;
-  while (i < headEnd) {
+  let headEnd = -1;
+  while (true) {
+    if (i >= end) return incompleteHead(bytes, start, end);
     const first = bytes[i]!;
-    if (first === 10 || (first === 13 && bytes[i + 1] === 10)) break; // the blank line
+    // The blank line ends the head.
+    if (first === 10) {
+      headEnd = i + 1;
+      break;
+    }
+    if (first === 13) {
+      if (i + 1 >= end) return incompleteHead(bytes, start, end);
+      if (bytes[i + 1] === 10) {
+        headEnd = i + 2;
+        break;
+      }
+    }
     // obs-fold (RFC 9112 §5.2): refused rather than guessing how the next hop would join it.
     if (first === 32 || first === 9) throw new ProtocolError("obsolete line folding in a response");
     // The name: token characters up to the colon (no whitespace before it: RFC 9112 §5.1).
     let colon = i;
-    while (colon < headEnd) {
+    while (colon < end) {
       const c = bytes[colon]!;
       if (c >= 128 || CHAR_CLASS[c] === 0) break;
       colon++;
     }
+    if (colon >= end) return incompleteHead(bytes, start, end);
     if (colon === i || bytes[colon] !== 58) {
-      const shown = decodeLatin1(bytes, i, Math.min(bytes.indexOf(10, i), i + 40))
+      const stop = bytes.indexOf(10, i);
+      const shown = decodeLatin1(bytes, i, Math.min(stop < 0 || stop > end ? end : stop, i + 40))
         .replace(/\r$/, "");
       throw new ProtocolError(`invalid header name "${shown}" in a response`);
     }
     // The value: OWS, then field-value characters up to the line end (RFC 9110 §5.5).
     let valueStart = colon + 1;
-    while (bytes[valueStart] === 32 || bytes[valueStart] === 9) valueStart++;
+    while (valueStart < end && (bytes[valueStart] === 32 || bytes[valueStart] === 9)) valueStart++;
     let at = valueStart;
     while (true) {
+      if (at >= end) return incompleteHead(bytes, start, end);
       const c = bytes[at]!;
       if (c === 10) break;
       if ((c < 32 && c !== 9) || c === 127) {
+        if (c === 13 && at + 1 >= end) return incompleteHead(bytes, start, end);
         if (c === 13 && bytes[at + 1] === 10) break;
         throw new ProtocolError(
           `invalid header value for ${decodeLatin1(bytes, i, colon).toLowerCase()} in a response`,
@@ -530,6 +538,7 @@ export function parseResponseHead(
     spans[at5 + 4] = kind;
     i = lf + 1;
   }
+  if (headEnd - start > MAX_HEAD_BYTES) throw new ProtocolError("response head too large");
   const raw: RawFields = { bytes, spans, count, size: headEnd - fieldsStart, namesOthers };
   return new WireHead(
     minor,
@@ -578,6 +587,18 @@ class WireHead implements ResponseHead {
 }
 
 const HTTP_SLASH = ASCII_ENCODER.encode("HTTP/");
+
+/** What {@linkcode parseResponseHead} says of a head not complete yet: `null` (read more),
+ * unless it is already too large or does not begin like a response at all. */
+function incompleteHead(bytes: Uint8Array, start: number, end: number): null {
+  if (end - start > MAX_HEAD_BYTES) throw new ProtocolError("response head too large");
+  // Fail fast on garbage rather than waiting for a blank line that never comes.
+  const probe = Math.min(end - start, 5);
+  for (let i = 0; i < probe; i++) {
+    if (bytes[start + i] !== HTTP_SLASH[i]) throw new ProtocolError("invalid HTTP version");
+  }
+  return null;
+}
 
 /** The value of a decimal digit byte, or NaN (which fails any comparison). */
 function digit(byte: number | undefined): number {

@@ -47,6 +47,18 @@ Deno.test("parseResponseHead()", async (t) => {
     equal(parse("HTTP/1."), null);
   });
 
+  await t.step("is null for every cut of a head, whatever lies past the cut", () => {
+    const text = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nA:\tb\r\n\r\n";
+    // The bytes past `end` are a complete head: a parser that read past its end would see it.
+    const buf = encodeLatin1(text + text);
+    for (let cut = 0; cut < text.length; cut++) {
+      equal(parseResponseHead(buf, 0, cut), null, `cut at ${cut}`);
+    }
+    const head = parseResponseHead(buf, 0, text.length)!;
+    equal(head.size, text.length);
+    deepEqual(head.headers, [["content-length", "5"], ["connection", "keep-alive"], ["a", "b"]]);
+  });
+
   await t.step("accepts bare LF line ends (RFC 9112 §2.2)", () => {
     equal(parse("HTTP/1.1 204 No Content\nA: b\n\n")!.status, 204);
   });
