@@ -6,6 +6,8 @@
  * @module
  */
 
+import { HOP_BY_HOP } from "./headers.ts";
+
 /** How a response body is delimited (RFC 9112 §6.3). */
 export type Framing =
   | { readonly kind: "none" }
@@ -290,21 +292,9 @@ function isOws(code: number): boolean {
 
 /** Hop-by-hop field names by length (RFC 9110 §7.6.1, RFC 9112 §6.1, §7.4; and
  * `Proxy-Connection`), as lowercase bytes, for matching names without making strings. */
-const HOP_LIST = [
-  "connection",
-  "proxy-connection",
-  "keep-alive",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-];
-const HOP_SET: ReadonlySet<string> = new Set(HOP_LIST);
 const HOP_NAMES: ReadonlyMap<number, readonly Uint8Array[]> = (() => {
   const out = new Map<number, Uint8Array[]>();
-  for (const name of HOP_LIST) {
+  for (const name of HOP_BY_HOP) {
     const list = out.get(name.length) ?? [];
     list.push(ASCII_ENCODER.encode(name));
     out.set(name.length, list);
@@ -524,7 +514,7 @@ export function parseResponseHead(
           if (tokens.includes("close")) close = true;
           else if (tokens.includes("keep-alive")) keepAlive = true;
           // "close" is an option, not a field; any other name is a field to drop too.
-          if (tokens.some((token) => token !== "close" && !HOP_SET.has(token))) {
+          if (tokens.some((token) => token !== "close" && !HOP_BY_HOP.has(token))) {
             namesOthers = true;
           }
         }
