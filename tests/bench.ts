@@ -75,6 +75,7 @@ import {
   waitUntil,
 } from "./bench_support/procs.ts";
 import {
+  combineRounds,
   judge,
   type Measurement,
   renderReport,
@@ -143,6 +144,9 @@ export interface BenchOptions {
   readonly sampleIntervalMs: number;
   /** Minimum goround ÷ direct small-GET req/s before the run fails. @default {0.25} */
   readonly floor: number;
+  /** How many times the whole plan runs (targets restarted each time); the tables show each
+   * target's median round (see `combineRounds`). @default {1} */
+  readonly rounds: number;
 }
 
 /** The default sanity floor: goround's small-GET req/s must reach this share of the direct hit's. */
@@ -227,6 +231,7 @@ export function defaultOptions(mode: Mode, cores: number): BenchOptions {
     install: true,
     sampleIntervalMs: 100,
     floor: DEFAULT_FLOOR,
+    rounds: 1,
   };
 }
 
@@ -252,6 +257,9 @@ Options:
   --timeout N            seconds after which wrk counts a response as an error (default 5)
   --workers N            goround --workers, nginx workers, HAProxy nbthread (default: cores)
   --floor R              minimum goround ÷ direct small-GET req/s (default ${DEFAULT_FLOOR})
+  --rounds N             run the whole plan N times, one round after another; each table row
+                         is the target's median round, and every round's req/s is listed
+                         (default 1)
   --no-install           do not apt-get install missing tools
   --help                 this text`;
 
@@ -299,6 +307,7 @@ export function parseBenchArgs(args: readonly string[], cores: number): BenchOpt
       timeout: { type: "string" },
       workers: { type: "string" },
       floor: { type: "string" },
+      rounds: { type: "string" },
       "no-install": { type: "boolean" },
       help: { type: "boolean" },
     },
@@ -361,6 +370,7 @@ export function parseBenchArgs(args: readonly string[], cores: number): BenchOpt
     install: !values["no-install"],
     sampleIntervalMs: base.sampleIntervalMs,
     floor,
+    rounds: pick("rounds", values.rounds, base.rounds, 1, 20),
   };
 }
 
@@ -564,6 +574,12 @@ async function describeRun(
       `proxies on 127.0.0.1:${options.port}, ${options.workers} workers/threads each ` +
       `(Caddy: Go's default); peak RSS is the proxy's whole process tree, sampled every ` +
       `${options.sampleIntervalMs} ms during the measured run`,
+      ...(options.rounds > 1
+        ? [
+          `Rounds: ${options.rounds}: the whole plan ran ${options.rounds} times; each row below ` +
+          "is the target's round with the median req/s, with the errors of all rounds",
+        ]
+        : []),
     ],
   };
 }
@@ -822,7 +838,7 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks): Promis
   const info = await describeRun(options, tools, backendPorts);
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "goround-bench-" });
   const ctx: Context = { options, hooks, dir, backendPorts, scripts: new Map() };
-  const rows: Row[] = [];
+  const rounds: Row[][] = [];
   let backends: Managed | null = null;
   try {
     // nginx workers may run as another user: let them read the files.
@@ -852,11 +868,90 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks): Promis
       return true;
     });
 
-    for (const entry of options.plan) {
+    for (let round = 1; round <= options.rounds; round++) {
+      if (options.rounds > 1) log(`round ${round} of ${options.rounds}`);
+      const rows: Row[] = [];
+      await runRound(ctx, tools, rows);
+      rounds.push(rows);
+    }
+  } finally {
+    if (backends) await stopManaged(backends);
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+  const rows = combineRounds(rounds);
+  // Group by scenario in the report (the run itself goes target by target).
+  const order = (r: Row) => SCENARIO_IDS.indexOf(r.scenario) * 100 + TARGET_IDS.indexOf(r.target);
+  rows.sort((a, b) => order(a) - order(b));
+  const verdict = judge(rows, options.floor);
+  return { rows, verdict, report: renderReport(info, rows, verdict) };
+}
+
+/** Runs every target of the plan once, in order, adding a row per target and scenario. */
+async function runRound(ctx: Context, tools: ReadonlySet<Tool>, rows: Row[]): Promise<void> {
+  const { options, backendPorts } = ctx;
+  const { log, signal } = ctx.hooks;
+  for (const entry of options.plan) {
+    signal?.throwIfAborted();
+    const label = labelOf(entry.target, options.workers);
+    const skip = (reason: string) => {
+      for (const id of entry.scenarios) {
+        rows.push({
+          target: entry.target,
+          label,
+          scenario: id,
+          outcome: { kind: "skipped", reason },
+        });
+      }
+    };
+    const tool = TARGET_TOOL[entry.target];
+    if (tool && !tools.has(tool)) {
+      log(`${entry.target}: not installed`);
+      skip("not installed");
+      continue;
+    }
+    log(`${entry.target}: starting`);
+    let proc: Managed | null = null;
+    try {
+      proc = await startTarget(ctx, entry.target);
+    } catch (error) {
       signal?.throwIfAborted();
-      const label = labelOf(entry.target, options.workers);
-      const skip = (reason: string) => {
-        for (const id of entry.scenarios) {
+      const reason = `failed to start: ${(error as Error).message}`;
+      log(`${entry.target}: ${reason}`);
+      skip(reason);
+      continue;
+    }
+    const port = entry.target === "direct" ? backendPorts[0]! : options.port;
+    try {
+      for (const id of entry.scenarios) {
+        signal?.throwIfAborted();
+        if (proc?.hasExited()) {
+          const reason = `exited: ${proc.tail.slice(-3).join(" / ") || "no output"}`;
+          rows.push({
+            target: entry.target,
+            label,
+            scenario: id,
+            outcome: { kind: "skipped", reason },
+          });
+          continue;
+        }
+        try {
+          const warmup = options.warmup > 0 &&
+            (options.warmupScope === "each" || id === entry.scenarios[0]);
+          const m = await measure(ctx, id, port, proc, warmup);
+          log(`${entry.target}: ${id}: ${summary(m)}`);
+          if (proc && totalErrors(m.errors) + m.warmupErrors > 0) {
+            for (const line of proc.tail.slice(-5)) log(`  ${entry.target} said: ${line}`);
+          }
+          rows.push({
+            target: entry.target,
+            label,
+            scenario: id,
+            outcome: { kind: "measured", measurement: m },
+          });
+        } catch (error) {
+          signal?.throwIfAborted();
+          const reason = `measurement failed: ${(error as Error).message}`;
+          log(`${entry.target}: ${id}: ${reason}`);
           rows.push({
             target: entry.target,
             label,
@@ -864,84 +959,18 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks): Promis
             outcome: { kind: "skipped", reason },
           });
         }
-      };
-      const tool = TARGET_TOOL[entry.target];
-      if (tool && !tools.has(tool)) {
-        log(`${entry.target}: not installed`);
-        skip("not installed");
-        continue;
       }
-      log(`${entry.target}: starting`);
-      let proc: Managed | null = null;
-      try {
-        proc = await startTarget(ctx, entry.target);
-      } catch (error) {
-        signal?.throwIfAborted();
-        const reason = `failed to start: ${(error as Error).message}`;
-        log(`${entry.target}: ${reason}`);
-        skip(reason);
-        continue;
-      }
-      const port = entry.target === "direct" ? backendPorts[0]! : options.port;
-      try {
-        for (const id of entry.scenarios) {
-          signal?.throwIfAborted();
-          if (proc?.hasExited()) {
-            const reason = `exited: ${proc.tail.slice(-3).join(" / ") || "no output"}`;
-            rows.push({
-              target: entry.target,
-              label,
-              scenario: id,
-              outcome: { kind: "skipped", reason },
-            });
-            continue;
-          }
-          try {
-            const warmup = options.warmup > 0 &&
-              (options.warmupScope === "each" || id === entry.scenarios[0]);
-            const m = await measure(ctx, id, port, proc, warmup);
-            log(`${entry.target}: ${id}: ${summary(m)}`);
-            if (proc && totalErrors(m.errors) + m.warmupErrors > 0) {
-              for (const line of proc.tail.slice(-5)) log(`  ${entry.target} said: ${line}`);
-            }
-            rows.push({
-              target: entry.target,
-              label,
-              scenario: id,
-              outcome: { kind: "measured", measurement: m },
-            });
-          } catch (error) {
-            signal?.throwIfAborted();
-            const reason = `measurement failed: ${(error as Error).message}`;
-            log(`${entry.target}: ${id}: ${reason}`);
-            rows.push({
-              target: entry.target,
-              label,
-              scenario: id,
-              outcome: { kind: "skipped", reason },
-            });
-          }
-        }
-      } finally {
-        if (proc) {
-          await stopManaged(proc);
-          await waitUntil(
-            `port ${options.port} to be free again`,
-            10_000,
-            () => Promise.resolve(portFree(options.port)),
-          );
-        }
+    } finally {
+      if (proc) {
+        await stopManaged(proc);
+        await waitUntil(
+          `port ${options.port} to be free again`,
+          10_000,
+          () => Promise.resolve(portFree(options.port)),
+        );
       }
     }
-  } finally {
-    if (backends) await stopManaged(backends);
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
-  // Group by scenario in the report (the run itself goes target by target).
-  const order = (r: Row) => SCENARIO_IDS.indexOf(r.scenario) * 100 + TARGET_IDS.indexOf(r.target);
-  rows.sort((a, b) => order(a) - order(b));
-  const verdict = judge(rows, options.floor);
-  return { rows, verdict, report: renderReport(info, rows, verdict) };
 }
 
 /**

@@ -9,7 +9,14 @@ import assert from "node:assert/strict";
 import { defaultOptions, parseBenchArgs, planFor } from "../bench.ts";
 import { relay } from "./floor_proxy.ts";
 import { caddyfile, haproxyConf, nginxBackendsConf, nginxProxyConf } from "./configs.ts";
-import { judge, type Measurement, type Row } from "./report.ts";
+import {
+  combineRounds,
+  judge,
+  type Measurement,
+  renderReport,
+  type Row,
+  type RunInfo,
+} from "./report.ts";
 import { buildRequest, parseWrkOutput, RESULT_MARKER, scenario } from "./wrk.ts";
 
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
@@ -84,6 +91,47 @@ function row(target: Row["target"], rps: number, errors = 0): Row {
   return { target, label: target, scenario: "get", outcome: { kind: "measured", measurement } };
 }
 
+Deno.test("combineRounds() and the report's Rounds section", async (t) => {
+  const rounds = [
+    [row("goround", 100), row("nginx", 250)],
+    [row("goround", 300, 2), row("nginx", 200)],
+    [row("goround", 200), row("nginx", 300)],
+  ];
+  const combined = combineRounds(rounds);
+  await t.step("each row is the median round, with every round's req/s in run order", () => {
+    const goround = combined.find((r) => r.target === "goround")!;
+    assert.equal(goround.outcome.kind === "measured" && goround.outcome.measurement.rps, 200);
+    assert.deepEqual(goround.rounds, [100, 300, 200]);
+    const nginx = combined.find((r) => r.target === "nginx")!;
+    assert.equal(nginx.outcome.kind === "measured" && nginx.outcome.measurement.rps, 250);
+  });
+  await t.step("the errors of every round count, so the verdict sees them", () => {
+    const goround = combined.find((r) => r.target === "goround")!;
+    assert.equal(goround.outcome.kind === "measured" && goround.outcome.measurement.errors.read, 2);
+    assert.equal(judge([row("direct", 1000), ...combined], 0.1).ok, false);
+  });
+  await t.step("a target skipped in any round is reported skipped, saying which", () => {
+    const skipped: Row = { ...row("nginx", 0), outcome: { kind: "skipped", reason: "exited" } };
+    const out = combineRounds([[row("goround", 1), row("nginx", 1)], [row("goround", 1), skipped]]);
+    assert.deepEqual(out[1]!.outcome, { kind: "skipped", reason: "round 2: exited" });
+  });
+  await t.step("the report lists every round and goround's ratio in each", () => {
+    const info: RunInfo = {
+      date: "d",
+      cores: 2,
+      cpu: "c",
+      memory: "m",
+      versions: [],
+      command: "x",
+      settings: [],
+    };
+    const report = renderReport(info, combined, judge(combined, 0));
+    assert.match(report, /## Rounds/);
+    assert.match(report, /\| nginx +\| +250 \| +200 \| +300 \| +0\.40x, 1\.50x, 0\.67x \|/);
+    assert.doesNotMatch(renderReport(info, combineRounds([rounds[0]!]), judge([], 0)), /Rounds/);
+  });
+});
+
 Deno.test("judge()", async (t) => {
   await t.step("passes goround without errors above the floor", () => {
     assert.equal(judge([row("direct", 100), row("goround", 30)], 0.25).ok, true);
@@ -138,6 +186,12 @@ Deno.test("parseBenchArgs()", async (t) => {
   });
   await t.step("--full measures longer", () => {
     assert.equal(defaultOptions("full", 2).duration, 10);
+  });
+  await t.step("--rounds repeats the plan; one round by default", () => {
+    assert.equal(defaultOptions("full", 2).rounds, 1);
+    const options = parseBenchArgs(["--rounds", "3"], 2);
+    assert.equal(options !== "help" && options.rounds, 3);
+    assert.throws(() => parseBenchArgs(["--rounds", "0"], 2), /--rounds: "0"/);
   });
   await t.step("bad values name the flag", () => {
     assert.throws(() => parseBenchArgs(["--port", "70000"], 2), /--port: "70000"/);

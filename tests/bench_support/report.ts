@@ -61,6 +61,8 @@ export interface Row {
   readonly scenario: ScenarioId;
   /** The figures, or why there are none. */
   readonly outcome: Outcome;
+  /** With `--rounds`: the req/s of every round, in run order (see {@linkcode combineRounds}). */
+  readonly rounds?: readonly number[];
 }
 
 /** Where and how the benchmark ran, for the report's header. */
@@ -279,6 +281,84 @@ export function scenarioTable(id: ScenarioId, rows: readonly Row[]): string[] {
 }
 
 /**
+ * Folds the rows of several rounds (the plan run again, targets restarted) into one row per
+ * target and scenario: the figures of the round with the median req/s (the lower middle for an
+ * even count), with the errors of every round added up, so the verdict sees them all, and every
+ * round's req/s in `rounds`. A target skipped in any round is reported skipped, with the reason.
+ *
+ * @param rounds The rows of each round, in run order.
+ * @returns One row per target and scenario, in the first round's order.
+ */
+export function combineRounds(rounds: readonly (readonly Row[])[]): Row[] {
+  return (rounds[0] ?? []).map((row) => {
+    const same = rounds.map((round) =>
+      round.find((r) => r.target === row.target && r.scenario === row.scenario)
+    );
+    const runs: Measurement[] = [];
+    for (const [i, r] of same.entries()) {
+      if (r === undefined) return skippedIn(row, i, "not run");
+      if (r.outcome.kind === "skipped") return skippedIn(row, i, r.outcome.reason);
+      runs.push(r.outcome.measurement);
+    }
+    const median = [...runs].sort((a, b) => a.rps - b.rps)[Math.floor((runs.length - 1) / 2)]!;
+    const sum = (pick: (e: WrkErrors) => number) => runs.reduce((n, m) => n + pick(m.errors), 0);
+    const measurement: Measurement = {
+      ...median,
+      errors: {
+        connect: sum((e) => e.connect),
+        read: sum((e) => e.read),
+        write: sum((e) => e.write),
+        timeout: sum((e) => e.timeout),
+        status: sum((e) => e.status),
+      },
+      warmupErrors: runs.reduce((n, m) => n + m.warmupErrors, 0),
+    };
+    return { ...row, outcome: { kind: "measured", measurement }, rounds: runs.map((m) => m.rps) };
+  });
+}
+
+function skippedIn(row: Row, round: number, reason: string): Row {
+  return { ...row, outcome: { kind: "skipped", reason: `round ${round + 1}: ${reason}` } };
+}
+
+/**
+ * The req/s of every round, per scenario, with goround's ratio to each target round by round
+ * (empty when there was one round).
+ *
+ * @param rows Combined rows (see {@linkcode combineRounds}).
+ * @returns Markdown lines.
+ */
+export function roundsSection(rows: readonly Row[]): string[] {
+  const count = Math.max(0, ...rows.map((r) => r.rounds?.length ?? 0));
+  if (count < 2) return [];
+  const out = [
+    "## Rounds",
+    "",
+    `Every target ran ${count} times, restarted each time, one round after another. The tables ` +
+    "above show the round with the median req/s; here is each round's req/s, and goround's " +
+    "ratio to the target in the same round.",
+  ];
+  for (const id of [...new Set(rows.map((r) => r.scenario))]) {
+    const inScenario = rows.filter((r) => r.scenario === id && r.rounds !== undefined);
+    const goround = inScenario.find((r) => r.target === "goround")?.rounds;
+    const header = ["proxy", ...Array.from({ length: count }, (_, i) => `round ${i + 1}`)];
+    header.push("goround ÷ this, per round");
+    const cells = inScenario.map((row) => [
+      row.target === "goround" ? `**${row.label}**` : row.label,
+      ...row.rounds!.map(formatCount),
+      goround ? row.rounds!.map((rps, i) => formatRatio(goround[i]! / rps)).join(", ") : "—",
+    ]);
+    out.push(
+      "",
+      `### ${scenario(id).title}`,
+      "",
+      ...markdownTable(header, cells, header.map((_, i) => i > 0)),
+    );
+  }
+  return out;
+}
+
+/**
  * Renders the whole report: header (date, machine, versions, command, settings), one table per
  * scenario, and the verdict.
  *
@@ -303,6 +383,8 @@ export function renderReport(info: RunInfo, rows: readonly Row[], verdict: Verdi
   for (const id of ids) {
     out.push("", ...scenarioTable(id, rows.filter((r) => r.scenario === id)));
   }
+  const rounds = roundsSection(rows);
+  if (rounds.length > 0) out.push("", ...rounds);
   out.push("", `## Verdict: ${verdict.ok ? "PASS" : "FAIL"}`, "");
   out.push(...verdict.lines.map((line) => `- ${line}`));
   return out.join("\n") + "\n";
