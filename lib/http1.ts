@@ -279,7 +279,7 @@ function parseFields(
     while (valueStart < valueEnd && isOws(text.charCodeAt(valueStart))) valueStart++;
     while (valueEnd > valueStart && isOws(text.charCodeAt(valueEnd - 1))) valueEnd--;
     const lower = upper === 0 ? name : name.toLowerCase();
-    if (hasBadValueChar(text, valueStart, valueEnd)) fail(`invalid header value for ${lower}`);
+    if (hasBadValueChar(text, valueStart, valueEnd)) fail(`invalid header value for ${name}`);
     fields.push([lower, text.slice(valueStart, valueEnd)]);
     i = lf + 1;
   }
