@@ -330,11 +330,14 @@ function putBack(client: Client, bytes: Uint8Array): void {
   client.end = bytes.length;
 }
 
-/** Serialises a response head. */
-function responseHead(status: number, reason: string, fields: readonly [string, string][]): string {
-  let head = `HTTP/1.1 ${status} ${reason}\r\n`;
-  for (const [name, value] of fields) head += `${name}: ${value}\r\n`;
-  return head + "\r\n";
+/** Serialises a response head: the status line, `fields`, then `tail` (field lines as text). */
+function responseHead(
+  status: number,
+  reason: string,
+  fields: readonly (readonly [string, string])[],
+  tail = "",
+): string {
+  return `HTTP/1.1 ${status} ${reason}\r\n${fieldLines(fields)}${tail}\r\n`;
 }
 
 /** Writes a stream body, chunk-framed or raw; false when the stream broke (client aborted). */
@@ -380,16 +383,11 @@ async function writeReply(
   if (whole === null) {
     return await writeStreamed(client, request, reply as UpstreamReply, keepAlive);
   }
-  await sendFramed(client, whole);
-  return whole;
-}
-
-/** Writes what {@linkcode frameWhole} put in the write buffer. */
-async function sendFramed(client: Client, whole: Written): Promise<void> {
   const bytes = client.wbuf.subarray(0, whole.size);
   // One write nearly always takes it all: awaited directly, without writeAll's promise.
   const n = await client.conn.write(bytes);
   if (n < bytes.length) await writeAll(client, bytes.subarray(n));
+  return whole;
 }
 
 /** A reply with a backend's response. */
@@ -403,7 +401,7 @@ function bodiless(request: Pick<RequestHead, "method">, status: number): boolean
 /**
  * Frames a reply that goes out in one write into the client's write buffer: a local reply, or
  * a backend's response with a whole body or none (whose connection is released once the bytes
- * are copied). Synchronous, so the usual exchange writes without a promise of its own.
+ * are copied). Synchronous: {@linkcode writeReply} then sends it with one awaited write.
  *
  * @returns What was framed (`size` bytes at the start of `client.wbuf`), or `null` for a
  *   response with a stream body (see {@linkcode writeStreamed}).
@@ -416,10 +414,9 @@ function frameWhole(
 ): Written | null {
   const extra = reply.extra ?? NONE;
   if (reply.kind === "local") {
-    const fields: [string, string][] = [...reply.headers, ...extra];
-    fields.push(["content-length", String(reply.text.length)]);
-    fields.push(...connectionFields(request.minor, keepAlive));
-    const head = responseHead(reply.status, REASONS[reply.status] ?? "Error", fields);
+    const tail = fieldLines(extra) + `content-length: ${reply.text.length}\r\n` +
+      connectionLine(request.minor, keepAlive);
+    const head = responseHead(reply.status, REASONS[reply.status] ?? "Error", reply.headers, tail);
     const withBody = request.method !== "HEAD";
     const bytes = frame(client, withBody ? head + reply.text : head, null);
     return {
@@ -539,8 +536,8 @@ function frameResponse(
   const { status, raw } = response;
   const reason = response.reason || REASONS[status] || "";
   if (raw === undefined || raw.namesOthers) {
-    const fields = fieldLines(forwardResponseHeaders(response.headers, keepLength));
-    return frame(client, `HTTP/1.1 ${status} ${reason}\r\n${fields}${tail}\r\n`, body);
+    const fields = forwardResponseHeaders(response.headers, keepLength);
+    return frame(client, responseHead(status, reason, fields, tail), body);
   }
   const line = `HTTP/1.1 ${status} ${reason}\r\n`;
   // A copied line can be one byte longer than it came (a bare LF becomes CRLF).
@@ -562,20 +559,13 @@ function frameResponse(
   return out.subarray(0, at);
 }
 
-/** `Connection` as RFC 9112 §9.3 has it: say close when closing; HTTP/1.0 needs keep-alive said. */
-function connectionFields(minor: number, keepAlive: boolean): readonly [string, string][] {
-  if (!keepAlive) return CLOSE;
-  return minor === 0 ? KEEP_ALIVE : NONE;
-}
-
-/** {@linkcode connectionFields} as a field line (or none). */
+/** `Connection` as RFC 9112 §9.3 has it, as a field line (or none): say close when closing;
+ * HTTP/1.0 needs keep-alive said. */
 function connectionLine(minor: number, keepAlive: boolean): string {
   if (!keepAlive) return "connection: close\r\n";
   return minor === 0 ? "connection: keep-alive\r\n" : "";
 }
 
-const CLOSE: readonly [string, string][] = [["connection", "close"]];
-const KEEP_ALIVE: readonly [string, string][] = [["connection", "keep-alive"]];
 const NONE: readonly [string, string][] = [];
 
 function errorReply(error: RequestError): Reply {
@@ -629,16 +619,7 @@ async function answer(
     reply = await options.forward(incoming);
     // The connection carries another request only if this one was read to its end.
     const keepAlive = head.keepAlive && !stopping() && state.done;
-    const whole = frameWhole(client, head, reply, keepAlive);
-    if (whole !== null) {
-      // The usual reply, head and body in one write, awaited here without a promise of its own.
-      const bytes = client.wbuf.subarray(0, whole.size);
-      const n = await client.conn.write(bytes);
-      if (n < bytes.length) await writeAll(client, bytes.subarray(n));
-      written = whole;
-    } else {
-      written = await writeStreamed(client, head, reply as UpstreamReply, keepAlive);
-    }
+    written = await writeReply(client, head, reply, keepAlive);
   } finally {
     // The exchange is over: no retry is left to replay a whole body, and the reply (which a
     // forwarder could have built from it) is written, so its recycled buffer can go back.
