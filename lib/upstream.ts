@@ -33,7 +33,7 @@ import {
   type ResponseHead,
   writeLatin1,
 } from "./http1.ts";
-import { batches, FRAME_ROOM, type ReadAhead, readAhead } from "./streaming.ts";
+import { batches, FRAME_ROOM, READ_AHEAD_BYTES, type ReadAhead, readAhead } from "./streaming.ts";
 import { BODY_BUFFER, borrow, giveBack } from "./buffers.ts";
 
 /** Bytes backed by a plain `ArrayBuffer` (what `Response` and `conn.read` take). */
@@ -52,6 +52,9 @@ export interface UpstreamOptions {
   readonly idleTimeout?: number;
   /** CA certificates (PEM) trusted for https:// backends; none: the system's roots. */
   readonly caCerts?: string[];
+  /** Bytes of a streamed request body read ahead of the writes to the backend (see
+   * `readAheadFor` in streaming.ts). @default {READ_AHEAD_BYTES} */
+  readonly readAhead?: number;
 }
 
 /** A request ready for the wire. */
@@ -150,7 +153,13 @@ const SWEEP_MS = 50;
  */
 export function createUpstreams(options: UpstreamOptions): Upstreams {
   const upstreams: Upstreams = {
-    options: { maxIdle: 256, idleTimeout: 60_000, caCerts: [], ...options },
+    options: {
+      maxIdle: 256,
+      idleTimeout: 60_000,
+      caCerts: [],
+      readAhead: READ_AHEAD_BYTES,
+      ...options,
+    },
     hosts: new Map(),
     links: new Set(),
     timer: 0 as unknown as ReturnType<typeof setInterval>,
@@ -370,8 +379,8 @@ async function pump(
   chunked: boolean,
   headArrived: () => boolean,
 ): Promise<void> {
-  const timeout = link.host.owner.options.responseTimeout;
-  const ahead = readAhead(body);
+  const { responseTimeout: timeout, readAhead: limit } = link.host.owner.options;
+  const ahead = readAhead(body, limit);
   try {
     for (let parts; (parts = await clientParts(ahead)) !== null;) {
       link.deadline = Date.now() + timeout;

@@ -20,6 +20,7 @@ import { createForwarder, type Forwarder, type Incoming, type ProxyContext } fro
 import { createServeHandler } from "./serve_handler.ts";
 import { serveHttp1 } from "./server.ts";
 import { closeUpstreams, createUpstreams, retainHosts, setUpstreamOptions } from "./upstream.ts";
+import { readAheadFor } from "./streaming.ts";
 import { createUpgrader, relayWebSocket, type Upgrader } from "./websocket.ts";
 
 /** The backend in each pool slot (`null` for an empty slot). */
@@ -157,6 +158,7 @@ function start(message: StartMessage): void {
     connectTimeout: message.config.connectTimeout,
     responseTimeout: message.config.responseTimeout,
     caCerts: message.config.pems?.ca ? [message.config.pems.ca] : [],
+    readAhead: readAheadFor(message.config.engine),
   });
   // Passive DOWN transitions go to the main thread, which logs them and keeps the reason.
   const onDown = (slot: number, _backend: Backend, reason: string) =>

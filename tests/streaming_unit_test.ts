@@ -1,6 +1,13 @@
 import { deepEqual, equal, ok as assert, rejects } from "node:assert/strict";
-import { batches, FRAME_ROOM, joinParts, readAhead } from "../lib/streaming.ts";
-import { BODY_BUFFER, footprint, giveBack } from "../lib/buffers.ts";
+import {
+  batches,
+  FRAME_ROOM,
+  joinParts,
+  READ_AHEAD_BYTES,
+  readAhead,
+  readAheadFor,
+} from "../lib/streaming.ts";
+import { BODY_BUFFER, borrow, footprint, giveBack } from "../lib/buffers.ts";
 
 const text = (parts: Uint8Array[]) => parts.map((p) => new TextDecoder().decode(p)).join("");
 
@@ -35,6 +42,32 @@ Deno.test("readAhead() pauses at the limit until the consumer takes the queue", 
   let rest = 0;
   for (let p; (p = await ahead.next()) !== null;) rest += p.length;
   equal(rest, 96);
+});
+
+Deno.test("readAheadFor(): goround's front reads one whole buffer ahead, Deno's server a deep queue", async () => {
+  // A body stream as each front makes it: goround's hands over whole recycled buffers, Deno's
+  // HTTP server small pieces (16 KiB here).
+  const reading = async (piece: () => Uint8Array, limit: number) => {
+    let pulled = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(c) {
+        pulled++;
+        c.enqueue(piece());
+      },
+    }, { highWaterMark: 0 });
+    const ahead = readAhead(body, limit);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    ahead.cancel("done");
+    return pulled;
+  };
+  equal(readAheadFor("goround"), BODY_BUFFER);
+  equal(await reading(borrow, readAheadFor("goround")), 1, "one buffer queued, then a pause");
+  equal(readAheadFor("deno"), READ_AHEAD_BYTES);
+  equal(
+    await reading(() => new Uint8Array(16 * 1024), readAheadFor("deno")),
+    READ_AHEAD_BYTES / (16 * 1024),
+    "a megabyte of small pieces queued",
+  );
 });
 
 Deno.test("readAhead() passes on the body's error (the client went away)", async () => {
