@@ -68,14 +68,17 @@ import {
 } from "./bench_support/configs.ts";
 import {
   capture,
+  cpuSeconds,
   type Managed,
   sampleTreeRss,
   spawnManaged,
   stopManaged,
+  treePids,
   waitUntil,
 } from "./bench_support/procs.ts";
 import {
   combineRounds,
+  formatMicros,
   judge,
   type Measurement,
   renderReport,
@@ -573,7 +576,8 @@ async function describeRun(
       `Backends: one nginx, one worker process, on 127.0.0.1:${backendPorts.join(", ")}; ` +
       `proxies on 127.0.0.1:${options.port}, ${options.workers} workers/threads each ` +
       `(Caddy: Go's default); peak RSS is the proxy's whole process tree, sampled every ` +
-      `${options.sampleIntervalMs} ms during the measured run`,
+      `${options.sampleIntervalMs} ms during the measured run; CPU/req is that tree's CPU ` +
+      "time (user + system, from /proc) over the measured run, divided by its requests",
       ...(options.rounds > 1
         ? [
           `Rounds: ${options.rounds}: the whole plan ran ${options.rounds} times; each row below ` +
@@ -759,6 +763,10 @@ async function measure(
   const firstLine = await probe(port, request);
   const warm = warmup ? await wrk(options.warmup) : null;
   const sampler = proc ? sampleTreeRss(proc.pid, options.sampleIntervalMs) : null;
+  // The proxy's CPU time over the measured run, per request: what it costs on a machine it
+  // shares, steadier from run to run than req/s.
+  const pids = proc ? await treePids(proc.pid) : [];
+  const cpuBefore = await cpuSeconds(pids);
   let result: WrkResult;
   let peak: number | null = null;
   try {
@@ -766,9 +774,13 @@ async function measure(
   } finally {
     peak = (await sampler?.stop()) ?? null;
   }
+  const cpuAfter = await cpuSeconds(pids);
   const payload = scenario(id).payload;
   return {
     rps: result.seconds > 0 ? result.requests / result.seconds : 0,
+    cpuPerRequest: cpuBefore === null || cpuAfter === null || result.requests === 0
+      ? null
+      : (cpuAfter - cpuBefore) * 1e6 / result.requests,
     p50: result.p50,
     p90: result.p90,
     p99: result.p99,
@@ -784,8 +796,9 @@ async function measure(
 
 function summary(m: Measurement): string {
   const rss = m.peakRssKiB === null ? "" : `, ${(m.peakRssKiB / 1024).toFixed(1)} MiB`;
+  const cpu = m.cpuPerRequest === null ? "" : `, ${formatMicros(m.cpuPerRequest)} CPU/req`;
   const errors = totalErrors(m.errors) + m.warmupErrors;
-  return `${Math.round(m.rps)} req/s, p99 ${m.p99.toFixed(2)} ms, ${errors} errors${rss}`;
+  return `${Math.round(m.rps)} req/s, p99 ${m.p99.toFixed(2)} ms, ${errors} errors${rss}${cpu}`;
 }
 
 /**

@@ -16,7 +16,9 @@ import {
   renderReport,
   type Row,
   type RunInfo,
+  scenarioTable,
 } from "./report.ts";
+import { cpuSeconds, cpuSecondsOf } from "./procs.ts";
 import { buildRequest, parseWrkOutput, RESULT_MARKER, scenario } from "./wrk.ts";
 
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
@@ -76,7 +78,12 @@ Deno.test("parseWrkOutput()", async (t) => {
   });
 });
 
-function row(target: Row["target"], rps: number, errors = 0): Row {
+function row(
+  target: Row["target"],
+  rps: number,
+  errors = 0,
+  cpuPerRequest: number | null = null,
+): Row {
   const measurement: Measurement = {
     rps,
     p50: 1,
@@ -85,6 +92,7 @@ function row(target: Row["target"], rps: number, errors = 0): Row {
     errors: { connect: 0, read: errors, write: 0, timeout: 0, status: 0 },
     warmupErrors: 0,
     peakRssKiB: null,
+    cpuPerRequest,
     mibPerSecond: null,
     probe: "HTTP/1.1 200 OK",
   };
@@ -129,6 +137,42 @@ Deno.test("combineRounds() and the report's Rounds section", async (t) => {
     assert.match(report, /## Rounds/);
     assert.match(report, /\| nginx +\| +250 \| +200 \| +300 \| +0\.40x, 1\.50x, 0\.67x \|/);
     assert.doesNotMatch(renderReport(info, combineRounds([rounds[0]!]), judge([], 0)), /Rounds/);
+  });
+});
+
+Deno.test("CPU time per request", async (t) => {
+  await t.step("cpuSecondsOf() adds utime and stime, whatever the command name holds", () => {
+    assert.equal(
+      cpuSecondsOf("42 (deno) S 1 42 42 0 -1 4194560 9 0 0 0 150 37 0 0 20 0 3 0"),
+      1.87,
+    );
+    assert.equal(
+      cpuSecondsOf("7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 1200 300 0 0 20 0 1 0"),
+      15,
+      "fields are counted from the last parenthesis",
+    );
+    assert.equal(cpuSecondsOf(""), null);
+    assert.equal(cpuSecondsOf("7 (x) R 1"), null);
+  });
+  await t.step("cpuSeconds() reads a live process, and counts the time it spends", async () => {
+    const before = await cpuSeconds([Deno.pid]);
+    assert.ok(before !== null && before > 0);
+    // Spin until the counted time moves (the ticks are 10 ms), within a deadline.
+    const deadline = Date.now() + 10_000;
+    let after = before;
+    while (after - before < 0.05 && Date.now() < deadline) {
+      const until = performance.now() + 20;
+      while (performance.now() < until);
+      after = (await cpuSeconds([Deno.pid])) ?? before;
+    }
+    assert.ok(after - before >= 0.05, `${before} -> ${after}`);
+    assert.equal(await cpuSeconds([]), null);
+  });
+  await t.step("the report has a CPU/req column, with a dash where there is no proxy", () => {
+    const lines = scenarioTable("get", [row("direct", 1000), row("goround", 500, 0, 25.34)]);
+    assert.match(lines.join("\n"), /\| CPU\/req \|/);
+    assert.match(lines.find((l) => l.startsWith("| direct"))!, /\| +— +\| +0\.50x/);
+    assert.match(lines.find((l) => l.startsWith("| **goround"))!, /\| 25\.3 µs \|/);
   });
 });
 

@@ -187,6 +187,53 @@ export async function rssKiB(pids: readonly number[]): Promise<number | null> {
   return found ? total : null;
 }
 
+/** Clock ticks per second of `/proc/<pid>/stat`'s times (`USER_HZ`: 100 on Linux, whatever
+ * the kernel's own tick rate). */
+const USER_HZ = 100;
+
+/**
+ * The CPU time (user plus system, all threads) one `/proc/<pid>/stat` line reports, seconds.
+ *
+ * @param line The file's text.
+ * @returns Seconds, or `null` if the line is not a stat line.
+ * @example
+ * ```ts
+ * cpuSecondsOf("42 (deno) S 1 42 42 0 -1 4194560 9 0 0 0 150 37 0 0 20 0 3 0");
+ * // 1.87
+ * ```
+ */
+export function cpuSecondsOf(line: string): number | null {
+  // The command name (field 2) is in parentheses and may itself hold spaces or parentheses:
+  // the fields are counted from the last ")". utime and stime are fields 14 and 15.
+  const close = line.lastIndexOf(")");
+  if (close < 0) return null;
+  const fields = line.slice(close + 2).trim().split(" ");
+  const utime = Number(fields[11]);
+  const stime = Number(fields[12]);
+  if (!Number.isInteger(utime) || !Number.isInteger(stime)) return null;
+  return (utime + stime) / USER_HZ;
+}
+
+/**
+ * The CPU time some processes have used so far (user plus system, all threads), summed.
+ *
+ * @param pids The processes (ones that have exited count as 0).
+ * @returns Seconds, or `null` if none could be read.
+ */
+export async function cpuSeconds(pids: readonly number[]): Promise<number | null> {
+  if (pids.length === 0) return null;
+  const cat = await capture("cat", pids.map((pid) => `/proc/${pid}/stat`));
+  let total = 0;
+  let found = false;
+  for (const line of cat.stdout.split("\n")) {
+    const seconds = cpuSecondsOf(line);
+    if (seconds === null) continue;
+    total += seconds;
+    found = true;
+  }
+  return found ? total : null;
+}
+
 /** A running memory sampler. */
 export interface RssSampler {
   /** Stops sampling (within one interval) and returns the peak, KiB, or `null` if none. */

@@ -40,6 +40,9 @@ export interface Measurement {
   readonly warmupErrors: number;
   /** Peak resident memory of the proxy's process tree during the run, KiB (`null`: n/a). */
   readonly peakRssKiB: number | null;
+  /** CPU time (user + system) of the proxy's process tree per request over the run, µs
+   * (`null`: n/a, e.g. the direct hit, which has no proxy). */
+  readonly cpuPerRequest: number | null;
   /** Payload throughput, MiB/s (`null` for the small-request scenarios). */
   readonly mibPerSecond: number | null;
   /** The status line of a single probe request sent before the load. */
@@ -185,6 +188,20 @@ function formatMs(ms: number): string {
   return `${ms < 10 ? ms.toFixed(2) : ms.toFixed(1)} ms`;
 }
 
+/**
+ * A CPU time per request, µs, to three significant figures.
+ *
+ * @param us Microseconds.
+ * @returns The text.
+ * @example
+ * ```ts
+ * formatMicros(25.34); // "25.3 µs"
+ * ```
+ */
+export function formatMicros(us: number): string {
+  return `${us < 100 ? us.toFixed(1) : Math.round(us).toLocaleString("en-US")} µs`;
+}
+
 function formatCount(n: number): string {
   return Math.round(n).toLocaleString("en-US");
 }
@@ -222,7 +239,7 @@ export function markdownTable(
 
 /**
  * Renders one scenario's table: a row per target with req/s, latency percentiles, errors,
- * peak RSS and goround's ratios to it, followed by notes on failed probes and skipped rows.
+ * peak RSS, CPU time per request and goround's ratios to it, followed by notes on failed probes and skipped rows.
  *
  * @param id The scenario.
  * @param rows That scenario's results, in order.
@@ -239,6 +256,7 @@ export function scenarioTable(id: ScenarioId, rows: readonly Row[]): string[] {
     "p99",
     "errors",
     "peak RSS",
+    "CPU/req",
     "goround ÷ this, req/s",
     "goround ÷ this, p99",
   );
@@ -263,6 +281,7 @@ export function scenarioTable(id: ScenarioId, rows: readonly Row[]): string[] {
       formatMs(m.p99),
       formatErrors(m),
       m.peakRssKiB === null ? "—" : `${(m.peakRssKiB / 1024).toFixed(1)} MiB`,
+      m.cpuPerRequest === null ? "—" : formatMicros(m.cpuPerRequest),
       goround ? formatRatio(goround.rps / m.rps) : "—",
       goround ? formatRatio(goround.p99 / m.p99) : "—",
     );
