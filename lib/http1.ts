@@ -84,16 +84,6 @@ for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz") {
 }
 for (const c of "ABCDEFGHIJKLMNOPQRSTUVWXYZ") CHAR_CLASS[c.charCodeAt(0)] = TCHAR | UPPER;
 
-/** Whether `text[start, end)` has a character a field value may not (RFC 9110 §5.5: visible
- * ASCII, obs-text, SP and HTAB only; no CR, LF or NUL). */
-function hasBadValueChar(text: string, start: number, end: number): boolean {
-  for (let i = start; i < end; i++) {
-    const c = text.charCodeAt(i);
-    if ((c < 32 && c !== 9) || c === 127) return true;
-  }
-  return false;
-}
-
 /** Whether `text` has a character a request-target may not (controls, SP, DEL). */
 function hasBadTargetChar(text: string): boolean {
   for (let i = 0; i < text.length; i++) {
@@ -194,27 +184,6 @@ export function requestHead(
   return head + "\r\n";
 }
 
-/**
- * Finds the end of a message head: the index just past the empty line (CRLF CRLF, or bare LF
- * line ends, which RFC 9112 §2.2 lets a recipient accept).
- *
- * @param buf The buffer.
- * @param start Where the head starts.
- * @param end One past the last byte read.
- * @returns The index after the blank line, or -1 when the head is incomplete.
- */
-export function findHeadEnd(buf: Uint8Array, start: number, end: number): number {
-  let i = start;
-  while (i < end) {
-    const lf = buf.indexOf(10, i);
-    if (lf < 0 || lf >= end) return -1;
-    if (lf + 1 < end && buf[lf + 1] === 10) return lf + 2;
-    if (lf + 2 < end && buf[lf + 1] === 13 && buf[lf + 2] === 10) return lf + 3;
-    i = lf + 1;
-  }
-  return -1;
-}
-
 /** Whether `text` is a token (RFC 9110 §5.6.2): a field name or a method. */
 function isToken(text: string): boolean {
   if (text.length === 0) return false;
@@ -233,61 +202,6 @@ export function listMembers(value: string): string[] {
     if (trimmed !== "") out.push(trimmed);
   }
   return out;
-}
-
-/**
- * Parses the field lines of a head (RFC 9112 §5) from `text`, starting at `from`, up to the
- * blank line. Names are lowercased; values lose their leading and trailing SP/HTAB.
- *
- * @param text The head as a byte string.
- * @param from Index of the first field line.
- * @param fail Called with a reason for a malformed line; must throw.
- * @returns The fields in order.
- */
-function parseFields(
-  text: string,
-  from: number,
-  fail: (reason: string) => never,
-): [string, string][] {
-  const fields: [string, string][] = [];
-  let i = from;
-  while (i < text.length) {
-    let lf = text.indexOf("\n", i);
-    if (lf < 0) lf = text.length;
-    const lineEnd = lf > i && text.charCodeAt(lf - 1) === 13 ? lf - 1 : lf;
-    if (lineEnd === i) break;
-    const first = text.charCodeAt(i);
-    // obs-fold (RFC 9112 §5.2): refused rather than guessing how the next hop would join it.
-    if (first === 32 || first === 9) fail("obsolete line folding");
-    // The name is token characters up to the colon; whitespace before the colon is refused
-    // (RFC 9112 §5.1), as is anything else that is not a token character.
-    let colon = i;
-    let upper = 0;
-    while (colon < lineEnd) {
-      const c = text.charCodeAt(colon);
-      const kind = c < 128 ? CHAR_CLASS[c]! : 0;
-      if (kind === 0) break;
-      upper |= kind & UPPER;
-      colon++;
-    }
-    if (colon === i || colon === lineEnd || text.charCodeAt(colon) !== 58) {
-      fail(`invalid header name "${text.slice(i, Math.min(lineEnd, i + 40))}"`);
-    }
-    const name = text.slice(i, colon);
-    let valueStart = colon + 1;
-    let valueEnd = lineEnd;
-    while (valueStart < valueEnd && isOws(text.charCodeAt(valueStart))) valueStart++;
-    while (valueEnd > valueStart && isOws(text.charCodeAt(valueEnd - 1))) valueEnd--;
-    const lower = upper === 0 ? name : name.toLowerCase();
-    if (hasBadValueChar(text, valueStart, valueEnd)) fail(`invalid header value for ${name}`);
-    fields.push([lower, text.slice(valueStart, valueEnd)]);
-    i = lf + 1;
-  }
-  return fields;
-}
-
-function isOws(code: number): boolean {
-  return code === 32 || code === 9;
 }
 
 /** Hop-by-hop field names by length (RFC 9110 §7.6.1, RFC 9112 §6.1, §7.4; and
@@ -636,6 +550,187 @@ export interface RequestHead {
 /** Most fields accepted in a request head. */
 export const MAX_FIELDS = 128;
 
+/** Where a request head's field lines are, from {@linkcode scanRequestHead}. */
+interface RequestLines {
+  /** One past the blank line. */
+  readonly end: number;
+  /** Five numbers per field line: its start, the colon, the value's start and end (OWS
+   * trimmed), and 1 if the name has an uppercase letter. */
+  readonly spans: number[];
+  /** The first malformed field line, as `[kind, start, colon, line end]` (kind: 1 obs-fold,
+   * 2 a bad name, 3 a bad value), or `null`. Lines after it are not recorded. */
+  readonly error: readonly [number, number, number, number] | null;
+}
+
+const OBS_FOLD = 1;
+const BAD_NAME = 2;
+const BAD_VALUE = 3;
+
+/**
+ * One pass over a request head's bytes after the leading empty lines: finds the blank line that
+ * ends it (CRLF CRLF, or bare LF line ends, RFC 9112 §2.2) and checks each field line on the way
+ * (RFC 9112 §5: obs-fold refused, a token name right before the colon, visible ASCII, obs-text,
+ * SP and HTAB in the value).
+ *
+ * @returns The lines, or `null` while the head is incomplete.
+ */
+function scanRequestHead(buf: Uint8Array, from: number, end: number): RequestLines | null {
+  // The request line is checked on its text, once the head is whole.
+  let i = from;
+  while (i < end && buf[i] !== 10) i++;
+  i++;
+  const spans: number[] = [];
+  let error: [number, number, number, number] | null = null;
+  while (i < end) {
+    const first = buf[i]!;
+    if (first === 10) return { end: i + 1, spans, error };
+    if (first === 13 && i + 1 < end && buf[i + 1] === 10) return { end: i + 2, spans, error };
+    const start = i;
+    // The name: token characters up to the colon.
+    let upper = 0;
+    while (i < end) {
+      const c = buf[i]!;
+      const kind = c < 128 ? CHAR_CLASS[c]! : 0;
+      if (kind === 0) break;
+      upper |= kind & UPPER;
+      i++;
+    }
+    const colon = i;
+    // The rest of the line: the value, checked as it goes, up to the line feed.
+    let bad = false;
+    if (colon < end && buf[colon] !== 10) i++;
+    while (i < end) {
+      const c = buf[i]!;
+      if (c === 10) break;
+      if (((c < 32 && c !== 9) || c === 127) && !(c === 13 && i + 1 < end && buf[i + 1] === 10)) {
+        bad = true;
+      }
+      i++;
+    }
+    if (i >= end) return null;
+    const lineEnd = buf[i - 1] === 13 ? i - 1 : i;
+    i++;
+    if (error !== null) continue; // only the end is looked for now
+    if (first === 32 || first === 9) {
+      error = [OBS_FOLD, start, colon, lineEnd];
+    } else if (colon === start || colon === lineEnd || buf[colon] !== 58) {
+      error = [BAD_NAME, start, colon, lineEnd];
+    } else if (bad) {
+      error = [BAD_VALUE, start, colon, lineEnd];
+    } else {
+      let valueStart = colon + 1;
+      let valueEnd = lineEnd;
+      while (valueStart < valueEnd && (buf[valueStart] === 32 || buf[valueStart] === 9)) {
+        valueStart++;
+      }
+      while (valueEnd > valueStart && (buf[valueEnd - 1] === 32 || buf[valueEnd - 1] === 9)) {
+        valueEnd--;
+      }
+      spans.push(start, colon, valueStart, valueEnd, upper);
+    }
+  }
+  return null;
+}
+
+/** Request field names common enough to keep one string each, lowercase, by length: a name
+ * the client sent in any case is matched on its bytes, so it costs no string of its own. */
+const KNOWN_NAMES: ReadonlyMap<number, readonly string[]> = (() => {
+  const out = new Map<number, string[]>();
+  for (
+    const name of [
+      "host",
+      "connection",
+      "keep-alive",
+      "user-agent",
+      "accept",
+      "accept-encoding",
+      "accept-language",
+      "cookie",
+      "referer",
+      "origin",
+      "authorization",
+      "cache-control",
+      "pragma",
+      "content-type",
+      "content-length",
+      "transfer-encoding",
+      "te",
+      "expect",
+      "upgrade",
+      "if-none-match",
+      "if-modified-since",
+      "range",
+      "dnt",
+      "priority",
+      "upgrade-insecure-requests",
+      "sec-fetch-site",
+      "sec-fetch-mode",
+      "sec-fetch-user",
+      "sec-fetch-dest",
+      "sec-ch-ua",
+      "sec-ch-ua-mobile",
+      "sec-ch-ua-platform",
+      "x-requested-with",
+      "x-forwarded-for",
+      "x-forwarded-proto",
+      "x-forwarded-host",
+      "x-request-id",
+      "forwarded",
+    ]
+  ) {
+    out.set(name.length, [...(out.get(name.length) ?? []), name]);
+  }
+  return out;
+})();
+
+/** The lowercase name `buf[start, end)` spells in any case, if it is a known one. */
+function knownName(buf: Uint8Array, start: number, end: number): string | null {
+  const candidates = KNOWN_NAMES.get(end - start);
+  if (candidates === undefined) return null;
+  for (const name of candidates) {
+    let k = 0;
+    for (; k < name.length; k++) {
+      const c = buf[start + k]!;
+      if ((c >= 65 && c <= 90 ? c + 32 : c) !== name.charCodeAt(k)) break;
+    }
+    if (k === name.length) return name;
+  }
+  return null;
+}
+
+/** The request's fields from the scanned lines (`text` is the head decoded from `from`), or
+ * the error for its first malformed line. */
+function requestFields(
+  buf: Uint8Array,
+  text: string,
+  from: number,
+  lines: RequestLines,
+): [string, string][] {
+  if (lines.error !== null) {
+    const [kind, start, colon, lineEnd] = lines.error;
+    const at = start - from;
+    if (kind === OBS_FOLD) throw new RequestError(400, "obsolete line folding");
+    if (kind === BAD_NAME) {
+      const shown = text.slice(at, Math.min(lineEnd - from, at + 40));
+      throw new RequestError(400, `invalid header name "${shown}"`);
+    }
+    throw new RequestError(400, `invalid header value for ${text.slice(at, colon - from)}`);
+  }
+  const { spans } = lines;
+  const fields: [string, string][] = [];
+  for (let i = 0; i < spans.length; i += 5) {
+    const start = spans[i]!;
+    const colon = spans[i + 1]!;
+    let name = knownName(buf, start, colon);
+    if (name === null) {
+      name = text.slice(start - from, colon - from);
+      if (spans[i + 4] !== 0) name = name.toLowerCase();
+    }
+    fields.push([name, text.slice(spans[i + 2]! - from, spans[i + 3]! - from)]);
+  }
+  return fields;
+}
+
 /**
  * Parses a request head from `buf[start..end)`, refusing what could let the front and a backend
  * disagree about where a request ends (request smuggling): a `Transfer-Encoding` together with
@@ -658,15 +753,17 @@ export function parseRequestHead(buf: Uint8Array, start: number, end: number): R
   let from = start;
   // RFC 9112 §2.2: ignore empty lines before the request-line.
   while (from < end && (buf[from] === 13 || buf[from] === 10)) from++;
-  const headEnd = from === end ? -1 : findHeadEnd(buf, from, end);
-  if (headEnd < 0) {
+  // One pass over the bytes finds the end of the head and checks each field line, keeping where
+  // its name and value are; strings are made once the head is whole.
+  const lines = scanRequestHead(buf, from, end);
+  if (lines === null) {
     if (end - start > MAX_HEAD_BYTES) throw new RequestError(431, "request head too large");
     return null;
   }
+  const headEnd = lines.end;
   if (headEnd - from > MAX_HEAD_BYTES) throw new RequestError(431, "request head too large");
   const text = decodeLatin1(buf, from, headEnd);
   let lineEnd = text.indexOf("\n");
-  const next = lineEnd + 1;
   if (text.charCodeAt(lineEnd - 1) === 13) lineEnd--;
   // request-line = method SP request-target SP HTTP-version (RFC 9112 §3)
   const sp1 = text.indexOf(" ");
@@ -684,9 +781,7 @@ export function parseRequestHead(buf: Uint8Array, start: number, end: number): R
     if (/^HTTP\/\d\.\d$/.test(version)) throw new RequestError(505, "HTTP version not supported");
     throw new RequestError(400, "malformed request line");
   }
-  const headers = parseFields(text, next, (why) => {
-    throw new RequestError(400, why);
-  });
+  const headers = requestFields(buf, text, from, lines);
   if (headers.length > MAX_FIELDS) throw new RequestError(431, "too many header fields");
 
   let host: string | null = null;

@@ -437,6 +437,32 @@ Deno.test("parseRequestHead()", async (t) => {
     equal(request("GET / HTTP/1.1\r\nHost: a\r\n"), null);
     equal(request(""), null);
   });
+  await t.step("is null for every cut of a head, whatever lies past the cut", () => {
+    const text = "GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: t\nX-Y:\tz \r\n\r\n";
+    // The bytes past `end` are a complete head: a scan that read past its end would see it.
+    const buf = encodeLatin1(text + text);
+    for (let cut = 0; cut < text.length; cut++) {
+      equal(parseRequestHead(buf, 0, cut), null, `cut at ${cut}`);
+    }
+    const head = parseRequestHead(buf, 0, text.length)!;
+    equal(head.size, text.length);
+    deepEqual(head.headers, [["host", "a"], ["user-agent", "t"], ["x-y", "z"]]);
+  });
+  await t.step("lowercases names in any case, common and uncommon ones alike", () => {
+    const head = request(
+      "GET / HTTP/1.1\r\nhOsT: a\r\nACCEPT-ENCODING: gzip\r\nSec-Ch-Ua-Mobile: ?0\r\n" +
+        "X-Made-Up-Name: 1\r\nA^B: 2\r\nCONNECTIOn: keep-alive\r\n\r\n",
+    )!;
+    deepEqual(head.headers.map(([name]) => name), [
+      "host",
+      "accept-encoding",
+      "sec-ch-ua-mobile",
+      "x-made-up-name",
+      "a^b", // not folded into "a~b": only letters change case
+      "connection",
+    ]);
+    equal(head.host, "a");
+  });
   await t.step("skips empty lines before the request line (RFC 9112 §2.2)", () => {
     const head = request("\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")!;
     equal(head.method, "GET");
