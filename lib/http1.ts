@@ -599,13 +599,14 @@ function scanRequestHead(buf: Uint8Array, from: number, end: number): RequestLin
     // The rest of the line: the value, checked as it goes, up to the line feed.
     let bad = false;
     if (colon < end && buf[colon] !== 10) i++;
-    while (i < end) {
+    for (; i < end; i++) {
       const c = buf[i]!;
-      if (c === 10) break;
-      if (((c < 32 && c !== 9) || c === 127) && !(c === 13 && i + 1 < end && buf[i + 1] === 10)) {
-        bad = true;
+      if (c >= 32) {
+        if (c === 127) bad = true;
+        continue; // the usual byte: visible ASCII, SP or obs-text
       }
-      i++;
+      if (c === 10) break;
+      if (c !== 9 && !(c === 13 && i + 1 < end && buf[i + 1] === 10)) bad = true;
     }
     if (i >= end) return null;
     const lineEnd = buf[i - 1] === 13 ? i - 1 : i;
