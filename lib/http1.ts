@@ -613,8 +613,10 @@ function scanRequestHead(buf: Uint8Array, from: number, end: number): RequestLin
     i++;
     if (error !== null) continue; // only the end is looked for now
     if (first === 32 || first === 9) {
+      // obs-fold (RFC 9112 §5.2): refused rather than guessing how the next hop would join it.
       error = [OBS_FOLD, start, colon, lineEnd];
     } else if (colon === start || colon === lineEnd || buf[colon] !== 58) {
+      // Whitespace before the colon is refused (RFC 9112 §5.1), as is any other non-token byte.
       error = [BAD_NAME, start, colon, lineEnd];
     } else if (bad) {
       error = [BAD_VALUE, start, colon, lineEnd];
