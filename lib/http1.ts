@@ -204,17 +204,27 @@ export function listMembers(value: string): string[] {
   return out;
 }
 
-/** Hop-by-hop field names by length (RFC 9110 §7.6.1, RFC 9112 §6.1, §7.4; and
- * `Proxy-Connection`), as lowercase bytes, for matching names without making strings. */
-const HOP_NAMES: ReadonlyMap<number, readonly Uint8Array[]> = (() => {
-  const out = new Map<number, Uint8Array[]>();
-  for (const name of HOP_BY_HOP) {
-    const list = out.get(name.length) ?? [];
-    list.push(ASCII_ENCODER.encode(name));
-    out.set(name.length, list);
+/** A lowercase field name (letters, digits and `-`), as text and as bytes. */
+interface Name {
+  readonly text: string;
+  readonly bytes: Uint8Array;
+}
+
+/** Names grouped by length, for matching a name sent in any case on its bytes ({@linkcode
+ * nameIs}) without making a string. */
+function byLength(names: Iterable<string>): ReadonlyMap<number, readonly Name[]> {
+  const out = new Map<number, Name[]>();
+  for (const text of names) {
+    out.set(text.length, [...(out.get(text.length) ?? []), {
+      text,
+      bytes: ASCII_ENCODER.encode(text),
+    }]);
   }
   return out;
-})();
+}
+
+/** Hop-by-hop field names (RFC 9110 §7.6.1, RFC 9112 §6.1, §7.4; and `Proxy-Connection`). */
+const HOP_NAMES = byLength(HOP_BY_HOP);
 const CONNECTION = ASCII_ENCODER.encode("connection");
 const CONTENT_LENGTH = ASCII_ENCODER.encode("content-length");
 const TRANSFER_ENCODING = ASCII_ENCODER.encode("transfer-encoding");
@@ -461,7 +471,7 @@ function fieldKind(bytes: Uint8Array, at: number, length: number): number {
   if (length === 14 && nameIs(bytes, at, CONTENT_LENGTH)) return FIELD_LENGTH;
   const names = HOP_NAMES.get(length);
   if (names !== undefined) {
-    for (const name of names) if (nameIs(bytes, at, name)) return FIELD_HOP;
+    for (const name of names) if (nameIs(bytes, at, name.bytes)) return FIELD_HOP;
   }
   return FIELD_PLAIN;
 }
@@ -555,7 +565,7 @@ interface RequestLines {
   /** One past the blank line. */
   readonly end: number;
   /** Five numbers per field line: its start, the colon, the value's start and end (OWS
-   * trimmed), and 1 if the name has an uppercase letter. */
+   * trimmed), and non-zero if the name has an uppercase letter. */
   readonly spans: number[];
   /** The first malformed field line, as `[kind, start, colon, line end]` (kind: 1 obs-fold,
    * 2 a bad name, 3 a bad value), or `null`. Lines after it are not recorded. */
@@ -635,69 +645,54 @@ function scanRequestHead(buf: Uint8Array, from: number, end: number): RequestLin
   return null;
 }
 
-/** Request field names common enough to keep one string each, lowercase, by length: a name
- * the client sent in any case is matched on its bytes, so it costs no string of its own. */
-const KNOWN_NAMES: ReadonlyMap<number, readonly string[]> = (() => {
-  const out = new Map<number, string[]>();
-  for (
-    const name of [
-      "host",
-      "connection",
-      "keep-alive",
-      "user-agent",
-      "accept",
-      "accept-encoding",
-      "accept-language",
-      "cookie",
-      "referer",
-      "origin",
-      "authorization",
-      "cache-control",
-      "pragma",
-      "content-type",
-      "content-length",
-      "transfer-encoding",
-      "te",
-      "expect",
-      "upgrade",
-      "if-none-match",
-      "if-modified-since",
-      "range",
-      "dnt",
-      "priority",
-      "upgrade-insecure-requests",
-      "sec-fetch-site",
-      "sec-fetch-mode",
-      "sec-fetch-user",
-      "sec-fetch-dest",
-      "sec-ch-ua",
-      "sec-ch-ua-mobile",
-      "sec-ch-ua-platform",
-      "x-requested-with",
-      "x-forwarded-for",
-      "x-forwarded-proto",
-      "x-forwarded-host",
-      "x-request-id",
-      "forwarded",
-    ]
-  ) {
-    out.set(name.length, [...(out.get(name.length) ?? []), name]);
-  }
-  return out;
-})();
+/** Request field names common enough to keep one string each: a name the client sent in any
+ * case is matched on its bytes, so it costs no string of its own. */
+const KNOWN_NAMES = byLength([
+  "host",
+  "connection",
+  "keep-alive",
+  "user-agent",
+  "accept",
+  "accept-encoding",
+  "accept-language",
+  "cookie",
+  "referer",
+  "origin",
+  "authorization",
+  "cache-control",
+  "pragma",
+  "content-type",
+  "content-length",
+  "transfer-encoding",
+  "te",
+  "expect",
+  "upgrade",
+  "if-none-match",
+  "if-modified-since",
+  "range",
+  "dnt",
+  "priority",
+  "upgrade-insecure-requests",
+  "sec-fetch-site",
+  "sec-fetch-mode",
+  "sec-fetch-user",
+  "sec-fetch-dest",
+  "sec-ch-ua",
+  "sec-ch-ua-mobile",
+  "sec-ch-ua-platform",
+  "x-requested-with",
+  "x-forwarded-for",
+  "x-forwarded-proto",
+  "x-forwarded-host",
+  "x-request-id",
+  "forwarded",
+]);
 
 /** The lowercase name `buf[start, end)` spells in any case, if it is a known one. */
 function knownName(buf: Uint8Array, start: number, end: number): string | null {
   const candidates = KNOWN_NAMES.get(end - start);
   if (candidates === undefined) return null;
-  for (const name of candidates) {
-    let k = 0;
-    for (; k < name.length; k++) {
-      const c = buf[start + k]!;
-      if ((c >= 65 && c <= 90 ? c + 32 : c) !== name.charCodeAt(k)) break;
-    }
-    if (k === name.length) return name;
-  }
+  for (const name of candidates) if (nameIs(buf, start, name.bytes)) return name.text;
   return null;
 }
 
