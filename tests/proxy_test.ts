@@ -409,6 +409,52 @@ for (const engine of ENGINES) {
     }
   });
 
+  Deno.test(`[${engine}] each response keeps its backend's status line and gets its own length`, async () => {
+    // One backend answering each path with its own reason phrase and body length: the status
+    // lines goround writes are kept per status, so one reason must not stick to the next.
+    const backend = rawBackend(async (request, conn) => {
+      const [, reason = "OK", size = "0"] = request.split(" ")[1]!.split("/");
+      const body = "x".repeat(Number(size));
+      await conn.write(
+        new TextEncoder().encode(
+          `HTTP/1.1 200 ${decodeURIComponent(reason)}\r\nX-Kept: yes\r\n` +
+            `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+        ),
+      );
+    });
+    const proxy = await goroundFor(engine, backend.url);
+    try {
+      for (
+        const [reason, size] of [
+          ["Fine", 0],
+          ["OK", 9],
+          ["Fine", 10],
+          ["All%20Good", 99],
+          ["OK", 100_000],
+          ["", 1],
+        ] as const
+      ) {
+        const res = await rawRequest(
+          proxy.port,
+          `GET /${reason}/${size} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`,
+        );
+        // Deno's server (--engine deno) writes its own reason phrase for the status.
+        const expected = engine === "deno"
+          ? "HTTP/1.1 200 OK"
+          : `HTTP/1.1 200 ${decodeURIComponent(reason)}`.trimEnd();
+        equal(res.statusLine.trimEnd(), expected);
+        equal(header(res, "content-length"), String(size));
+        equal(header(res, "x-kept"), "yes");
+        equal(header(res, "connection"), "close");
+        equal(res.body.length, size);
+        match(header(res, "x-request-id") ?? "", /^[\w-]+$/);
+      }
+    } finally {
+      await proxy.stop();
+      await backend.close();
+    }
+  });
+
   Deno.test(`[${engine}] a backend answering garbage gives 502, and goround keeps serving`, async () => {
     const garbage = rawBackend(async (_request, conn) => {
       await conn.write(new TextEncoder().encode("this is not http\r\n\r\n"));
