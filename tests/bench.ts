@@ -80,6 +80,7 @@ import {
   combineRounds,
   formatMicros,
   judge,
+  LADDER_IDS,
   type Measurement,
   renderReport,
   type Row,
@@ -150,6 +151,10 @@ export interface BenchOptions {
   /** How many times the whole plan runs (targets restarted each time); the tables show each
    * target's median round (see `combineRounds`). @default {1} */
   readonly rounds: number;
+  /** Whether each proxy runs alone on the first core (`taskset -c 0`, one worker), with `wrk`
+   * and the backends on the others: its CPU per request then decides its req/s, without the
+   * load generator's share of the cores in between. @default {false} */
+  readonly pin: boolean;
 }
 
 /** The default sanity floor: goround's small-GET req/s must reach this share of the direct hit's. */
@@ -181,6 +186,9 @@ const TARGET_TOOL: Record<TargetId, Tool | null> = {
   "goround-least-conn": null,
   "goround-hash": null,
   "deno-floor": null,
+  "deno-least": null,
+  "goround-front": null,
+  "goround-client": null,
   nginx: "nginx",
   haproxy: "haproxy",
   caddy: "caddy",
@@ -192,15 +200,18 @@ const START_TIMEOUT = 20_000;
 /**
  * The plan of a mode: every target runs every scenario, except in `quick`, where only the
  * direct hit and goround run them all and the other targets run the small-GET scenario. The
- * rows for goround's other policies (least-conn, hash) only ever run the small GETs.
+ * rows for goround's other policies (least-conn, hash) and the ladder's rungs only ever run the
+ * small GETs.
  *
  * @param mode The mode.
+ * @param ladder Whether to include the ladder's rungs (`LADDER_IDS`).
  * @returns Targets with their scenarios, in run order.
  */
-export function planFor(mode: Mode): PlanEntry[] {
-  return TARGET_IDS.map((target) => ({
+export function planFor(mode: Mode, ladder = false): PlanEntry[] {
+  return TARGET_IDS.filter((target) => ladder || !LADDER_IDS.includes(target)).map((target) => ({
     target,
     scenarios: target === "goround-least-conn" || target === "goround-hash" ||
+        LADDER_IDS.includes(target) ||
         (mode === "quick" && target !== "direct" && target !== "goround")
       ? ["get"]
       : [...SCENARIO_IDS],
@@ -235,6 +246,7 @@ export function defaultOptions(mode: Mode, cores: number): BenchOptions {
     sampleIntervalMs: 100,
     floor: DEFAULT_FLOOR,
     rounds: 1,
+    pin: false,
   };
 }
 
@@ -255,6 +267,8 @@ Options:
   --backend-ports A,B,C  the backends' ports (default: three free ports)
   --scenarios LIST       some of: ${SCENARIO_IDS.join(",")}
   --targets LIST         some of: ${TARGET_IDS.join(",")}
+                         (deno-least, goround-front and goround-client, the ladder from the
+                         least HTTP proxy on Deno up to goround, run only when named here)
   --connections N        wrk -c (default 64)
   --threads N            wrk -t (default 2)
   --timeout N            seconds after which wrk counts a response as an error (default 5)
@@ -263,6 +277,8 @@ Options:
   --rounds N             run the whole plan N times, one round after another; each table row
                          is the target's median round, and every round's req/s is listed
                          (default 1)
+  --pin                  each proxy alone on core 0 (taskset), one worker; wrk (default -t1
+                         -c32) and the backends on the other cores; needs 2 cores
   --no-install           do not apt-get install missing tools
   --help                 this text`;
 
@@ -311,6 +327,7 @@ export function parseBenchArgs(args: readonly string[], cores: number): BenchOpt
       workers: { type: "string" },
       floor: { type: "string" },
       rounds: { type: "string" },
+      pin: { type: "boolean" },
       "no-install": { type: "boolean" },
       help: { type: "boolean" },
     },
@@ -328,7 +345,12 @@ export function parseBenchArgs(args: readonly string[], cores: number): BenchOpt
   }
   if (values.targets !== undefined) {
     const chosen = list("targets", values.targets, TARGET_IDS);
-    plan = plan.filter((e) => chosen.includes(e.target));
+    plan = planFor(mode, true)
+      .map((e) => ({
+        ...e,
+        scenarios: e.scenarios.filter((s) => plan.some((p) => p.scenarios.includes(s))),
+      }))
+      .filter((e) => chosen.includes(e.target));
   }
   plan = plan.filter((e) => e.scenarios.length > 0);
   let backendPorts = base.backendPorts;
@@ -358,6 +380,12 @@ export function parseBenchArgs(args: readonly string[], cores: number): BenchOpt
     min: number,
     max: number,
   ) => text === undefined ? fallback : integer(flag, text, min, max);
+  const pin = values.pin === true;
+  if (pin && values.workers !== undefined && values.workers !== "1") {
+    throw new RangeError(
+      `--workers: "${values.workers}" with --pin: each proxy runs on one core, so one worker`,
+    );
+  }
   return {
     mode,
     duration: pick("duration", values.duration, base.duration, 1, 3600),
@@ -366,14 +394,15 @@ export function parseBenchArgs(args: readonly string[], cores: number): BenchOpt
     plan,
     port: pick("port", values.port, base.port, 1, 65535),
     backendPorts,
-    threads: pick("threads", values.threads, base.threads, 1, 256),
-    connections: pick("connections", values.connections, base.connections, 1, 10000),
+    threads: pick("threads", values.threads, pin ? 1 : base.threads, 1, 256),
+    connections: pick("connections", values.connections, pin ? 32 : base.connections, 1, 10000),
     timeout: pick("timeout", values.timeout, base.timeout, 1, 3600),
-    workers: pick("workers", values.workers, base.workers, 1, 1024),
+    workers: pin ? 1 : pick("workers", values.workers, base.workers, 1, 1024),
     install: !values["no-install"],
     sampleIntervalMs: base.sampleIntervalMs,
     floor,
     rounds: pick("rounds", values.rounds, base.rounds, 1, 20),
+    pin,
   };
 }
 
@@ -574,10 +603,17 @@ async function describeRun(
       `\`wrk -t${options.threads} -c${options.connections} ` +
       `--timeout ${options.timeout}s --latency\`; targets: ${targets}`,
       `Backends: one nginx, one worker process, on 127.0.0.1:${backendPorts.join(", ")}; ` +
-      `proxies on 127.0.0.1:${options.port}, ${options.workers} workers/threads each ` +
+      `proxies on 127.0.0.1:${options.port}, ${options.workers} ` +
+      `${options.workers === 1 ? "worker or thread" : "workers/threads"} each ` +
       `(Caddy: Go's default); peak RSS is the proxy's whole process tree, sampled every ` +
       `${options.sampleIntervalMs} ms during the measured run; CPU/req is that tree's CPU ` +
       "time (user + system, from /proc) over the measured run, divided by its requests",
+      ...(options.pin
+        ? [
+          "Pinned (--pin): each proxy alone on core 0 (`taskset -c 0`, one worker), `wrk` and " +
+          "the backends on the other cores",
+        ]
+        : []),
       ...(options.rounds > 1
         ? [
           `Rounds: ${options.rounds}: the whole plan ran ${options.rounds} times; each row below ` +
@@ -596,26 +632,40 @@ interface Context {
   readonly backendPorts: readonly number[];
   /** Lua scripts already written, by scenario and port. */
   readonly scripts: Map<string, { script: string; request: Uint8Array }>;
+  /** With `--pin`: the cores of the proxies (`0`) and of `wrk` and the backends (the rest). */
+  readonly cores: { readonly proxy: string; readonly load: string } | null;
 }
 
-function labelOf(target: TargetId, workers: number): string {
+/** A command as run on `cpus` (`taskset -c`), or as it is when `cpus` is null. */
+function onCores(cpus: string | null, command: string, args: string[]): [string, string[]] {
+  return cpus === null ? [command, args] : ["taskset", ["-c", cpus, command, ...args]];
+}
+
+function labelOf(target: TargetId, count: number): string {
+  const workers = `${count} worker${count === 1 ? "" : "s"}`;
   switch (target) {
     case "direct":
       return "direct to one backend (ceiling)";
     case "goround":
-      return `goround (${workers} workers)`;
+      return `goround (${workers})`;
     case "goround-deno":
-      return `goround --engine deno (${workers} workers)`;
+      return `goround --engine deno (${workers})`;
     case "goround-least-conn":
-      return `goround --algorithm least-conn (${workers} workers)`;
+      return `goround --algorithm least-conn (${workers})`;
     case "goround-hash":
-      return `goround --algorithm hash (${workers} workers; one client IP, so one backend)`;
+      return `goround --algorithm hash (${workers}; one client IP, so one backend)`;
     case "deno-floor":
-      return `floor: a Deno TCP relay, no HTTP at all (${workers} workers)`;
+      return `floor: a Deno TCP relay, no HTTP at all (${workers})`;
+    case "deno-least":
+      return "the least HTTP proxy on Deno: heads found, not parsed (1 thread)";
+    case "goround-front":
+      return "… with goround's front end (1 thread)";
+    case "goround-client":
+      return "… and goround's upstream client (1 thread)";
     case "nginx":
-      return `nginx (${workers} workers)`;
+      return `nginx (${workers})`;
     case "haproxy":
-      return `HAProxy (nbthread ${workers})`;
+      return `HAProxy (nbthread ${count})`;
     case "caddy":
       return "Caddy";
   }
@@ -626,6 +676,7 @@ async function startTarget(ctx: Context, target: TargetId): Promise<Managed | nu
   if (target === "direct") return null;
   const { options, dir, backendPorts } = ctx;
   const port = options.port;
+  const proxyCpus = ctx.cores?.proxy ?? null;
   const confOptions = { port, backends: backendPorts, workers: options.workers, dir };
   let proc: Managed;
   let banner = true;
@@ -657,7 +708,7 @@ async function startTarget(ctx: Context, target: TargetId): Promise<Managed | nu
         ...(target === "goround-least-conn" ? ["--algorithm", "least-conn"] : []),
         ...(target === "goround-hash" ? ["--algorithm", "hash"] : []),
       ];
-      proc = spawnManaged(Deno.execPath(), args, {
+      proc = spawnManaged(...onCores(proxyCpus, Deno.execPath(), args), {
         name: target,
         onLine: (line) => {
           if (line.startsWith("Load Balancer started at")) banner = true;
@@ -676,22 +727,39 @@ async function startTarget(ctx: Context, target: TargetId): Promise<Managed | nu
         String(options.workers),
         ...backendPorts.map(String),
       ];
-      proc = spawnManaged(Deno.execPath(), args, { name: target });
+      proc = spawnManaged(...onCores(proxyCpus, Deno.execPath(), args), { name: target });
+      break;
+    }
+    case "deno-least":
+    case "goround-front":
+    case "goround-client": {
+      const rung = { "deno-least": "least", "goround-front": "front", "goround-client": "client" };
+      const args = [
+        "run",
+        ...GOROUND_V8_FLAGS,
+        "--allow-net=127.0.0.1",
+        `${ROOT}tests/bench_support/least_proxy.ts`,
+        rung[target],
+        String(port),
+        ...backendPorts.map(String),
+      ];
+      proc = spawnManaged(...onCores(proxyCpus, Deno.execPath(), args), { name: target });
       break;
     }
     case "nginx": {
       const conf = `${dir}/nginx-proxy.conf`;
       await Deno.writeTextFile(conf, nginxProxyConf(confOptions));
       const log = `${dir}/nginx-proxy.err`;
-      proc = spawnManaged("nginx", ["-g", "daemon off;", "-c", conf, "-p", dir, "-e", log], {
-        name: "nginx",
-      });
+      const args = ["-g", "daemon off;", "-c", conf, "-p", dir, "-e", log];
+      proc = spawnManaged(...onCores(proxyCpus, "nginx", args), { name: "nginx" });
       break;
     }
     case "haproxy": {
       const conf = `${dir}/haproxy.cfg`;
       await Deno.writeTextFile(conf, haproxyConf(confOptions));
-      proc = spawnManaged("haproxy", ["-db", "-f", conf], { name: "haproxy" });
+      proc = spawnManaged(...onCores(proxyCpus, "haproxy", ["-db", "-f", conf]), {
+        name: "haproxy",
+      });
       break;
     }
     case "caddy": {
@@ -699,7 +767,8 @@ async function startTarget(ctx: Context, target: TargetId): Promise<Managed | nu
       await Deno.writeTextFile(conf, caddyfile(confOptions));
       const home = `${dir}/caddy-home`;
       await Deno.mkdir(home, { recursive: true });
-      proc = spawnManaged("caddy", ["run", "--config", conf, "--adapter", "caddyfile"], {
+      const args = ["run", "--config", conf, "--adapter", "caddyfile"];
+      proc = spawnManaged(...onCores(proxyCpus, "caddy", args), {
         name: "caddy",
         env: { HOME: home, XDG_CONFIG_HOME: home, XDG_DATA_HOME: home },
       });
@@ -759,6 +828,7 @@ async function measure(
       seconds,
       timeout: options.timeout,
       ...(hooks.signal ? { signal: hooks.signal } : {}),
+      ...(ctx.cores ? { cpus: ctx.cores.load } : {}),
     });
   const firstLine = await probe(port, request);
   const warm = warmup ? await wrk(options.warmup) : null;
@@ -848,9 +918,23 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks): Promis
       );
     }
   }
+  const cores = navigator.hardwareConcurrency;
+  if (options.pin) {
+    if (cores < 2) throw new Error(`--pin needs at least 2 cores: this machine has ${cores}`);
+    if (!(await have("taskset"))) {
+      throw new Error("--pin needs taskset (Debian package util-linux): it is not installed");
+    }
+  }
   const info = await describeRun(options, tools, backendPorts);
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "goround-bench-" });
-  const ctx: Context = { options, hooks, dir, backendPorts, scripts: new Map() };
+  const ctx: Context = {
+    options,
+    hooks,
+    dir,
+    backendPorts,
+    scripts: new Map(),
+    cores: options.pin ? { proxy: "0", load: cores > 2 ? `1-${cores - 1}` : "1" } : null,
+  };
   const rounds: Row[][] = [];
   let backends: Managed | null = null;
   try {
@@ -865,8 +949,16 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks): Promis
     await Deno.writeTextFile(conf, nginxBackendsConf({ ports: backendPorts, dir, root }));
     log(`backends: nginx on 127.0.0.1:${backendPorts.join(", ")}`);
     backends = spawnManaged(
-      "nginx",
-      ["-g", "daemon off;", "-c", conf, "-p", dir, "-e", `${dir}/backends.err`],
+      ...onCores(ctx.cores?.load ?? null, "nginx", [
+        "-g",
+        "daemon off;",
+        "-c",
+        conf,
+        "-p",
+        dir,
+        "-e",
+        `${dir}/backends.err`,
+      ]),
       { name: "backends" },
     );
     const started = backends;

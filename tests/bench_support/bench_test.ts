@@ -8,10 +8,12 @@
 import assert from "node:assert/strict";
 import { defaultOptions, parseBenchArgs, planFor } from "../bench.ts";
 import { relay } from "./floor_proxy.ts";
+import { contentLength, headEnd, RUNGS } from "./least_proxy.ts";
 import { caddyfile, haproxyConf, nginxBackendsConf, nginxProxyConf } from "./configs.ts";
 import {
   combineRounds,
   judge,
+  LADDER_IDS,
   type Measurement,
   renderReport,
   type Row,
@@ -237,6 +239,29 @@ Deno.test("parseBenchArgs()", async (t) => {
     assert.equal(options !== "help" && options.rounds, 3);
     assert.throws(() => parseBenchArgs(["--rounds", "0"], 2), /--rounds: "0"/);
   });
+  await t.step("--pin: one worker, wrk -t1 -c32 unless told; the ladder only when named", () => {
+    const options = parseBenchArgs(["--pin", "--targets", "deno-least,goround,nginx"], 2);
+    assert.notEqual(options, "help");
+    if (options === "help") return;
+    assert.equal(options.pin, true);
+    assert.equal(options.workers, 1);
+    assert.equal(options.threads, 1);
+    assert.equal(options.connections, 32);
+    assert.deepEqual(options.plan.map((e) => [e.target, e.scenarios.length]), [
+      ["goround", 6],
+      ["deno-least", 1],
+      ["nginx", 6],
+    ]);
+    const told = parseBenchArgs(["--pin", "--connections", "8", "--workers", "1"], 2);
+    assert.equal(told !== "help" && told.connections, 8);
+    assert.throws(
+      () => parseBenchArgs(["--pin", "--workers", "2"], 2),
+      /--workers: "2" with --pin/,
+    );
+    for (const mode of ["quick", "default", "full"] as const) {
+      assert.ok(defaultOptions(mode, 2).plan.every((e) => !LADDER_IDS.includes(e.target)), mode);
+    }
+  });
   await t.step("bad values name the flag", () => {
     assert.throws(() => parseBenchArgs(["--port", "70000"], 2), /--port: "70000"/);
     assert.throws(() => parseBenchArgs(["--targets", "envoy"], 2), /--targets: "envoy"/);
@@ -295,3 +320,73 @@ Deno.test("the floor proxy relays bytes both ways, and runs every scenario", asy
   assert.deepEqual(planFor("quick").find((e) => e.target === "deno-floor")?.scenarios, ["get"]);
   assert.equal(plan.find((e) => e.target === "goround")?.scenarios.length, 6);
 });
+
+Deno.test("each rung of the ladder proxies keep-alive GETs to its backends in turn", async () => {
+  // Two backends answering with their own name; each rung runs as the benchmark runs it.
+  const backends = ["a", "b"].map((name) =>
+    Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      (req) => new Response(`${name} ${new URL(req.url).pathname}`),
+    )
+  );
+  try {
+    for (const rung of RUNGS) {
+      const port = freePort();
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--allow-net=127.0.0.1",
+          new URL("./least_proxy.ts", import.meta.url).pathname,
+          rung,
+          String(port),
+          ...backends.map((b) => String(b.addr.port)),
+        ],
+        stdout: "piped",
+        stderr: "inherit",
+      }).spawn();
+      try {
+        const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+        assert.match((await lines.read()).value ?? "", new RegExp(`${rung} rung on`));
+        lines.releaseLock();
+        const client = Deno.createHttpClient({ poolMaxIdlePerHost: 1 });
+        try {
+          const bodies: string[] = [];
+          for (const path of ["/x", "/y", "/z"]) {
+            const res = await fetch(`http://127.0.0.1:${port}${path}`, { client });
+            assert.equal(res.status, 200, rung);
+            bodies.push((await res.text()).trim());
+          }
+          assert.deepEqual(bodies, ["a /x", "b /y", "a /z"], rung);
+        } finally {
+          client.close();
+        }
+      } finally {
+        child.kill();
+        await child.status;
+        await child.stdout.cancel().catch(() => {});
+      }
+    }
+  } finally {
+    await Promise.all(backends.map((b) => b.shutdown()));
+  }
+});
+
+Deno.test("the least proxy's byte scans find a head's end and its Content-Length", () => {
+  const bytes = new TextEncoder().encode(
+    "HTTP/1.1 200 OK\r\nServer: x\r\nCONTENT-LENGTH:  1234\r\n\r\nbody",
+  );
+  const end = headEnd(bytes, 0, bytes.length);
+  assert.equal(end, bytes.length - 4);
+  assert.equal(contentLength(bytes, end), 1234);
+  assert.equal(headEnd(bytes, 0, end - 1), -1, "a head cut before its blank line");
+  const none = new TextEncoder().encode("HTTP/1.1 204 No Content\r\n\r\n");
+  assert.equal(contentLength(none, none.length), 0);
+});
+
+/** A port that is free right now. */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr;
+  listener.close();
+  return port;
+}

@@ -8,7 +8,8 @@
 import { scenario, type ScenarioId, totalErrors, type WrkErrors } from "./wrk.ts";
 
 /** What is measured: one backend directly, goround's two front ends, its other policies, the
- * floor (a minimal Deno proxy: what the runtime itself costs), and the peers. */
+ * floor (a minimal Deno proxy: what the runtime itself costs), the ladder from the least HTTP
+ * proxy on Deno up to goround (see `least_proxy.ts`; only with `--targets`), and the peers. */
 export const TARGET_IDS = [
   "direct",
   "goround",
@@ -16,6 +17,9 @@ export const TARGET_IDS = [
   "goround-least-conn",
   "goround-hash",
   "deno-floor",
+  "deno-least",
+  "goround-front",
+  "goround-client",
   "nginx",
   "haproxy",
   "caddy",
@@ -23,6 +27,10 @@ export const TARGET_IDS = [
 
 /** One thing measured. */
 export type TargetId = typeof TARGET_IDS[number];
+
+/** The ladder's rungs between the floor and goround: small GETs only, one thread each, run only
+ * when named with `--targets`. */
+export const LADDER_IDS: readonly TargetId[] = ["deno-least", "goround-front", "goround-client"];
 
 /** The figures of one target in one scenario. */
 export interface Measurement {

@@ -290,6 +290,8 @@ export interface WrkOptions {
   readonly timeout: number;
   /** Stops `wrk` early (it is killed). */
   readonly signal?: AbortSignal;
+  /** The cores `wrk` may run on (`taskset -c`), e.g. `1`; unset: any. */
+  readonly cpus?: string;
 }
 
 /**
@@ -320,8 +322,8 @@ export async function runWrk(
     scriptPath,
     url,
   ];
-  const output = await new Deno.Command("wrk", {
-    args,
+  const output = await new Deno.Command(options.cpus ? "taskset" : "wrk", {
+    args: options.cpus ? ["-c", options.cpus, "wrk", ...args] : args,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

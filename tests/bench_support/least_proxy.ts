@@ -1,0 +1,238 @@
+/**
+ * The benchmark's ladder rungs: the least an HTTP/1.1 proxy on Deno can do, and goround's own
+ * layers added to it one at a time, so that `deno task bench --pin` can show what each costs per
+ * request (see the README's Performance section). Not products: each handles the benchmark's
+ * bodiless keep-alive GETs against backends that answer with `Content-Length`, and nothing else
+ * (no errors handled, no timeouts, no health). One thread each.
+ *
+ * - `least`: no HTTP library at all. A client's request head is found (its blank line) and sent
+ *   to a pooled backend connection as it came; the response head's `Content-Length` is read off
+ *   the bytes, and the whole response is sent back as it came. Four socket operations per
+ *   request, like the floor's relay, plus the pairing of requests and responses a proxy needs.
+ * - `front`: goround's front end (`serveHttp1`: request parsing, framing, keep-alive, deadlines)
+ *   with `least`'s exchange behind it, answering with the backend's body.
+ * - `client`: goround's front end and goround's upstream client (`roundTrip`: pooled connections,
+ *   the response parser, the response's field lines copied to the client), without the proxy
+ *   core (no selection policy, retries, `X-Forwarded-*`, request ids or metrics).
+ *
+ * Usage: `deno run --unstable-net --allow-net=127.0.0.1 least_proxy.ts RUNG PORT BACKEND...`
+ *
+ * @module
+ */
+
+import type { Backend } from "../../lib/config.ts";
+import { localReply, type Reply } from "../../lib/proxy.ts";
+import { serveHttp1 } from "../../lib/server.ts";
+import { createUpstreams, roundTrip } from "../../lib/upstream.ts";
+
+/** The rungs this module serves. */
+export const RUNGS = ["least", "front", "client"] as const;
+
+/** A rung. */
+export type Rung = typeof RUNGS[number];
+
+/**
+ * Where a head's blank line ends in `bytes[from..to)`, or -1 if it has not arrived.
+ *
+ * @param bytes The buffer.
+ * @param from Where the head starts.
+ * @param to One past the last byte read.
+ * @returns The offset after the blank line, or -1.
+ */
+export function headEnd(bytes: Uint8Array, from: number, to: number): number {
+  for (let i = from; i + 3 < to; i++) {
+    if (bytes[i] === 13 && bytes[i + 1] === 10 && bytes[i + 2] === 13 && bytes[i + 3] === 10) {
+      return i + 4;
+    }
+  }
+  return -1;
+}
+
+/** `content-length:` in lowercase ASCII. */
+const CONTENT_LENGTH = new TextEncoder().encode("content-length:");
+
+/**
+ * The `Content-Length` of a response head (any case of the name), or 0 when it has none.
+ *
+ * @param bytes The buffer.
+ * @param end Where the head ends.
+ * @returns The length.
+ */
+export function contentLength(bytes: Uint8Array, end: number): number {
+  outer: for (let i = 0; i + CONTENT_LENGTH.length < end; i++) {
+    for (let k = 0; k < CONTENT_LENGTH.length; k++) {
+      if ((bytes[i + k]! | 0x20) !== CONTENT_LENGTH[k]) continue outer;
+    }
+    let at = i + CONTENT_LENGTH.length;
+    while (bytes[at] === 32) at++;
+    let value = 0;
+    while (bytes[at]! >= 48 && bytes[at]! <= 57) value = value * 10 + bytes[at++]! - 48;
+    return value;
+  }
+  return 0;
+}
+
+/** Idle backend connections, one stack per backend, and the round-robin position. */
+interface Pools {
+  readonly ports: readonly number[];
+  readonly idle: Deno.TcpConn[][];
+  next: number;
+}
+
+/** A backend's response as read by {@linkcode exchange}: `bytes[0..size)`, head and body. */
+interface Answer {
+  readonly bytes: Uint8Array;
+  readonly head: number;
+  readonly size: number;
+}
+
+/**
+ * Sends a request head to the next backend on a pooled connection and reads the whole response
+ * into `buffer` (which must hold it).
+ *
+ * @param pools The connection pools.
+ * @param request The request's bytes.
+ * @param buffer Where the response is read.
+ * @returns The response.
+ */
+async function exchange(pools: Pools, request: Uint8Array, buffer: Uint8Array): Promise<Answer> {
+  const slot = pools.next++ % pools.ports.length;
+  let conn = pools.idle[slot]!.pop();
+  if (conn === undefined) {
+    conn = await Deno.connect({ hostname: "127.0.0.1", port: pools.ports[slot]! });
+    conn.setNoDelay(true);
+  }
+  await conn.write(request);
+  let end = 0;
+  let head = -1;
+  while (head < 0) {
+    const n = await conn.read(buffer.subarray(end));
+    if (n === null) throw new Error("the backend closed the connection");
+    end += n;
+    head = headEnd(buffer, 0, end);
+  }
+  const size = head + contentLength(buffer, head);
+  while (end < size) {
+    const n = await conn.read(buffer.subarray(end));
+    if (n === null) throw new Error("the backend closed the connection");
+    end += n;
+  }
+  pools.idle[slot]!.push(conn);
+  return { bytes: buffer, head, size };
+}
+
+/** `least`: one client connection, request after request. */
+async function leastSession(client: Deno.TcpConn, pools: Pools): Promise<void> {
+  client.setNoDelay(true);
+  const request = new Uint8Array(16 * 1024);
+  const response = new Uint8Array(16 * 1024);
+  try {
+    while (true) {
+      let end = 0;
+      let head = -1;
+      while (head < 0) {
+        const n = await client.read(request.subarray(end));
+        if (n === null) return;
+        end += n;
+        head = headEnd(request, 0, end);
+      }
+      const answer = await exchange(pools, request.subarray(0, head), response);
+      await client.write(answer.bytes.subarray(0, answer.size));
+    }
+  } catch {
+    // A connection went away: a rung has no error handling to speak of.
+  } finally {
+    try {
+      client.close();
+    } catch {
+      // Closed already.
+    }
+  }
+}
+
+/**
+ * Serves a rung on 127.0.0.1.
+ *
+ * @param rung Which one.
+ * @param port Its port.
+ * @param backends The backends' ports on 127.0.0.1, in round-robin order.
+ */
+export async function serveRung(
+  rung: Rung,
+  port: number,
+  backends: readonly number[],
+): Promise<void> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port });
+  const timeouts = { headerTimeout: 30_000, keepAliveTimeout: 60_000 };
+  if (rung === "least") {
+    const pools: Pools = { ports: backends, idle: backends.map(() => []), next: 0 };
+    for await (const client of listener) leastSession(client, pools);
+  } else if (rung === "front") {
+    const pools: Pools = { ports: backends, idle: backends.map(() => []), next: 0 };
+    const buffer = new Uint8Array(16 * 1024);
+    // The rung's own work is kept out of the measure: request heads and replies are made once
+    // per distinct request and body, and reused (the benchmark sends one request over and over).
+    const heads = new Map<string, Uint8Array>();
+    const replies = new Map<string, Reply>();
+    const encoder = new TextEncoder();
+    const decoder = new TextDecoder();
+    serveHttp1(listener, {
+      ...timeouts,
+      forward: async (incoming) => {
+        const key = `${incoming.method} ${incoming.target} ${incoming.authority}`;
+        let head = heads.get(key);
+        if (head === undefined) {
+          head = encoder.encode(
+            `${incoming.method} ${incoming.target} HTTP/1.1\r\nhost: ${incoming.authority}\r\n\r\n`,
+          );
+          heads.set(key, head);
+        }
+        const answer = await exchange(pools, head, buffer);
+        const body = answer.bytes.subarray(answer.head, answer.size);
+        const text = String.fromCharCode(...body);
+        let reply = replies.get(text);
+        if (reply === undefined) {
+          reply = localReply(200, decoder.decode(body));
+          replies.set(text, reply);
+        }
+        return reply;
+      },
+    });
+  } else {
+    const upstreams = createUpstreams({ connectTimeout: 5_000, responseTimeout: 30_000 });
+    const hosts: Backend[] = backends.map((port) => ({
+      url: `http://127.0.0.1:${port}`,
+      hostname: "127.0.0.1",
+      port,
+      weight: 1,
+      tls: false,
+    }));
+    let next = 0;
+    serveHttp1(listener, {
+      ...timeouts,
+      forward: async (incoming) => {
+        const head = `${incoming.method} ${incoming.target} HTTP/1.1\r\n` +
+          `host: ${incoming.authority}\r\n\r\n`;
+        const backend = hosts[next++ % hosts.length]!;
+        const response = await roundTrip(upstreams, backend, {
+          method: incoming.method,
+          head,
+          body: null,
+          chunked: false,
+          onBodyEnd: () => {},
+        });
+        return { kind: "upstream", response };
+      },
+    });
+  }
+}
+
+if (import.meta.main) {
+  const [rung, port, ...backends] = Deno.args;
+  if (!RUNGS.includes(rung as Rung) || !port || backends.length === 0) {
+    console.error(`usage: least_proxy.ts ${RUNGS.join("|")} PORT BACKEND_PORT...`);
+    Deno.exit(2);
+  }
+  console.log(`${rung} rung on 127.0.0.1:${port}`);
+  await serveRung(rung as Rung, Number(port), backends.map(Number));
+}
