@@ -619,7 +619,16 @@ async function answer(
     reply = await options.forward(incoming);
     // The connection carries another request only if this one was read to its end.
     const keepAlive = head.keepAlive && !stopping() && state.done;
-    written = await writeReply(client, head, reply, keepAlive);
+    // writeReply's work, inline: one async function fewer on every request's path.
+    const whole = frameWhole(client, head, reply, keepAlive);
+    if (whole === null) {
+      written = await writeStreamed(client, head, reply as UpstreamReply, keepAlive);
+    } else {
+      const bytes = client.wbuf.subarray(0, whole.size);
+      const n = await client.conn.write(bytes);
+      if (n < bytes.length) await writeAll(client, bytes.subarray(n));
+      written = whole;
+    }
   } finally {
     // The exchange is over: no retry is left to replay a whole body, and the reply (which a
     // forwarder could have built from it) is written, so its recycled buffer can go back.
