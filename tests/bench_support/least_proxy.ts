@@ -158,18 +158,17 @@ async function leastSession(client: Deno.TcpConn, pools: Pools): Promise<void> {
 }
 
 /**
- * Serves a rung on 127.0.0.1.
+ * Serves a rung.
  *
  * @param rung Which one.
- * @param port Its port.
+ * @param listener Where clients connect.
  * @param backends The backends' ports on 127.0.0.1, in round-robin order.
  */
 export async function serveRung(
   rung: Rung,
-  port: number,
+  listener: Deno.TcpListener,
   backends: readonly number[],
 ): Promise<void> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port });
   const timeouts = { headerTimeout: 30_000, keepAliveTimeout: 60_000 };
   if (rung === "least") {
     const pools: Pools = { ports: backends, idle: backends.map(() => []), next: 0 };
@@ -237,6 +236,7 @@ if (import.meta.main) {
     console.error(`usage: least_proxy.ts ${RUNGS.join("|")} PORT BACKEND_PORT...`);
     Deno.exit(2);
   }
-  console.log(`${rung} rung on 127.0.0.1:${port}`);
-  await serveRung(rung as Rung, Number(port), backends.map(Number));
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: Number(port) });
+  console.log(`${rung} rung on 127.0.0.1:${port}`); // once it accepts connections
+  await serveRung(rung as Rung, listener, backends.map(Number));
 }
