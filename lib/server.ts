@@ -401,7 +401,8 @@ function bodiless(request: Pick<RequestHead, "method">, status: number): boolean
 /**
  * Frames a reply that goes out in one write into the client's write buffer: a local reply, or
  * a backend's response with a whole body or none (whose connection is released once the bytes
- * are copied). Synchronous: {@linkcode writeReply} then sends it with one awaited write.
+ * are copied). Synchronous: {@linkcode writeReply} (or `answer`, which does the same inline)
+ * then sends it with one awaited write.
  *
  * @returns What was framed (`size` bytes at the start of `client.wbuf`), or `null` for a
  *   response with a stream body (see {@linkcode writeStreamed}).
@@ -619,7 +620,8 @@ async function answer(
     reply = await options.forward(incoming);
     // The connection carries another request only if this one was read to its end.
     const keepAlive = head.keepAlive && !stopping() && state.done;
-    // writeReply's work, inline: one async function fewer on every request's path.
+    // writeReply's work, inline (keep the two alike): one async function fewer on every
+    // request's path.
     const whole = frameWhole(client, head, reply, keepAlive);
     if (whole === null) {
       written = await writeStreamed(client, head, reply as UpstreamReply, keepAlive);

@@ -50,10 +50,14 @@
  * Every process it starts is stopped at the end, also on error and on Ctrl-C; every file it
  * writes is in a temporary directory under /tmp, removed at the end.
  *
+ * `--pin` runs each proxy on a core of its own (`taskset`, one worker), with this process, `wrk`,
+ * the backends and the samplers on the others; with it, `--targets` can name the ladder's rungs
+ * (`least_proxy.ts`) between the floor and goround.
+ *
  * Permissions: `--allow-net=127.0.0.1 --allow-read=. --allow-write=/tmp
- * --allow-run=<deno>,wrk,nginx,haproxy,caddy,apt-get,sh,cat,ps` (`ps` and `cat` read other
+ * --allow-run=<deno>,wrk,nginx,haproxy,caddy,apt-get,sh,cat,ps,taskset` (`ps` and `cat` read other
  * processes' memory, since Deno reads another process's `/proc` only with `--allow-all`; `sh`
- * finds tools with `command -v` and kills stray descendants).
+ * finds tools with `command -v` and kills stray descendants; `taskset` pins for `--pin`).
  *
  * @module
  */
@@ -151,8 +155,8 @@ export interface BenchOptions {
   /** How many times the whole plan runs (targets restarted each time); the tables show each
    * target's median round (see `combineRounds`). @default {1} */
   readonly rounds: number;
-  /** Whether each proxy runs alone on the first core (`taskset -c 0`, one worker), with `wrk`
-   * and the backends on the others: its CPU per request then decides its req/s, without the
+  /** Whether each proxy runs alone on the first CPU this process may use (`taskset`, one
+   * worker), with `wrk`, the backends and the benchmark itself on the others: its CPU per request then decides its req/s, without the
    * load generator's share of the cores in between. @default {false} */
   readonly pin: boolean;
 }
@@ -268,16 +272,18 @@ Options:
   --scenarios LIST       some of: ${SCENARIO_IDS.join(",")}
   --targets LIST         some of: ${TARGET_IDS.join(",")}
                          (deno-least, goround-front and goround-client, the ladder from the
-                         least HTTP proxy on Deno up to goround, run only when named here)
+                         least HTTP proxy on Deno up to goround, run only when named here,
+                         and only with --pin)
   --connections N        wrk -c (default 64)
   --threads N            wrk -t (default 2)
   --timeout N            seconds after which wrk counts a response as an error (default 5)
-  --workers N            goround --workers, nginx workers, HAProxy nbthread (default: cores)
+  --workers N            goround --workers, nginx workers, HAProxy nbthread (default: cores;
+                         --pin: 1)
   --floor R              minimum goround ÷ direct small-GET req/s (default ${DEFAULT_FLOOR})
   --rounds N             run the whole plan N times, one round after another; each table row
                          is the target's median round, and every round's req/s is listed
                          (default 1)
-  --pin                  each proxy alone on core 0 (taskset), one worker; wrk (default -t1
+  --pin                  each proxy alone on one CPU (taskset), one worker; wrk (default -t1
                          -c32) and the backends on the other cores; needs 2 cores
   --no-install           do not apt-get install missing tools
   --help                 this text`;
@@ -381,9 +387,16 @@ export function parseBenchArgs(args: readonly string[], cores: number): BenchOpt
     max: number,
   ) => text === undefined ? fallback : integer(flag, text, min, max);
   const pin = values.pin === true;
-  if (pin && values.workers !== undefined && values.workers !== "1") {
+  if (pin && values.workers !== undefined && integer("workers", values.workers, 1, 1024) !== 1) {
     throw new RangeError(
       `--workers: "${values.workers}" with --pin: each proxy runs on one core, so one worker`,
+    );
+  }
+  const rungs = plan.filter((e) => LADDER_IDS.includes(e.target)).map((e) => e.target);
+  if (rungs.length > 0 && !pin) {
+    throw new RangeError(
+      `--targets: ${rungs.join(", ")} run${rungs.length === 1 ? "s" : ""} on one thread: ` +
+        "compare them with the others only with --pin",
     );
   }
   return {
@@ -610,8 +623,8 @@ async function describeRun(
       "time (user + system, from /proc) over the measured run, divided by its requests",
       ...(options.pin
         ? [
-          "Pinned (--pin): each proxy alone on core 0 (`taskset -c 0`, one worker), `wrk` and " +
-          "the backends on the other cores",
+          "Pinned (--pin): each proxy on a CPU of its own (`taskset`, one worker); `wrk`, the " +
+          "backends and the benchmark itself on the others",
         ]
         : []),
       ...(options.rounds > 1
@@ -632,8 +645,37 @@ interface Context {
   readonly backendPorts: readonly number[];
   /** Lua scripts already written, by scenario and port. */
   readonly scripts: Map<string, { script: string; request: Uint8Array }>;
-  /** With `--pin`: the cores of the proxies (`0`) and of `wrk` and the backends (the rest). */
-  readonly cores: { readonly proxy: string; readonly load: string } | null;
+  /** With `--pin`: the CPU of the proxies (the first this process may use), the CPUs of `wrk`
+   * and the backends (the rest), and all of them. */
+  readonly cores: { readonly proxy: string; readonly load: string; readonly all: string } | null;
+}
+
+/**
+ * The CPUs a process may run on, from its `/proc/<pid>/status` (`Cpus_allowed_list`, e.g.
+ * `0-3,6`): the ones `--pin` shares out, which may be fewer than the machine has.
+ *
+ * @param status The text of the status file.
+ * @returns The CPU numbers in order (empty when the line is missing).
+ */
+export function allowedCpus(status: string): number[] {
+  const list = /^Cpus_allowed_list:\s*(\S+)$/m.exec(status)?.[1] ?? "";
+  const cpus: number[] = [];
+  for (const part of list.split(",")) {
+    const range = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (range === null) continue;
+    const from = Number(range[1]);
+    const to = Number(range[2] ?? range[1]);
+    for (let cpu = from; cpu <= to; cpu++) cpus.push(cpu);
+  }
+  return cpus;
+}
+
+/** Sets the CPUs every thread of a running process may use (`taskset -a -p -c`). */
+async function pinProcess(pid: number, cpus: string): Promise<void> {
+  const result = await capture("taskset", ["-a", "-p", "-c", cpus, String(pid)]);
+  if (result.code !== 0) {
+    throw new Error(`taskset -a -p -c ${cpus} ${pid} failed: ${lastLines(result.stderr)}`);
+  }
 }
 
 /** A command as run on `cpus` (`taskset -c`), or as it is when `cpus` is null. */
@@ -918,12 +960,17 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks): Promis
       );
     }
   }
-  const cores = navigator.hardwareConcurrency;
+  let pinning: { proxy: string; load: string; all: string } | null = null;
   if (options.pin) {
-    if (cores < 2) throw new Error(`--pin needs at least 2 cores: this machine has ${cores}`);
     if (!(await have("taskset"))) {
       throw new Error("--pin needs taskset (Debian package util-linux): it is not installed");
     }
+    const status = await capture("cat", [`/proc/${Deno.pid}/status`]);
+    const cpus = allowedCpus(status.stdout);
+    if (cpus.length < 2) {
+      throw new Error(`--pin needs at least 2 CPUs: this process may run on ${cpus.length}`);
+    }
+    pinning = { proxy: String(cpus[0]), load: cpus.slice(1).join(","), all: cpus.join(",") };
   }
   const info = await describeRun(options, tools, backendPorts);
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "goround-bench-" });
@@ -933,11 +980,14 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks): Promis
     dir,
     backendPorts,
     scripts: new Map(),
-    cores: options.pin ? { proxy: "0", load: cores > 2 ? `1-${cores - 1}` : "1" } : null,
+    cores: pinning,
   };
   const rounds: Row[][] = [];
   let backends: Managed | null = null;
   try {
+    // This process (and so wrk, the samplers and every child not pinned elsewhere) keeps off the
+    // proxies' core; its affinity is given back at the end.
+    if (pinning) await pinProcess(Deno.pid, pinning.load);
     // nginx workers may run as another user: let them read the files.
     await Deno.chmod(dir, 0o755);
     const root = `${dir}/www`;
@@ -981,6 +1031,7 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks): Promis
     }
   } finally {
     if (backends) await stopManaged(backends);
+    if (pinning) await pinProcess(Deno.pid, pinning.all).catch(() => {});
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
   const rows = combineRounds(rounds);

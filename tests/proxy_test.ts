@@ -415,12 +415,11 @@ for (const engine of ENGINES) {
     const backend = rawBackend(async (request, conn) => {
       const [, reason = "OK", size = "0"] = request.split(" ")[1]!.split("/");
       const body = "x".repeat(Number(size));
-      await conn.write(
-        new TextEncoder().encode(
-          `HTTP/1.1 200 ${decodeURIComponent(reason)}\r\nX-Kept: yes\r\n` +
-            `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
-        ),
+      const bytes = new TextEncoder().encode(
+        `HTTP/1.1 200 ${decodeURIComponent(reason)}\r\nX-Kept: yes\r\n` +
+          `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
       );
+      for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
     });
     const proxy = await goroundFor(engine, backend.url);
     try {

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { defaultOptions, parseBenchArgs, planFor } from "../bench.ts";
+import { allowedCpus, defaultOptions, parseBenchArgs, planFor } from "../bench.ts";
 import { relay } from "./floor_proxy.ts";
 import { contentLength, headEnd, RUNGS } from "./least_proxy.ts";
 import { caddyfile, haproxyConf, nginxBackendsConf, nginxProxyConf } from "./configs.ts";
@@ -258,6 +258,11 @@ Deno.test("parseBenchArgs()", async (t) => {
       () => parseBenchArgs(["--pin", "--workers", "2"], 2),
       /--workers: "2" with --pin/,
     );
+    assert.equal(parseBenchArgs(["--pin", "--workers", "01"], 2) !== "help", true);
+    assert.throws(
+      () => parseBenchArgs(["--targets", "goround,deno-least"], 2),
+      /--targets: deno-least runs on one thread: .* only with --pin/,
+    );
     for (const mode of ["quick", "default", "full"] as const) {
       assert.ok(defaultOptions(mode, 2).plan.every((e) => !LADDER_IDS.includes(e.target)), mode);
     }
@@ -344,10 +349,9 @@ Deno.test("each rung of the ladder proxies keep-alive GETs to its backends in tu
         stdout: "piped",
         stderr: "inherit",
       }).spawn();
+      const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
       try {
-        const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
         assert.match((await lines.read()).value ?? "", new RegExp(`${rung} rung on`));
-        lines.releaseLock();
         const client = Deno.createHttpClient({ poolMaxIdlePerHost: 1 });
         try {
           const bodies: string[] = [];
@@ -363,7 +367,7 @@ Deno.test("each rung of the ladder proxies keep-alive GETs to its backends in tu
       } finally {
         child.kill();
         await child.status;
-        await child.stdout.cancel().catch(() => {});
+        await lines.cancel(); // closes the pipe all the way down to the child's stdout
       }
     }
   } finally {
@@ -390,3 +394,11 @@ function freePort(): number {
   listener.close();
   return port;
 }
+
+Deno.test("allowedCpus() reads the CPUs a process may use, ranges and lists alike", () => {
+  const status = (list: string) => `Name:\tdeno\nCpus_allowed:\tff\nCpus_allowed_list:\t${list}\n`;
+  assert.deepEqual(allowedCpus(status("0-1")), [0, 1]);
+  assert.deepEqual(allowedCpus(status("2,4-6,9")), [2, 4, 5, 6, 9]);
+  assert.deepEqual(allowedCpus(status("3")), [3]);
+  assert.deepEqual(allowedCpus("Name:\tdeno\n"), []);
+});

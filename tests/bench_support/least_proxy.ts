@@ -10,12 +10,13 @@
  *   the bytes, and the whole response is sent back as it came. Four socket operations per
  *   request, like the floor's relay, plus the pairing of requests and responses a proxy needs.
  * - `front`: goround's front end (`serveHttp1`: request parsing, framing, keep-alive, deadlines)
- *   with `least`'s exchange behind it, answering with the backend's body.
+ *   with `least`'s exchange behind it, answering with the backend's body (as text: the
+ *   benchmark's bodies are ASCII).
  * - `client`: goround's front end and goround's upstream client (`roundTrip`: pooled connections,
  *   the response parser, the response's field lines copied to the client), without the proxy
  *   core (no selection policy, retries, `X-Forwarded-*`, request ids or metrics).
  *
- * Usage: `deno run --unstable-net --allow-net=127.0.0.1 least_proxy.ts RUNG PORT BACKEND...`
+ * Usage: `deno run --allow-net=127.0.0.1 least_proxy.ts RUNG PORT BACKEND...`
  *
  * @module
  */
@@ -158,24 +159,27 @@ async function leastSession(client: Deno.TcpConn, pools: Pools): Promise<void> {
 }
 
 /**
- * Serves a rung.
+ * Starts serving a rung on a listener, until the process ends.
  *
  * @param rung Which one.
  * @param listener Where clients connect.
  * @param backends The backends' ports on 127.0.0.1, in round-robin order.
  */
-export async function serveRung(
+export function serveRung(
   rung: Rung,
   listener: Deno.TcpListener,
   backends: readonly number[],
-): Promise<void> {
+): void {
   const timeouts = { headerTimeout: 30_000, keepAliveTimeout: 60_000 };
   if (rung === "least") {
     const pools: Pools = { ports: backends, idle: backends.map(() => []), next: 0 };
-    for await (const client of listener) leastSession(client, pools);
+    (async () => {
+      for await (const client of listener) leastSession(client, pools);
+    })();
   } else if (rung === "front") {
     const pools: Pools = { ports: backends, idle: backends.map(() => []), next: 0 };
-    const buffer = new Uint8Array(16 * 1024);
+    // A response buffer per exchange under way (exchanges overlap), reused afterwards.
+    const buffers: Uint8Array[] = [];
     // The rung's own work is kept out of the measure: request heads and replies are made once
     // per distinct request and body, and reused (the benchmark sends one request over and over).
     const heads = new Map<string, Uint8Array>();
@@ -193,12 +197,17 @@ export async function serveRung(
           );
           heads.set(key, head);
         }
-        const answer = await exchange(pools, head, buffer);
-        const body = answer.bytes.subarray(answer.head, answer.size);
-        for (const known of replies) if (sameBytes(known.body, body)) return known.reply;
-        const reply = localReply(200, decoder.decode(body));
-        replies.push({ body: body.slice(), reply });
-        return reply;
+        const buffer = buffers.pop() ?? new Uint8Array(16 * 1024);
+        try {
+          const answer = await exchange(pools, head, buffer);
+          const body = answer.bytes.subarray(answer.head, answer.size);
+          for (const known of replies) if (sameBytes(known.body, body)) return known.reply;
+          const reply = localReply(200, decoder.decode(body));
+          replies.push({ body: body.slice(), reply });
+          return reply;
+        } finally {
+          buffers.push(buffer);
+        }
       },
     });
   } else {
@@ -238,5 +247,5 @@ if (import.meta.main) {
   }
   const listener = Deno.listen({ hostname: "127.0.0.1", port: Number(port) });
   console.log(`${rung} rung on 127.0.0.1:${port}`); // once it accepts connections
-  await serveRung(rung as Rung, listener, backends.map(Number));
+  serveRung(rung as Rung, listener, backends.map(Number));
 }
