@@ -155,6 +155,10 @@ export interface BenchOptions {
   /** How many times the whole plan runs (targets restarted each time); the tables show each
    * target's median round (see `combineRounds`). @default {1} */
   readonly rounds: number;
+  /** Another checkout of goround (a directory holding its `main.ts`) measured right after
+   * goround in every round, with the same scenarios, to measure a change; `null`: none.
+   * @default {null} */
+  readonly compare: string | null;
   /** Whether each proxy runs alone on the first CPU this process may use (`taskset`, one
    * worker), with `wrk`, the backends and the benchmark itself on the others: its CPU per request then decides its req/s, without the
    * load generator's share of the cores in between. @default {false} */
@@ -189,6 +193,7 @@ const TARGET_TOOL: Record<TargetId, Tool | null> = {
   "goround-deno": null,
   "goround-least-conn": null,
   "goround-hash": null,
+  "goround-compare": null,
   "deno-floor": null,
   "deno-least": null,
   "goround-front": null,
@@ -212,7 +217,9 @@ const START_TIMEOUT = 20_000;
  * @returns Targets with their scenarios, in run order.
  */
 export function planFor(mode: Mode, ladder = false): PlanEntry[] {
-  return TARGET_IDS.filter((target) => ladder || !LADDER_IDS.includes(target)).map((target) => ({
+  return TARGET_IDS.filter((target) =>
+    target !== "goround-compare" && (ladder || !LADDER_IDS.includes(target))
+  ).map((target) => ({
     target,
     scenarios: target === "goround-least-conn" || target === "goround-hash" ||
         LADDER_IDS.includes(target) ||
@@ -251,6 +258,7 @@ export function defaultOptions(mode: Mode, cores: number): BenchOptions {
     floor: DEFAULT_FLOOR,
     rounds: 1,
     pin: false,
+    compare: null,
   };
 }
 
@@ -282,7 +290,10 @@ Options:
   --floor R              minimum goround ÷ direct small-GET req/s (default ${DEFAULT_FLOOR})
   --rounds N             run the whole plan N times, one round after another; each table row
                          is the target's median round, and every round's req/s is listed
-                         (default 1)
+                         (default 1, at most 40)
+  --compare DIR          also run goround from another checkout (DIR holds its main.ts),
+                         right after goround in every round: with --rounds, the rounds table
+                         shows goround ÷ that build, round by round
   --pin                  each proxy alone on one CPU (taskset), one worker; wrk (default -t1
                          -c32) and the backends on the other cores; needs 2 cores
   --no-install           do not apt-get install missing tools
@@ -334,6 +345,7 @@ export function parseBenchArgs(args: readonly string[], cores: number): BenchOpt
       floor: { type: "string" },
       rounds: { type: "string" },
       pin: { type: "boolean" },
+      compare: { type: "string" },
       "no-install": { type: "boolean" },
       help: { type: "boolean" },
     },
@@ -350,7 +362,12 @@ export function parseBenchArgs(args: readonly string[], cores: number): BenchOpt
     plan = plan.map((e) => ({ ...e, scenarios: e.scenarios.filter((s) => chosen.includes(s)) }));
   }
   if (values.targets !== undefined) {
-    const chosen = list("targets", values.targets, TARGET_IDS);
+    // goround-compare comes with --compare, not by name.
+    const chosen: readonly TargetId[] = list(
+      "targets",
+      values.targets,
+      TARGET_IDS.filter((t) => t !== "goround-compare"),
+    );
     plan = planFor(mode, true)
       .map((e) => ({
         ...e,
@@ -392,6 +409,19 @@ export function parseBenchArgs(args: readonly string[], cores: number): BenchOpt
       `--workers: "${values.workers}" with --pin: each proxy runs on one core, so one worker`,
     );
   }
+  let compare: string | null = null;
+  if (values.compare !== undefined) {
+    compare = values.compare.replace(/\/+$/, "");
+    if (compare === "") throw new RangeError(`--compare: "${values.compare}" names no directory`);
+    // Right after goround, with goround's scenarios.
+    const at = plan.findIndex((e) => e.target === "goround");
+    if (at < 0) throw new RangeError("--compare: goround is not among the --targets");
+    plan = [
+      ...plan.slice(0, at + 1),
+      { ...plan[at]!, target: "goround-compare" },
+      ...plan.slice(at + 1),
+    ];
+  }
   const rungs = plan.filter((e) => LADDER_IDS.includes(e.target)).map((e) => e.target);
   if (rungs.length > 0 && !pin) {
     throw new RangeError(
@@ -414,8 +444,9 @@ export function parseBenchArgs(args: readonly string[], cores: number): BenchOpt
     install: !values["no-install"],
     sampleIntervalMs: base.sampleIntervalMs,
     floor,
-    rounds: pick("rounds", values.rounds, base.rounds, 1, 20),
+    rounds: pick("rounds", values.rounds, base.rounds, 1, 40),
     pin,
+    compare,
   };
 }
 
@@ -683,13 +714,15 @@ function onCores(cpus: string | null, command: string, args: string[]): [string,
   return cpus === null ? [command, args] : ["taskset", ["-c", cpus, command, ...args]];
 }
 
-function labelOf(target: TargetId, count: number): string {
+function labelOf(target: TargetId, count: number, compare: string | null): string {
   const workers = `${count} worker${count === 1 ? "" : "s"}`;
   switch (target) {
     case "direct":
       return "direct to one backend (ceiling)";
     case "goround":
       return `goround (${workers})`;
+    case "goround-compare":
+      return `goround from ${compare} (${workers})`;
     case "goround-deno":
       return `goround --engine deno (${workers})`;
     case "goround-least-conn":
@@ -724,17 +757,19 @@ async function startTarget(ctx: Context, target: TargetId): Promise<Managed | nu
   let banner = true;
   switch (target) {
     case "goround":
+    case "goround-compare":
     case "goround-deno":
     case "goround-least-conn":
     case "goround-hash": {
       banner = false;
+      const root = target === "goround-compare" ? `${options.compare}/` : ROOT;
       const args = [
         "run",
         ...GOROUND_V8_FLAGS,
         "--unstable-net",
         "--allow-net",
-        `--allow-read=${ROOT}`,
-        `${ROOT}main.ts`,
+        `--allow-read=${root}`,
+        `${root}main.ts`,
         "--listen",
         `127.0.0.1:${port}`,
         "--backends",
@@ -1048,7 +1083,7 @@ async function runRound(ctx: Context, tools: ReadonlySet<Tool>, rows: Row[]): Pr
   const { log, signal } = ctx.hooks;
   for (const entry of options.plan) {
     signal?.throwIfAborted();
-    const label = labelOf(entry.target, options.workers);
+    const label = labelOf(entry.target, options.workers, options.compare);
     const skip = (reason: string) => {
       for (const id of entry.scenarios) {
         rows.push({

@@ -267,6 +267,29 @@ Deno.test("parseBenchArgs()", async (t) => {
       assert.ok(defaultOptions(mode, 2).plan.every((e) => !LADDER_IDS.includes(e.target)), mode);
     }
   });
+  await t.step("--compare runs another checkout right after goround, with its scenarios", () => {
+    const options = parseBenchArgs(
+      ["--compare", "/tmp/old/", "--targets", "goround,nginx", "--scenarios", "get,close"],
+      2,
+    );
+    assert.notEqual(options, "help");
+    if (options === "help") return;
+    assert.equal(options.compare, "/tmp/old");
+    assert.deepEqual(options.plan.map((e) => [e.target, e.scenarios]), [
+      ["goround", ["get", "close"]],
+      ["goround-compare", ["get", "close"]],
+      ["nginx", ["get", "close"]],
+    ]);
+    assert.throws(
+      () => parseBenchArgs(["--compare", "/tmp/old", "--targets", "nginx"], 2),
+      /--compare: goround is not among the --targets/,
+    );
+    assert.throws(
+      () => parseBenchArgs(["--targets", "goround-compare"], 2),
+      /--targets: "goround-compare" is not one of/,
+    );
+    assert.equal(defaultOptions("full", 2).plan.some((e) => e.target === "goround-compare"), false);
+  });
   await t.step("bad values name the flag", () => {
     assert.throws(() => parseBenchArgs(["--port", "70000"], 2), /--port: "70000"/);
     assert.throws(() => parseBenchArgs(["--targets", "envoy"], 2), /--targets: "envoy"/);

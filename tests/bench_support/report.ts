@@ -7,12 +7,14 @@
 
 import { scenario, type ScenarioId, totalErrors, type WrkErrors } from "./wrk.ts";
 
-/** What is measured: one backend directly, goround's two front ends, its other policies, the
+/** What is measured: one backend directly, goround's two front ends, goround from another
+ * checkout (with `--compare`, to measure a change against it), its other policies, the
  * floor (a minimal Deno proxy: what the runtime itself costs), the ladder from the least HTTP
  * proxy on Deno up to goround (see `least_proxy.ts`; only with `--targets`), and the peers. */
 export const TARGET_IDS = [
   "direct",
   "goround",
+  "goround-compare",
   "goround-deno",
   "goround-least-conn",
   "goround-hash",
