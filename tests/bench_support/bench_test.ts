@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { allowedCpus, defaultOptions, parseBenchArgs, planFor } from "../bench.ts";
 import { relay } from "./floor_proxy.ts";
 import { contentLength, headEnd, RUNGS } from "./least_proxy.ts";
+import { selfTimes } from "./cpu_profile.ts";
 import { caddyfile, haproxyConf, nginxBackendsConf, nginxProxyConf } from "./configs.ts";
 import {
   combineRounds,
@@ -424,4 +425,22 @@ Deno.test("allowedCpus() reads the CPUs a process may use, ranges and lists alik
   assert.deepEqual(allowedCpus(status("2,4-6,9")), [2, 4, 5, 6, 9]);
   assert.deepEqual(allowedCpus(status("3")), [3]);
   assert.deepEqual(allowedCpus("Name:\tdeno\n"), []);
+});
+
+Deno.test("selfTimes() spreads a profile's samples over functions, per request", () => {
+  const frame = (functionName: string, url: string) => ({ functionName, url });
+  const profile = {
+    nodes: [
+      { id: 1, callFrame: frame("(root)", "") },
+      { id: 2, callFrame: frame("answer", "file:///x/lib/server.ts") },
+      { id: 3, callFrame: frame("", "file:///x/lib/proxy.ts") },
+    ],
+    samples: [2, 2, 3, 2],
+    startTime: 0,
+    endTime: 400, // four samples, 100 µs each
+  };
+  assert.deepEqual(selfTimes(profile, 10), [["answer server.ts", 30], [
+    "(anonymous) proxy.ts",
+    10,
+  ]]);
 });

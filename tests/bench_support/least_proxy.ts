@@ -15,19 +15,23 @@
  * - `client`: goround's front end and goround's upstream client (`roundTrip`: pooled connections,
  *   the response parser, the response's field lines copied to the client), without the proxy
  *   core (no selection policy, retries, `X-Forwarded-*`, request ids or metrics).
+ * - `core`: goround's front end, proxy core and upstream client as one worker thread runs them,
+ *   on the main thread (so that `cpu_profile.ts` can profile them: Deno's inspector does not list
+ *   worker threads); no health checks.
  *
  * Usage: `deno run --allow-net=127.0.0.1 least_proxy.ts RUNG PORT BACKEND...`
  *
  * @module
  */
 
-import type { Backend } from "../../lib/config.ts";
-import { localReply, type Reply } from "../../lib/proxy.ts";
+import { type Backend, parseCommandLine } from "../../lib/config.ts";
+import { createPool, setMembers } from "../../lib/pool.ts";
+import { createForwarder, localReply, type Reply } from "../../lib/proxy.ts";
 import { serveHttp1 } from "../../lib/server.ts";
 import { createUpstreams, roundTrip } from "../../lib/upstream.ts";
 
 /** The rungs this module serves. */
-export const RUNGS = ["least", "front", "client"] as const;
+export const RUNGS = ["least", "front", "client", "core"] as const;
 
 /** A rung. */
 export type Rung = typeof RUNGS[number];
@@ -210,6 +214,19 @@ export function serveRung(
         }
       },
     });
+  } else if (rung === "core") {
+    const urls = backends.map((port) => `http://127.0.0.1:${port}`).join(",");
+    const command = parseCommandLine(["--backends", urls], () => undefined, 1);
+    if (command.kind !== "run") throw new Error(`bad backends: ${urls}`);
+    const { config } = command;
+    const pool = createPool(config.backends.length);
+    setMembers(pool, config.backends.map((_, slot) => slot));
+    const upstreams = createUpstreams({
+      connectTimeout: config.connectTimeout,
+      responseTimeout: config.responseTimeout,
+    });
+    const forward = createForwarder({ pool, config, backends: config.backends, upstreams });
+    serveHttp1(listener, { ...timeouts, forward });
   } else {
     const upstreams = createUpstreams({ connectTimeout: 5_000, responseTimeout: 30_000 });
     const hosts: Backend[] = backends.map((port) => ({
