@@ -10,13 +10,21 @@ import { lineSplitter } from "../dummy_servers.ts";
 /** The repository root (where `main.ts` lives). */
 export const ROOT: string = new URL("..", import.meta.url).pathname;
 
-/** Deno's permission flags for a goround process, as the `start` task grants them. */
-export const GOROUND_FLAGS: readonly string[] = [
-  "--unstable-net",
-  "--allow-net",
-  `--allow-read=${ROOT}`,
-  "--allow-env=GOROUND_*",
-];
+/**
+ * The flags `deno task start` gives `deno run` (permissions and V8 flags), read from `deno.json`
+ * so that every test runs goround exactly as an operator does.
+ *
+ * @returns The flags, shell quotes removed.
+ */
+export function startTaskFlags(): string[] {
+  const { tasks } = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
+  const words = (tasks.start as string).split(/\s+/);
+  return words.slice(words.indexOf("run") + 1, words.indexOf("main.ts"))
+    .map((word) => word.replaceAll("'", ""));
+}
+
+/** Deno's flags for a goround process, as the `start` task grants them. */
+export const GOROUND_FLAGS: readonly string[] = startTaskFlags();
 
 /** A goround process under test. */
 export interface Goround {
