@@ -107,7 +107,7 @@ function banner(sup: Supervisor, admin: Admin | null): string[] {
     const url = sup.table[slot]!.url;
     return isAlive(sup.pool, slot)
       ? `${url} ${paint(32, "up")}`
-      : `${url} ${paint(31, `down (${sup.why.get(slot)})`)}`;
+      : `${url} ${paint(31, `down (${sup.lastError.get(slot)?.reason})`)}`;
   });
   const [, settings, health] = describeConfig(config);
   return [

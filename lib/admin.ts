@@ -35,8 +35,12 @@ export interface BackendStatus {
   readonly url: string;
   /** `up`, `down`, `draining` or `drained`. */
   readonly state: BackendState;
-  /** Why it last went down or failed a check, or `null`. */
+  /** While it is down, why (its last error, or that it waits for its first health check);
+   * otherwise `null`. */
   readonly why: string | null;
+  /** Its last failed check or passive failure and when (ISO 8601), or `null`: kept after it
+   * comes back up. */
+  readonly lastError: { readonly reason: string; readonly at: string } | null;
   /** Consecutive passed health checks. */
   readonly checkPasses: number;
   /** Consecutive failed health checks. */
@@ -56,6 +60,9 @@ export interface BackendStatus {
   /** Times passive failures took it out. */
   readonly ejections: number;
 }
+
+/** Why a backend that joined the pool (admin API, reload, DNS) and was never probed is down. */
+const WAITING = "waiting for its first health check";
 
 /** `GET /status`. */
 export interface Status {
@@ -102,11 +109,14 @@ export function statusOf(sup: Supervisor): Status {
       const streak = probeStreak(pool, slot);
       const changed = changedAt(sup, slot);
       const probed = sup.probeMs.get(slot);
+      const state = backendState(sup, slot);
+      const error = sup.lastError.get(slot);
       return {
         id: slot,
         url: sup.table[slot]!.url,
-        state: backendState(sup, slot),
-        why: sup.why.get(slot) ?? null,
+        state,
+        why: state === "down" ? (error?.reason ?? WAITING) : null,
+        lastError: error ? { reason: error.reason, at: new Date(error.at).toISOString() } : null,
         checkPasses: streak.passes,
         checkFails: streak.misses,
         checkLatencyMs: probed === undefined ? null : Math.round(probed * 100) / 100,
@@ -193,8 +203,10 @@ export function createAdminHandler(
         if (typeof body.url !== "string") {
           return problem(400, 'expected {"url": "http://host:port"}');
         }
+        // Answered once its first health check is done (at most --health-timeout), so the body
+        // shows whether it takes traffic.
         const id = await addBackend(sup, body.url);
-        return json(201, statusOf(sup).backends.find((b) => b.id === id));
+        return json(201, statusOf(sup).backends.find((b) => b.id === id) ?? null);
       }
       if (action) {
         const id = Number(action[1]);

@@ -22,7 +22,7 @@
  * per backend: URL, state as a coloured label (`up` green, `down` red, `draining` amber,
  * `drained` grey), requests in flight, requests per second (from the change in the `requests`
  * counter between two polls), failures, retries, the last up/down transition, the health check
- * streak, and why it last failed. Nothing in it is fetched from anywhere but the admin listener.
+ * streak, why it is down (only while it is), and its last error with its time. Nothing in it is fetched from anywhere but the admin listener.
  *
  * @example Serve it
  * ```ts
@@ -257,10 +257,13 @@ function newCard(id) {
   const why = element("p", "why");
   why.dataset.field = "why";
   why.hidden = true;
+  const lastError = element("p", "meta");
+  lastError.dataset.field = "lastError";
+  lastError.hidden = true;
   const button = element("button");
   button.type = "button";
   button.addEventListener("click", () => act(card, button));
-  card.append(top, stats, transition, checks, why, button);
+  card.append(top, stats, transition, checks, why, lastError, button);
   return card;
 }
 
@@ -287,6 +290,10 @@ function update(card, backend, rps) {
   const why = field(card, "why");
   why.textContent = backend.why ? "why: " + backend.why : "";
   why.hidden = !backend.why;
+  const lastError = field(card, "lastError");
+  const error = backend.lastError; // newer goround only
+  lastError.textContent = error ? "last error: " + error.reason + ", " + since(error.at) : "";
+  lastError.hidden = !error;
   const button = card.querySelector("button");
   const drain = backend.state === "up" || backend.state === "down";
   if (!button.disabled) {
