@@ -4,7 +4,8 @@
  *
  * The page holds no data itself. Its script polls `GET /status` every second and shows each
  * backend as a card; the Drain and Enable buttons call `POST /backends/{id}/drain` and
- * `POST /backends/{id}/enable`. When the page is opened as `/#token=<token>`, every request it
+ * `POST /backends/{id}/enable` (as `application/json`, which the admin API requires of every
+ * change). When the page is opened as `/#token=<token>`, every request it
  * makes sends `Authorization: Bearer <token>` (the fragment never leaves the browser, so the
  * token is not in any access log). A failed poll (401, goround gone) shows an error banner.
  *
@@ -373,7 +374,7 @@ async function act(card, button) {
   try {
     const res = await fetch("/backends/" + id + "/" + action, {
       method: "POST",
-      headers: headers(),
+      headers: { ...headers(), "content-type": "application/json" },
       cache: "no-store",
     });
     actionError(res.ok ? "" : await failure("POST /backends/" + id + "/" + action, res));

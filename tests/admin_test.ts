@@ -23,11 +23,11 @@ async function call(
   method: string,
   body?: unknown,
 ): Promise<{ status: number; json: Json }> {
+  // Every change to the admin API is sent as JSON, with a body or not.
   const res = await fetch(url, {
     method,
-    ...(body === undefined
-      ? {}
-      : { body: JSON.stringify(body), headers: { "content-type": "application/json" } }),
+    headers: { "content-type": "application/json" },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
   const text = await res.text();
   let json: Json = null;
