@@ -107,7 +107,7 @@ function banner(sup: Supervisor, admin: Admin | null): string[] {
     const url = sup.table[slot]!.url;
     return isAlive(sup.pool, slot)
       ? `${url} ${paint(32, "up")}`
-      : `${url} ${paint(31, `down (${sup.why.get(slot)})`)}`;
+      : `${url} ${paint(31, `down (${sup.lastError.get(slot)?.reason})`)}`;
   });
   const [, settings, health] = describeConfig(config);
   return [
@@ -254,11 +254,11 @@ function followDns(sup: Supervisor): Discovery | null {
   });
 }
 
-async function run(given: Config): Promise<void> {
+async function run(given: Config, workerUrl: URL): Promise<void> {
   const config = await discoverBackends(readPems(given));
   const port = claimPort(config.listen, "--listen");
   if (config.admin) claimPort(config.admin, "--admin");
-  const started = await startSupervisor(config, port, new URL("./lib/worker.ts", import.meta.url));
+  const started = await startSupervisor(config, port, workerUrl);
   if (!("pool" in started)) {
     if (started.name === "AddrInUse") {
       fail(`--listen: port ${port} is in use: expected a free port`);
@@ -318,9 +318,13 @@ function check(args: readonly string[]): void {
 /**
  * Runs goround with the process's arguments and environment.
  *
+ * @param options `workerUrl`: the serving worker's module (a test fixture may wrap the real
+ *   one). @default {lib/worker.ts}
  * @returns When the proxy is serving (it keeps running until a signal).
  */
-export async function main(): Promise<void> {
+export async function main(
+  options: { readonly workerUrl?: URL } = {},
+): Promise<void> {
   if (Deno.args[0] === "check") return check(Deno.args.slice(1));
   let command: Command;
   try {
@@ -337,7 +341,7 @@ export async function main(): Promise<void> {
     console.log(`goround ${VERSION}`);
     return;
   }
-  await run(command.config);
+  await run(command.config, options.workerUrl ?? new URL("./lib/worker.ts", import.meta.url));
 }
 
 if (import.meta.main) await main();

@@ -1,9 +1,11 @@
 /**
  * The admin listener (`--admin`, loopback by default): status, metrics, the dashboard, and
  * actions on backends. It is a separate listener from the proxy port, so proxied requests can
- * never reach it. Off loopback it requires `--admin-token`, checked in constant time on every
- * request (`Authorization: Bearer <token>`); the dashboard page itself holds no data and is
- * served without it (its script sends the token it is given in the URL fragment).
+ * never reach it. Every request first passes {@linkcode refusalOf} (its own `Host` names only;
+ * changes only from its own pages, as `application/json`), so no web page the operator opens
+ * can read or steer it. Off loopback it requires `--admin-token`, checked in constant time on
+ * every request (`Authorization: Bearer <token>`); the dashboard page itself holds no data and
+ * is served without it (its script sends the token it is given in the URL fragment).
  *
  * Routes: `GET /` (dashboard), `GET /status` (JSON), `GET /metrics` (Prometheus),
  * `POST /backends` (`{"url": …}`), `POST /backends/{id}/drain`, `POST /backends/{id}/enable`,
@@ -12,6 +14,7 @@
  * @module
  */
 
+import { adminNames, refusalOf } from "./admin_guard.ts";
 import type { Listen } from "./config.ts";
 import { DASHBOARD_HTML } from "./dashboard.ts";
 import { renderMetrics } from "./metrics.ts";
@@ -35,8 +38,12 @@ export interface BackendStatus {
   readonly url: string;
   /** `up`, `down`, `draining` or `drained`. */
   readonly state: BackendState;
-  /** Why it last went down or failed a check, or `null`. */
+  /** While it is down, why (its last error, or that it waits for its first health check);
+   * otherwise `null`. */
   readonly why: string | null;
+  /** Its last failed check or passive failure and when (ISO 8601), or `null`: kept after it
+   * comes back up. */
+  readonly lastError: { readonly reason: string; readonly at: string } | null;
   /** Consecutive passed health checks. */
   readonly checkPasses: number;
   /** Consecutive failed health checks. */
@@ -56,6 +63,9 @@ export interface BackendStatus {
   /** Times passive failures took it out. */
   readonly ejections: number;
 }
+
+/** Why a backend that joined the pool (admin API, reload, DNS) and was never probed is down. */
+const WAITING = "waiting for its first health check";
 
 /** `GET /status`. */
 export interface Status {
@@ -102,11 +112,14 @@ export function statusOf(sup: Supervisor): Status {
       const streak = probeStreak(pool, slot);
       const changed = changedAt(sup, slot);
       const probed = sup.probeMs.get(slot);
+      const state = backendState(sup, slot);
+      const error = sup.lastError.get(slot);
       return {
         id: slot,
         url: sup.table[slot]!.url,
-        state: backendState(sup, slot),
-        why: sup.why.get(slot) ?? null,
+        state,
+        why: state === "down" ? (error?.reason ?? WAITING) : null,
+        lastError: error ? { reason: error.reason, at: new Date(error.at).toISOString() } : null,
         checkPasses: streak.passes,
         checkFails: streak.misses,
         checkLatencyMs: probed === undefined ? null : Math.round(probed * 100) / 100,
@@ -144,18 +157,39 @@ function problem(status: number, message: string, headers: Record<string, string
   });
 }
 
+/** The admin listener's names, recomputed when a reload changes `--admin-hosts`. */
+function namesOf(
+  sup: Supervisor,
+  address: Listen,
+): () => ReadonlySet<string> {
+  let hosts = sup.config.adminHosts;
+  let names = adminNames(address.hostname, address.port, hosts);
+  return () => {
+    if (sup.config.adminHosts !== hosts) {
+      hosts = sup.config.adminHosts;
+      names = adminNames(address.hostname, address.port, hosts);
+    }
+    return names;
+  };
+}
+
 /**
  * The admin request handler.
  *
  * @param sup The supervisor.
- * @param token The required bearer token, or `""` for none.
+ * @param options `token`: the required bearer token, or `""` for none; `address`: where the
+ *   listener is bound (its port resolved), whose names `Host` must carry.
  * @returns The handler.
  */
 export function createAdminHandler(
   sup: Supervisor,
-  token: string,
+  options: { readonly token: string; readonly address: Listen },
 ): (req: Request) => Promise<Response> {
+  const { token } = options;
+  const names = namesOf(sup, options.address);
   return async (req) => {
+    const refused = refusalOf(req, names());
+    if (refused) return problem(refused.status, refused.message);
     const { pathname } = new URL(req.url);
     if (pathname === "/" && (req.method === "GET" || req.method === "HEAD")) {
       return new Response(DASHBOARD_HTML, {
@@ -193,8 +227,10 @@ export function createAdminHandler(
         if (typeof body.url !== "string") {
           return problem(400, 'expected {"url": "http://host:port"}');
         }
+        // Answered once its first health check is done (at most --health-timeout), so the body
+        // shows whether it takes traffic.
         const id = await addBackend(sup, body.url);
-        return json(201, statusOf(sup).backends.find((b) => b.id === id));
+        return json(201, statusOf(sup).backends.find((b) => b.id === id) ?? null);
       }
       if (action) {
         const id = Number(action[1]);
@@ -235,9 +271,16 @@ export interface Admin {
  * @returns The listener.
  */
 export function serveAdmin(sup: Supervisor, listen: Listen, token: string): Admin {
+  // The names `Host` must carry include the bound port, known once bound; requests are served
+  // only after this function returns.
+  let handler: (req: Request) => Promise<Response> = () => {
+    throw new Error("the admin listener is not ready");
+  };
   const server = Deno.serve(
     { hostname: listen.hostname, port: listen.port, onListen: () => {} },
-    createAdminHandler(sup, token),
+    (req) => handler(req),
   );
+  const address = { hostname: listen.hostname, port: server.addr.port };
+  handler = createAdminHandler(sup, { token, address });
   return { port: server.addr.port, shutdown: () => server.shutdown() };
 }

@@ -132,6 +132,9 @@ export interface Config {
   readonly discoverNameServer: NameServer | null;
   /** The certificate, key and backend CA as read from those files (filled in at start). */
   readonly pems?: { readonly cert: string; readonly key: string; readonly ca: string };
+  /** More names (`host` or `host:port`, lowercase) the admin listener answers to, besides its
+   * address, `localhost`, `127.0.0.1` and `[::1]`. @default {[]} */
+  readonly adminHosts: readonly string[];
 }
 
 /** What the `hash` policy hashes: the client's address, a request field, or a cookie. */
@@ -173,7 +176,8 @@ type Kind =
   | "nameserver"
   | "connections"
   | "duration-or-zero"
-  | "sticky";
+  | "sticky"
+  | "hosts";
 
 interface FlagSpec {
   readonly name: string;
@@ -419,6 +423,12 @@ export const FLAGS: readonly FlagSpec[] = [
     fallback: "false",
     help: "add X-Goround-Backend to responses (true/false)",
   },
+  {
+    name: "admin-hosts",
+    kind: "hosts",
+    fallback: "",
+    help: "more Host names the admin API answers to: host or host:port, comma-separated",
+  },
 ];
 
 /** Settings that take effect only at start: a reload that changes them logs that they wait for
@@ -455,6 +465,29 @@ export function parseListen(text: string): Listen {
   }
   const host = (match[1] ?? "").replace(/^\[|\]$/g, "");
   return { hostname: host === "" ? "0.0.0.0" : host, port };
+}
+
+/** A DNS name or IPv4 address, or an IPv6 address in brackets, then an optional port. */
+const HOST_NAME =
+  /^(?:\[[0-9a-f:.]+\]|[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*)(?::(\d{1,5}))?$/;
+
+/**
+ * Parses a name a `Host` field may carry: `admin.example.com`, `10.0.0.5:9000`, `[::1]:9000`.
+ *
+ * @param text The name.
+ * @returns It, lowercased.
+ * @throws {SyntaxError} When it is not a host with an optional port from 1 to 65535.
+ */
+export function parseHostName(text: string): string {
+  const host = text.trim().toLowerCase();
+  const match = HOST_NAME.exec(host);
+  const port = match?.[1] === undefined ? 1 : Number(match[1]);
+  if (!match || port < 1 || port > 65535) {
+    throw new SyntaxError(
+      `"${text}" is not a host: expected host or host:port, comma-separated, like admin.example.com,10.0.0.5:9000`,
+    );
+  }
+  return host;
 }
 
 /**
@@ -535,7 +568,7 @@ function splitList(text: string): string[] {
 }
 
 /** The values one setting can parse to. */
-type Parsed = Listen | Backend[] | number | number[] | string | Cidr[];
+type Parsed = Listen | Backend[] | number | number[] | string | Cidr[] | string[];
 
 function oneOf<T extends string>(text: string, allowed: readonly T[], what: string): T {
   if (!(allowed as readonly string[]).includes(text)) {
@@ -598,6 +631,8 @@ function parseValue(kind: Kind, text: string): Parsed {
       return parseDuration(text);
     case "sticky":
       return oneOf(text, ["cookie", "off"], "a sticky mode");
+    case "hosts":
+      return splitList(text).map(parseHostName);
     case "discover":
       if (text.trim() !== "") parseDiscoverySpec(text);
       return text.trim();
@@ -863,6 +898,7 @@ export function parseCommandLine(
       discover: discover === "" ? null : parseDiscoverySpec(discover),
       discoverInterval: value<number>("discover-interval"),
       discoverNameServer: nameServer === "" ? null : parseNameServer(nameServer),
+      adminHosts: value<string[]>("admin-hosts"),
     },
   };
 }
@@ -921,6 +957,7 @@ export function helpText(): string {
     listen: "ADDR",
     admin: "ADDR|off",
     cidrs: "CIDRS",
+    hosts: "HOSTS",
   };
   const names = FLAGS.map((flag) => `  --${flag.name} ${placeholder[flag.kind] ?? "VALUE"}`);
   const width = Math.max(...names.map((n) => n.length)) + 2;

@@ -4,7 +4,8 @@
  *
  * The page holds no data itself. Its script polls `GET /status` every second and shows each
  * backend as a card; the Drain and Enable buttons call `POST /backends/{id}/drain` and
- * `POST /backends/{id}/enable`. When the page is opened as `/#token=<token>`, every request it
+ * `POST /backends/{id}/enable` (as `application/json`, which the admin API requires of every
+ * change). When the page is opened as `/#token=<token>`, every request it
  * makes sends `Authorization: Bearer <token>` (the fragment never leaves the browser, so the
  * token is not in any access log). A failed poll (401, goround gone) shows an error banner.
  *
@@ -22,7 +23,7 @@
  * per backend: URL, state as a coloured label (`up` green, `down` red, `draining` amber,
  * `drained` grey), requests in flight, requests per second (from the change in the `requests`
  * counter between two polls), failures, retries, the last up/down transition, the health check
- * streak, and why it last failed. Nothing in it is fetched from anywhere but the admin listener.
+ * streak, why it is down (only while it is), and its last error with its time. Nothing in it is fetched from anywhere but the admin listener.
  *
  * @example Serve it
  * ```ts
@@ -257,10 +258,13 @@ function newCard(id) {
   const why = element("p", "why");
   why.dataset.field = "why";
   why.hidden = true;
+  const lastError = element("p", "meta");
+  lastError.dataset.field = "lastError";
+  lastError.hidden = true;
   const button = element("button");
   button.type = "button";
   button.addEventListener("click", () => act(card, button));
-  card.append(top, stats, transition, checks, why, button);
+  card.append(top, stats, transition, checks, why, lastError, button);
   return card;
 }
 
@@ -287,6 +291,10 @@ function update(card, backend, rps) {
   const why = field(card, "why");
   why.textContent = backend.why ? "why: " + backend.why : "";
   why.hidden = !backend.why;
+  const lastError = field(card, "lastError");
+  const error = backend.lastError; // newer goround only
+  lastError.textContent = error ? "last error: " + error.reason + ", " + since(error.at) : "";
+  lastError.hidden = !error;
   const button = card.querySelector("button");
   const drain = backend.state === "up" || backend.state === "down";
   if (!button.disabled) {
@@ -366,7 +374,7 @@ async function act(card, button) {
   try {
     const res = await fetch("/backends/" + id + "/" + action, {
       method: "POST",
-      headers: headers(),
+      headers: { ...headers(), "content-type": "application/json" },
       cache: "no-store",
     });
     actionError(res.ok ? "" : await failure("POST /backends/" + id + "/" + action, res));

@@ -223,15 +223,20 @@ function slotWord(pool: Pool, slot: number, field: number): number {
 
 /**
  * Replaces the pool's members (the backends selection cycles over) with `slots`, in order.
- * New members start alive and enabled; call from one thread only (the main thread).
+ * New members start enabled, and alive unless `options.alive` is `false` (then down, waiting
+ * for a health check to bring them up); members that stay keep their state. Call from one
+ * thread only (the main thread).
  *
  * @param pool The pool.
  * @param slots Slot ids, each below the capacity.
+ * @param weights Each member's weight. @default {all 1}
+ * @param options `alive`: the health view new members start with. @default {true}
  */
 export function setMembers(
   pool: Pool,
   slots: readonly number[],
   weights: readonly number[] = slots.map(() => 1),
+  options: { readonly alive?: boolean } = {},
 ): void {
   if (slots.length > pool.capacity) {
     throw new RangeError(`${slots.length} backends exceed the pool capacity ${pool.capacity}`);
@@ -244,7 +249,7 @@ export function setMembers(
   }
   const previous = members(pool);
   for (const slot of slots) {
-    // A slot joining the pool starts from zero: alive, enabled, no counts from a former tenant.
+    // A slot joining the pool starts from zero: enabled, no counts from a former tenant.
     if (Atomics.load(u32, slotWord(pool, slot, S_ADMIN)) === 2) {
       for (let word = 0; word < SLOT_WORDS; word++) {
         Atomics.store(u32, slotWord(pool, slot, word), 0);
@@ -252,6 +257,7 @@ export function setMembers(
       for (let word = 0; word < TOTAL_WORDS; word++) {
         Atomics.store(pool.totals, slot * TOTAL_WORDS + word, 0n);
       }
+      if (options.alive === false) continue; // down, never changed: no transition yet
       Atomics.store(u32, slotWord(pool, slot, S_ALIVE), 1);
       Atomics.store(u32, slotWord(pool, slot, S_CHANGED), Math.floor(Date.now() / 1000));
     }

@@ -43,6 +43,14 @@ interface Serving {
   replies: ((reply: WorkerReply) => void)[];
 }
 
+/** A backend's last failure: a failed health check or a passive one. */
+export interface LastError {
+  /** What went wrong, e.g. `connection refused`. */
+  readonly reason: string;
+  /** When (epoch ms). */
+  readonly at: number;
+}
+
 /** Everything the main thread keeps running. */
 export interface Supervisor {
   /** The running settings. */
@@ -51,8 +59,8 @@ export interface Supervisor {
   table: (Backend | null)[];
   /** Member slots, in round-robin order. */
   slots: number[];
-  /** Why each backend last went down (or its last failed probe). */
-  readonly why: Map<number, string>;
+  /** Each backend's last failure (a failed probe, or what took it down passively). */
+  readonly lastError: Map<number, LastError>;
   /** Last probe duration per slot, ms. */
   readonly probeMs: Map<number, number>;
   /** The shared memory. */
@@ -71,7 +79,10 @@ export interface Supervisor {
   changing: Promise<unknown>;
 }
 
-function healthOptions(sup: Pick<Supervisor, "why" | "probeMs">, config: Config): HealthOptions {
+function healthOptions(
+  sup: Pick<Supervisor, "lastError" | "probeMs">,
+  config: Config,
+): HealthOptions {
   return {
     interval: config.healthInterval,
     fastInterval: config.healthFastInterval,
@@ -82,7 +93,7 @@ function healthOptions(sup: Pick<Supervisor, "why" | "probeMs">, config: Config)
     fall: config.healthFall,
     onProbe: (target: Target, result: ProbeResult) => {
       sup.probeMs.set(target.slot, result.ms);
-      if (!result.ok) sup.why.set(target.slot, result.reason);
+      if (!result.ok) sup.lastError.set(target.slot, { reason: result.reason, at: Date.now() });
     },
     onTransition: (target, up, reason) => {
       logLine(`backend ${target.backend.url} ${up ? "UP" : `DOWN: ${reason}`}`);
@@ -118,7 +129,7 @@ function launch(sup: Supervisor, index: number, workerUrl: URL): Promise<WorkerR
     const data = event.data;
     if (data.type === "down") {
       const backend = sup.table[data.slot];
-      sup.why.set(data.slot, data.reason);
+      sup.lastError.set(data.slot, { reason: data.reason, at: Date.now() });
       if (backend) logLine(`backend ${backend.url} DOWN: ${data.reason}`);
       return;
     }
@@ -161,19 +172,19 @@ export async function startSupervisor(
   const table: (Backend | null)[] = new Array(pool.capacity).fill(null);
   config.backends.forEach((backend, slot) => (table[slot] = backend));
   setMembers(pool, slots, config.backends.map((b) => b.weight));
-  const why = new Map<number, string>();
+  const lastError = new Map<number, LastError>();
   const probeMs = new Map<number, number>();
   const health = startHealthChecks(
     pool,
     targetsOf(table, slots),
-    healthOptions({ why, probeMs }, config),
+    healthOptions({ lastError, probeMs }, config),
   );
   await health.checkNow();
   const sup: Supervisor = {
     config,
     table,
     slots,
-    why,
+    lastError,
     probeMs,
     pool,
     port,
@@ -207,12 +218,17 @@ export interface BackendChange {
   readonly added: string[];
   /** Backends removed. */
   readonly removed: string[];
+  /** Settles once the added backends' first health checks are done (each bounded by
+   * `--health-timeout`). */
+  readonly firstChecks: Promise<void>;
 }
 
 /**
- * Makes `config.backends` the pool: backends that stay keep their slot (and counters), new ones
- * take a free slot, removed ones stop getting requests and finish those in flight. Workers learn
- * the new backends before the pool lists them, so none ever selects a slot it cannot serve.
+ * Makes `config.backends` the pool: backends that stay keep their slot, state and counters;
+ * new ones take a free slot and join down, probed at once, so they take traffic only once their
+ * first health check passes; removed ones stop getting requests and finish those in flight.
+ * Workers learn the new backends before the pool lists them, so none ever selects a slot it
+ * cannot serve. The admin API, a reload and DNS discovery all change the pool through here.
  *
  * @param sup The supervisor.
  * @param config The settings to run with from now on.
@@ -243,21 +259,30 @@ export function applyConfig(sup: Supervisor, next: Config): Promise<BackendChang
     sup.config = config;
     sup.table = table;
     await Promise.all(sup.workers.map((serving) => ask(serving, update)));
-    setMembers(sup.pool, slots, config.backends.map((b) => b.weight));
+    const joined = slots.filter((slot) => !sup.slots.includes(slot));
+    // Down until a probe passes, as Envoy's ignore_new_hosts_until_first_hc: a backend named
+    // by mistake, or not started yet, never gets a request.
+    setMembers(sup.pool, slots, config.backends.map((b) => b.weight), { alive: false });
     for (const slot of sup.slots) {
       if (slots.includes(slot)) continue;
       table[slot] = null;
-      sup.why.delete(slot);
+      sup.lastError.delete(slot);
+      sup.probeMs.delete(slot);
+    }
+    for (const slot of joined) {
+      sup.lastError.delete(slot); // a late report about the slot's former backend
       sup.probeMs.delete(slot);
     }
     sup.slots = slots;
     sup.health.update(targetsOf(table, slots), healthOptions(sup, config));
-    return { added, removed };
+    const firstChecks = joined.length ? sup.health.checkNow(joined) : Promise.resolve();
+    return { added, removed, firstChecks };
   });
 }
 
 /**
- * Adds a backend (admin API): the running settings with one more backend.
+ * Adds a backend (admin API): the running settings with one more backend. Resolves once its
+ * first health check is done, so its state then says whether it takes traffic.
  *
  * @param sup The supervisor.
  * @param url The backend's URL.
@@ -269,7 +294,11 @@ export async function addBackend(sup: Supervisor, url: string): Promise<number> 
   if (sup.config.backends.some((b) => b.url === backend.url)) {
     throw new RangeError(`${backend.url} is already in the pool`);
   }
-  await applyConfig(sup, { ...sup.config, backends: [...sup.config.backends, backend] });
+  const change = await applyConfig(sup, {
+    ...sup.config,
+    backends: [...sup.config.backends, backend],
+  });
+  await change.firstChecks;
   return sup.slots.find((slot) => sup.table[slot]?.url === backend.url)!;
 }
 

@@ -140,19 +140,14 @@ interface Running {
 
 let running: Running | null = null;
 
-/** Test hook: a request for this path makes the worker throw an uncaught error (so tests can
- * check that a crashed worker is restarted). Unset, it does nothing. */
-const CRASH_VARIABLE = "GOROUND_TEST_CRASH_PATH";
-
-function testCrashPath(): string | null {
-  try {
-    return Deno.env.get(CRASH_VARIABLE) ?? null;
-  } catch {
-    return null; // no permission to read it: the hook is off
-  }
+/** How a worker is run. */
+export interface WorkerOptions {
+  /** Wraps the proxy core's forwarder for every request (a test fixture injects faults this
+   * way); none by default. */
+  readonly wrapForward?: (forward: Forwarder) => Forwarder;
 }
 
-function start(message: StartMessage): void {
+function start(message: StartMessage, options: WorkerOptions): void {
   const pool = attachPool(message.buffer);
   const upstreams = createUpstreams({
     connectTimeout: message.config.connectTimeout,
@@ -174,19 +169,12 @@ function start(message: StartMessage): void {
   let forward = createForwarder(context);
   let upgrader = createUpgrader(context);
   const accessLog = createAccessLog(message.config.accessLog, writeStdout);
-  const crashPath = testCrashPath();
+  // The front calls through `forward`, so an update swaps the proxy core under it.
+  const current: Forwarder = (incoming) => forward(incoming);
   let front: Front;
   try {
-    // The front calls through `forward`, so an update swaps the proxy core under it.
     front = listen(message, {
-      forward: (incoming) => {
-        if (incoming.target === crashPath) {
-          setTimeout(() => {
-            throw new Error(`crash requested by ${CRASH_VARIABLE}`);
-          });
-        }
-        return forward(incoming);
-      },
+      forward: options.wrapForward ? options.wrapForward(current) : current,
       upgrade: (incoming) => upgrader(incoming),
       relay: (req, incoming) => relayWebSocket(context, req, incoming),
     }, accessLog);
@@ -224,11 +212,21 @@ function start(message: StartMessage): void {
   reply({ type: "listening", port: front.port });
 }
 
-self.onmessage = async (event: MessageEvent<WorkerMessage>) => {
-  const message = event.data;
+/**
+ * Makes this thread a serving worker: installs its message handler. The module does that for
+ * itself when loaded; a fixture worker module that imports it calls this again with its
+ * options (the last call wins, and no message arrives before the module has run).
+ *
+ * @param options How to run.
+ */
+export function serveMessages(options: WorkerOptions = {}): void {
+  self.onmessage = (event: MessageEvent<WorkerMessage>) => handle(event.data, options);
+}
+
+async function handle(message: WorkerMessage, options: WorkerOptions): Promise<void> {
   switch (message.type) {
     case "start":
-      start(message);
+      start(message, options);
       break;
     case "update":
       running?.update(message);
@@ -240,4 +238,6 @@ self.onmessage = async (event: MessageEvent<WorkerMessage>) => {
       break;
     }
   }
-};
+}
+
+serveMessages();

@@ -148,6 +148,11 @@ Deno.test("bad values name the flag, the value and what is expected", async (t) 
       ["--algorithm", "random"],
       /^--algorithm: "random" is not an algorithm: expected one of round-robin, weighted, least-conn, p2c, hash$/,
     ],
+    [
+      ["--admin-hosts", "admin.example,a b"],
+      /^--admin-hosts: "a b" is not a host: expected host or host:port, comma-separated, like admin\.example\.com,10\.0\.0\.5:9000$/,
+    ],
+    [["--admin-hosts", "[::1]:0"], /^--admin-hosts: "\[::1\]:0" is not a host/],
     [["--bogus"], /^--bogus: unknown flag: see goround --help for the flags$/],
     [["--listen"], /^--listen: needs a value$/],
     [["stray"], /^"stray": unexpected argument: flags start with --$/],
@@ -173,6 +178,16 @@ Deno.test("bad values name the flag, the value and what is expected", async (t) 
         /^GOROUND_HEALTH_INTERVAL: "soon" is not a duration/.test(e.message),
     );
   });
+});
+
+Deno.test("--admin-hosts: names with or without a port, lowercased; none by default", () => {
+  deepEqual(configOf([]).adminHosts, []);
+  deepEqual(configOf(["--admin-hosts", "Admin.Example, 10.0.0.5:9000,[fd00::1]:9443"]).adminHosts, [
+    "admin.example",
+    "10.0.0.5:9000",
+    "[fd00::1]:9443",
+  ]);
+  deepEqual(configOf([], { GOROUND_ADMIN_HOSTS: "ops.example" }).adminHosts, ["ops.example"]);
 });
 
 Deno.test("--help and --version are commands", () => {

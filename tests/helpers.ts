@@ -55,12 +55,13 @@ async function collect(stream: ReadableStream<Uint8Array>, into: string[]): Prom
  * Starts goround on a free loopback port with `args` and waits for its banner.
  *
  * @param args Flags (the listen address is added unless given).
- * @param options Extra environment variables.
+ * @param options Extra environment variables; more paths to read; the entry point instead of
+ *   `main.ts` (a test fixture's), relative to the repository root.
  * @returns The running process.
  */
 export async function startGoround(
   args: readonly string[],
-  options: { env?: Record<string, string>; readable?: string } = {},
+  options: { env?: Record<string, string>; readable?: string; entry?: string } = {},
 ): Promise<Goround> {
   const listen = [
     ...(args.includes("--listen") ? [] : ["--listen", "127.0.0.1:0"]),
@@ -73,7 +74,7 @@ export async function startGoround(
     )
     : GOROUND_FLAGS;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, `${ROOT}main.ts`, ...listen, ...args],
+    args: ["run", ...flags, `${ROOT}${options.entry ?? "main.ts"}`, ...listen, ...args],
     stdout: "piped",
     stderr: "piped",
     stdin: "null",

@@ -10,6 +10,7 @@ import {
   inFlight,
   isAlive,
   isUsable,
+  lastChange,
   members,
   nextTicket,
   poolSize,
@@ -35,6 +36,20 @@ Deno.test("createPool() starts empty; setMembers() makes members alive and enabl
   }
   equal(adminState(pool, 1), "removed");
   assert(!isUsable(pool, 1));
+});
+
+Deno.test("setMembers() with alive: false: new members join down, members that stay keep their state", () => {
+  const pool = createPool(8);
+  setMembers(pool, [0, 1]);
+  setAlive(pool, 1, false);
+  setAdminState(pool, 0, "draining");
+  setMembers(pool, [0, 1, 2], [1, 1, 1], { alive: false });
+  deepEqual([isAlive(pool, 0), isAlive(pool, 1), isAlive(pool, 2)], [true, false, false]);
+  deepEqual([adminState(pool, 0), adminState(pool, 2)], ["draining", "enabled"]);
+  equal(lastChange(pool, 2), 0, "no transition yet");
+  assert(!isUsable(pool, 2), "no request before a health check brings it up");
+  setAlive(pool, 2, true);
+  assert(isUsable(pool, 2));
 });
 
 Deno.test("setMembers() rejects slots outside the capacity", () => {

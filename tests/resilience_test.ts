@@ -296,8 +296,9 @@ Deno.test("--drain-timeout bounds the wait for a request that does not finish", 
 
 Deno.test("a worker that crashes is restarted and logged; goround keeps serving", async () => {
   const backend = recordingBackend(() => new Response("ok"));
+  // The fixture is goround with a worker that throws an uncaught error on GET /__crash.
   const proxy = await startGoround(["--backend", backend.url, "--workers", "2"], {
-    env: { GOROUND_TEST_CRASH_PATH: "/__crash" },
+    entry: "tests/fixtures/crash_main.ts",
   });
   try {
     await get(`${proxy.url}/__crash`).catch(() => null);
@@ -314,6 +315,22 @@ Deno.test("a worker that crashes is restarted and logged; goround keeps serving"
     equal(status.code, 0);
     await backend.close();
   }
+});
+
+Deno.test("goround itself has no crash hook: GOROUND_TEST_CRASH_PATH is just a path", async () => {
+  const backend = recordingBackend(() => new Response("ok"));
+  const proxy = await startGoround(["--backend", backend.url, "--workers", "1"], {
+    env: { GOROUND_TEST_CRASH_PATH: "/__crash" },
+  });
+  try {
+    equal((await get(`${proxy.url}/__crash`)).text, "ok");
+    equal(backend.requests.at(-1)?.url.endsWith("/__crash"), true, "the backend got it");
+  } finally {
+    equal((await proxy.stop()).code, 0);
+    await backend.close();
+  }
+  // A crash would be logged within milliseconds; goround drained and exited long after.
+  assert(proxy.stderr.every((l) => !/crashed/.test(l)), proxy.stderr.join("\n"));
 });
 
 Deno.test("SIGHUP reloads --config: backends swap without dropping connections; a bad file keeps the old config", async () => {
