@@ -15,7 +15,14 @@
 import type { Listen } from "./config.ts";
 import { DASHBOARD_HTML } from "./dashboard.ts";
 import { renderMetrics } from "./metrics.ts";
-import { inFlight, isPanicking, noBackendCount, probeStreak, totals } from "./pool.ts";
+import {
+  ejectedUntil,
+  inFlight,
+  isPanicking,
+  noBackendCount,
+  probeStreak,
+  totals,
+} from "./pool.ts";
 import {
   addBackend,
   type BackendState,
@@ -33,7 +40,7 @@ export interface BackendStatus {
   readonly id: number;
   /** Its URL. */
   readonly url: string;
-  /** `up`, `down`, `draining` or `drained`. */
+  /** `up`, `down`, `ejected` (by passive verdict), `draining` or `drained`. */
   readonly state: BackendState;
   /** Why it last went down or failed a check, or `null`. */
   readonly why: string | null;
@@ -55,6 +62,8 @@ export interface BackendStatus {
   readonly retries: number;
   /** Times passive failures took it out. */
   readonly ejections: number;
+  /** When its passive ejection ends (ISO 8601), while it is ejected; else `null`. */
+  readonly ejectedUntil: string | null;
 }
 
 /** `GET /status`. */
@@ -102,6 +111,7 @@ export function statusOf(sup: Supervisor): Status {
       const streak = probeStreak(pool, slot);
       const changed = changedAt(sup, slot);
       const probed = sup.probeMs.get(slot);
+      const until = ejectedUntil(pool, slot);
       return {
         id: slot,
         url: sup.table[slot]!.url,
@@ -116,6 +126,7 @@ export function statusOf(sup: Supervisor): Status {
         failures: Number(t.failures),
         retries: Number(t.retries),
         ejections: Number(t.ejections),
+        ejectedUntil: until === 0 ? null : new Date(until).toISOString(),
       };
     }),
   };

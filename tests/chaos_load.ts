@@ -172,7 +172,9 @@ export async function runLoadChaos(
     const counted = countDuplicates(
       everyProcess.map((b, i) => ({ ...b, ids: b.ids.slice(before[i] ?? 0) })),
     );
-    const transitions = proxy.stderr.slice(start).filter((l) => / (UP|DOWN)/.test(l));
+    const transitions = proxy.stderr.slice(start).filter((l) =>
+      / (UP|DOWN|EJECTED|back from ejection)/.test(l)
+    );
     return { load, ...counted, transitions };
   };
 
