@@ -126,8 +126,14 @@ export async function runLoadChaos(
     "3",
     "--fail-window",
     "2s",
+    "--ejection-time",
+    "2s",
   ]);
-  print(`${proxy.stdout[0]} (HTTP checks every 250ms, response timeout 500ms, max 3 fails in 2s)`);
+  print(
+    `${
+      proxy.stdout[0]
+    } (HTTP checks every 250ms, response timeout 500ms, max 3 fails in 2s, ejection 2s)`,
+  );
 
   const run = async (method: "GET" | "POST"): Promise<RunResult> => {
     const start = proxy.stderr.length;
