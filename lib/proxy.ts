@@ -273,7 +273,6 @@ export function createForwarder(context: ProxyContext): Forwarder {
   ]]);
   const window = formatDuration(config.failWindow);
 
-  /** Counts a timeout or an error status; enough of them in the window take the backend out. */
   const sticky = config.sticky === "cookie" ? createSticky(config.stickyKey) : null;
   const stickyIds = sticky ? backends.map((b) => (b ? sticky.idOf(b.url) : "")) : [];
 
