@@ -18,7 +18,14 @@ import { adminNames, refusalOf } from "./admin_guard.ts";
 import type { Listen } from "./config.ts";
 import { DASHBOARD_HTML } from "./dashboard.ts";
 import { renderMetrics } from "./metrics.ts";
-import { inFlight, isPanicking, noBackendCount, probeStreak, totals } from "./pool.ts";
+import {
+  ejectedUntil,
+  inFlight,
+  isPanicking,
+  noBackendCount,
+  probeStreak,
+  totals,
+} from "./pool.ts";
 import {
   addBackend,
   type BackendState,
@@ -36,9 +43,9 @@ export interface BackendStatus {
   readonly id: number;
   /** Its URL. */
   readonly url: string;
-  /** `up`, `down`, `draining` or `drained`. */
+  /** `up`, `down`, `ejected` (by passive verdict), `draining` or `drained`. */
   readonly state: BackendState;
-  /** While it is down, why (its last error, or that it waits for its first health check);
+  /** While it is down or ejected, why (its last error, or that it waits for its first check);
    * otherwise `null`. */
   readonly why: string | null;
   /** Its last failed check or passive failure and when (ISO 8601), or `null`: kept after it
@@ -62,6 +69,8 @@ export interface BackendStatus {
   readonly retries: number;
   /** Times passive failures took it out. */
   readonly ejections: number;
+  /** When its passive ejection ends (ISO 8601), while it is ejected; else `null`. */
+  readonly ejectedUntil: string | null;
 }
 
 /** Why a backend that joined the pool (admin API, reload, DNS) and was never probed is down. */
@@ -114,11 +123,12 @@ export function statusOf(sup: Supervisor): Status {
       const probed = sup.probeMs.get(slot);
       const state = backendState(sup, slot);
       const error = sup.lastError.get(slot);
+      const until = ejectedUntil(pool, slot);
       return {
         id: slot,
         url: sup.table[slot]!.url,
         state,
-        why: state === "down" ? (error?.reason ?? WAITING) : null,
+        why: state === "down" || state === "ejected" ? (error?.reason ?? WAITING) : null,
         lastError: error ? { reason: error.reason, at: new Date(error.at).toISOString() } : null,
         checkPasses: streak.passes,
         checkFails: streak.misses,
@@ -129,6 +139,7 @@ export function statusOf(sup: Supervisor): Status {
         failures: Number(t.failures),
         retries: Number(t.retries),
         ejections: Number(t.ejections),
+        ejectedUntil: until === 0 ? null : new Date(until).toISOString(),
       };
     }),
   };

@@ -68,11 +68,11 @@ export interface Config {
   readonly responseTimeout: number;
   /** Extra attempts on other backends after a failure; -1 means pool size - 1. @default {-1} */
   readonly retries: number;
-  /** Backend statuses retried elsewhere (idempotent requests) and counted as failures.
-   * @default {[500, 502, 503, 504]} */
+  /** Backend statuses retried elsewhere (idempotent requests); not counted as failures unless
+   * also in `failStatuses`. @default {[500, 502, 503, 504]} */
   readonly retryStatuses: readonly number[];
-  /** Timeouts or retried statuses within `failWindow` that take a backend out (0: never).
-   * @default {3} */
+  /** Passive failures (resets, timeouts, bad responses, `failStatuses`) within `failWindow`
+   * that eject a backend for `ejectionTime` (0: never). @default {3} */
   readonly maxFails: number;
   /** Window for `maxFails`, ms. @default {10000} */
   readonly failWindow: number;
@@ -112,9 +112,9 @@ export interface Config {
   readonly sticky: "cookie" | "off";
   /** Key signing sticky cookies (`""`: a random one per start). @default {""} */
   readonly stickyKey: string;
-  /** Probe interval while a backend is down, ms (0: the normal interval). @default {0} */
+  /** Probe interval while a backend is down, ms (0: the normal interval). @default {500} */
   readonly healthFastInterval: number;
-  /** Whether to try every backend when all look down, instead of answering 503. @default {false} */
+  /** Whether to try every backend when all look down, instead of answering 503. @default {true} */
   readonly panic: boolean;
   /** PEM certificate file for TLS termination, or `""`. @default {""} */
   readonly tlsCert: string;
@@ -135,6 +135,13 @@ export interface Config {
   /** More names (`host` or `host:port`, lowercase) the admin listener answers to, besides its
    * address, `localhost`, `127.0.0.1` and `[::1]`. @default {[]} */
   readonly adminHosts: readonly string[];
+  /** Backend statuses that count toward `maxFails` (HAProxy's `observe layer7`). @default {[]} */
+  readonly failStatuses: readonly number[];
+  /** Share of the pool passive verdicts may eject at once, percent. @default {50} */
+  readonly maxEjectionPercent: number;
+  /** Base time a passive ejection lasts (× ejections in a row, at most 10×), ms.
+   * @default {30000} */
+  readonly ejectionTime: number;
 }
 
 /** What the `hash` policy hashes: the client's address, a request field, or a cookie. */
@@ -177,7 +184,8 @@ type Kind =
   | "connections"
   | "duration-or-zero"
   | "sticky"
-  | "hosts";
+  | "hosts"
+  | "percent";
 
 interface FlagSpec {
   readonly name: string;
@@ -267,7 +275,7 @@ export const FLAGS: readonly FlagSpec[] = [
   {
     name: "health-fast-interval",
     kind: "duration-or-zero",
-    fallback: "0s",
+    fallback: "500ms",
     help: "probe interval while a backend is down (0s: the normal one)",
   },
   {
@@ -298,7 +306,7 @@ export const FLAGS: readonly FlagSpec[] = [
     name: "max-fails",
     kind: "count",
     fallback: "3",
-    help: "timeouts/retried statuses that take a backend out (0: off)",
+    help: "passive failures in --fail-window that eject a backend (0: off)",
   },
   {
     name: "fail-window",
@@ -346,7 +354,7 @@ export const FLAGS: readonly FlagSpec[] = [
   {
     name: "panic",
     kind: "switch",
-    fallback: "false",
+    fallback: "true",
     help: "when every backend looks down, try them all (true/false)",
   },
   {
@@ -428,6 +436,24 @@ export const FLAGS: readonly FlagSpec[] = [
     kind: "hosts",
     fallback: "",
     help: "more Host names the admin API answers to: host or host:port, comma-separated",
+  },
+  {
+    name: "fail-statuses",
+    kind: "statuses",
+    fallback: "none",
+    help: "backend statuses that count toward --max-fails, e.g. 500,503",
+  },
+  {
+    name: "max-ejection-percent",
+    kind: "percent",
+    fallback: "50",
+    help: "share of the pool passive failures may eject at once (0: none)",
+  },
+  {
+    name: "ejection-time",
+    kind: "duration",
+    fallback: "30s",
+    help: "how long an ejected backend stays out (× ejections in a row, at most 10×)",
   },
 ];
 
@@ -633,6 +659,13 @@ function parseValue(kind: Kind, text: string): Parsed {
       return oneOf(text, ["cookie", "off"], "a sticky mode");
     case "hosts":
       return splitList(text).map(parseHostName);
+    case "percent":
+      if (!/^\d{1,3}$/.test(text.trim()) || Number(text) > 100) {
+        throw new RangeError(
+          `"${text}" is not a percentage: expected a whole number from 0 to 100`,
+        );
+      }
+      return Number(text);
     case "discover":
       if (text.trim() !== "") parseDiscoverySpec(text);
       return text.trim();
@@ -899,6 +932,9 @@ export function parseCommandLine(
       discoverInterval: value<number>("discover-interval"),
       discoverNameServer: nameServer === "" ? null : parseNameServer(nameServer),
       adminHosts: value<string[]>("admin-hosts"),
+      failStatuses: value<number[]>("fail-statuses"),
+      maxEjectionPercent: value<number>("max-ejection-percent"),
+      ejectionTime: value<number>("ejection-time"),
     },
   };
 }
@@ -953,6 +989,7 @@ export function helpText(): string {
     count: "N",
     positive: "N",
     connections: "N",
+    percent: "N",
     switch: "[true|false]",
     listen: "ADDR",
     admin: "ADDR|off",

@@ -10,7 +10,7 @@
  * token is not in any access log). A failed poll (401, goround gone) shows an error banner.
  *
  * Hooks for tests and scripts: each card is `[data-backend="<id>"]` with
- * `data-state="up|down|draining|drained"`; its fields are `[data-field="…"]`; its button is
+ * `data-state="up|down|ejected|draining|drained"`; its fields are `[data-field="…"]`; its button is
  * `[data-action="drain|enable"]`; the banner is `#error`.
  *
  * @module
@@ -20,8 +20,8 @@
  * The dashboard page: a complete HTML document with inline CSS and JavaScript.
  *
  * It shows a header (version, uptime, listen address, workers, algorithm, engine) and one card
- * per backend: URL, state as a coloured label (`up` green, `down` red, `draining` amber,
- * `drained` grey), requests in flight, requests per second (from the change in the `requests`
+ * per backend: URL, state as a coloured label (`up` green, `down` red, `ejected` and `draining`
+ * amber, `drained` grey), requests in flight, requests per second (from the change in the `requests`
  * counter between two polls), failures, retries, the last up/down transition, the health check
  * streak, why it is down (only while it is), and its last error with its time. Nothing in it is fetched from anywhere but the admin listener.
  *
@@ -90,6 +90,7 @@ main { padding: 20px 24px 32px; max-width: 1400px; }
 }
 .card[data-state="up"] { --c: var(--up); --c-bg: var(--up-bg); }
 .card[data-state="down"] { --c: var(--down); --c-bg: var(--down-bg); }
+.card[data-state="ejected"] { --c: var(--draining); --c-bg: var(--draining-bg); }
 .card[data-state="draining"] { --c: var(--draining); --c-bg: var(--draining-bg); }
 .card[data-state="drained"] { --c: var(--drained); --c-bg: var(--drained-bg); }
 .top { display: flex; align-items: center; gap: 10px; }
@@ -296,7 +297,7 @@ function update(card, backend, rps) {
   lastError.textContent = error ? "last error: " + error.reason + ", " + since(error.at) : "";
   lastError.hidden = !error;
   const button = card.querySelector("button");
-  const drain = backend.state === "up" || backend.state === "down";
+  const drain = backend.state === "up" || backend.state === "down" || backend.state === "ejected";
   if (!button.disabled) {
     button.dataset.action = drain ? "drain" : "enable";
     button.textContent = drain ? "Drain" : "Enable";

@@ -20,6 +20,7 @@ import {
   adminState,
   createPool,
   DEFAULT_CAPACITY,
+  ejectedUntil,
   freeSlot,
   inFlight,
   isAlive,
@@ -77,6 +78,8 @@ export interface Supervisor {
   stopping: boolean;
   /** Serialises changes (reloads, admin actions), so they never interleave. */
   changing: Promise<unknown>;
+  /** Per ejected slot, the timer that logs the end of its ejection. */
+  readonly ejections: Map<number, ReturnType<typeof setTimeout>>;
 }
 
 function healthOptions(
@@ -121,6 +124,27 @@ function startMessage(sup: Supervisor): StartMessage {
   };
 }
 
+/** Logs a passive ejection a worker made, and its end when the time comes. */
+function ejected(sup: Supervisor, slot: number, reason: string): void {
+  const backend = sup.table[slot];
+  if (!backend) return;
+  sup.lastError.set(slot, { reason, at: Date.now() });
+  logLine(`backend ${backend.url} EJECTED ${reason}`);
+  const watch = () => {
+    clearTimeout(sup.ejections.get(slot));
+    sup.ejections.delete(slot);
+    const until = ejectedUntil(sup.pool, slot);
+    if (sup.stopping || sup.table[slot]?.url !== backend.url) return;
+    if (until > 0) {
+      sup.ejections.set(slot, setTimeout(watch, until - Date.now()));
+      return;
+    }
+    const health = isAlive(sup.pool, slot) ? "" : " (still DOWN by its health checks)";
+    logLine(`backend ${backend.url} back from ejection${health}`);
+  };
+  if (ejectedUntil(sup.pool, slot) > 0) watch();
+}
+
 /** Starts worker `index` (again, after a crash) and resolves with its first reply. */
 function launch(sup: Supervisor, index: number, workerUrl: URL): Promise<WorkerReply> {
   const worker = new Worker(workerUrl, { type: "module" });
@@ -131,6 +155,10 @@ function launch(sup: Supervisor, index: number, workerUrl: URL): Promise<WorkerR
       const backend = sup.table[data.slot];
       sup.lastError.set(data.slot, { reason: data.reason, at: Date.now() });
       if (backend) logLine(`backend ${backend.url} DOWN: ${data.reason}`);
+      return;
+    }
+    if (data.type === "ejected") {
+      ejected(sup, data.slot, data.reason);
       return;
     }
     serving.replies.shift()?.(data);
@@ -193,6 +221,7 @@ export async function startSupervisor(
     started: Date.now(),
     stopping: false,
     changing: Promise.resolve(),
+    ejections: new Map(),
   };
   for (let index = 0; index < config.workers; index++) {
     const reply = await launch(sup, index, workerUrl);
@@ -337,11 +366,11 @@ export function setDraining(sup: Supervisor, slot: number, drain: boolean): bool
 }
 
 /** A backend's state as the admin API shows it. */
-export type BackendState = "up" | "down" | "draining" | "drained";
+export type BackendState = "up" | "down" | "ejected" | "draining" | "drained";
 
 /**
  * A backend's state: `draining` while it still has requests in flight after a drain, then
- * `drained`; otherwise the health view, `up` or `down`.
+ * `drained`; otherwise the health view, `down`, then passive ejection, `ejected`; else `up`.
  *
  * @param sup The supervisor.
  * @param slot The backend's id.
@@ -351,7 +380,8 @@ export function backendState(sup: Supervisor, slot: number): BackendState {
   if (adminState(sup.pool, slot) === "draining") {
     return inFlight(sup.pool, slot) > 0 ? "draining" : "drained";
   }
-  return isAlive(sup.pool, slot) ? "up" : "down";
+  if (!isAlive(sup.pool, slot)) return "down";
+  return ejectedUntil(sup.pool, slot) > 0 ? "ejected" : "up";
 }
 
 /**
@@ -383,6 +413,8 @@ async function stopWorkers(sup: Supervisor, drainTimeout: number): Promise<boole
  */
 export async function drainAndStop(sup: Supervisor): Promise<boolean> {
   sup.stopping = true;
+  for (const timer of sup.ejections.values()) clearTimeout(timer);
+  sup.ejections.clear();
   const drained = await stopWorkers(sup, sup.config.drainTimeout);
   await sup.health.stop();
   return drained;

@@ -65,8 +65,10 @@ export type WorkerReply =
   | { readonly type: "updated" }
   | { readonly type: "stopped"; readonly drained: boolean };
 
-/** What a worker tells the main thread unasked. */
-export type WorkerEvent = { readonly type: "down"; readonly slot: number; readonly reason: string };
+/** What a worker tells the main thread unasked: a backend it took down or ejected. */
+export type WorkerEvent =
+  | { readonly type: "down"; readonly slot: number; readonly reason: string }
+  | { readonly type: "ejected"; readonly slot: number; readonly reason: string };
 
 /** The messages a worker accepts. */
 export type WorkerMessage = StartMessage | UpdateMessage | StopMessage;
@@ -158,12 +160,15 @@ function start(message: StartMessage, options: WorkerOptions): void {
   // Passive DOWN transitions go to the main thread, which logs them and keeps the reason.
   const onDown = (slot: number, _backend: Backend, reason: string) =>
     self.postMessage({ type: "down", slot, reason } satisfies WorkerEvent);
+  const onEject = (slot: number, _backend: Backend, reason: string) =>
+    self.postMessage({ type: "ejected", slot, reason } satisfies WorkerEvent);
   const contextOf = (config: Config, table: SlotTable): ProxyContext => ({
     pool,
     config,
     backends: table.map((b) => b ?? undefined),
     upstreams,
     onDown,
+    onEject,
   });
   let context = contextOf(message.config, message.table);
   let forward = createForwarder(context);

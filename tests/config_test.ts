@@ -34,6 +34,32 @@ Deno.test("defaults match the brief", () => {
   deepEqual(config.trustedProxies, []);
 });
 
+Deno.test("passive health defaults: statuses do not count, half the pool at most, 30s out", () => {
+  const config = configOf([]);
+  deepEqual(config.failStatuses, []);
+  deepEqual(config.retryStatuses, [500, 502, 503, 504]);
+  equal(config.maxFails, 3);
+  equal(config.maxEjectionPercent, 50);
+  equal(config.ejectionTime, 30_000);
+  equal(config.healthFastInterval, 500, "a down backend is rechecked twice a second");
+  equal(config.panic, true);
+  const set = configOf([
+    "--fail-statuses",
+    "500,503",
+    "--max-ejection-percent",
+    "100",
+    "--ejection-time",
+    "1m",
+    "--no-panic",
+  ]);
+  deepEqual(set.failStatuses, [500, 503]);
+  equal(set.maxEjectionPercent, 100);
+  equal(set.ejectionTime, 60_000);
+  equal(set.panic, false);
+  equal(configOf(["--panic", "false"]).panic, false);
+  equal(configOf([], { GOROUND_MAX_EJECTION_PERCENT: "0" }).maxEjectionPercent, 0);
+});
+
 Deno.test("--backend repeats and combines with --backends", () => {
   const config = configOf([
     "--backend",
@@ -140,6 +166,16 @@ Deno.test("bad values name the flag, the value and what is expected", async (t) 
     ],
     [["--engine", "nginx"], /^--engine: "nginx" is not an engine: expected one of goround, deno$/],
     [["--fail-window", "0ms"], /^--fail-window: "0ms" must be longer than 0ms$/],
+    [
+      ["--fail-statuses", "5xx"],
+      /^--fail-statuses: "5xx" is not a status: expected codes like 502,503 or none$/,
+    ],
+    [
+      ["--max-ejection-percent", "101"],
+      /^--max-ejection-percent: "101" is not a percentage: expected a whole number from 0 to 100$/,
+    ],
+    [["--max-ejection-percent", "half"], /^--max-ejection-percent: "half" is not a percentage/],
+    [["--ejection-time", "0s"], /^--ejection-time: "0s" must be longer than 0ms$/],
     [
       ["--trusted-proxies", "10.0.0.0/99"],
       /^--trusted-proxies: "10.0.0.0\/99" is not a CIDR range/,
