@@ -2,7 +2,7 @@
 // (anywhere: /etc/goround, /etc/ssl), its own GOROUND_* variables, and nothing else (issue 12 §5).
 
 import { deepEqual, equal, ok } from "node:assert/strict";
-import { get, ROOT, startGoround, startTaskFlags } from "./helpers.ts";
+import { ROOT, startGoround, startTaskFlags } from "./helpers.ts";
 import { serveBackend } from "../dummy_servers.ts";
 
 Deno.test("deno task start and compile ask for net, read and GOROUND_* only", () => {
