@@ -888,6 +888,25 @@ export function responseFraming(head: ResponseHead, method: string): Framing {
   return { kind: "close" };
 }
 
+/**
+ * Whether a backend connection may carry another request after this final response (goround
+ * never pipelines, so any byte the backend sends past the response's end is one nobody asked
+ * for). Not when the response or HTTP/1.0 says close; not when the response ends by rule rather
+ * than by the backend's own framing (any response to HEAD, 204, 304: RFC 9112 §6.3 rule 1),
+ * since a backend that sends a body anyway may send it in a later write, after the next request
+ * went out, where it would be read as that request's response; and not when its framing is
+ * ambiguous (both Transfer-Encoding and Content-Length: §6.3 rule 3, "ought to be handled as an
+ * error").
+ *
+ * @param head The final response head.
+ * @param method The request method.
+ * @returns `true` when the connection can go back to the pool.
+ */
+export function reusableAfter(head: ResponseHead, method: string): boolean {
+  if (head.close || method === "HEAD" || head.status === 204 || head.status === 304) return false;
+  return head.transferEncoding === null || head.contentLength === -1;
+}
+
 /** State of an incremental chunked-body decoder. */
 export interface ChunkedState {
   /** Where in the chunked grammar the decoder is. */

@@ -1,6 +1,14 @@
 import { deepEqual, equal, ok as assert } from "node:assert/strict";
 import { ENGINES } from "../lib/config.ts";
-import { get, rawRequest, recordingBackend, startGoround } from "./helpers.ts";
+import {
+  get,
+  goroundFor,
+  rawBackend,
+  rawRequest,
+  recordingBackend,
+  startGoround,
+  waitFor,
+} from "./helpers.ts";
 
 // Hostile input must not reach a backend, fool goround or crash it, whichever front end reads it.
 for (const engine of ENGINES) {
@@ -179,3 +187,117 @@ Deno.test("[goround] --header-timeout closes connections that trickle a head, fr
     await backend.close();
   }
 });
+
+/** A whole response a backend sends where none was asked for: the attack's payload. */
+const STRAY = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned";
+/** How long the backend waits before its stray write in the timed cases, ms. */
+const STRAY_DELAY_MS = 30;
+
+/**
+ * A keep-alive backend that answers `/next` with "fine" and the other paths with a response
+ * followed by STRAY: bytes a backend sends after the end of a response (a body after a 204, a
+ * 304 or a HEAD response; bytes past its own framing), in the same write, a little later, or only
+ * once the next request has arrived on the connection (the latest it could, beyond any delay
+ * goround might wait). `closed` counts connections on which the backend saw goround hang up.
+ */
+function strayBackend() {
+  let closed = 0;
+  const heads: Record<string, string> = {
+    "204": "HTTP/1.1 204 No Content\r\n\r\n",
+    "304": 'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\n\r\n',
+    head: "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n",
+    length: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    big: `HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n${"b".repeat(300_000)}`,
+    chunked: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    idle: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+  };
+  const server = rawBackend(async (first, conn) => {
+    const buf = new Uint8Array(65536);
+    const next = async () => {
+      const n = await conn.read(buf).catch(() => null);
+      return n === null ? "" : new TextDecoder().decode(buf.subarray(0, n));
+    };
+    const write = (text: string) => conn.write(new TextEncoder().encode(text));
+    let text = first;
+    while (text !== "") {
+      // The path is /KIND/WHEN: WHEN is "same" (one write), "later" or "next-request".
+      const [, kind = "", when = ""] = (text.split(" ")[1] ?? "").split("/");
+      if (kind === "next") {
+        await write("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine");
+      } else if (when === "same") {
+        await write(heads[kind]! + STRAY);
+      } else if (when === "next-request") {
+        await write(heads[kind]!);
+        text = await next();
+        if (text === "") break;
+        await write(STRAY);
+        continue; // then answer that request as usual
+      } else {
+        await write(heads[kind]!);
+        await new Promise((resolve) => setTimeout(resolve, STRAY_DELAY_MS));
+        await write(STRAY);
+      }
+      text = await next();
+    }
+    closed++;
+  });
+  return { ...server, closed: () => closed };
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`[${engine}] bytes a backend sends after a response never reach another client`, async (t) => {
+    const backend = strayBackend();
+    const proxy = await goroundFor(engine, backend.url);
+    /** Client A asks `path`; client B asks right after, on its own connection. */
+    const secondClientSees = async (path: string, method = "GET") => {
+      const first = await get(`${proxy.url}${path}`, { method });
+      assert(first.status < 400, `${method} ${path}: ${first.status}`);
+      return (await get(`${proxy.url}/next/`)).text;
+    };
+    const TRIES = 10;
+    try {
+      for (
+        const [path, method] of [
+          ["/204", "GET"],
+          ["/304", "GET"],
+          ["/head", "HEAD"],
+        ]
+      ) {
+        for (const when of ["later", "next-request"]) {
+          await t.step(`${method} ${path}, the body sent ${when}`, async () => {
+            const seen: string[] = [];
+            for (let i = 0; i < TRIES; i++) {
+              seen.push(await secondClientSees(`${path}/${when}`, method));
+            }
+            deepEqual(seen, Array(TRIES).fill("fine"));
+          });
+        }
+      }
+      for (const kind of ["length", "big", "chunked"]) {
+        await t.step(`bytes past the end of a ${kind} body, in the same write`, async () => {
+          const seen: string[] = [];
+          for (let i = 0; i < TRIES; i++) seen.push(await secondClientSees(`/${kind}/same`));
+          deepEqual(seen, Array(TRIES).fill("fine"));
+        });
+      }
+      await t.step("bytes that arrive on an idle pooled connection close it", async () => {
+        for (let i = 0; i < TRIES; i++) {
+          const closed = backend.closed();
+          equal((await get(`${proxy.url}/idle/later`)).text, "ok");
+          await waitFor(() => backend.closed() > closed, {
+            what: "goround to drop the connection",
+          });
+          equal((await get(`${proxy.url}/next/`)).text, "fine");
+        }
+      });
+      await t.step("after ordinary responses the connection is still reused", async () => {
+        const before = backend.connections();
+        for (let i = 0; i < 20; i++) equal((await get(`${proxy.url}/next/`)).text, "fine");
+        assert(backend.connections() - before <= 1, `${backend.connections() - before} new`);
+      });
+    } finally {
+      await proxy.stop();
+      await backend.close();
+    }
+  });
+}

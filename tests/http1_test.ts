@@ -16,6 +16,7 @@ import {
   RequestError,
   requestHead,
   responseFraming,
+  reusableAfter,
 } from "../lib/http1.ts";
 import { joinParts } from "../lib/streaming.ts";
 import { forwardResponseHeaders } from "../lib/headers.ts";
@@ -228,6 +229,52 @@ Deno.test("responseFraming() follows RFC 9112 §6.3", async (t) => {
       `rejects ${name}`,
       () => throws(() => responseFraming(parse(text)!, "GET"), ProtocolError),
     );
+  }
+});
+
+Deno.test("reusableAfter(): only a response the backend framed itself leaves the connection reusable", async (t) => {
+  const cases: [string, string, string, boolean][] = [
+    ["200 with Content-Length", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", true],
+    ["200 chunked", "GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", true],
+    [
+      "a 404 with Content-Length",
+      "POST",
+      "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+      true,
+    ],
+    [
+      "HTTP/1.0 asking to keep alive",
+      "GET",
+      "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n",
+      true,
+    ],
+    [
+      "Connection: close",
+      "GET",
+      "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n",
+      false,
+    ],
+    ["HTTP/1.0 by default", "GET", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n", false],
+    ["a response to HEAD", "HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", false],
+    ["204", "DELETE", "HTTP/1.1 204 No Content\r\n\r\n", false],
+    [
+      "204 saying Content-Length: 0",
+      "OPTIONS",
+      "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+      false,
+    ],
+    ["304", "GET", 'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\n\r\n', false],
+    [
+      "Transfer-Encoding with Content-Length",
+      "GET",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+      false,
+    ],
+  ];
+  for (const [name, method, text, reusable] of cases) {
+    await t.step(`${name}: ${reusable ? "reused" : "closed"}`, () => {
+      equal(reusableAfter(parse(text)!, method), reusable);
+    });
   }
 });
 
