@@ -132,7 +132,15 @@ export interface Config {
   readonly discoverNameServer: NameServer | null;
   /** The certificate, key and backend CA as read from those files (filled in at start). */
   readonly pems?: { readonly cert: string; readonly key: string; readonly ca: string };
+  /** Request fields whose name has a `_`: dropped before forwarding, or kept. @default {"drop"} */
+  readonly underscoreHeaders: UnderscoreHeaders;
 }
+
+/** What `--underscore-headers` does with request fields whose name has a `_`. */
+export const UNDERSCORE_HEADERS = ["drop", "keep"] as const;
+
+/** A `--underscore-headers` mode. */
+export type UnderscoreHeaders = typeof UNDERSCORE_HEADERS[number];
 
 /** What the `hash` policy hashes: the client's address, a request field, or a cookie. */
 export type HashKey =
@@ -173,7 +181,8 @@ type Kind =
   | "nameserver"
   | "connections"
   | "duration-or-zero"
-  | "sticky";
+  | "sticky"
+  | "underscore-headers";
 
 interface FlagSpec {
   readonly name: string;
@@ -419,6 +428,12 @@ export const FLAGS: readonly FlagSpec[] = [
     fallback: "false",
     help: "add X-Goround-Backend to responses (true/false)",
   },
+  {
+    name: "underscore-headers",
+    kind: "underscore-headers",
+    fallback: "drop",
+    help: "request fields named with _ (X_Forwarded_For): drop or keep",
+  },
 ];
 
 /** Settings that take effect only at start: a reload that changes them logs that they wait for
@@ -598,6 +613,8 @@ function parseValue(kind: Kind, text: string): Parsed {
       return parseDuration(text);
     case "sticky":
       return oneOf(text, ["cookie", "off"], "a sticky mode");
+    case "underscore-headers":
+      return oneOf(text, UNDERSCORE_HEADERS, "an underscore-headers mode");
     case "discover":
       if (text.trim() !== "") parseDiscoverySpec(text);
       return text.trim();
@@ -863,6 +880,7 @@ export function parseCommandLine(
       discover: discover === "" ? null : parseDiscoverySpec(discover),
       discoverInterval: value<number>("discover-interval"),
       discoverNameServer: nameServer === "" ? null : parseNameServer(nameServer),
+      underscoreHeaders: value<UnderscoreHeaders>("underscore-headers"),
     },
   };
 }

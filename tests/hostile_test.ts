@@ -1,11 +1,13 @@
 import { deepEqual, equal, ok as assert } from "node:assert/strict";
 import { ENGINES } from "../lib/config.ts";
+import { encodeLatin1 } from "../lib/http1.ts";
 import {
   get,
   goroundFor,
   rawBackend,
   rawRequest,
   recordingBackend,
+  runGoround,
   startGoround,
   waitFor,
 } from "./helpers.ts";
@@ -301,3 +303,172 @@ for (const engine of ENGINES) {
     }
   });
 }
+
+/** Sends a request as bytes (each character one byte) and returns the response's status. */
+async function statusOf(port: number, request: string): Promise<number> {
+  return (await rawRequest(port, encodeLatin1(request), 2000)).status;
+}
+
+/** A backend that takes any request head it is sent (as nginx or hyper would not), answers
+ * 200 and records the head as text: what goround forwards is seen as it went out. */
+function lenientBackend() {
+  const heads: string[] = [];
+  const server = rawBackend(async (text, conn) => {
+    heads.push(text);
+    await conn.write(
+      encodeLatin1("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"),
+    );
+  });
+  return { ...server, heads };
+}
+
+/** Sends a WebSocket handshake and returns the status of the answer's head, then hangs up. */
+async function handshakeStatus(port: number, request: string): Promise<number> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(encodeLatin1(request));
+    let text = "";
+    const buf = new Uint8Array(4096);
+    while (!text.includes("\r\n\r\n")) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    return Number(text.split(" ")[1]);
+  } finally {
+    conn.close();
+  }
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`[${engine}] request targets and Host values nginx refuses get 400 before any backend`, async (t) => {
+    const backend = lenientBackend();
+    const proxy = await goroundFor(engine, backend.url);
+    const line = (target: string, host = "a", method = "GET") =>
+      `${method} ${target} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
+    const refused: [string, string][] = [
+      ["a target that is neither origin-form nor absolute-form", line("abc")],
+      ["* for a method other than OPTIONS", line("*")],
+      ["a raw byte 0x80 in the target", line("/a\x80b")],
+      ["a raw byte 0xE9 in the target", line("/caf\xe9")],
+      ["absolute-form with the scheme file", line("file://localhost/etc/passwd")],
+      ["absolute-form with the scheme ftp", line("ftp://x/y")],
+      ["absolute-form with the scheme ws", line("ws://x/y")],
+      ["absolute-form with userinfo (RFC 9110 §4.2.4)", line("http://user:pw@x/y")],
+      ["Host: a b", line("/", "a b")],
+      ["Host: a/b", line("/", "a/b")],
+      ["Host: a@b", line("/", "a@b")],
+      ["Host: a:b", line("/", "a:b")],
+      ["an empty Host", line("/", "")],
+      ["a raw byte in Host", line("/", "caf\xe9")],
+      ["Host: [not-ipv6]", line("/", "[zz]:80")],
+      ["Host: a\\b", line("/", "a\\b")],
+      ["an invalid Host beside an absolute-form target", line("http://x/y", "a b")],
+    ];
+    // goround sees the target as sent; under Deno.serve, hyper hands these two over as the
+    // origin-form paths /file:///etc/passwd and /http:///x, with the client's Host.
+    if (engine === "goround") {
+      refused.push(
+        ["absolute-form file:///etc/passwd", line("file:///etc/passwd")],
+        ["absolute-form with an empty host (RFC 9110 §4.2.1)", line("http:///x")],
+      );
+    }
+    try {
+      for (const [name, request] of refused) {
+        await t.step(name, async () => {
+          const before = backend.heads.length;
+          equal(await statusOf(proxy.port, request), 400);
+          deepEqual(backend.heads.slice(before), [], "nothing reached the backend");
+        });
+      }
+      await t.step(
+        "file:///etc/passwd never goes out as /etc/passwd with an empty Host",
+        async () => {
+          const before = backend.heads.length;
+          const status = await statusOf(proxy.port, line("file:///etc/passwd"));
+          const sent = backend.heads.slice(before).map((head) => head.split("\r\n").slice(0, 2));
+          if (engine === "goround") deepEqual([status, sent], [400, []]);
+          else deepEqual(sent, [["GET /file:///etc/passwd HTTP/1.1", "host: a"]]);
+        },
+      );
+      const accepted: [string, string, string][] = [
+        ["OPTIONS *", line("*", "a", "OPTIONS"), engine === "goround" ? "OPTIONS *" : "OPTIONS /*"],
+        ["an IPv6 literal Host", line("/v6", "[::1]:8080"), "GET /v6"],
+        ["an IPv4 Host with a port", line("/v4", "10.0.0.1:80"), "GET /v4"],
+        ["a reg-name with _ and ~", line("/name", "a_b~c.example"), "GET /name"],
+        ["a pct-encoded reg-name", line("/pct", "a%41b"), "GET /pct"],
+        ["absolute-form, a query, no path", line("HTTP://x.example?q=1"), "GET /?q=1"],
+      ];
+      for (const [name, request, sent] of accepted) {
+        await t.step(`accepted: ${name}`, async () => {
+          equal(await statusOf(proxy.port, request), 200);
+          const host = /^HTTP:\/\/([^?]+)/.exec(request.split(" ")[1]!)?.[1] ??
+            /\r\nHost: ([^\r]*)/.exec(request)![1]!;
+          deepEqual(backend.heads.at(-1)!.split("\r\n").slice(0, 2), [
+            `${sent} HTTP/1.1`,
+            `host: ${host}`,
+          ]);
+        });
+      }
+    } finally {
+      await proxy.stop();
+      await backend.close();
+    }
+  });
+
+  Deno.test(`[${engine}] header names with _ are dropped before forwarding unless --underscore-headers keep`, async (t) => {
+    const backend = recordingBackend((req) => {
+      if (req.headers.get("upgrade") !== "websocket") return new Response("ok");
+      const { socket, response } = Deno.upgradeWebSocket(req);
+      socket.onopen = () => socket.close(1000, "done");
+      return response;
+    });
+    const forged = "X_Forwarded_For: 6.6.6.6\r\nX_Forwarded_Proto: https\r\nx-plain: 1\r\n";
+    const plain = `GET / HTTP/1.1\r\nHost: a\r\n${forged}Connection: close\r\n\r\n`;
+    const upgrade = `GET /ws HTTP/1.1\r\nHost: a\r\n${forged}Upgrade: websocket\r\n` +
+      "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    const names = (headers: Headers) =>
+      [...headers.keys()].filter((n) => n.includes("forwarded") || n === "x-plain");
+    for (const mode of ["drop", "keep"]) {
+      const flags = mode === "drop" ? [] : ["--underscore-headers", "keep"];
+      const proxy = await goroundFor(engine, backend.url, flags);
+      const expected = mode === "drop"
+        ? ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-plain"]
+        : [
+          "x-forwarded-for",
+          "x-forwarded-host",
+          "x-forwarded-proto",
+          "x-plain",
+          "x_forwarded_for",
+          "x_forwarded_proto",
+        ];
+      try {
+        await t.step(`${mode}: a plain request`, async () => {
+          equal(await statusOf(proxy.port, plain), 200);
+          const seen = backend.requests.at(-1)!.headers;
+          deepEqual(names(seen).sort(), expected);
+          equal(seen.get("x-forwarded-for"), "127.0.0.1");
+        });
+        await t.step(`${mode}: a WebSocket handshake`, async () => {
+          const before = backend.requests.length;
+          equal(await handshakeStatus(proxy.port, upgrade), 101);
+          await waitFor(() => backend.requests.length > before, { what: "the handshake" });
+          deepEqual(names(backend.requests.at(-1)!.headers).sort(), expected);
+        });
+      } finally {
+        await proxy.stop();
+      }
+    }
+    await backend.close();
+  });
+}
+
+Deno.test("--underscore-headers takes drop or keep, and says so otherwise", async () => {
+  const { code, stderr } = await runGoround(["--underscore-headers", "allow"]);
+  equal(code, 2);
+  equal(
+    stderr.trim(),
+    'goround: --underscore-headers: "allow" is not an underscore-headers mode: expected one of drop, keep',
+  );
+});
