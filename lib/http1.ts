@@ -7,7 +7,7 @@
  */
 
 import { HOP_BY_HOP } from "./headers.ts";
-import { isHostPort, targetProblem } from "./request_target.ts";
+import { isHostPortAt, targetProblem } from "./request_target.ts";
 
 /** How a response body is delimited (RFC 9112 §6.3). */
 export type Framing =
@@ -739,6 +739,9 @@ function requestFields(
     if (name === null) {
       name = text.slice(start - from, colon - from);
       if ((spans[i + 4]! & UPPER) !== 0) name = name.toLowerCase();
+    } else if (name === "host" && !isHostPortAt(buf, spans[i + 2]!, spans[i + 3]!)) {
+      // RFC 9110 §7.2: host[:port], checked on the bytes where they lie.
+      throw new RequestError(400, "invalid Host");
     }
     fields.push([name, text.slice(spans[i + 2]! - from, spans[i + 3]! - from)]);
   }
@@ -830,7 +833,6 @@ export function parseRequestHead(buf: Uint8Array, start: number, end: number): R
   if (hosts > 1 || (hosts === 0 && minor === 1)) {
     throw new RequestError(400, "missing or repeated Host");
   }
-  if (host !== null && !isHostPort(host)) throw new RequestError(400, "invalid Host");
   let bodyLength = 0;
   if (te !== null) {
     // RFC 9112 §6.1: with both, the message may be an attack; refuse it rather than pick one.

@@ -47,11 +47,8 @@ function isIpv6(text: string): boolean {
 }
 
 /**
- * Whether `text` is `host [ ":" port ]` as `Host` and an absolute-form target carry it
- * (RFC 9110 §7.2, §4.2.1; RFC 3986 §3.2.2-3.2.3): an IP-literal in brackets (IPv6 or IPvFuture),
- * or a reg-name (which covers IPv4 addresses), not empty (RFC 9110 §4.2.1: an http URI with an
- * empty host is invalid), then an optional port of up to five digits. No userinfo (`@` is not a
- * reg-name character; RFC 9110 §4.2.4), no spaces, slashes or anything else.
+ * Whether `text` is `host [ ":" port ]` as `Host` and an absolute-form target carry it: see
+ * {@linkcode isHostPortAt}, which this runs on the text's bytes.
  *
  * @param text A `Host` value, or the authority of an absolute-form target.
  * @returns `true` when it is valid.
@@ -62,31 +59,52 @@ function isIpv6(text: string): boolean {
  * ```
  */
 export function isHostPort(text: string): boolean {
-  let at: number;
-  if (text.charCodeAt(0) === 91) {
-    const close = text.indexOf("]");
-    if (close < 0) return false;
-    const literal = text.slice(1, close);
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    bytes[i] = c < 128 ? c : 0; // nothing outside ASCII is valid; 0 never is either
+  }
+  return isHostPortAt(bytes, 0, bytes.length);
+}
+
+/**
+ * Whether `bytes[start, end)` is `host [ ":" port ]` (RFC 9110 §7.2, §4.2.1; RFC 3986
+ * §3.2.2-3.2.3): an IP-literal in brackets (IPv6 or IPvFuture), or a reg-name (which covers IPv4
+ * addresses), not empty (RFC 9110 §4.2.1: an http URI with an empty host is invalid), then an
+ * optional port of up to five digits. No userinfo (`@` is not a reg-name character; RFC 9110
+ * §4.2.4), no spaces, slashes or anything else. On bytes, so the request parser checks `Host`
+ * where it lies in the read buffer, without the cost of reading a sliced string.
+ *
+ * @param bytes The buffer.
+ * @param start Where the value starts.
+ * @param end One past its end.
+ * @returns `true` when it is valid.
+ */
+export function isHostPortAt(bytes: Uint8Array, start: number, end: number): boolean {
+  let at = start;
+  if (bytes[at] === 91) {
+    const close = bytes.indexOf(93, at);
+    if (close < 0 || close >= end) return false;
+    const literal = String.fromCharCode(...bytes.subarray(at + 1, close));
     if (!isIpv6(literal) && !IPV_FUTURE.test(literal)) return false;
     at = close + 1;
   } else {
-    at = 0;
-    while (at < text.length) {
-      const c = text.charCodeAt(at);
+    while (at < end) {
+      const c = bytes[at]!;
       if (c < 128 && REG_NAME[c] === 1) {
         at++;
-      } else if (c === 37 && isHex(text.charCodeAt(at + 1)) && isHex(text.charCodeAt(at + 2))) {
+      } else if (c === 37 && at + 2 < end && isHex(bytes[at + 1]!) && isHex(bytes[at + 2]!)) {
         at += 3;
       } else {
         break;
       }
     }
-    if (at === 0) return false;
+    if (at === start) return false;
   }
-  if (at === text.length) return true;
-  if (text.charCodeAt(at) !== 58 || text.length - at - 1 > 5) return false;
-  for (let i = at + 1; i < text.length; i++) {
-    const c = text.charCodeAt(i);
+  if (at === end) return true;
+  if (bytes[at] !== 58 || end - at - 1 > 5) return false;
+  for (let i = at + 1; i < end; i++) {
+    const c = bytes[i]!;
     if (c < 48 || c > 57) return false;
   }
   return true;

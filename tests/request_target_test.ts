@@ -1,5 +1,5 @@
 import { deepEqual, equal } from "node:assert/strict";
-import { isHostPort, targetProblem } from "../lib/request_target.ts";
+import { isHostPort, isHostPortAt, targetProblem } from "../lib/request_target.ts";
 import { splitTarget } from "../lib/proxy.ts";
 
 Deno.test("isHostPort() follows RFC 3986's host and port", async (t) => {
@@ -53,6 +53,15 @@ Deno.test("isHostPort() follows RFC 3986's host and port", async (t) => {
   for (const text of invalid) {
     await t.step(`invalid: ${JSON.stringify(text)}`, () => equal(isHostPort(text), false));
   }
+});
+
+Deno.test("isHostPortAt() looks only at its range of the buffer", () => {
+  const bytes = new TextEncoder().encode("Host: [::1]:80 x]\r\nHost: a:8080\r\n");
+  equal(isHostPortAt(bytes, 6, 14), true, "[::1]:80");
+  equal(isHostPortAt(bytes, 6, 16), false, "[::1]:80 x");
+  equal(isHostPortAt(bytes, 6, 10), false, "[::1, with a ] past the range");
+  equal(isHostPortAt(bytes, 25, 31), true, "a:8080");
+  equal(isHostPortAt(bytes, 25, 25), false, "empty");
 });
 
 Deno.test("targetProblem() admits the forms of RFC 9112 §3.2 a reverse proxy serves", async (t) => {
