@@ -322,8 +322,16 @@ function lenientBackend() {
   return { ...server, heads };
 }
 
-/** Sends a WebSocket handshake and returns the status of the answer's head, then hangs up. */
-async function handshakeStatus(port: number, request: string): Promise<number> {
+/** A WebSocket handshake (RFC 6455 §4.1) for `target`, with `Host: host`. */
+function handshake(target: string, host: string): string {
+  return `GET ${target} HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\n` +
+    "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+}
+
+/** Sends a request (a WebSocket handshake, say) and returns the status of the answer's head,
+ * without waiting for the connection to close, then hangs up. */
+async function headStatus(port: number, request: string): Promise<number> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
     await conn.write(encodeLatin1(request));
@@ -364,6 +372,8 @@ for (const engine of ENGINES) {
       ["Host: [not-ipv6]", line("/", "[zz]:80")],
       ["Host: a\\b", line("/", "a\\b")],
       ["an invalid Host beside an absolute-form target", line("http://x/y", "a b")],
+      ["a WebSocket handshake with Host: a b", handshake("/ws", "a b")],
+      ["a WebSocket handshake to ws://x/ws", handshake("ws://x/ws", "a")],
     ];
     // goround sees the target as sent; under Deno.serve, hyper hands these two over as the
     // origin-form paths /file:///etc/passwd and /http:///x, with the client's Host.
@@ -377,7 +387,7 @@ for (const engine of ENGINES) {
       for (const [name, request] of refused) {
         await t.step(name, async () => {
           const before = backend.heads.length;
-          equal(await statusOf(proxy.port, request), 400);
+          equal(await headStatus(proxy.port, request), 400);
           deepEqual(backend.heads.slice(before), [], "nothing reached the backend");
         });
       }
@@ -425,9 +435,7 @@ for (const engine of ENGINES) {
     });
     const forged = "X_Forwarded_For: 6.6.6.6\r\nX_Forwarded_Proto: https\r\nx-plain: 1\r\n";
     const plain = `GET / HTTP/1.1\r\nHost: a\r\n${forged}Connection: close\r\n\r\n`;
-    const upgrade = `GET /ws HTTP/1.1\r\nHost: a\r\n${forged}Upgrade: websocket\r\n` +
-      "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
-      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    const upgrade = handshake("/ws", `a\r\n${forged.slice(0, -2)}`);
     const names = (headers: Headers) =>
       [...headers.keys()].filter((n) => n.includes("forwarded") || n === "x-plain");
     for (const mode of ["drop", "keep"]) {
@@ -452,7 +460,7 @@ for (const engine of ENGINES) {
         });
         await t.step(`${mode}: a WebSocket handshake`, async () => {
           const before = backend.requests.length;
-          equal(await handshakeStatus(proxy.port, upgrade), 101);
+          equal(await headStatus(proxy.port, upgrade), 101);
           await waitFor(() => backend.requests.length > before, { what: "the handshake" });
           deepEqual(names(backend.requests.at(-1)!.headers).sort(), expected);
         });
