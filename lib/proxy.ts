@@ -206,8 +206,8 @@ function failureReply(error: UpstreamError): Reply {
 /**
  * Splits a request-target (one that `targetProblem` in request_target.ts accepted) into the
  * origin-form target and, for an absolute-form target, its authority (RFC 9112 §3.2.2: it takes
- * precedence over `Host`). An empty path becomes `/` (§3.2.1). A fragment is dropped: it is never part of a
- * target.
+ * precedence over `Host`). An empty path becomes `/` (§3.2.1). A fragment is dropped: it is
+ * never part of a target.
  *
  * @param target The request-target as received.
  * @returns The origin-form target and the authority (`null` unless absolute-form).

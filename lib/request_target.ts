@@ -1,7 +1,8 @@
 /**
  * What a request may name: the forms of request-target (RFC 9112 §3.2) and a valid `Host`
- * (RFC 9110 §7.2: `uri-host [ ":" port ]`, with RFC 3986 §3.2.2's host). Pure checks on strings
- * the front has already made; both fronts answer 400 to what they refuse, as nginx does.
+ * (RFC 9110 §7.2: `uri-host [ ":" port ]`, with RFC 3986 §3.2.2's host). Pure checks on what
+ * the front has already read: the target string, and `Host` as bytes (goround's parser) or as
+ * text (`Deno.serve`); both fronts answer 400 to what they refuse, as nginx does.
  *
  * @module
  */
@@ -12,6 +13,9 @@ const REG_NAME = new Uint8Array(128);
 for (const c of "-._~!$&'()*+,;=0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") {
   REG_NAME[c.charCodeAt(0)] = 1;
 }
+
+/** Longest IP-literal taken between the brackets. */
+const MAX_IP_LITERAL = 64;
 
 const IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
 const H16 = /^[0-9A-Fa-f]{1,4}$/;
@@ -84,8 +88,10 @@ export function isHostPortAt(bytes: Uint8Array, start: number, end: number): boo
   let at = start;
   if (bytes[at] === 91) {
     const close = bytes.indexOf(93, at);
-    if (close < 0 || close >= end) return false;
-    const literal = String.fromCharCode(...bytes.subarray(at + 1, close));
+    // An IPv6 address is at most 45 characters; an IPvFuture address is given as much room.
+    if (close < 0 || close >= end || close - at > MAX_IP_LITERAL) return false;
+    let literal = "";
+    for (let i = at + 1; i < close; i++) literal += String.fromCharCode(bytes[i]!);
     if (!isIpv6(literal) && !IPV_FUTURE.test(literal)) return false;
     at = close + 1;
   } else {

@@ -599,6 +599,7 @@ Deno.test("parseRequestHead()", async (t) => {
     ["Host: a b", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400],
     ["an empty Host", "GET / HTTP/1.1\r\nHost:\r\n\r\n", 400],
     ["an empty Host in HTTP/1.0", "GET / HTTP/1.0\r\nHost: \r\n\r\n", 400],
+    ["a huge IP-literal Host", `GET / HTTP/1.1\r\nHost: [${"1".repeat(60_000)}]\r\n\r\n`, 400],
     ["HTTP/2.0 on an HTTP/1 connection", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505],
     ["garbage", "\x16\x03\x01\x02\x00 tls hello\r\n\r\n", 400],
     ["an unknown expectation", "GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n", 417],
