@@ -142,7 +142,15 @@ export interface Config {
   /** Base time a passive ejection lasts (× ejections in a row, at most 10×), ms.
    * @default {30000} */
   readonly ejectionTime: number;
+  /** Request fields whose name has a `_`: dropped before forwarding, or kept. @default {"drop"} */
+  readonly underscoreHeaders: UnderscoreHeaders;
 }
+
+/** What `--underscore-headers` does with request fields whose name has a `_`. */
+export const UNDERSCORE_HEADERS = ["drop", "keep"] as const;
+
+/** A `--underscore-headers` mode. */
+export type UnderscoreHeaders = typeof UNDERSCORE_HEADERS[number];
 
 /** What the `hash` policy hashes: the client's address, a request field, or a cookie. */
 export type HashKey =
@@ -185,7 +193,8 @@ type Kind =
   | "duration-or-zero"
   | "sticky"
   | "hosts"
-  | "percent";
+  | "percent"
+  | "underscore-headers";
 
 interface FlagSpec {
   readonly name: string;
@@ -455,6 +464,12 @@ export const FLAGS: readonly FlagSpec[] = [
     fallback: "30s",
     help: "how long an ejected backend stays out (× ejections in a row, at most 10×)",
   },
+  {
+    name: "underscore-headers",
+    kind: "underscore-headers",
+    fallback: "drop",
+    help: "request fields named with _ (X_Forwarded_For): drop or keep",
+  },
 ];
 
 /** Settings that take effect only at start: a reload that changes them logs that they wait for
@@ -666,6 +681,8 @@ function parseValue(kind: Kind, text: string): Parsed {
         );
       }
       return Number(text);
+    case "underscore-headers":
+      return oneOf(text, UNDERSCORE_HEADERS, "an underscore-headers mode");
     case "discover":
       if (text.trim() !== "") parseDiscoverySpec(text);
       return text.trim();
@@ -935,6 +952,7 @@ export function parseCommandLine(
       failStatuses: value<number[]>("fail-statuses"),
       maxEjectionPercent: value<number>("max-ejection-percent"),
       ejectionTime: value<number>("ejection-time"),
+      underscoreHeaders: value<UnderscoreHeaders>("underscore-headers"),
     },
   };
 }

@@ -11,7 +11,7 @@
 import { ipInCidrs } from "./cidr.ts";
 import type { Backend, Config } from "./config.ts";
 import { STATUS_NO_BACKEND, statusForFailure, UpstreamError } from "./errors.ts";
-import { forwardRequestFields } from "./headers.ts";
+import { type ForwardContext, forwardRequestFields } from "./headers.ts";
 import { logLine } from "./log.ts";
 import { formatDuration } from "./duration.ts";
 import { ejectionLimit, nextEjection } from "./ejection.ts";
@@ -43,6 +43,7 @@ import {
   marksDown,
   retryFresh,
 } from "./retry.ts";
+import { authorityEnd } from "./request_target.ts";
 import { type SelectionContext, selectorFor } from "./selection.ts";
 import { cookieValue, createSticky, STICKY_COOKIE } from "./sticky.ts";
 import {
@@ -93,6 +94,9 @@ export interface Incoming {
   readonly proto: "http" | "https";
   /** When the request arrived (`performance.now()`), if the front took the time already. */
   readonly arrived?: number;
+  /** Whether a field name may have a `_` (`false`: the front's scan saw none, so the forwarder
+   * need not look). @default {true} */
+  readonly underscores?: boolean;
 }
 
 /** What the front end writes back. */
@@ -229,8 +233,9 @@ function failureReply(error: UpstreamError): Reply {
 }
 
 /**
- * Splits a request-target into the origin-form target and, for an absolute-form target, its
- * authority (RFC 9112 §3.2.2: it takes precedence over `Host`). A fragment is dropped: it is
+ * Splits a request-target (one that `targetProblem` in request_target.ts accepted) into the
+ * origin-form target and, for an absolute-form target, its authority (RFC 9112 §3.2.2: it takes
+ * precedence over `Host`). An empty path becomes `/` (§3.2.1). A fragment is dropped: it is
  * never part of a target.
  *
  * @param target The request-target as received.
@@ -238,6 +243,7 @@ function failureReply(error: UpstreamError): Reply {
  * @example
  * ```ts
  * splitTarget("http://a.example/x?y"); // { target: "/x?y", authority: "a.example" }
+ * splitTarget("http://a.example?y"); // { target: "/?y", authority: "a.example" }
  * ```
  */
 export function splitTarget(target: string): { target: string; authority: string | null } {
@@ -246,15 +252,30 @@ export function splitTarget(target: string): { target: string; authority: string
   if (out.charCodeAt(0) !== 47 && out !== "*") {
     const scheme = out.indexOf("://");
     if (scheme > 0) {
-      const slash = out.indexOf("/", scheme + 3);
-      authority = slash < 0 ? out.slice(scheme + 3) : out.slice(scheme + 3, slash);
-      out = slash < 0 ? "/" : out.slice(slash);
-      const at = authority.lastIndexOf("@"); // userinfo is not part of the authority sent on
-      if (at >= 0) authority = authority.slice(at + 1);
+      const end = authorityEnd(out, scheme + 3);
+      authority = out.slice(scheme + 3, end);
+      out = out.charCodeAt(end) === 47 ? out.slice(end) : `/${out.slice(end)}`;
     }
   }
   const hash = out.indexOf("#");
   return { target: hash < 0 ? out : out.slice(0, hash), authority };
+}
+
+/**
+ * What the header rules need to know about a request's client (see `forwardRequestFields`).
+ *
+ * @param config Settings (trusted proxies, `--underscore-headers`).
+ * @param incoming The request.
+ * @returns The context.
+ */
+export function forwardContext(config: Config, incoming: Incoming): ForwardContext {
+  return {
+    clientIp: incoming.clientIp,
+    trusted: ipInCidrs(incoming.clientIp, config.trustedProxies),
+    proto: incoming.proto,
+    host: incoming.authority,
+    dropUnderscores: config.underscoreHeaders === "drop" && incoming.underscores !== false,
+  };
 }
 
 /**
@@ -352,12 +373,7 @@ export function createForwarder(context: ProxyContext): Forwarder {
     if (requestId === "" || !REQUEST_ID.test(requestId)) requestId = nextRequestId();
     // The head is written as it is built: no list of pairs in between.
     let head = `${method} ${target} HTTP/1.1\r\n`;
-    forwardRequestFields(incoming.headers, {
-      clientIp: incoming.clientIp,
-      trusted: ipInCidrs(incoming.clientIp, config.trustedProxies),
-      proto: incoming.proto,
-      host: incoming.authority,
-    }, (name, value) => {
+    forwardRequestFields(incoming.headers, forwardContext(config, incoming), (name, value) => {
       head += `${name}: ${value}\r\n`;
     });
     head += `x-request-id: ${requestId}\r\n`;

@@ -609,6 +609,7 @@ async function answer(
     clientIp: client.ip,
     proto: options.proto ?? "http",
     arrived: started,
+    underscores: head.underscores,
   };
   if (options.upgrade && head.bodyLength === 0 && isWebSocketUpgrade(head.method, head.headers)) {
     await tunnel(client, head, incoming, options.upgrade);

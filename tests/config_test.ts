@@ -32,6 +32,8 @@ Deno.test("defaults match the brief", () => {
   equal(config.retries, -1, "pool size - 1");
   equal(config.algorithm, "round-robin");
   deepEqual(config.trustedProxies, []);
+  equal(config.underscoreHeaders, "drop");
+  equal(configOf([], { GOROUND_UNDERSCORE_HEADERS: "keep" }).underscoreHeaders, "keep");
 });
 
 Deno.test("passive health defaults: statuses do not count, half the pool at most, 30s out", () => {
@@ -135,6 +137,10 @@ Deno.test("bad values name the flag, the value and what is expected", async (t) 
       /^--hash-key: "header:" is not a hash key: expected ip, header:NAME or cookie:NAME$/,
     ],
     [["--sticky", "ip"], /^--sticky: "ip" is not a sticky mode: expected one of cookie, off$/],
+    [
+      ["--underscore-headers", "yes"],
+      /^--underscore-headers: "yes" is not an underscore-headers mode: expected one of drop, keep$/,
+    ],
     [["--backends", " , "], /^--backends: the list is empty/],
     [
       ["--backend", "http://a:1", "--backend", "http://a:1/"],
