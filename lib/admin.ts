@@ -145,16 +145,13 @@ function problem(status: number, message: string, headers: Record<string, string
 }
 
 /**
- * The admin request handler.
+ * The admin request handler. The bearer token it requires is the running config's
+ * `adminToken` (none when `""`), read at each request so a reload can rotate it.
  *
  * @param sup The supervisor.
- * @param token The required bearer token, or `""` for none.
  * @returns The handler.
  */
-export function createAdminHandler(
-  sup: Supervisor,
-  token: string,
-): (req: Request) => Promise<Response> {
+export function createAdminHandler(sup: Supervisor): (req: Request) => Promise<Response> {
   return async (req) => {
     const { pathname } = new URL(req.url);
     if (pathname === "/" && (req.method === "GET" || req.method === "HEAD")) {
@@ -162,6 +159,7 @@ export function createAdminHandler(
         headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" },
       });
     }
+    const token = sup.config.adminToken;
     if (token !== "") {
       const given = /^Bearer (.+)$/.exec(req.headers.get("authorization") ?? "")?.[1] ?? "";
       if (!constantTimeEqual(given, token)) {
@@ -231,13 +229,12 @@ export interface Admin {
  *
  * @param sup The supervisor.
  * @param listen Where to listen.
- * @param token The required bearer token, or `""`.
  * @returns The listener.
  */
-export function serveAdmin(sup: Supervisor, listen: Listen, token: string): Admin {
+export function serveAdmin(sup: Supervisor, listen: Listen): Admin {
   const server = Deno.serve(
     { hostname: listen.hostname, port: listen.port, onListen: () => {} },
-    createAdminHandler(sup, token),
+    createAdminHandler(sup),
   );
   return { port: server.addr.port, shutdown: () => server.shutdown() };
 }

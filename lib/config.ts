@@ -130,7 +130,7 @@ export interface Config {
   readonly discoverInterval: number;
   /** The DNS server discovery asks, or `null` for the system's. @default {null} */
   readonly discoverNameServer: NameServer | null;
-  /** The certificate, key and backend CA as read from those files (filled in at start). */
+  /** The certificate, key and backend CA as read from those files (at start and on reload). */
   readonly pems?: { readonly cert: string; readonly key: string; readonly ca: string };
 }
 
@@ -419,15 +419,6 @@ export const FLAGS: readonly FlagSpec[] = [
     fallback: "false",
     help: "add X-Goround-Backend to responses (true/false)",
   },
-];
-
-/** Settings that take effect only at start: a reload that changes them logs that they wait for
- * a restart. */
-export const RESTART_ONLY: readonly (keyof Config)[] = [
-  "listen",
-  "workers",
-  "engine",
-  "configFile",
 ];
 
 /**

@@ -74,7 +74,7 @@ export function toResponse(reply: Reply): Response {
  *
  * @param forward The proxy core.
  * @param options `proto`: `https` when `Deno.serve` terminates TLS; `accessLog`: where each
- *   request is logged.
+ *   request is logged (read at each request, so the caller may change it).
  * @returns The handler.
  * @example
  * ```ts ignore
@@ -90,7 +90,6 @@ export function createServeHandler(
   } = {},
 ): Handler {
   const proto = options.proto ?? "http";
-  const { accessLog } = options;
   return async (req, info) => {
     const arrived = Date.now();
     const started = performance.now();
@@ -134,6 +133,8 @@ export function createServeHandler(
     }
     const reply = await forward(incoming);
     const response = toResponse(reply);
+    // Read at each request: a reload may switch the log (the options object is the worker's).
+    const accessLog = options.accessLog;
     if (accessLog) {
       const known = reply.kind === "local"
         ? reply.text.length

@@ -207,6 +207,8 @@ export interface BackendChange {
   readonly added: string[];
   /** Backends removed. */
   readonly removed: string[];
+  /** What a worker could not apply (e.g. `worker 1: kept the old front end: ...`). */
+  readonly problems: string[];
 }
 
 /**
@@ -242,7 +244,10 @@ export function applyConfig(sup: Supervisor, next: Config): Promise<BackendChang
     // cleared below, once no worker picks them any more).
     sup.config = config;
     sup.table = table;
-    await Promise.all(sup.workers.map((serving) => ask(serving, update)));
+    const replies = await Promise.all(sup.workers.map((serving) => ask(serving, update)));
+    const problems = replies.flatMap((reply, index) =>
+      reply.type === "updated" && reply.problem ? [`worker ${index}: ${reply.problem}`] : []
+    );
     setMembers(sup.pool, slots, config.backends.map((b) => b.weight));
     for (const slot of sup.slots) {
       if (slots.includes(slot)) continue;
@@ -252,7 +257,7 @@ export function applyConfig(sup: Supervisor, next: Config): Promise<BackendChang
     }
     sup.slots = slots;
     sup.health.update(targetsOf(table, slots), healthOptions(sup, config));
-    return { added, removed };
+    return { added, removed, problems };
   });
 }
 
