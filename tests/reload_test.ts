@@ -5,7 +5,8 @@
  */
 
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
-import { type Goround, sendSignal, startGoround, waitFor } from "./helpers.ts";
+import { get, type Goround, sendSignal, startGoround, waitFor } from "./helpers.ts";
+import { startDnsServer } from "./support/dns_server.ts";
 import {
   makeCa,
   makeServerCert,
@@ -318,7 +319,17 @@ Deno.test("SIGHUP, --tls-cert/--tls-key changed on disk: new connections get the
   }
 });
 
+/** Reads until the peer closes, or for at most 10 s. */
 async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
+  const timer = setTimeout(() => conn.close(), 10_000);
+  try {
+    return await readToEnd(conn);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function readToEnd(conn: Deno.Conn): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   const buf = new Uint8Array(16 * 1024);
   while (true) {
@@ -442,6 +453,51 @@ Deno.test("SIGHUP, admin-token changed: the admin API takes the new token at onc
   } finally {
     await proxy.stop();
     await backend.shutdown();
+    await s.cleanup();
+  }
+});
+
+Deno.test("SIGHUP with --discover: the pool stays what DNS says; a new name takes effect", async () => {
+  const one = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => new Response("one"),
+  );
+  const port = one.addr.port;
+  const two = Deno.serve(
+    { hostname: "127.0.0.2", port, onListen: () => {} },
+    () => new Response("two"),
+  );
+  const dns = await startDnsServer({ hosts: "127.0.0.1 app.test\n127.0.0.2 other.test\n" });
+  const s = await setup();
+  const settings = {
+    discover: `dns:app.test:${port}`,
+    "discover-nameserver": `127.0.0.1:${dns.port}`,
+    "discover-interval": "200ms",
+  };
+  await s.write(settings);
+  const proxy = await startGoround(["--config", s.file, "--workers", "2", "--access-log", "off"]);
+  const answers = async () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 4; i++) seen.add((await get(proxy.url)).text);
+    return [...seen];
+  };
+  try {
+    deepEqual(await answers(), ["one"]);
+    match(await reload(proxy), /reloaded .*: 1 backend; no change$/);
+    deepEqual((await backendsOf(proxy)).map((b) => b.url), [`http://127.0.0.1:${port}`]);
+    deepEqual(await answers(), ["one"]);
+
+    await s.write({ ...settings, discover: `dns:other.test:${port}` });
+    match(await reload(proxy), /changed: discover$/);
+    await waitFor(
+      async () => (await backendsOf(proxy)).map((b) => b.url).join() === `http://127.0.0.2:${port}`,
+      { what: "the pool from the new name" },
+    );
+    deepEqual(await answers(), ["two"]);
+  } finally {
+    await proxy.stop();
+    await dns.close();
+    await Promise.all([one.shutdown(), two.shutdown()]);
     await s.cleanup();
   }
 });

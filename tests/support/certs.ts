@@ -119,6 +119,8 @@ export async function makeServerCert(
 export async function servedSerial(port: number): Promise<string> {
   const shown = await new Deno.Command("openssl", {
     args: ["s_client", "-connect", `127.0.0.1:${port}`, "-servername", "localhost"],
+    // A server that does not answer a handshake must not hold the test up.
+    signal: AbortSignal.timeout(10_000),
     stdin: "null",
     stdout: "piped",
     stderr: "null",
