@@ -6,6 +6,7 @@
 
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
 import { get, type Goround, sendSignal, startGoround, waitFor } from "./helpers.ts";
+import { measureReloads } from "./reload_load.ts";
 import { startDnsServer } from "./support/dns_server.ts";
 import {
   makeCa,
@@ -500,4 +501,17 @@ Deno.test("SIGHUP with --discover: the pool stays what DNS says; a new name take
     await Promise.all([one.shutdown(), two.shutdown()]);
     await s.cleanup();
   }
+});
+
+Deno.test("reload_load.ts: certificate swaps under load never refuse a connection", async () => {
+  const result = await measureReloads({
+    front: "tls",
+    reloads: 3,
+    every: 100,
+    clients: 2,
+    workers: 1,
+    keepAlive: false,
+  });
+  assert(result.ok > 0, JSON.stringify(result));
+  equal(result.failures.refused ?? 0, 0, JSON.stringify(result));
 });
