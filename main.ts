@@ -134,6 +134,7 @@ interface DnsFollower {
  * file that is invalid leaves everything as it was, and says why in one line.
  */
 async function reload(sup: Supervisor, dns: DnsFollower): Promise<void> {
+  if (sup.stopping) return; // draining for exit: nothing new starts
   let read: Config;
   try {
     const command = loadConfig(Deno.args);
@@ -283,7 +284,9 @@ async function run(given: Config): Promise<void> {
   // Reloads run one after another, each planned against the settings the one before left.
   let reloading = Promise.resolve();
   Deno.addSignalListener("SIGHUP", () => {
-    reloading = reloading.then(() => reload(sup, dns));
+    reloading = reloading.then(() => reload(sup, dns)).catch((error) =>
+      logLine(`reload failed (a bug; the running config may be partly changed): ${error.stack}`)
+    );
   });
 }
 

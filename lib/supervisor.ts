@@ -222,7 +222,10 @@ export interface BackendChange {
  * @throws {RangeError} When there are more backends than slots.
  */
 export function applyConfig(sup: Supervisor, next: Config): Promise<BackendChange> {
-  const config = next.stickyKey === "" ? { ...next, stickyKey: sup.config.stickyKey } : next;
+  // An empty key keeps the running one; sticky turned on by a reload gets a random one.
+  const stickyKey = next.stickyKey || sup.config.stickyKey ||
+    (next.sticky === "cookie" ? crypto.randomUUID() : "");
+  const config = { ...next, stickyKey };
   return serialised(sup, async () => {
     const bySlot = new Map(sup.slots.map((slot) => [sup.table[slot]!.url, slot]));
     const taken = new Set<number>();

@@ -5,7 +5,8 @@
  */
 
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
-import { get, type Goround, sendSignal, startGoround, waitFor } from "./helpers.ts";
+import { createHmac } from "node:crypto";
+import { get, type Goround, runGoround, sendSignal, startGoround, waitFor } from "./helpers.ts";
 import { measureReloads } from "./reload_load.ts";
 import { startDnsServer } from "./support/dns_server.ts";
 import {
@@ -514,4 +515,45 @@ Deno.test("reload_load.ts: certificate swaps under load never refuse a connectio
   });
   assert(result.ok > 0, JSON.stringify(result));
   equal(result.failures.refused ?? 0, 0, JSON.stringify(result));
+});
+
+Deno.test("SIGHUP turning sticky cookies on without a key: cookies are signed with a random key, not an empty one", async () => {
+  const s = await setup();
+  const backend = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => new Response("ok"),
+  );
+  const settings = { backends: [`http://127.0.0.1:${backend.addr.port}`] };
+  await s.write(settings);
+  const proxy = await startGoround(["--config", s.file, "--workers", "1", "--access-log", "off"]);
+  try {
+    await s.write({ ...settings, sticky: "cookie" });
+    match(await reload(proxy), /changed: sticky$/);
+    const { headers } = await get(proxy.url);
+    const [id, mac] = /goround_sticky=([0-9a-f]{8})\.([0-9a-f]{32})/.exec(
+      headers.get("set-cookie") ?? "",
+    )!.slice(1);
+    const unkeyed = createHmac("sha256", "").update(id!).digest("hex").slice(0, 32);
+    assert(mac !== unkeyed, "the cookie is not signed with an empty key");
+  } finally {
+    await proxy.stop();
+    await backend.shutdown();
+    await s.cleanup();
+  }
+});
+
+Deno.test("a --tls-key that is not the certificate's key: exit 2 at start, one line", async () => {
+  const s = await setup();
+  const one = await makeServerCert(s.dir, { name: "one", ca: s.ca, serial: "C1" });
+  const two = await makeServerCert(s.dir, { name: "two", ca: s.ca, serial: "C2" });
+  try {
+    const { code, stderr } = await runGoround(["--tls-cert", one.cert, "--tls-key", two.key]);
+    equal(code, 2);
+    match(
+      stderr,
+      /^goround: --tls-key: ".*two\.key" is not the key of --tls-cert ".*one\.pem": expected the certificate's private key\n$/,
+    );
+  } finally {
+    await s.cleanup();
+  }
 });
