@@ -3,8 +3,9 @@
  *
  * `main.ts` only wires things: it reads the settings, claims the port, starts the supervisor
  * (shared pool, health checks, one serving worker per core) and the admin listener, prints the
- * banner, and turns signals into actions: SIGHUP reloads `--config`, SIGTERM/SIGINT drain and
- * exit. Everything else is in `lib/`.
+ * banner, and turns signals into actions: SIGHUP re-reads the settings and the files they name
+ * (`lib/reload.ts` decides what applies), SIGTERM/SIGINT drain and exit. Everything else is in
+ * `lib/`.
  *
  * ```sh
  * deno run --unstable-net --allow-net --allow-read=. --allow-env='GOROUND_*' main.ts --help

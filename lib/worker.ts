@@ -3,7 +3,8 @@
  * (the shared pool memory, the settings, the backend of each pool slot and the port); the
  * worker maps the pool and serves the port with `reusePort` (the kernel spreads connections
  * over the workers). An {@linkcode UpdateMessage} swaps settings and backends in place (a
- * reload); a {@linkcode StopMessage} drains the worker. Each message gets a
+ * reload), and for a new certificate or engine starts a second front end on the port before the
+ * old one shuts down; a {@linkcode StopMessage} drains the worker. Each message gets a
  * {@linkcode WorkerReply}.
  *
  * @module
