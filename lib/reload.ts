@@ -14,7 +14,7 @@ import { type Config, FLAGS, isLoopback } from "./config.ts";
 export type Effect = "reload" | "restart";
 
 /** How one setting reloads. */
-interface Rule {
+export interface ReloadRule {
   /** The `Config` fields the setting sets. */
   readonly fields: readonly (keyof Config)[];
   /** The PEM text read from the file the setting names, if it names one. */
@@ -25,8 +25,8 @@ interface Rule {
   readonly effect: Effect | ((running: Config, next: Config) => Effect);
 }
 
-const onReload = (...fields: (keyof Config)[]): Rule => ({ fields, effect: "reload" });
-const onRestart = (...fields: (keyof Config)[]): Rule => ({ fields, effect: "restart" });
+const onReload = (...fields: (keyof Config)[]): ReloadRule => ({ fields, effect: "reload" });
+const onRestart = (...fields: (keyof Config)[]): ReloadRule => ({ fields, effect: "restart" });
 
 /** Turning TLS on or off changes what the port speaks: that waits for a restart. Changing the
  * certificate or key of a TLS listener takes effect now. */
@@ -45,7 +45,7 @@ function adminTokenEffect(running: Config, next: Config): Effect {
  * `redirect-http`) and the thread count wait for a restart: a bind can fail, and a reload that
  * half applies would be worse than one that waits. Everything else takes effect now.
  */
-export const RELOAD_RULES: Readonly<Record<string, Rule>> = {
+export const RELOAD_RULES: Readonly<Record<string, ReloadRule>> = {
   listen: onRestart("listen"),
   backend: { ...onReload("backends"), shownAs: "backends" },
   backends: onReload("backends"),
@@ -102,12 +102,12 @@ export interface ReloadPlan {
   readonly rediscover: boolean;
 }
 
-function valueOf(rule: Rule, config: Config): string {
+function valueOf(rule: ReloadRule, config: Config): string {
   const fields = rule.fields.map((field) => config[field]);
   return JSON.stringify(rule.pem ? [fields, config.pems?.[rule.pem] ?? ""] : fields);
 }
 
-function keep(rule: Rule, config: Config, running: Config): Config {
+function keep(rule: ReloadRule, config: Config, running: Config): Config {
   const kept: Record<string, unknown> = { ...config };
   for (const field of rule.fields) kept[field] = running[field];
   if (rule.pem) {
@@ -119,7 +119,7 @@ function keep(rule: Rule, config: Config, running: Config): Config {
 
 /** A flag without a rule (one added since) waits for a restart: its field, by the usual naming
  * (`admin-hosts` sets `adminHosts`), is kept at its running value. */
-function fallbackRule(flag: string): Rule {
+function fallbackRule(flag: string): ReloadRule {
   const field = flag.replace(/-(\w)/g, (_, c: string) => c.toUpperCase()) as keyof Config;
   return onRestart(field);
 }
