@@ -3,8 +3,9 @@
  *
  * `main.ts` only wires things: it reads the settings, claims the port, starts the supervisor
  * (shared pool, health checks, one serving worker per core) and the admin listener, prints the
- * banner, and turns signals into actions: SIGHUP reloads `--config`, SIGTERM/SIGINT drain and
- * exit. Everything else is in `lib/`.
+ * banner, and turns signals into actions: SIGHUP re-reads the settings and the files they name
+ * (`lib/reload.ts` decides what applies), SIGTERM/SIGINT drain and exit. Everything else is in
+ * `lib/`.
  *
  * ```sh
  * deno run --unstable-net --allow-net --allow-read=. --allow-env='GOROUND_*' main.ts --help
@@ -22,7 +23,6 @@ import {
   helpText,
   type Listen,
   parseCommandLine,
-  RESTART_ONLY,
 } from "./lib/config.ts";
 import {
   type Discovery,
@@ -32,7 +32,9 @@ import {
 } from "./lib/discovery.ts";
 import { ConfigError } from "./lib/errors.ts";
 import { logLine } from "./lib/log.ts";
+import { readPemFiles } from "./lib/pem_files.ts";
 import { isAlive } from "./lib/pool.ts";
+import { describeReload, planReload } from "./lib/reload.ts";
 import { applyConfig, drainAndStop, startSupervisor, type Supervisor } from "./lib/supervisor.ts";
 import { VERSION } from "./lib/version.ts";
 
@@ -121,72 +123,57 @@ function banner(sup: Supervisor, admin: Admin | null): string[] {
   ];
 }
 
-/** Re-reads the config (SIGHUP) and applies what can change while running. */
-async function reload(sup: Supervisor): Promise<void> {
-  let command: Command;
+/** Starts and stops DNS discovery (a reload restarts it when its settings change). */
+interface DnsFollower {
+  readonly start: () => void;
+  readonly stop: () => Promise<void>;
+}
+
+/**
+ * SIGHUP: re-reads the settings and every file they name, and applies what can change while
+ * running; the rest is named in the one log line as taking effect on restart. A setting or
+ * file that is invalid leaves everything as it was, and says why in one line.
+ */
+async function reload(sup: Supervisor, dns: DnsFollower): Promise<void> {
+  if (sup.stopping) return; // draining for exit: nothing new starts
+  let read: Config;
   try {
-    command = loadConfig(Deno.args);
+    const command = loadConfig(Deno.args);
+    if (command.kind !== "run") return;
+    read = readPemFiles(command.config, (path) => Deno.readTextFileSync(path));
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     logLine(`reload failed, keeping the running config: ${error.message}`);
     return;
   }
-  if (command.kind !== "run") return;
-  const next = command.config;
-  for (const key of RESTART_ONLY) {
-    if (JSON.stringify(next[key]) !== JSON.stringify(sup.config[key])) {
-      logLine(`reload: ${key} changed; that takes effect on restart`);
-    }
-  }
-  const config: Config = {
-    ...next,
-    ...Object.fromEntries(RESTART_ONLY.map((key) => [key, sup.config[key]])),
-  };
+  const plan = planReload(sup.config, read);
+  // Discovery stops first, so an answer for the old name cannot land after the new settings.
+  if (plan.rediscover) await dns.stop();
   try {
-    const { added, removed } = await applyConfig(sup, config);
-    logLine(
-      `reloaded ${config.configFile}: ${sup.slots.length} backends` +
-        (added.length ? `, added ${added.join(", ")}` : "") +
-        (removed.length ? `, removed ${removed.join(", ")}` : ""),
-    );
+    const { added, removed, problems } = await applyConfig(sup, plan.config);
+    logLine(describeReload(plan, {
+      file: sup.config.configFile,
+      backends: sup.slots.length,
+      added,
+      removed,
+      problems,
+    }));
   } catch (error) {
     if (!(error instanceof RangeError)) throw error;
     logLine(`reload failed, keeping the running config: ${error.message}`);
+  } finally {
+    if (plan.rediscover) dns.start();
   }
 }
 
 /** Reads the PEM files named by --tls-cert, --tls-key and --backend-ca (exit 2 when it cannot). */
 function readPems(config: Config): Config {
-  const read = (flag: string, path: string): string => {
-    if (path === "") return "";
-    try {
-      const text = Deno.readTextFileSync(path);
-      if (!text.includes("-----BEGIN ")) {
-        fail(`${flag}: "${path}" is not PEM: expected a -----BEGIN …----- block`);
-      }
-      return text;
-    } catch (error) {
-      if (
-        error instanceof Deno.errors.NotFound || error instanceof Deno.errors.PermissionDenied ||
-        error instanceof Deno.errors.NotCapable
-      ) {
-        fail(
-          `${flag}: "${path}" cannot be read (${
-            (error as Error).message.split(":")[0]
-          }): expected a readable PEM file`,
-        );
-      }
-      throw error;
-    }
-  };
-  return {
-    ...config,
-    pems: {
-      cert: read("--tls-cert", config.tlsCert),
-      key: read("--tls-key", config.tlsKey),
-      ca: read("--backend-ca", config.backendCa),
-    },
-  };
+  try {
+    return readPemFiles(config, (path) => Deno.readTextFileSync(path));
+  } catch (error) {
+    if (error instanceof ConfigError) fail(error.message);
+    throw error;
+  }
 }
 
 /** The --redirect-http listener: every request gets a 308 to the same URL over HTTPS. */
@@ -266,9 +253,16 @@ async function run(given: Config, workerUrl: URL): Promise<void> {
     throw new Error(`a worker failed to start: ${started.name}: ${started.message}`);
   }
   const sup = started;
-  const admin = config.admin ? serveAdmin(sup, config.admin, config.adminToken) : null;
+  const admin = config.admin ? serveAdmin(sup, config.admin) : null;
   const redirect = config.redirectHttp ? serveRedirect(config.redirectHttp, port) : null;
-  const discovery = followDns(sup);
+  let discovery = followDns(sup);
+  const dns: DnsFollower = {
+    start: () => (discovery = followDns(sup)),
+    stop: async () => {
+      await discovery?.stop();
+      discovery = null;
+    },
+  };
   for (const line of banner(sup, admin)) console.log(line);
 
   let stopping = false;
@@ -288,10 +282,12 @@ async function run(given: Config, workerUrl: URL): Promise<void> {
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => void stop(signal));
   }
+  // Reloads run one after another, each planned against the settings the one before left.
+  let reloading = Promise.resolve();
   Deno.addSignalListener("SIGHUP", () => {
-    if (config.configFile === "") {
-      logLine("SIGHUP: nothing to reload (start goround with --config FILE)");
-    } else void reload(sup);
+    reloading = reloading.then(() => reload(sup, dns)).catch((error) =>
+      logLine(`reload failed (a bug; the running config may be partly changed): ${error.stack}`)
+    );
   });
 }
 

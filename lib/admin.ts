@@ -185,18 +185,18 @@ function namesOf(
 }
 
 /**
- * The admin request handler.
+ * The admin request handler. The bearer token it requires is the running config's
+ * `adminToken` (none when `""`), read at each request so a reload can rotate it.
  *
  * @param sup The supervisor.
- * @param options `token`: the required bearer token, or `""` for none; `address`: where the
- *   listener is bound (its port resolved), whose names `Host` must carry.
+ * @param options `address`: where the listener is bound (its port resolved), whose names `Host`
+ *   must carry.
  * @returns The handler.
  */
 export function createAdminHandler(
   sup: Supervisor,
-  options: { readonly token: string; readonly address: Listen },
+  options: { readonly address: Listen },
 ): (req: Request) => Promise<Response> {
-  const { token } = options;
   const names = namesOf(sup, options.address);
   return async (req) => {
     const refused = refusalOf(req, names());
@@ -207,6 +207,7 @@ export function createAdminHandler(
         headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" },
       });
     }
+    const token = sup.config.adminToken;
     if (token !== "") {
       const given = /^Bearer (.+)$/.exec(req.headers.get("authorization") ?? "")?.[1] ?? "";
       if (!constantTimeEqual(given, token)) {
@@ -278,10 +279,9 @@ export interface Admin {
  *
  * @param sup The supervisor.
  * @param listen Where to listen.
- * @param token The required bearer token, or `""`.
  * @returns The listener.
  */
-export function serveAdmin(sup: Supervisor, listen: Listen, token: string): Admin {
+export function serveAdmin(sup: Supervisor, listen: Listen): Admin {
   // The names `Host` must carry include the bound port, known once bound; requests are served
   // only after this function returns.
   let handler: (req: Request) => Promise<Response> = () => {
@@ -292,6 +292,6 @@ export function serveAdmin(sup: Supervisor, listen: Listen, token: string): Admi
     (req) => handler(req),
   );
   const address = { hostname: listen.hostname, port: server.addr.port };
-  handler = createAdminHandler(sup, { token, address });
+  handler = createAdminHandler(sup, { address });
   return { port: server.addr.port, shutdown: () => server.shutdown() };
 }

@@ -130,7 +130,7 @@ export interface Config {
   readonly discoverInterval: number;
   /** The DNS server discovery asks, or `null` for the system's. @default {null} */
   readonly discoverNameServer: NameServer | null;
-  /** The certificate, key and backend CA as read from those files (filled in at start). */
+  /** The certificate, key and backend CA as read from those files (at start and on reload). */
   readonly pems?: { readonly cert: string; readonly key: string; readonly ca: string };
   /** More names (`host` or `host:port`, lowercase) the admin listener answers to, besides its
    * address, `localhost`, `127.0.0.1` and `[::1]`. @default {[]} */
@@ -470,15 +470,6 @@ export const FLAGS: readonly FlagSpec[] = [
     fallback: "drop",
     help: "request fields named with _ (X_Forwarded_For): drop or keep",
   },
-];
-
-/** Settings that take effect only at start: a reload that changes them logs that they wait for
- * a restart. */
-export const RESTART_ONLY: readonly (keyof Config)[] = [
-  "listen",
-  "workers",
-  "engine",
-  "configFile",
 ];
 
 /**

@@ -91,7 +91,7 @@ export function toResponse(reply: Reply): Response {
  *
  * @param forward The proxy core.
  * @param options `proto`: `https` when `Deno.serve` terminates TLS; `accessLog`: where each
- *   request is logged.
+ *   request is logged (read at each request, so the caller may change it).
  * @returns The handler.
  * @example
  * ```ts ignore
@@ -107,7 +107,6 @@ export function createServeHandler(
   } = {},
 ): Handler {
   const proto = options.proto ?? "http";
-  const { accessLog } = options;
   return async (req, info) => {
     const arrived = Date.now();
     const started = performance.now();
@@ -155,6 +154,8 @@ export function createServeHandler(
     }
     const reply = await forward(incoming);
     const response = toResponse(reply);
+    // Read at each request: a reload may switch the log (the options object is the worker's).
+    const accessLog = options.accessLog;
     if (accessLog) {
       const known = reply.kind === "local"
         ? reply.text.length

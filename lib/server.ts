@@ -46,7 +46,8 @@ import { BODY_BUFFER, borrow, giveBack } from "./buffers.ts";
 import { closeFrame, isWebSocketUpgrade, splice, type Upgrader } from "./websocket.ts";
 import type { Bytes, UpstreamResponse } from "./upstream.ts";
 
-/** Settings of the front end. */
+/** Settings of the front end. The server reads them at each use, so the caller may change the
+ * timeouts and the access log of a running server (a reload). */
 export interface ServerOptions {
   /** The proxy core. */
   readonly forward: Forwarder;

@@ -250,6 +250,8 @@ export interface BackendChange {
   /** Settles once the added backends' first health checks are done (each bounded by
    * `--health-timeout`). */
   readonly firstChecks: Promise<void>;
+  /** What a worker could not apply (e.g. `worker 1: kept the old front end: ...`). */
+  readonly problems: string[];
 }
 
 /**
@@ -265,7 +267,10 @@ export interface BackendChange {
  * @throws {RangeError} When there are more backends than slots.
  */
 export function applyConfig(sup: Supervisor, next: Config): Promise<BackendChange> {
-  const config = next.stickyKey === "" ? { ...next, stickyKey: sup.config.stickyKey } : next;
+  // An empty key keeps the running one; sticky turned on by a reload gets a random one.
+  const stickyKey = next.stickyKey || sup.config.stickyKey ||
+    (next.sticky === "cookie" ? crypto.randomUUID() : "");
+  const config = { ...next, stickyKey };
   return serialised(sup, async () => {
     const bySlot = new Map(sup.slots.map((slot) => [sup.table[slot]!.url, slot]));
     const taken = new Set<number>();
@@ -287,7 +292,10 @@ export function applyConfig(sup: Supervisor, next: Config): Promise<BackendChang
     // cleared below, once no worker picks them any more).
     sup.config = config;
     sup.table = table;
-    await Promise.all(sup.workers.map((serving) => ask(serving, update)));
+    const replies = await Promise.all(sup.workers.map((serving) => ask(serving, update)));
+    const problems = replies.flatMap((reply, index) =>
+      reply.type === "updated" && reply.problem ? [`worker ${index}: ${reply.problem}`] : []
+    );
     const joined = slots.filter((slot) => !sup.slots.includes(slot));
     // Down until a probe passes, as Envoy's ignore_new_hosts_until_first_hc: a backend named
     // by mistake, or not started yet, never gets a request.
@@ -305,7 +313,7 @@ export function applyConfig(sup: Supervisor, next: Config): Promise<BackendChang
     sup.slots = slots;
     sup.health.update(targetsOf(table, slots), healthOptions(sup, config));
     const firstChecks = joined.length ? sup.health.checkNow(joined) : Promise.resolve();
-    return { added, removed, firstChecks };
+    return { added, removed, firstChecks, problems };
   });
 }
 

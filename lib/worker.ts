@@ -3,7 +3,8 @@
  * (the shared pool memory, the settings, the backend of each pool slot and the port); the
  * worker maps the pool and serves the port with `reusePort` (the kernel spreads connections
  * over the workers). An {@linkcode UpdateMessage} swaps settings and backends in place (a
- * reload); a {@linkcode StopMessage} drains the worker. Each message gets a
+ * reload), and for a new certificate or engine starts a second front end on the port before the
+ * old one shuts down; a {@linkcode StopMessage} drains the worker. Each message gets a
  * {@linkcode WorkerReply}.
  *
  * @module
@@ -18,8 +19,15 @@ import { logLine } from "./log.ts";
 import { attachPool } from "./pool.ts";
 import { createForwarder, type Forwarder, type Incoming, type ProxyContext } from "./proxy.ts";
 import { createServeHandler } from "./serve_handler.ts";
-import { serveHttp1 } from "./server.ts";
-import { closeUpstreams, createUpstreams, retainHosts, setUpstreamOptions } from "./upstream.ts";
+import { needsNewFront } from "./reload.ts";
+import { serveHttp1, type ServerOptions } from "./server.ts";
+import {
+  closeUpstreams,
+  createUpstreams,
+  retainHosts,
+  setUpstreamOptions,
+  type UpstreamOptions,
+} from "./upstream.ts";
 import { readAheadFor } from "./streaming.ts";
 import { createUpgrader, relayWebSocket, type Upgrader } from "./websocket.ts";
 
@@ -62,7 +70,7 @@ export interface StopMessage {
 export type WorkerReply =
   | { readonly type: "listening"; readonly port: number }
   | { readonly type: "error"; readonly name: string; readonly message: string }
-  | { readonly type: "updated" }
+  | { readonly type: "updated"; readonly problem?: string }
   | { readonly type: "stopped"; readonly drained: boolean };
 
 /** What a worker tells the main thread unasked: a backend it took down or ejected. */
@@ -95,7 +103,30 @@ interface Core {
   readonly relay: (req: Request, incoming: Incoming) => Promise<Response>;
 }
 
-function listen(message: StartMessage, core: Core, accessLog: AccessLog | null): Front {
+/** What the front ends read at each use, so an update changes it in place. */
+interface FrontSettings {
+  readonly http1: { -readonly [K in keyof ServerOptions]: ServerOptions[K] };
+  readonly serve: { -readonly [K in keyof ServeOptions]: ServeOptions[K] };
+}
+
+type ServeOptions = NonNullable<Parameters<typeof createServeHandler>[1]>;
+
+function frontSettings(config: Config, core: Core, accessLog: AccessLog | null): FrontSettings {
+  return {
+    http1: {
+      forward: core.forward,
+      upgrade: core.upgrade,
+      headerTimeout: config.headerTimeout,
+      keepAliveTimeout: config.keepAliveTimeout,
+      onError: internalError,
+      accessLog,
+    },
+    // TLS is on or off for the life of the process (turning it on or off waits for a restart).
+    serve: { accessLog, webSocket: core.relay, proto: config.tlsCert ? "https" : "http" },
+  };
+}
+
+function listen(message: StartMessage, settings: FrontSettings): Front {
   const { config } = message;
   const address = { hostname: config.listen.hostname, port: message.port, reusePort: true };
   // TLS is terminated by Deno.serve, whose ALPN offers HTTP/2 and HTTP/1.1.
@@ -114,29 +145,19 @@ function listen(message: StartMessage, core: Core, accessLog: AccessLog | null):
           return new Response("bad gateway\n", { status: 502 });
         },
       },
-      createServeHandler(core.forward, {
-        accessLog,
-        webSocket: core.relay,
-        proto: tls ? "https" : "http",
-      }),
+      createServeHandler(settings.http1.forward, settings.serve),
     );
     return { port: server.addr.port, shutdown: () => server.shutdown() };
   }
-  const server = serveHttp1(Deno.listen(address), {
-    forward: core.forward,
-    upgrade: core.upgrade,
-    headerTimeout: config.headerTimeout,
-    keepAliveTimeout: config.keepAliveTimeout,
-    onError: internalError,
-    accessLog,
-  });
+  const server = serveHttp1(Deno.listen(address), settings.http1);
   return { port: server.addr.port, shutdown: () => server.shutdown() };
 }
 
 /** The worker's state once started. */
 interface Running {
   readonly front: Front;
-  readonly update: (message: UpdateMessage) => void;
+  /** Applies a reload; returns what could not be applied, if anything. */
+  readonly update: (message: UpdateMessage) => string | undefined;
   readonly stop: (drainTimeout: number) => Promise<boolean>;
 }
 
@@ -149,14 +170,18 @@ export interface WorkerOptions {
   readonly wrapForward?: (forward: Forwarder) => Forwarder;
 }
 
+function upstreamOptions(config: Config): UpstreamOptions {
+  return {
+    connectTimeout: config.connectTimeout,
+    responseTimeout: config.responseTimeout,
+    caCerts: config.pems?.ca ? [config.pems.ca] : [],
+    readAhead: readAheadFor(config.engine),
+  };
+}
+
 function start(message: StartMessage, options: WorkerOptions): void {
   const pool = attachPool(message.buffer);
-  const upstreams = createUpstreams({
-    connectTimeout: message.config.connectTimeout,
-    responseTimeout: message.config.responseTimeout,
-    caCerts: message.config.pems?.ca ? [message.config.pems.ca] : [],
-    readAhead: readAheadFor(message.config.engine),
-  });
+  const upstreams = createUpstreams(upstreamOptions(message.config));
   // Passive DOWN transitions go to the main thread, which logs them and keeps the reason.
   const onDown = (slot: number, _backend: Backend, reason: string) =>
     self.postMessage({ type: "down", slot, reason } satisfies WorkerEvent);
@@ -173,34 +198,66 @@ function start(message: StartMessage, options: WorkerOptions): void {
   let context = contextOf(message.config, message.table);
   let forward = createForwarder(context);
   let upgrader = createUpgrader(context);
-  const accessLog = createAccessLog(message.config.accessLog, writeStdout);
+  let accessLog = createAccessLog(message.config.accessLog, writeStdout);
   // The front calls through `forward`, so an update swaps the proxy core under it.
-  const current: Forwarder = (incoming) => forward(incoming);
+  const core: Forwarder = (incoming) => forward(incoming);
+  const settings = frontSettings(message.config, {
+    forward: options.wrapForward ? options.wrapForward(core) : core,
+    upgrade: (incoming) => upgrader(incoming),
+    relay: (req, incoming) => relayWebSocket(context, req, incoming),
+  }, accessLog);
   let front: Front;
   try {
-    front = listen(message, {
-      forward: options.wrapForward ? options.wrapForward(current) : current,
-      upgrade: (incoming) => upgrader(incoming),
-      relay: (req, incoming) => relayWebSocket(context, req, incoming),
-    }, accessLog);
+    front = listen(message, settings);
   } catch (error) {
     closeUpstreams(upstreams);
     const err = error instanceof Error ? error : new Error(String(error));
     reply({ type: "error", name: err.name, message: err.message });
     return;
   }
+  /** The settings now in force, and those the front end was started with. */
+  let current = message.config;
+  let served = message.config;
+  /** A second front end on the same port (`reusePort`) takes new connections; then the old one
+   * stops accepting and finishes its requests in flight. Returns what went wrong, if anything. */
+  const replaceFront = (config: Config): string | undefined => {
+    let next: Front;
+    try {
+      next = listen({ ...message, config }, settings);
+    } catch (error) {
+      return `kept the old front end: ${error instanceof Error ? error.message : error}`;
+    }
+    const retired = front.shutdown();
+    front = {
+      port: next.port,
+      shutdown: () => Promise.all([next.shutdown(), retired]).then(() => {}),
+    };
+    served = config;
+    return undefined;
+  };
   running = {
-    front,
+    get front() {
+      return front;
+    },
     update: ({ config, table }) => {
-      setUpstreamOptions(upstreams, {
-        connectTimeout: config.connectTimeout,
-        responseTimeout: config.responseTimeout,
-      });
-      // Idle connections to backends no longer in the pool are closed; busy ones finish.
-      retainHosts(upstreams, table.flatMap((b) => (b ? [b.url] : [])));
+      const caChanged = config.pems?.ca !== current.pems?.ca;
+      setUpstreamOptions(upstreams, upstreamOptions(config));
+      // Idle connections to backends no longer in the pool are closed; busy ones finish. A new
+      // CA closes idle HTTPS connections too, so every new request is checked against it.
+      retainHosts(upstreams, table.flatMap((b) => (b && !(caChanged && b.tls) ? [b.url] : [])));
       context = contextOf(config, table);
       forward = createForwarder(context);
       upgrader = createUpgrader(context);
+      settings.http1.headerTimeout = config.headerTimeout;
+      settings.http1.keepAliveTimeout = config.keepAliveTimeout;
+      if (config.accessLog !== current.accessLog) {
+        const previous = accessLog;
+        accessLog = createAccessLog(config.accessLog, writeStdout);
+        settings.http1.accessLog = settings.serve.accessLog = accessLog;
+        void previous?.flush();
+      }
+      current = config;
+      return needsNewFront(served, config) ? replaceFront(config) : undefined;
     },
     stop: async (drainTimeout) => {
       let timer = 0 as unknown as ReturnType<typeof setTimeout>;
@@ -233,10 +290,11 @@ async function handle(message: WorkerMessage, options: WorkerOptions): Promise<v
     case "start":
       start(message, options);
       break;
-    case "update":
-      running?.update(message);
-      reply({ type: "updated" });
+    case "update": {
+      const problem = running?.update(message);
+      reply(problem ? { type: "updated", problem } : { type: "updated" });
       break;
+    }
     case "stop": {
       const drained = running ? await running.stop(message.drainTimeout) : true;
       reply({ type: "stopped", drained });

@@ -6,6 +6,7 @@ Deno.test("deno task chaos: the brief's Chaos Monkey sequence passes with a real
     args: [
       "run",
       "--allow-net=127.0.0.1",
+      `--allow-read=${ROOT}deno.json`,
       `--allow-run=${Deno.execPath()}`,
       `${ROOT}tests/chaos.ts`,
       "--proxy-port",
@@ -43,6 +44,7 @@ Deno.test("the chaos script exits non-zero on a deviation (a port that is taken)
       args: [
         "run",
         "--allow-net=127.0.0.1",
+        `--allow-read=${ROOT}deno.json`,
         `--allow-run=${Deno.execPath()}`,
         `${ROOT}tests/chaos.ts`,
         "--proxy-port",
@@ -64,6 +66,7 @@ Deno.test("deno task chaos --load: no failed GET and no POST delivered twice whi
     args: [
       "run",
       "--allow-net=127.0.0.1",
+      `--allow-read=${ROOT}deno.json`,
       `--allow-run=${Deno.execPath()}`,
       `${ROOT}tests/chaos.ts`,
       "--load",
