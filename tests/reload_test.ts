@@ -167,7 +167,9 @@ Deno.test("SIGHUP, --backend-ca changed on disk: the health checker and every wo
   });
   const proxy = await startGoround(["--config", s.file, "--workers", "2", "--access-log", "off"]);
   try {
-    deepEqual(await statuses(proxy.url, 2), [503, 503]);
+    // Refused by the CA: 503 when the backend is down, 502 when panic mode tries it anyway.
+    const before = await statuses(proxy.url, 2);
+    assert(before.every((status) => status === 502 || status === 503), `${before}`);
     await Deno.copyFile(s.ca.cert, caFile);
     match(await reload(proxy), /reloaded .*: 1 backend; changed: backend-ca$/);
     await waitFor(async () => (await backendsOf(proxy))[0]!.state === "up", {
