@@ -21,6 +21,7 @@ import { renderMetrics } from "./metrics.ts";
 import {
   ejectedUntil,
   inFlight,
+  isAlive,
   isPanicking,
   noBackendCount,
   probeStreak,
@@ -45,8 +46,8 @@ export interface BackendStatus {
   readonly url: string;
   /** `up`, `down`, `ejected` (by passive verdict), `draining` or `drained`. */
   readonly state: BackendState;
-  /** While it is down or ejected, why (its last error, or that it waits for its first check);
-   * otherwise `null`. */
+  /** While its health view is down (drained or not) or it is ejected, why: its last error, or
+   * that it waits for its first check; otherwise `null`. */
   readonly why: string | null;
   /** Its last failed check or passive failure and when (ISO 8601), or `null`: kept after it
    * comes back up. */
@@ -128,7 +129,7 @@ export function statusOf(sup: Supervisor): Status {
         id: slot,
         url: sup.table[slot]!.url,
         state,
-        why: state === "down" || state === "ejected" ? (error?.reason ?? WAITING) : null,
+        why: !isAlive(pool, slot) || state === "ejected" ? (error?.reason ?? WAITING) : null,
         lastError: error ? { reason: error.reason, at: new Date(error.at).toISOString() } : null,
         checkPasses: streak.passes,
         checkFails: streak.misses,
@@ -198,6 +199,23 @@ export function createAdminHandler(
   options: { readonly address: Listen },
 ): (req: Request) => Promise<Response> {
   const names = namesOf(sup, options.address);
+  const handle = route(sup, names);
+  return async (req) => withGuards(await handle(req));
+}
+
+/** No other page may frame an admin page (a click on a bait would press its buttons), nor
+ * read one as another type. */
+function withGuards(response: Response): Response {
+  response.headers.set("x-frame-options", "DENY");
+  response.headers.set("content-security-policy", "frame-ancestors 'none'");
+  response.headers.set("x-content-type-options", "nosniff");
+  return response;
+}
+
+function route(
+  sup: Supervisor,
+  names: ReturnType<typeof namesOf>,
+): (req: Request) => Promise<Response> {
   return async (req) => {
     const refused = refusalOf(req, names());
     if (refused) return problem(refused.status, refused.message);
@@ -242,7 +260,9 @@ export function createAdminHandler(
         // Answered once its first health check is done (at most --health-timeout), so the body
         // shows whether it takes traffic.
         const id = await addBackend(sup, body.url);
-        return json(201, statusOf(sup).backends.find((b) => b.id === id) ?? null);
+        const added = statusOf(sup).backends.find((b) => b.id === id);
+        if (!added) return problem(409, `${body.url} was removed while its first check ran`);
+        return json(201, added);
       }
       if (action) {
         const id = Number(action[1]);

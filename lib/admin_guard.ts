@@ -132,7 +132,7 @@ function crossSiteRefusal(req: GuardedRequest, names: ReadonlySet<string>): Refu
       } is not this admin listener: only its own pages may change the pool`,
     };
   }
-  const site = req.headers.get("sec-fetch-site");
+  const site = req.headers.get("sec-fetch-site")?.toLowerCase();
   if (site === "cross-site" || site === "same-site") {
     return {
       status: 403,

@@ -514,7 +514,7 @@ export function parseHostName(text: string): string {
   const host = text.trim().toLowerCase();
   const match = HOST_NAME.exec(host);
   const port = match?.[1] === undefined ? 1 : Number(match[1]);
-  if (!match || port < 1 || port > 65535) {
+  if (!match || port < 1 || port > 65535 || !URL.canParse(`http://${host}/`)) {
     throw new SyntaxError(
       `"${text}" is not a host: expected host or host:port, comma-separated, like admin.example.com,10.0.0.5:9000`,
     );

@@ -29,7 +29,8 @@
  * │ +9 EJECT    passive ejection: generation << 2 | state    │
  * │             (state 0 = in, 1 = being ejected, 2 = out)   │
  * │ +10 STREAK  ejections in a row (lengthens the next one)  │
- * │ +11..15     reserved                                     │
+ * │ +11 PENDING 1 = joined at run time, no check passed yet  │
+ * │ +12..15     reserved                                     │
  * ├──────────── totals: CAPACITY × 32 BigUint64 ─────────────┤
  * │ +0 REQUESTS +1 FAILURES +2 RETRIES +3 WINDOW (epoch ms)  │
  * │ +4 EJECTIONS (passive)  +5 PROBES_OK +6 PROBES_FAILED    │
@@ -92,6 +93,8 @@ const S_WEIGHT = 8;
 const S_EJECT = 9;
 /** Slot word: ejections in a row. */
 const S_STREAK = 10;
+/** Slot word: 1 while a backend that joined at run time has not passed a health check. */
+const S_PENDING = 11;
 /** Ejection state (low two bits of `S_EJECT`): in rotation. */
 const EJECT_IN = 0;
 /** Ejection state: one thread is ejecting it (claimed, `EJECT_UNTIL` being written). */
@@ -279,7 +282,11 @@ export function setMembers(
       for (let word = 0; word < TOTAL_WORDS; word++) {
         Atomics.store(pool.totals, slot * TOTAL_WORDS + word, 0n);
       }
-      if (options.alive === false) continue; // down, never changed: no transition yet
+      if (options.alive === false) {
+        // Down, never changed: no transition yet, and not even panic mode may pick it.
+        Atomics.store(u32, slotWord(pool, slot, S_PENDING), 1);
+        continue;
+      }
       Atomics.store(u32, slotWord(pool, slot, S_ALIVE), 1);
       Atomics.store(u32, slotWord(pool, slot, S_CHANGED), Math.floor(Date.now() / 1000));
     }
@@ -571,6 +578,7 @@ export function setAlive(pool: Pool, slot: number, alive: boolean): boolean {
     // A fresh start either way: coming back up, earlier passive failures and failed probes no
     // longer count (and slow start begins); going down, only passes after this moment count.
     if (alive) {
+      Atomics.store(pool.u32, slotWord(pool, slot, S_PENDING), 0);
       Atomics.store(pool.u32, slotWord(pool, slot, S_FAILS), 0);
       Atomics.store(pool.u32, slotWord(pool, slot, S_MISSES), 0);
       Atomics.store(pool.totals, slot * TOTAL_WORDS + T_UP_SINCE, BigInt(Date.now()));
@@ -731,6 +739,18 @@ export function isPanicking(pool: Pool): boolean {
  */
 export function isEnabled(pool: Pool, slot: number): boolean {
   return Atomics.load(pool.u32, slotWord(pool, slot, S_ADMIN)) === 0;
+}
+
+/**
+ * Whether the backend joined at run time (admin API, reload, DNS) and has not passed a health
+ * check yet: no request goes to it, not even in panic mode.
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @returns `true` while it waits for its first passed check.
+ */
+export function isPending(pool: Pool, slot: number): boolean {
+  return Atomics.load(pool.u32, slotWord(pool, slot, S_PENDING)) === 1;
 }
 
 /**

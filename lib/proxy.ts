@@ -23,6 +23,7 @@ import {
   isAlive,
   isEnabled,
   isPanicking,
+  isPending,
   isUsable,
   memberAt,
   nextTicket,
@@ -195,7 +196,7 @@ function fallbackPick(pool: Pool, avoid: readonly number[], options: {
   const start = nextTicket(pool, size);
   for (let i = 0; i < size; i++) {
     const slot = memberAt(pool, (start + i) % size);
-    if (!isEnabled(pool, slot) || avoid.includes(slot)) continue;
+    if (!isEnabled(pool, slot) || avoid.includes(slot) || isPending(pool, slot)) continue;
     if (!options.anyHealth && !isAlive(pool, slot)) continue;
     if (options.maxConns > 0 && inFlight(pool, slot) >= options.maxConns) continue;
     return slot;

@@ -262,16 +262,21 @@ export interface BackendChange {
  * cannot serve. The admin API, a reload and DNS discovery all change the pool through here.
  *
  * @param sup The supervisor.
- * @param config The settings to run with from now on.
+ * @param next The settings to run with from now on, or a function that makes them from the
+ *   running ones when this change's turn comes (so concurrent changes never undo each other).
  * @returns What changed.
  * @throws {RangeError} When there are more backends than slots.
  */
-export function applyConfig(sup: Supervisor, next: Config): Promise<BackendChange> {
-  // An empty key keeps the running one; sticky turned on by a reload gets a random one.
-  const stickyKey = next.stickyKey || sup.config.stickyKey ||
-    (next.sticky === "cookie" ? crypto.randomUUID() : "");
-  const config = { ...next, stickyKey };
+export function applyConfig(
+  sup: Supervisor,
+  next: Config | ((running: Config) => Config),
+): Promise<BackendChange> {
   return serialised(sup, async () => {
+    const wanted = typeof next === "function" ? next(sup.config) : next;
+    // An empty key keeps the running one; sticky turned on by a reload gets a random one.
+    const stickyKey = wanted.stickyKey || sup.config.stickyKey ||
+      (wanted.sticky === "cookie" ? crypto.randomUUID() : "");
+    const config = { ...wanted, stickyKey };
     const bySlot = new Map(sup.slots.map((slot) => [sup.table[slot]!.url, slot]));
     const taken = new Set<number>();
     const slots: number[] = [];
@@ -323,20 +328,20 @@ export function applyConfig(sup: Supervisor, next: Config): Promise<BackendChang
  *
  * @param sup The supervisor.
  * @param url The backend's URL.
- * @returns The new backend's slot.
+ * @returns The new backend's slot, or -1 when another change removed it meanwhile.
  * @throws {TypeError} For a bad URL; {@linkcode RangeError} when it is already in the pool.
  */
 export async function addBackend(sup: Supervisor, url: string): Promise<number> {
   const backend = parseBackend(url);
-  if (sup.config.backends.some((b) => b.url === backend.url)) {
-    throw new RangeError(`${backend.url} is already in the pool`);
-  }
-  const change = await applyConfig(sup, {
-    ...sup.config,
-    backends: [...sup.config.backends, backend],
+  const change = await applyConfig(sup, (running) => {
+    if (running.backends.some((b) => b.url === backend.url)) {
+      throw new RangeError(`${backend.url} is already in the pool`);
+    }
+    return { ...running, backends: [...running.backends, backend] };
   });
   await change.firstChecks;
-  return sup.slots.find((slot) => sup.table[slot]?.url === backend.url)!;
+  // -1: another change removed it while its first check ran.
+  return sup.slots.find((slot) => sup.table[slot]?.url === backend.url) ?? -1;
 }
 
 /**
@@ -347,14 +352,15 @@ export async function addBackend(sup: Supervisor, url: string): Promise<number> 
  * @returns Whether it was in the pool.
  */
 export async function removeBackend(sup: Supervisor, slot: number): Promise<boolean> {
-  const backend = sup.slots.includes(slot) ? sup.table[slot] : null;
-  if (!backend) return false;
-  if (sup.slots.length === 1) throw new RangeError("the last backend cannot be removed");
-  await applyConfig(sup, {
-    ...sup.config,
-    backends: sup.config.backends.filter((b) => b.url !== backend.url),
+  let found = false;
+  await applyConfig(sup, (running) => {
+    const backend = sup.slots.includes(slot) ? sup.table[slot] : null;
+    if (!backend) return running;
+    if (sup.slots.length === 1) throw new RangeError("the last backend cannot be removed");
+    found = true;
+    return { ...running, backends: running.backends.filter((b) => b.url !== backend.url) };
   });
-  return true;
+  return found;
 }
 
 /**
