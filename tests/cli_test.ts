@@ -159,3 +159,31 @@ Deno.test("an invalid --config file exits 2 with one line and starts nothing", a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a duration longer than a timer can wait exits 2 for every duration flag", async (t) => {
+  const durations = FLAGS.filter((f) => f.kind === "duration" || f.kind === "duration-or-zero");
+  assert(durations.length >= 10, "the duration flags are found");
+  for (const flag of durations) {
+    await t.step(`--${flag.name} 999999h`, async () => {
+      const { code, stdout, stderr } = await runGoround([
+        "--listen",
+        "127.0.0.1:0",
+        `--${flag.name}`,
+        "999999h",
+      ]);
+      equal(code, 2);
+      equal(stdout, "", "nothing starts");
+      equal(
+        stderr.trim(),
+        `goround: --${flag.name}: "999999h" is longer than a timer can wait: expected at most 2147483647ms (about 24.8 days)`,
+      );
+    });
+  }
+  await t.step("and as a GOROUND_* variable", async () => {
+    const { code, stderr } = await runGoround(["--listen", "127.0.0.1:0"], {
+      GOROUND_DRAIN_TIMEOUT: "2147483648ms",
+    });
+    equal(code, 2);
+    match(stderr.trim(), /^goround: GOROUND_DRAIN_TIMEOUT: "2147483648ms" is longer than a timer/);
+  });
+});

@@ -128,7 +128,9 @@ export async function sendSignal(pid: number, signal: string): Promise<void> {
 }
 
 /**
- * Runs goround to completion (for flags that make it exit: errors, `--help`, `--version`).
+ * Runs goround to completion (for flags that make it exit: errors, `--help`, `--version`). One
+ * that is still running after 15 s (it started serving instead of refusing) is killed, and
+ * its code is then 137.
  *
  * @param args Flags.
  * @param env Extra environment variables.
@@ -139,11 +141,14 @@ export async function runGoround(
   env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const admin = args.includes("--admin") ? [] : ["--admin", "127.0.0.1:0"];
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), 15_000);
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["run", ...GOROUND_FLAGS, `${ROOT}main.ts`, ...args, ...admin],
     stdin: "null",
     env,
-  }).output();
+    signal: abort.signal,
+  }).output().finally(() => clearTimeout(timer));
   const decoder = new TextDecoder();
   return {
     code: output.code,
