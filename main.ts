@@ -31,7 +31,7 @@ import {
   startDiscovery,
 } from "./lib/discovery.ts";
 import { ConfigError } from "./lib/errors.ts";
-import { logLine } from "./lib/log.ts";
+import { flushRepeats, logLine, REPEAT_WINDOW_MS } from "./lib/log.ts";
 import { isAlive } from "./lib/pool.ts";
 import { applyConfig, drainAndStop, startSupervisor, type Supervisor } from "./lib/supervisor.ts";
 import { VERSION } from "./lib/version.ts";
@@ -270,6 +270,8 @@ async function run(given: Config): Promise<void> {
   const redirect = config.redirectHttp ? serveRedirect(config.redirectHttp, port) : null;
   const discovery = followDns(sup);
   for (const line of banner(sup, admin)) console.log(line);
+  // The count of a flood of repeated log lines is written once its second is over.
+  const flusher = setInterval(() => flushRepeats(), REPEAT_WINDOW_MS);
 
   let stopping = false;
   const stop = async (signal: Deno.Signal) => {
@@ -282,6 +284,8 @@ async function run(given: Config): Promise<void> {
     const drained = await drainAndStop(sup);
     await admin?.shutdown();
     await redirect?.shutdown();
+    clearInterval(flusher);
+    flushRepeats(Infinity);
     logLine(drained ? "stopped" : "stopped (drain timeout: some requests were cut off)");
     Deno.exit(0);
   };

@@ -14,10 +14,10 @@
 import { type AccessLog, createAccessLog, writeStdout } from "./access_log.ts";
 import type { Backend, Config } from "./config.ts";
 import { BodyBrokeOff } from "./errors.ts";
-import { logLine } from "./log.ts";
+import { flushRepeats, logLine, REPEAT_WINDOW_MS } from "./log.ts";
 import { attachPool } from "./pool.ts";
 import { createForwarder, type Forwarder, type Incoming, type ProxyContext } from "./proxy.ts";
-import { createServeHandler } from "./serve_handler.ts";
+import { createServeHandler, serveRestarting } from "./serve_handler.ts";
 import { serveHttp1 } from "./server.ts";
 import { closeUpstreams, createUpstreams, retainHosts, setUpstreamOptions } from "./upstream.ts";
 import { readAheadFor } from "./streaming.ts";
@@ -101,7 +101,7 @@ function listen(message: StartMessage, core: Core, accessLog: AccessLog | null):
     ? { cert: config.pems.cert, key: config.pems.key }
     : null;
   if (config.engine === "deno" || tls) {
-    const server = Deno.serve(
+    return serveRestarting(
       {
         ...address,
         ...(tls ?? {}),
@@ -118,7 +118,6 @@ function listen(message: StartMessage, core: Core, accessLog: AccessLog | null):
         proto: tls ? "https" : "http",
       }),
     );
-    return { port: server.addr.port, shutdown: () => server.shutdown() };
   }
   const server = serveHttp1(Deno.listen(address), {
     forward: core.forward,
@@ -196,6 +195,8 @@ function start(message: StartMessage): void {
     reply({ type: "error", name: err.name, message: err.message });
     return;
   }
+  // The count of a flood of repeated log lines is written once its second is over.
+  const flusher = setInterval(() => flushRepeats(), REPEAT_WINDOW_MS);
   running = {
     front,
     update: ({ config, table }) => {
@@ -218,6 +219,8 @@ function start(message: StartMessage): void {
       clearTimeout(timer);
       closeUpstreams(upstreams);
       await accessLog?.flush();
+      clearInterval(flusher);
+      flushRepeats(Infinity);
       return drained;
     },
   };

@@ -47,12 +47,13 @@ async function collect(stream: ReadableStream<Uint8Array>, into: string[]): Prom
  * Starts goround on a free loopback port with `args` and waits for its banner.
  *
  * @param args Flags (the listen address is added unless given).
- * @param options Extra environment variables.
+ * @param options Extra environment variables; more readable paths; `fdLimit`: the most file
+ *   descriptors it may open (`ulimit -n`, set by `sh` before it becomes goround).
  * @returns The running process.
  */
 export async function startGoround(
   args: readonly string[],
-  options: { env?: Record<string, string>; readable?: string } = {},
+  options: { env?: Record<string, string>; readable?: string; fdLimit?: number } = {},
 ): Promise<Goround> {
   const listen = [
     ...(args.includes("--listen") ? [] : ["--listen", "127.0.0.1:0"]),
@@ -64,8 +65,12 @@ export async function startGoround(
       flag.startsWith("--allow-read=") ? `${flag},${options.readable}` : flag
     )
     : GOROUND_FLAGS;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, `${ROOT}main.ts`, ...listen, ...args],
+  const command = [Deno.execPath(), "run", ...flags, `${ROOT}main.ts`, ...listen, ...args];
+  const limited = options.fdLimit === undefined
+    ? command
+    : ["sh", "-c", `ulimit -n ${options.fdLimit} && exec "$@"`, "sh", ...command];
+  const child = new Deno.Command(limited[0]!, {
+    args: limited.slice(1),
     stdout: "piped",
     stderr: "piped",
     stdin: "null",
