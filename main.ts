@@ -16,6 +16,7 @@
 
 import { type Admin, serveAdmin } from "./lib/admin.ts";
 import {
+  type Backend,
   type Command,
   type Config,
   describeConfig,
@@ -32,6 +33,7 @@ import {
 } from "./lib/discovery.ts";
 import { ConfigError } from "./lib/errors.ts";
 import { flushRepeats, logLine, REPEAT_WINDOW_MS } from "./lib/log.ts";
+import { type Address, isOwnAddress, ownAddressMessage, ownBackend } from "./lib/loop.ts";
 import { isAlive } from "./lib/pool.ts";
 import { applyConfig, drainAndStop, startSupervisor, type Supervisor } from "./lib/supervisor.ts";
 import { VERSION } from "./lib/version.ts";
@@ -217,32 +219,57 @@ function serveRedirect(listen: Listen, httpsPort: number): Deno.HttpServer {
   }
 }
 
+/** A DNS answer minus goround's own address (a name that also resolves to this machine), each
+ * left out with one line. */
+function withoutSelf(backends: readonly Backend[], listening: Address): Backend[] {
+  const kept: Backend[] = [];
+  for (const backend of backends) {
+    if (!isOwnAddress(backend, listening)) kept.push(backend);
+    else logLine(`discovery: ${ownAddressMessage(backend, listening)}; left out of the pool`);
+  }
+  return kept;
+}
+
 /** With --discover, the first DNS answer is the pool (goround does not start without one). */
-async function discoverBackends(config: Config): Promise<Config> {
-  if (!config.discover) return config;
+async function discoverBackends(
+  config: Config,
+  listening: Address,
+): Promise<{ config: Config; answer: Backend[] }> {
+  if (!config.discover) return { config, answer: [] };
   try {
-    const backends = await resolveBackends(config.discover, {
+    const answer = await resolveBackends(config.discover, {
       ...(config.discoverNameServer ? { nameServer: config.discoverNameServer } : {}),
     });
-    return { ...config, backends };
+    const backends = withoutSelf(answer, listening);
+    if (backends.length === 0) {
+      fail(`--discover: every address DNS gave is goround's own: expected other servers`);
+    }
+    return { config: { ...config, backends }, answer };
   } catch (error) {
     if (error instanceof DiscoveryError) fail(`--discover: ${error.message}`);
     throw error;
   }
 }
 
-/** Follows DNS: each changed answer becomes the pool, as a reload would make it. */
-function followDns(sup: Supervisor): Discovery | null {
+/** Follows DNS: each changed answer becomes the pool, as a reload would make it, less any
+ * address of goround's own. `answer` is the first answer, already applied. */
+function followDns(sup: Supervisor, answer: readonly Backend[]): Discovery | null {
   const { discover, discoverInterval, discoverNameServer } = sup.config;
   if (!discover) return null;
+  const listening = { hostname: sup.config.listen.hostname, port: sup.port };
   return startDiscovery(discover, {
     interval: discoverInterval,
     // A lookup may take as long as the interval (between 1 s and 5 s), so a DNS server that is
     // gone is noticed in about one round.
     timeout: Math.max(1000, Math.min(5000, discoverInterval)),
     ...(discoverNameServer ? { nameServer: discoverNameServer } : {}),
-    initial: sup.config.backends,
-    onChange: async (backends) => {
+    initial: answer,
+    onChange: async (answer) => {
+      const backends = withoutSelf(answer, listening);
+      if (backends.length === 0) {
+        logLine("discovery: every address DNS gave is goround's own; keeping the last backends");
+        return;
+      }
       const { added, removed } = await applyConfig(sup, { ...sup.config, backends });
       logLine(
         `discovery: ${backends.length} backends` +
@@ -255,8 +282,12 @@ function followDns(sup: Supervisor): Discovery | null {
 }
 
 async function run(given: Config): Promise<void> {
-  const config = await discoverBackends(readPems(given));
-  const port = claimPort(config.listen, "--listen");
+  const port = claimPort(given.listen, "--listen");
+  const listening = { hostname: given.listen.hostname, port };
+  // With --listen :0 the port is known only now (a fixed one was checked with the flags).
+  const own = ownBackend(given.backends, listening);
+  if (own && !given.discover) fail(`--backends: ${ownAddressMessage(own, listening)}`);
+  const { config, answer } = await discoverBackends(readPems(given), listening);
   if (config.admin) claimPort(config.admin, "--admin");
   const started = await startSupervisor(config, port, new URL("./lib/worker.ts", import.meta.url));
   if (!("pool" in started)) {
@@ -268,7 +299,7 @@ async function run(given: Config): Promise<void> {
   const sup = started;
   const admin = config.admin ? serveAdmin(sup, config.admin, config.adminToken) : null;
   const redirect = config.redirectHttp ? serveRedirect(config.redirectHttp, port) : null;
-  const discovery = followDns(sup);
+  const discovery = followDns(sup, answer);
   for (const line of banner(sup, admin)) console.log(line);
   // The count of a flood of repeated log lines is written once its second is over.
   const flusher = setInterval(() => flushRepeats(), REPEAT_WINDOW_MS);

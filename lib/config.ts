@@ -16,6 +16,7 @@ import {
   parseNameServer,
 } from "./discovery.ts";
 import { ConfigError } from "./errors.ts";
+import { ownAddressMessage, ownBackend } from "./loop.ts";
 import { type Algorithm, ALGORITHMS } from "./selection.ts";
 
 /** Where the proxy listens. */
@@ -132,6 +133,9 @@ export interface Config {
   readonly discoverNameServer: NameServer | null;
   /** The certificate, key and backend CA as read from those files (filled in at start). */
   readonly pems?: { readonly cert: string; readonly key: string; readonly ca: string };
+  /** This goround process's random id, named in the `Via` it adds (`loop.ts`); not a setting:
+   * `""` until the supervisor makes one at start, then kept by every reload. */
+  readonly instanceId: string;
 }
 
 /** What the `hash` policy hashes: the client's address, a request field, or a cookie. */
@@ -751,13 +755,15 @@ export function parseCommandLine(
     ? new Map<string, string[]>()
     : readConfigFile(configFile, readFile);
 
+  /** Where a setting can come from, highest first: the name to report and its texts. */
+  const sourcesOf = (flag: FlagSpec): [string, string[]][] => [
+    [`--${flag.name}`, flagTexts(flag.name)],
+    [envName(flag.name), [env(envName(flag.name)) ?? ""].filter((t) => t !== "")],
+    [`${configFile}: ${flag.name}`, fileValues.get(flag.name) ?? []],
+  ];
   /** The value of a setting from the first source that has it, or `undefined`. */
   const read = (flag: FlagSpec): Parsed | undefined => {
-    const sources: [string, string[]][] = [
-      [`--${flag.name}`, flagTexts(flag.name)],
-      [envName(flag.name), [env(envName(flag.name)) ?? ""].filter((t) => t !== "")],
-      [`${configFile}: ${flag.name}`, fileValues.get(flag.name) ?? []],
-    ];
+    const sources = sourcesOf(flag);
     // Every source is validated, even one that a higher source overrides: a bad value in the
     // file is an error now, not a surprise when the flag is dropped later.
     let found: Parsed | undefined;
@@ -792,6 +798,18 @@ export function parseCommandLine(
   if (backends.length === 0) {
     throw new ConfigError(`--backends: the list is empty: expected at least one http://host:port`);
   }
+  const listen = value<Listen>("listen");
+  const own = ownBackend(backends, listen);
+  if (own) {
+    // Named by the source that listed it: a flag, a variable, or the file and key (each was
+    // parsed above already, so parsing again cannot fail).
+    const lists = (text: string) =>
+      splitBackends(text).some((b) => parseBackend(b).url === own.url);
+    const source = ["backend", "backends"]
+      .flatMap((name) => sourcesOf(FLAGS.find((f) => f.name === name)!))
+      .find(([, texts]) => texts.some(lists));
+    throw new ConfigError(`${source?.[0] ?? "--backends"}: ${ownAddressMessage(own, listen)}`);
+  }
   const switchValue = (name: string) => !values[`no-${name}`] && value<string>(name) === "true";
   const discover = value<string>("discover");
   const nameServer = value<string>("discover-nameserver");
@@ -823,7 +841,7 @@ export function parseCommandLine(
   return {
     kind: "run",
     config: {
-      listen: value<Listen>("listen"),
+      listen,
       backends,
       healthInterval: value<number>("health-interval"),
       healthTimeout: value<number>("health-timeout"),
@@ -863,6 +881,7 @@ export function parseCommandLine(
       discover: discover === "" ? null : parseDiscoverySpec(discover),
       discoverInterval: value<number>("discover-interval"),
       discoverNameServer: nameServer === "" ? null : parseNameServer(nameServer),
+      instanceId: "",
     },
   };
 }

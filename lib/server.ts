@@ -133,6 +133,7 @@ const REASONS: Record<number, string> = {
   503: "Service Unavailable",
   504: "Gateway Timeout",
   505: "HTTP Version Not Supported",
+  508: "Loop Detected",
 };
 
 function closeClient(client: Client): void {

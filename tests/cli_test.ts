@@ -187,3 +187,21 @@ Deno.test("a duration longer than a timer can wait exits 2 for every duration fl
     match(stderr.trim(), /^goround: GOROUND_DRAIN_TIMEOUT: "2147483648ms" is longer than a timer/);
   });
 });
+
+Deno.test("goround's own address as a backend exits 2 before anything starts", async () => {
+  const free = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = free.addr.port;
+  free.close();
+  const { code, stdout, stderr } = await runGoround([
+    "--listen",
+    `127.0.0.1:${port}`,
+    "--backends",
+    `http://127.0.0.2:${port},http://localhost:${port}`,
+  ]);
+  equal(code, 2);
+  equal(stdout, "", "nothing starts");
+  equal(
+    stderr.trim(),
+    `goround: --backends: "http://localhost:${port}" is goround's own address (it listens on 127.0.0.1:${port}): expected another server`,
+  );
+});
