@@ -20,6 +20,8 @@ import {
   type Command,
   type Config,
   describeConfig,
+  envName,
+  FLAGS,
   helpText,
   type Listen,
   parseCommandLine,
@@ -31,6 +33,7 @@ import {
   resolveBackends,
   startDiscovery,
 } from "./lib/discovery.ts";
+import { denoEnv, unknownVariables, unknownVariableWarning } from "./lib/env_check.ts";
 import { ConfigError } from "./lib/errors.ts";
 import { flushRepeats, logLine, REPEAT_WINDOW_MS } from "./lib/log.ts";
 import { type Address, isOwnAddress, ownAddressMessage, ownBackend } from "./lib/loop.ts";
@@ -301,6 +304,7 @@ async function run(given: Config): Promise<void> {
   const redirect = config.redirectHttp ? serveRedirect(config.redirectHttp, port) : null;
   const discovery = followDns(sup, answer);
   for (const line of banner(sup, admin)) console.log(line);
+  warnUnknownVariables();
   // The count of a flood of repeated log lines is written once its second is over.
   const flusher = setInterval(() => flushRepeats(), REPEAT_WINDOW_MS);
 
@@ -330,6 +334,14 @@ async function run(given: Config): Promise<void> {
   });
 }
 
+/** Warns of each `GOROUND_*` variable that is not a setting (a typo), naming the closest. */
+function warnUnknownVariables(): void {
+  const settings = FLAGS.map((flag) => envName(flag.name));
+  for (const unknown of unknownVariables(settings, denoEnv())) {
+    logLine(unknownVariableWarning(unknown));
+  }
+}
+
 /** `goround check --config FILE [flags]`: validates the settings and prints them. */
 function check(args: readonly string[]): void {
   let command: Command;
@@ -341,6 +353,7 @@ function check(args: readonly string[]): void {
   }
   if (command.kind !== "run") return;
   const { config } = command;
+  warnUnknownVariables();
   console.log(`${config.configFile || "the flags"}: valid`);
   const shown = {
     ...config,

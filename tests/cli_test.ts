@@ -1,7 +1,7 @@
 import { equal, match, ok as assert } from "node:assert/strict";
 import { FLAGS } from "../lib/config.ts";
 import { VERSION } from "../lib/version.ts";
-import { recordingBackend, ROOT, runGoround, startGoround } from "./helpers.ts";
+import { recordingBackend, ROOT, runGoround, startGoround, waitFor } from "./helpers.ts";
 
 Deno.test("--help lists every flag with its default and variable", async () => {
   const { code, stdout } = await runGoround(["--help"]);
@@ -204,4 +204,31 @@ Deno.test("goround's own address as a backend exits 2 before anything starts", a
     stderr.trim(),
     `goround: --backends: "http://localhost:${port}" is goround's own address (it listens on 127.0.0.1:${port}): expected another server`,
   );
+});
+
+Deno.test("a GOROUND_* variable that is not a setting is warned of, naming the closest", async (t) => {
+  const backend = recordingBackend(() => new Response("ok"));
+  const env = { GOROUND_HEALTH_INTERVALL: "5s", GOROUND_WORKERS: "1" };
+  const warning =
+    "warning: GOROUND_HEALTH_INTERVALL is not a goround setting and is ignored: did you mean GOROUND_HEALTH_INTERVAL?";
+  try {
+    await t.step("at start (with --allow-env=GOROUND_* only)", async () => {
+      const proxy = await startGoround(["--backend", backend.url, "--access-log", "off"], { env });
+      try {
+        await waitFor(() => proxy.stderr.some((line) => line.endsWith(warning)), {
+          what: "the warning",
+        });
+        equal(proxy.stderr.filter((line) => line.includes("warning:")).length, 1);
+      } finally {
+        await proxy.stop();
+      }
+    });
+    await t.step("by goround check", async () => {
+      const { code, stderr } = await runGoround(["check", "--backend", backend.url], env);
+      equal(code, 0);
+      assert(stderr.trim().endsWith(warning), stderr);
+    });
+  } finally {
+    await backend.close();
+  }
 });
