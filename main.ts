@@ -284,34 +284,29 @@ function followDns(sup: Supervisor, answer: readonly Backend[]): Discovery | nul
   });
 }
 
-async function run(given: Config): Promise<void> {
-  const port = claimPort(given.listen, "--listen");
-  const listening = { hostname: given.listen.hostname, port };
-  // With --listen :0 the port is known only now (a fixed one was checked with the flags).
-  const own = ownBackend(given.backends, listening);
-  if (own && !given.discover) fail(`--backends: ${ownAddressMessage(own, listening)}`);
-  const { config, answer } = await discoverBackends(readPems(given), listening);
-  if (config.admin) claimPort(config.admin, "--admin");
-  const started = await startSupervisor(config, port, new URL("./lib/worker.ts", import.meta.url));
-  if (!("pool" in started)) {
-    if (started.name === "AddrInUse") {
-      fail(`--listen: port ${port} is in use: expected a free port`);
-    }
-    throw new Error(`a worker failed to start: ${started.name}: ${started.message}`);
-  }
-  const sup = started;
-  const admin = config.admin ? serveAdmin(sup, config.admin, config.adminToken) : null;
-  const redirect = config.redirectHttp ? serveRedirect(config.redirectHttp, port) : null;
-  const discovery = followDns(sup, answer);
-  for (const line of banner(sup, admin)) console.log(line);
-  warnUnknownVariables();
-  // The count of a flood of repeated log lines is written once its second is over.
-  const flusher = setInterval(() => flushRepeats(), REPEAT_WINDOW_MS);
+/** What the signal handlers act on once goround is running. */
+interface Running {
+  readonly sup: Supervisor;
+  readonly admin: Admin | null;
+  readonly redirect: Deno.HttpServer | null;
+  readonly discovery: Discovery | null;
+  readonly flusher: ReturnType<typeof setInterval>;
+}
 
+/**
+ * Handles SIGINT, SIGTERM and SIGHUP from the start: registering a signal takes a file
+ * descriptor, which a flood of connections to the workers could leave none of later. A signal
+ * before goround runs exits at once (there is nothing to drain).
+ */
+function handleSignals(config: Config): { running: Running | null } {
+  const state: { running: Running | null } = { running: null };
   let stopping = false;
   const stop = async (signal: Deno.Signal) => {
     if (stopping) return;
     stopping = true;
+    const running = state.running;
+    if (running === null) Deno.exit(0);
+    const { sup, admin, redirect, discovery, flusher } = running;
     logLine(
       `${signal}: draining ${sup.workers.length} workers (at most ${sup.config.drainTimeout} ms)`,
     );
@@ -330,8 +325,39 @@ async function run(given: Config): Promise<void> {
   Deno.addSignalListener("SIGHUP", () => {
     if (config.configFile === "") {
       logLine("SIGHUP: nothing to reload (start goround with --config FILE)");
-    } else void reload(sup);
+    } else if (state.running) void reload(state.running.sup);
   });
+  return state;
+}
+
+async function run(given: Config): Promise<void> {
+  const signals = handleSignals(given);
+  const port = claimPort(given.listen, "--listen");
+  const listening = { hostname: given.listen.hostname, port };
+  // With --listen :0 the port is known only now (a fixed one was checked with the flags).
+  const own = ownBackend(given.backends, listening);
+  if (own && !given.discover) fail(`--backends: ${ownAddressMessage(own, listening)}`);
+  const { config, answer } = await discoverBackends(readPems(given), listening);
+  if (config.admin) claimPort(config.admin, "--admin");
+  const started = await startSupervisor(config, port, new URL("./lib/worker.ts", import.meta.url));
+  if (!("pool" in started)) {
+    if (started.name === "AddrInUse") {
+      fail(`--listen: port ${port} is in use: expected a free port`);
+    }
+    throw new Error(`a worker failed to start: ${started.name}: ${started.message}`);
+  }
+  const sup = started;
+  const admin = config.admin ? serveAdmin(sup, config.admin, config.adminToken) : null;
+  signals.running = {
+    sup,
+    admin,
+    redirect: config.redirectHttp ? serveRedirect(config.redirectHttp, port) : null,
+    discovery: followDns(sup, answer),
+    // The count of a flood of repeated log lines is written once its second is over.
+    flusher: setInterval(() => flushRepeats(), REPEAT_WINDOW_MS),
+  };
+  for (const line of banner(sup, admin)) console.log(line);
+  warnUnknownVariables();
 }
 
 /** Warns of each `GOROUND_*` variable that is not a setting (a typo), naming the closest. */

@@ -195,7 +195,10 @@ export function serveRestarting(
   let stopping = false;
   let wake: (() => void) | null = null;
   const serving: Handler = (req, info) => {
-    if (backoff.failures > 0) logLine(backoffEnds(acceptWorked(backoff), backoff.since));
+    if (backoff.failures > 0) {
+      const failures = acceptWorked(backoff);
+      if (failures > 0) logLine(backoffEnds(failures, backoff));
+    }
     return handler(req, info);
   };
   const start = (port: number): Deno.HttpServer<Deno.NetAddr> => {

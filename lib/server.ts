@@ -834,7 +834,10 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
         await pause(acceptFailed(backoff));
         continue; // keep serving the connections we have
       }
-      if (backoff.failures > 0) logLine(backoffEnds(acceptWorked(backoff), backoff.since));
+      if (backoff.failures > 0) {
+        const failures = acceptWorked(backoff);
+        if (failures > 0) logLine(backoffEnds(failures, backoff));
+      }
       try {
         if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
       } catch {
