@@ -9,13 +9,18 @@
  * ```
  *
  * A backend can misbehave on purpose (`--mode`, or at run time with
- * `curl -X POST localhost:8082/_dummy/mode/hang`):
+ * `curl -X POST -H 'Connection: x-dummy-control' -H 'X-Dummy-Control: 1'
+ * localhost:8082/_dummy/mode/hang`):
  *
  * - `ok`: answer at once (the default);
  * - `hang`: accept requests and never answer;
  * - `500`: answer `500 Internal Server Error`;
  * - `slow=200ms`: answer after the delay;
  * - `reset`: accept connections and close them without answering.
+ *
+ * A mode switch must carry `X-Dummy-Control` and name it in `Connection`, which makes it a
+ * hop-by-hop field (RFC 9110 §7.6.1): a proxy drops both, goround included, so a visitor of a
+ * demo cannot switch a backend through goround; without them the switch is 403.
  *
  * `GET /_dummy/stats` returns the request counts (and request body bytes received) as JSON;
  * `GET /_dummy/bytes/<n>` answers with `n` bytes, for download tests. With `--record`, the backend prints
@@ -27,6 +32,29 @@
 
 import { parseArgs } from "node:util";
 import { parseDuration } from "./lib/duration.ts";
+import { connectionTokens } from "./lib/headers.ts";
+
+/** The fields a mode switch must carry (see the module's notes): `X-Dummy-Control`, named in
+ * `Connection` so that any proxy on the way drops it. */
+export const CONTROL_HEADERS: Readonly<Record<string, string>> = {
+  connection: "x-dummy-control",
+  "x-dummy-control": "1",
+};
+
+/**
+ * Whether a request may switch the backend's mode: it came straight from a client that sent
+ * `X-Dummy-Control` and named it in `Connection` (a proxy would have dropped both).
+ *
+ * @param get Reads a request field by lowercase name (`null` when absent).
+ * @returns `true` for a control request.
+ */
+export function isControlRequest(get: (name: string) => string | null): boolean {
+  return get("x-dummy-control") !== null &&
+    connectionTokens(get("connection")).includes("x-dummy-control");
+}
+
+const NOT_CONTROL = "a mode switch needs the fields Connection: x-dummy-control and " +
+  "X-Dummy-Control: 1 (a proxy drops them, so it cannot come through goround)\n";
 
 /** How a dummy backend behaves. */
 export type Mode =
@@ -47,6 +75,14 @@ export function parseMode(text: string): Mode {
   if (text === "ok" || text === "hang" || text === "500" || text === "reset") return { kind: text };
   if (text.startsWith("slow=")) return { kind: "slow", ms: parseDuration(text.slice(5)) };
   throw new SyntaxError(`"${text}" is not a mode: expected ok, hang, 500, slow=200ms or reset`);
+}
+
+/** A field's value in a raw request head (values of repeated fields joined), or `null`. */
+function rawField(head: string, name: string): string | null {
+  const values = head.split("\r\n").slice(1)
+    .filter((line) => line.slice(0, line.indexOf(":")).trim().toLowerCase() === name)
+    .map((line) => line.slice(line.indexOf(":") + 1).trim());
+  return values.length === 0 ? null : values.join(", ");
 }
 
 /** A stream of `size` bytes of "x", for download tests. */
@@ -128,6 +164,9 @@ export function serveBackend(port: number, options: BackendOptions = {}): LocalB
     }
     const wanted = /^\/_dummy\/mode\/(.+)$/.exec(path);
     if (wanted && req.method === "POST") {
+      if (!isControlRequest((name) => req.headers.get(name))) {
+        return new Response(NOT_CONTROL, { status: 403 });
+      }
       try {
         const next = parseMode(decodeURIComponent(wanted[1]!));
         // Answer first: in reset mode this very connection would be cut.
@@ -185,7 +224,7 @@ export function serveBackend(port: number, options: BackendOptions = {}): LocalB
         conn.read(buf).catch(() => null).then((n) => {
           const text = n ? new TextDecoder().decode(buf.subarray(0, n)) : "";
           const line = /^POST (\/_dummy\/mode\/[^ ]+) /.exec(text);
-          if (line) {
+          if (line && isControlRequest((name) => rawField(text, name))) {
             const next = parseMode(decodeURIComponent(line[1]!.slice("/_dummy/mode/".length)));
             const body = `mode ${next.kind}\n`;
             conn.write(
@@ -342,9 +381,24 @@ export function lineSplitter(): TransformStream<string, string> {
   });
 }
 
+const USAGE = `usage: dummy_servers.ts [--mode MODE] [--demo [goround flags]] [PORT ...]
+
+Starts one backend process per PORT (default 8081 8082 8083), each answering
+"Hello from Server <port>"; with --demo, goround too, given the flags after it.
+
+  --mode MODE   ok (default), hang, 500, slow=200ms or reset
+  --demo        also start goround in front of the backends
+  -h, --help    show this help
+
+At run time (only straight to a backend, never through a proxy):
+  curl -X POST -H 'Connection: x-dummy-control' -H 'X-Dummy-Control: 1' \\
+    localhost:8082/_dummy/mode/hang
+  GET /_dummy/stats     request counts as JSON
+  GET /_dummy/bytes/N   N bytes, for download tests`;
+
 function usage(message: string): never {
   console.error(`dummy_servers: ${message}`);
-  console.error("usage: dummy_servers.ts [--mode MODE] [--demo [goround flags]] [PORT ...]");
+  console.error(USAGE.split("\n")[0]);
   Deno.exit(2);
 }
 
@@ -438,6 +492,7 @@ async function main(): Promise<void> {
         serve: { type: "string" },
         mode: { type: "string" },
         record: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
       },
       allowPositionals: true,
       strict: true,
@@ -446,6 +501,10 @@ async function main(): Promise<void> {
     usage((error as Error).message);
   }
   const { values, positionals } = parsed;
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
   const mode = values.mode;
   if (mode !== undefined) {
     try {

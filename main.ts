@@ -17,9 +17,12 @@
 
 import { type Admin, serveAdmin } from "./lib/admin.ts";
 import {
+  type Backend,
   type Command,
   type Config,
   describeConfig,
+  envName,
+  FLAGS,
   helpText,
   type Listen,
   parseCommandLine,
@@ -30,8 +33,10 @@ import {
   resolveBackends,
   startDiscovery,
 } from "./lib/discovery.ts";
+import { denoEnv, unknownVariables, unknownVariableWarning } from "./lib/env_check.ts";
 import { ConfigError } from "./lib/errors.ts";
-import { logLine } from "./lib/log.ts";
+import { flushRepeats, logLine, REPEAT_WINDOW_MS } from "./lib/log.ts";
+import { type Address, isOwnAddress, ownAddressMessage, ownBackend } from "./lib/loop.ts";
 import { readPemFiles } from "./lib/pem_files.ts";
 import { isAlive } from "./lib/pool.ts";
 import { describeReload, planReload } from "./lib/reload.ts";
@@ -204,32 +209,57 @@ function serveRedirect(listen: Listen, httpsPort: number): Deno.HttpServer {
   }
 }
 
+/** A DNS answer minus goround's own address (a name that also resolves to this machine), each
+ * left out with one line. */
+function withoutSelf(backends: readonly Backend[], listening: Address): Backend[] {
+  const kept: Backend[] = [];
+  for (const backend of backends) {
+    if (!isOwnAddress(backend, listening)) kept.push(backend);
+    else logLine(`discovery: ${ownAddressMessage(backend, listening)}; left out of the pool`);
+  }
+  return kept;
+}
+
 /** With --discover, the first DNS answer is the pool (goround does not start without one). */
-async function discoverBackends(config: Config): Promise<Config> {
-  if (!config.discover) return config;
+async function discoverBackends(
+  config: Config,
+  listening: Address,
+): Promise<{ config: Config; answer: Backend[] }> {
+  if (!config.discover) return { config, answer: [] };
   try {
-    const backends = await resolveBackends(config.discover, {
+    const answer = await resolveBackends(config.discover, {
       ...(config.discoverNameServer ? { nameServer: config.discoverNameServer } : {}),
     });
-    return { ...config, backends };
+    const backends = withoutSelf(answer, listening);
+    if (backends.length === 0) {
+      fail(`--discover: every address DNS gave is goround's own: expected other servers`);
+    }
+    return { config: { ...config, backends }, answer };
   } catch (error) {
     if (error instanceof DiscoveryError) fail(`--discover: ${error.message}`);
     throw error;
   }
 }
 
-/** Follows DNS: each changed answer becomes the pool, as a reload would make it. */
-function followDns(sup: Supervisor): Discovery | null {
+/** Follows DNS: each changed answer becomes the pool, as a reload would make it, less any
+ * address of goround's own. `answer` is the first answer, already applied. */
+function followDns(sup: Supervisor, answer: readonly Backend[]): Discovery | null {
   const { discover, discoverInterval, discoverNameServer } = sup.config;
   if (!discover) return null;
+  const listening = { hostname: sup.config.listen.hostname, port: sup.port };
   return startDiscovery(discover, {
     interval: discoverInterval,
     // A lookup may take as long as the interval (between 1 s and 5 s), so a DNS server that is
     // gone is noticed in about one round.
     timeout: Math.max(1000, Math.min(5000, discoverInterval)),
     ...(discoverNameServer ? { nameServer: discoverNameServer } : {}),
-    initial: sup.config.backends,
-    onChange: async (backends) => {
+    initial: answer,
+    onChange: async (answer) => {
+      const backends = withoutSelf(answer, listening);
+      if (backends.length === 0) {
+        logLine("discovery: every address DNS gave is goround's own; keeping the last backends");
+        return;
+      }
       const { added, removed } = await applyConfig(sup, { ...sup.config, backends });
       logLine(
         `discovery: ${backends.length} backends` +
@@ -241,9 +271,64 @@ function followDns(sup: Supervisor): Discovery | null {
   });
 }
 
+/** What the signal handlers act on once goround is running. */
+interface Running {
+  readonly sup: Supervisor;
+  readonly admin: Admin | null;
+  readonly redirect: Deno.HttpServer | null;
+  readonly dns: DnsFollower;
+  readonly flusher: ReturnType<typeof setInterval>;
+}
+
+/**
+ * Handles SIGINT, SIGTERM and SIGHUP from the start: registering a signal takes a file
+ * descriptor, which a flood of connections to the workers could leave none of later. A signal
+ * before goround runs exits at once (there is nothing to drain).
+ */
+function handleSignals(): { running: Running | null } {
+  const state: { running: Running | null } = { running: null };
+  let stopping = false;
+  const stop = async (signal: Deno.Signal) => {
+    if (stopping) return;
+    stopping = true;
+    const running = state.running;
+    if (running === null) Deno.exit(0);
+    const { sup, admin, redirect, dns, flusher } = running;
+    logLine(
+      `${signal}: draining ${sup.workers.length} workers (at most ${sup.config.drainTimeout} ms)`,
+    );
+    await dns.stop();
+    const drained = await drainAndStop(sup);
+    await admin?.shutdown();
+    await redirect?.shutdown();
+    clearInterval(flusher);
+    flushRepeats(Infinity);
+    logLine(drained ? "stopped" : "stopped (drain timeout: some requests were cut off)");
+    Deno.exit(0);
+  };
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => void stop(signal));
+  }
+  // Reloads run one after another, each planned against the settings the one before left.
+  let reloading = Promise.resolve();
+  Deno.addSignalListener("SIGHUP", () => {
+    const running = state.running;
+    if (running === null) return;
+    reloading = reloading.then(() => reload(running.sup, running.dns)).catch((error) =>
+      logLine(`reload failed (a bug; the running config may be partly changed): ${error.stack}`)
+    );
+  });
+  return state;
+}
+
 async function run(given: Config, workerUrl: URL): Promise<void> {
-  const config = await discoverBackends(readPems(given));
-  const port = claimPort(config.listen, "--listen");
+  const signals = handleSignals();
+  const port = claimPort(given.listen, "--listen");
+  const listening = { hostname: given.listen.hostname, port };
+  // With --listen :0 the port is known only now (a fixed one was checked with the flags).
+  const own = ownBackend(given.backends, listening);
+  if (own && !given.discover) fail(`--backends: ${ownAddressMessage(own, listening)}`);
+  const { config, answer } = await discoverBackends(readPems(given), listening);
   if (config.admin) claimPort(config.admin, "--admin");
   const started = await startSupervisor(config, port, workerUrl);
   if (!("pool" in started)) {
@@ -254,41 +339,32 @@ async function run(given: Config, workerUrl: URL): Promise<void> {
   }
   const sup = started;
   const admin = config.admin ? serveAdmin(sup, config.admin) : null;
-  const redirect = config.redirectHttp ? serveRedirect(config.redirectHttp, port) : null;
-  let discovery = followDns(sup);
+  let discovery = followDns(sup, answer);
   const dns: DnsFollower = {
-    start: () => (discovery = followDns(sup)),
+    start: () => (discovery = followDns(sup, sup.config.backends)),
     stop: async () => {
       await discovery?.stop();
       discovery = null;
     },
   };
-  for (const line of banner(sup, admin)) console.log(line);
-
-  let stopping = false;
-  const stop = async (signal: Deno.Signal) => {
-    if (stopping) return;
-    stopping = true;
-    logLine(
-      `${signal}: draining ${sup.workers.length} workers (at most ${sup.config.drainTimeout} ms)`,
-    );
-    await discovery?.stop();
-    const drained = await drainAndStop(sup);
-    await admin?.shutdown();
-    await redirect?.shutdown();
-    logLine(drained ? "stopped" : "stopped (drain timeout: some requests were cut off)");
-    Deno.exit(0);
+  signals.running = {
+    sup,
+    admin,
+    redirect: config.redirectHttp ? serveRedirect(config.redirectHttp, port) : null,
+    dns,
+    // The count of a flood of repeated log lines is written once its second is over.
+    flusher: setInterval(() => flushRepeats(), REPEAT_WINDOW_MS),
   };
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(signal, () => void stop(signal));
+  for (const line of banner(sup, admin)) console.log(line);
+  warnUnknownVariables();
+}
+
+/** Warns of each `GOROUND_*` variable that is not a setting (a typo), naming the closest. */
+function warnUnknownVariables(): void {
+  const settings = FLAGS.map((flag) => envName(flag.name));
+  for (const unknown of unknownVariables(settings, denoEnv())) {
+    logLine(unknownVariableWarning(unknown));
   }
-  // Reloads run one after another, each planned against the settings the one before left.
-  let reloading = Promise.resolve();
-  Deno.addSignalListener("SIGHUP", () => {
-    reloading = reloading.then(() => reload(sup, dns)).catch((error) =>
-      logLine(`reload failed (a bug; the running config may be partly changed): ${error.stack}`)
-    );
-  });
 }
 
 /** `goround check --config FILE [flags]`: validates the settings and prints them. */
@@ -302,6 +378,7 @@ function check(args: readonly string[]): void {
   }
   if (command.kind !== "run") return;
   const { config } = command;
+  warnUnknownVariables();
   console.log(`${config.configFile || "the flags"}: valid`);
   const shown = {
     ...config,

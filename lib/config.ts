@@ -16,6 +16,7 @@ import {
   parseNameServer,
 } from "./discovery.ts";
 import { ConfigError } from "./errors.ts";
+import { ownAddressMessage, ownBackend } from "./loop.ts";
 import { type Algorithm, ALGORITHMS } from "./selection.ts";
 
 /** Where the proxy listens. */
@@ -144,6 +145,9 @@ export interface Config {
   readonly ejectionTime: number;
   /** Request fields whose name has a `_`: dropped before forwarding, or kept. @default {"drop"} */
   readonly underscoreHeaders: UnderscoreHeaders;
+  /** This goround process's random id, named in the `Via` it adds (`loop.ts`); not a setting:
+   * `""` until the supervisor makes one at start, then kept by every reload. */
+  readonly instanceId: string;
 }
 
 /** What `--underscore-headers` does with request fields whose name has a `_`. */
@@ -827,13 +831,15 @@ export function parseCommandLine(
     ? new Map<string, string[]>()
     : readConfigFile(configFile, readFile);
 
+  /** Where a setting can come from, highest first: the name to report and its texts. */
+  const sourcesOf = (flag: FlagSpec): [string, string[]][] => [
+    [`--${flag.name}`, flagTexts(flag.name)],
+    [envName(flag.name), [env(envName(flag.name)) ?? ""].filter((t) => t !== "")],
+    [`${configFile}: ${flag.name}`, fileValues.get(flag.name) ?? []],
+  ];
   /** The value of a setting from the first source that has it, or `undefined`. */
   const read = (flag: FlagSpec): Parsed | undefined => {
-    const sources: [string, string[]][] = [
-      [`--${flag.name}`, flagTexts(flag.name)],
-      [envName(flag.name), [env(envName(flag.name)) ?? ""].filter((t) => t !== "")],
-      [`${configFile}: ${flag.name}`, fileValues.get(flag.name) ?? []],
-    ];
+    const sources = sourcesOf(flag);
     // Every source is validated, even one that a higher source overrides: a bad value in the
     // file is an error now, not a surprise when the flag is dropped later.
     let found: Parsed | undefined;
@@ -868,6 +874,18 @@ export function parseCommandLine(
   if (backends.length === 0) {
     throw new ConfigError(`--backends: the list is empty: expected at least one http://host:port`);
   }
+  const listen = value<Listen>("listen");
+  const own = ownBackend(backends, listen);
+  if (own) {
+    // Named by the source that listed it: a flag, a variable, or the file and key (each was
+    // parsed above already, so parsing again cannot fail).
+    const lists = (text: string) =>
+      splitBackends(text).some((b) => parseBackend(b).url === own.url);
+    const source = ["backend", "backends"]
+      .flatMap((name) => sourcesOf(FLAGS.find((f) => f.name === name)!))
+      .find(([, texts]) => texts.some(lists));
+    throw new ConfigError(`${source?.[0] ?? "--backends"}: ${ownAddressMessage(own, listen)}`);
+  }
   const switchValue = (name: string) => !values[`no-${name}`] && value<string>(name) === "true";
   const discover = value<string>("discover");
   const nameServer = value<string>("discover-nameserver");
@@ -899,7 +917,7 @@ export function parseCommandLine(
   return {
     kind: "run",
     config: {
-      listen: value<Listen>("listen"),
+      listen,
       backends,
       healthInterval: value<number>("health-interval"),
       healthTimeout: value<number>("health-timeout"),
@@ -944,6 +962,7 @@ export function parseCommandLine(
       maxEjectionPercent: value<number>("max-ejection-percent"),
       ejectionTime: value<number>("ejection-time"),
       underscoreHeaders: value<UnderscoreHeaders>("underscore-headers"),
+      instanceId: "",
     },
   };
 }

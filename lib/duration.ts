@@ -5,14 +5,19 @@
  */
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** The longest duration a timer can wait: `setTimeout` and friends treat anything above
+ * 2^31-1 ms (about 24.8 days) as 1 ms (HTML timers spec, "timer initialisation steps"). */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
 const PATTERN = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
 
 /**
  * Parses a duration into milliseconds.
  *
  * @param text A number followed by `ms`, `s`, `m` or `h`, e.g. `500ms` or `10s`.
- * @returns Whole milliseconds (rounded).
+ * @returns Whole milliseconds (rounded), at most {@linkcode MAX_DURATION_MS}.
  * @throws {SyntaxError} When the text is not a non-negative number with a unit.
+ * @throws {RangeError} When it is longer than a timer can wait.
  * @example
  * ```ts
  * parseDuration("1.5s"); // 1500
@@ -25,7 +30,13 @@ export function parseDuration(text: string): number {
       `"${text}" is not a duration: expected a non-negative number and a unit, like 500ms, 10s or 1m`,
     );
   }
-  return Math.round(Number(match[1]) * UNITS[match[2]!]!);
+  const ms = Math.round(Number(match[1]) * UNITS[match[2]!]!);
+  if (ms > MAX_DURATION_MS) {
+    throw new RangeError(
+      `"${text}" is longer than a timer can wait: expected at most ${MAX_DURATION_MS}ms (about 24.8 days)`,
+    );
+  }
+  return ms;
 }
 
 /**

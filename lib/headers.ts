@@ -34,6 +34,8 @@ export interface ForwardContext {
   readonly host: string;
   /** Drop fields whose name has a `_` (`--underscore-headers drop`). @default {false} */
   readonly dropUnderscores?: boolean;
+  /** goround's own `Via` entry, e.g. `1.1 goround-3f9a1c2e` (see `loop.ts`). */
+  readonly via: string;
 }
 
 /**
@@ -59,7 +61,8 @@ function onlyHopByHop(value: string): boolean {
  * The fields to send upstream for a client request. Drops hop-by-hop fields and those named in
  * `Connection`; drops `Host`, `Content-Length` and `Expect` (the caller writes the host and the
  * framing itself, and goround answers `100-continue` at the front); then sets
- * `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host`.
+ * `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host`, and appends goround's entry
+ * to `Via` (RFC 9110 §7.6.3: a proxy MUST; earlier entries are kept, from any peer).
  *
  * From an untrusted peer, incoming `X-Forwarded-*` and `Forwarded` fields are dropped and
  * replaced, since any client can forge them. From a trusted proxy they are kept, and the peer
@@ -74,6 +77,7 @@ function onlyHopByHop(value: string): boolean {
  * ```ts
  * const out = forwardRequestHeaders(new Headers({ "x-forwarded-for": "6.6.6.6" }), {
  *   clientIp: "127.0.0.1", trusted: false, proto: "http", host: "example.com",
+ *   via: "1.1 goround-3f9a1c2e",
  * });
  * // [["host", "example.com"], ["x-forwarded-for", "127.0.0.1"], …]
  * ```
@@ -94,12 +98,14 @@ export function forwardRequestHeaders(
  * @param headers The client's fields, names lowercased.
  * @param context The client connection.
  * @param emit Receives each field to send, `Host` first.
+ * @returns `true` when the request's `Via` already holds `context.via`: it has been through
+ *   this goround before (a loop), and must not be forwarded again.
  */
 export function forwardRequestFields(
   headers: Iterable<readonly [string, string]>,
   context: ForwardContext,
   emit: (name: string, value: string) => void,
-): void {
+): boolean {
   let named: string[] | null = null;
   for (const [name, value] of headers) {
     if (name === "connection" && !onlyHopByHop(value)) {
@@ -111,6 +117,8 @@ export function forwardRequestFields(
   let proto: string | null = null;
   let host: string | null = null;
   const dropUnderscores = context.dropUnderscores === true;
+  let via: string | null = null;
+  let looped = false;
   for (const [name, value] of headers) {
     if (HOP_BY_HOP.has(name) || (named !== null && named.includes(name))) continue;
     if (dropUnderscores && name.includes("_")) continue;
@@ -133,6 +141,10 @@ export function forwardRequestFields(
         break;
       case "x-request-id": // the caller sets the one it kept or made
         continue;
+      case "via": // RFC 9110 §7.6.3: append to the list, as one field
+        if (value.includes(context.via)) looped = true;
+        via = via === null ? value : `${via}, ${value}`;
+        continue;
     }
     emit(name, value);
   }
@@ -143,6 +155,8 @@ export function forwardRequestFields(
   );
   emit("x-forwarded-proto", proto ?? context.proto);
   emit("x-forwarded-host", host ?? context.host);
+  emit("via", via === null ? context.via : `${via}, ${context.via}`);
+  return looped;
 }
 
 /**

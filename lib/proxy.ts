@@ -13,6 +13,7 @@ import type { Backend, Config } from "./config.ts";
 import { STATUS_NO_BACKEND, statusForFailure, UpstreamError } from "./errors.ts";
 import { type ForwardContext, forwardRequestFields } from "./headers.ts";
 import { logLine } from "./log.ts";
+import { viaEntry } from "./loop.ts";
 import { formatDuration } from "./duration.ts";
 import { ejectionLimit, nextEjection } from "./ejection.ts";
 import {
@@ -166,6 +167,34 @@ export function localReply(status: number, text: string, headers: [string, strin
   };
 }
 
+/** RFC 5842 §7.2: the server detected an infinite loop while processing the request. */
+export const STATUS_LOOP = 508;
+
+/**
+ * The answer to a request that has been through this goround before (its `Via` names this
+ * goround's entry): 508, logged with one line that is the same for every such request, so a
+ * loop's requests are counted, not each written (`log.ts`).
+ *
+ * @param via This goround's `Via` entry.
+ * @param requestId The request's id.
+ * @returns The reply.
+ */
+export function loopDetected(via: string, requestId: string): Reply {
+  logLine(
+    `loop detected: a request came back to this goround (its Via has "${via}"), answered ` +
+      `${STATUS_LOOP}: is goround in its own pool under another address or name?`,
+  );
+  const reply = localReply(
+    STATUS_LOOP,
+    "loop detected: this request has been through this goround before",
+  );
+  return {
+    ...reply,
+    extra: [["x-request-id", requestId]],
+    trace: { backend: null, retries: 0, requestId },
+  };
+}
+
 /** Whether some usable backend (not yet tried) is only held back by --max-conns. */
 function anyFull(pool: Pool, avoid: readonly number[], maxConns: number): boolean {
   for (let i = 0; i < poolSize(pool); i++) {
@@ -267,15 +296,21 @@ export function splitTarget(target: string): { target: string; authority: string
  *
  * @param config Settings (trusted proxies, `--underscore-headers`).
  * @param incoming The request.
+ * @param via goround's own `Via` entry (see `loop.ts`).
  * @returns The context.
  */
-export function forwardContext(config: Config, incoming: Incoming): ForwardContext {
+export function forwardContext(
+  config: Config,
+  incoming: Incoming,
+  via: string,
+): ForwardContext {
   return {
     clientIp: incoming.clientIp,
     trusted: ipInCidrs(incoming.clientIp, config.trustedProxies),
     proto: incoming.proto,
     host: incoming.authority,
     dropUnderscores: config.underscoreHeaders === "drop" && incoming.underscores !== false,
+    via,
   };
 }
 
@@ -293,6 +328,7 @@ export function createForwarder(context: ProxyContext): Forwarder {
     "retry-after",
     retryAfter,
   ]]);
+  const via = viaEntry(config.instanceId);
   const window = formatDuration(config.failWindow);
 
   const sticky = config.sticky === "cookie" ? createSticky(config.stickyKey) : null;
@@ -374,9 +410,14 @@ export function createForwarder(context: ProxyContext): Forwarder {
     if (requestId === "" || !REQUEST_ID.test(requestId)) requestId = nextRequestId();
     // The head is written as it is built: no list of pairs in between.
     let head = `${method} ${target} HTTP/1.1\r\n`;
-    forwardRequestFields(incoming.headers, forwardContext(config, incoming), (name, value) => {
-      head += `${name}: ${value}\r\n`;
-    });
+    const looped = forwardRequestFields(
+      incoming.headers,
+      forwardContext(config, incoming, via),
+      (name, value) => {
+        head += `${name}: ${value}\r\n`;
+      },
+    );
+    if (looped) return loopDetected(via, requestId);
     head += `x-request-id: ${requestId}\r\n`;
     /** Adds what goround says about the request, and records the answer in shared memory. */
     const finish = (

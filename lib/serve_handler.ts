@@ -8,8 +8,16 @@
  * @module
  */
 
+import {
+  acceptBackoff,
+  acceptFailed,
+  acceptWorked,
+  backoffBegins,
+  backoffEnds,
+} from "./accept_backoff.ts";
 import type { AccessLog } from "./access_log.ts";
 import { forwardResponseHeaders } from "./headers.ts";
+import { logLine } from "./log.ts";
 import {
   type Forwarder,
   type Incoming,
@@ -179,5 +187,77 @@ export function createServeHandler(
       });
     }
     return response;
+  };
+}
+
+/** A `Deno.serve` front that outlives a failed accept (see {@linkcode serveRestarting}). */
+export interface RestartingServer {
+  /** The bound port. */
+  readonly port: number;
+  /** Stops accepting and resolves once the requests in progress are answered. */
+  readonly shutdown: () => Promise<void>;
+}
+
+/**
+ * Runs `Deno.serve`, and serves again when it stops. When `accept` fails (too many open files,
+ * say), `Deno.serve` closes its listener and rejects `finished`: every later connection would
+ * be refused until the worker restarted. Here the server is started again on the same port
+ * (`reusePort`), after a wait that grows while it keeps failing (`accept_backoff.ts`); one line
+ * says the episode began, and one that it ended, with the first request served again.
+ *
+ * @param options `Deno.serve`'s options, with the port already chosen.
+ * @param handler The request handler.
+ * @returns The running front.
+ */
+export function serveRestarting(
+  options: Deno.ServeTcpOptions & Partial<Deno.TlsCertifiedKeyPem>,
+  handler: Handler,
+): RestartingServer {
+  const backoff = acceptBackoff();
+  let stopping = false;
+  let wake: (() => void) | null = null;
+  const serving: Handler = (req, info) => {
+    if (backoff.failures > 0) {
+      const failures = acceptWorked(backoff);
+      if (failures > 0) logLine(backoffEnds(failures, backoff));
+    }
+    return handler(req, info);
+  };
+  const start = (port: number): Deno.HttpServer<Deno.NetAddr> => {
+    const server = Deno.serve({ ...options, port }, serving);
+    server.finished.catch((error) => void restart(port, error));
+    return server;
+  };
+  const restart = async (port: number, error: unknown): Promise<void> => {
+    if (stopping) return;
+    if (backoff.failures === 0) logLine(backoffBegins(error));
+    while (!stopping) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          wake = null;
+          resolve();
+        };
+        const timer = setTimeout(done, acceptFailed(backoff));
+        wake = done;
+      });
+      if (stopping) return;
+      try {
+        server = start(port);
+        return;
+      } catch {
+        // The listener itself could not be opened (no file descriptor yet): wait longer.
+      }
+    }
+  };
+  let server = start(options.port ?? 0);
+  const port = server.addr.port;
+  return {
+    port,
+    shutdown: async () => {
+      stopping = true;
+      wake?.();
+      await server.shutdown().catch(() => {});
+    },
   };
 }

@@ -16,6 +16,14 @@
  * @module
  */
 
+import {
+  acceptBackoff,
+  acceptFailed,
+  acceptWorked,
+  backoffBegins,
+  backoffEnds,
+  isPeerGone,
+} from "./accept_backoff.ts";
 import type { AccessLog } from "./access_log.ts";
 import { forwardResponseHeaders } from "./headers.ts";
 import {
@@ -41,6 +49,7 @@ import {
   type Reply,
   splitTarget,
 } from "./proxy.ts";
+import { logLine } from "./log.ts";
 import { batches, FRAME_ROOM } from "./streaming.ts";
 import { BODY_BUFFER, borrow, giveBack } from "./buffers.ts";
 import { closeFrame, isWebSocketUpgrade, splice, type Upgrader } from "./websocket.ts";
@@ -125,6 +134,7 @@ const REASONS: Record<number, string> = {
   503: "Service Unavailable",
   504: "Gateway Timeout",
   505: "HTTP Version Not Supported",
+  508: "Loop Detected",
 };
 
 function closeClient(client: Client): void {
@@ -800,17 +810,41 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
   }, SWEEP_MS);
   Deno.unrefTimer(timer);
 
+  const backoff = acceptBackoff();
+  // Ends a wait after a failed accept early: on shutdown, or when a connection closed (its file
+  // descriptor is free again).
+  let wake: (() => void) | null = null;
+  const pause = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        wake = null;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      wake = done;
+    });
   const accepting = (async () => {
-    while (true) {
+    while (!stopping) {
       let conn: Deno.Conn;
       try {
         conn = await listener.accept();
       } catch (error) {
         if (stopping || error instanceof Deno.errors.BadResource) return;
-        options.onError?.(error);
-        continue; // e.g. too many open files: keep serving the connections we have
+        if (isPeerGone(error)) continue; // reset in the backlog: routine, and nothing to wait for
+        if (backoff.failures === 0) logLine(backoffBegins(error));
+        await pause(acceptFailed(backoff));
+        continue; // keep serving the connections we have
       }
-      if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
+      if (backoff.failures > 0) {
+        const failures = acceptWorked(backoff);
+        if (failures > 0) logLine(backoffEnds(failures, backoff));
+      }
+      try {
+        if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
+      } catch {
+        // Reset between accept and here: the session's first read finds out.
+      }
       const client: Client = {
         conn,
         ip: (conn.remoteAddr as Deno.NetAddr).hostname,
@@ -830,6 +864,7 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
         clients.delete(client);
         sessions.delete(running);
         recycle(client);
+        wake?.();
       });
       sessions.add(running);
     }
@@ -845,6 +880,7 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
       } catch {
         // Closed already.
       }
+      wake?.();
       await accepting;
       // Idle connections close now; busy ones finish their request first (then close, since
       // the session sees `stopping`); WebSocket tunnels are told the server is going away.
@@ -862,6 +898,7 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
       } catch {
         // Closed already.
       }
+      wake?.();
       for (const client of clients) closeClient(client);
       clearInterval(timer);
     },

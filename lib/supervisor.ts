@@ -16,6 +16,7 @@ import {
   type Target,
 } from "./health.ts";
 import { logLine } from "./log.ts";
+import { newInstanceId, ownAddressMessage, ownBackend } from "./loop.ts";
 import {
   adminState,
   createPool,
@@ -195,6 +196,8 @@ export async function startSupervisor(
   if (config.sticky === "cookie" && config.stickyKey === "") {
     config = { ...config, stickyKey: crypto.randomUUID() };
   }
+  // So is the id in goround's Via, by which a request that comes back round a loop is known.
+  if (config.instanceId === "") config = { ...config, instanceId: newInstanceId() };
   const pool = createPool(Math.max(DEFAULT_CAPACITY, 2 * config.backends.length));
   const slots = config.backends.map((_, slot) => slot);
   const table: (Backend | null)[] = new Array(pool.capacity).fill(null);
@@ -265,7 +268,8 @@ export interface BackendChange {
  * @param next The settings to run with from now on, or a function that makes them from the
  *   running ones when this change's turn comes (so concurrent changes never undo each other).
  * @returns What changed.
- * @throws {RangeError} When there are more backends than slots.
+ * @throws {RangeError} When there are more backends than slots, or one is goround's own
+ *   listen address (nothing changes then).
  */
 export function applyConfig(
   sup: Supervisor,
@@ -276,7 +280,10 @@ export function applyConfig(
     // An empty key keeps the running one; sticky turned on by a reload gets a random one.
     const stickyKey = wanted.stickyKey || sup.config.stickyKey ||
       (wanted.sticky === "cookie" ? crypto.randomUUID() : "");
-    const config = { ...wanted, stickyKey };
+    const config = { ...wanted, stickyKey, instanceId: sup.config.instanceId };
+    const listening = { hostname: sup.config.listen.hostname, port: sup.port };
+    const own = ownBackend(config.backends, listening);
+    if (own) throw new RangeError(ownAddressMessage(own, listening));
     const bySlot = new Map(sup.slots.map((slot) => [sup.table[slot]!.url, slot]));
     const taken = new Set<number>();
     const slots: number[] = [];

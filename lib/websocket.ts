@@ -10,17 +10,20 @@
 
 import type { Backend } from "./config.ts";
 import { UpstreamError } from "./errors.ts";
-import { connectionTokens, forwardRequestHeaders } from "./headers.ts";
+import { connectionTokens, forwardRequestFields } from "./headers.ts";
 import { requestHead } from "./http1.ts";
 import { logLine } from "./log.ts";
+import { viaEntry } from "./loop.ts";
 import { beginRequest, endRequest, setAlive } from "./pool.ts";
 import {
   forwardContext,
   type Incoming,
   localReply,
+  loopDetected,
   nextRequestId,
   type ProxyContext,
   type Reply,
+  STATUS_LOOP,
 } from "./proxy.ts";
 import { marksDown } from "./retry.ts";
 import { type SelectionContext, selectorFor } from "./selection.ts";
@@ -140,13 +143,22 @@ export type Upgrader = (incoming: Incoming) => Promise<UpgradeOutcome>;
  * The request fields to send upstream for a WebSocket handshake: the usual forwarding rules
  * (underscore names dropped as for any request), plus `Upgrade` and `Connection`, which are
  * hop-by-hop but must reach the backend here.
+ *
+ * @returns The fields, or `null` for a handshake that came round a loop (see `loop.ts`).
  */
 function handshakeFields(
   context: ProxyContext,
   incoming: Incoming,
   requestId: string,
-): [string, string][] {
-  const fields = forwardRequestHeaders(incoming.headers, forwardContext(context.config, incoming));
+): [string, string][] | null {
+  const fields: [string, string][] = [];
+  const via = viaEntry(context.config.instanceId);
+  const looped = forwardRequestFields(
+    incoming.headers,
+    forwardContext(context.config, incoming, via),
+    (name, value) => fields.push([name, value]),
+  );
+  if (looped) return null;
   fields.push(["x-request-id", requestId], ["upgrade", "websocket"], ["connection", "upgrade"]);
   return fields;
 }
@@ -190,7 +202,12 @@ async function* candidates(
 export function createUpgrader(context: ProxyContext): Upgrader {
   return async (incoming) => {
     const requestId = nextRequestId();
-    const head = requestHead("GET", incoming.target, handshakeFields(context, incoming, requestId));
+    const fields = handshakeFields(context, incoming, requestId);
+    if (fields === null) {
+      const reply = loopDetected(viaEntry(context.config.instanceId), requestId);
+      return { kind: "reply", reply };
+    }
+    const head = requestHead("GET", incoming.target, fields);
     let failure: UpstreamError | null = null;
     for await (const { slot, backend } of candidates(context, incoming)) {
       beginRequest(context.pool, slot, failure !== null);
@@ -323,7 +340,15 @@ export async function relayWebSocket(
     "connection",
     "host",
   ]);
-  const headers = handshakeFields(context, incoming, requestId).filter(([name]) => !skip.has(name));
+  const fields = handshakeFields(context, incoming, requestId);
+  if (fields === null) {
+    loopDetected(viaEntry(context.config.instanceId), requestId); // logs it
+    return new Response("loop detected: this request has been through this goround before\n", {
+      status: STATUS_LOOP,
+      headers: { "x-request-id": requestId },
+    });
+  }
+  const headers = fields.filter(([name]) => !skip.has(name));
   for await (const { slot, backend } of candidates(context, incoming)) {
     const url = `${backend.url.replace(/^http/, "ws")}${incoming.target}`;
     const back = new WebSocket(url, { protocols, headers });

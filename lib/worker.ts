@@ -15,10 +15,10 @@
 import { type AccessLog, createAccessLog, writeStdout } from "./access_log.ts";
 import type { Backend, Config } from "./config.ts";
 import { BodyBrokeOff } from "./errors.ts";
-import { logLine } from "./log.ts";
+import { flushRepeats, logLine, REPEAT_WINDOW_MS } from "./log.ts";
 import { attachPool } from "./pool.ts";
 import { createForwarder, type Forwarder, type Incoming, type ProxyContext } from "./proxy.ts";
-import { createServeHandler } from "./serve_handler.ts";
+import { createServeHandler, serveRestarting } from "./serve_handler.ts";
 import { needsNewFront } from "./reload.ts";
 import { serveHttp1, type ServerOptions } from "./server.ts";
 import {
@@ -134,7 +134,7 @@ function listen(message: StartMessage, settings: FrontSettings): Front {
     ? { cert: config.pems.cert, key: config.pems.key }
     : null;
   if (config.engine === "deno" || tls) {
-    const server = Deno.serve(
+    return serveRestarting(
       {
         ...address,
         ...(tls ?? {}),
@@ -147,7 +147,6 @@ function listen(message: StartMessage, settings: FrontSettings): Front {
       },
       createServeHandler(settings.http1.forward, settings.serve),
     );
-    return { port: server.addr.port, shutdown: () => server.shutdown() };
   }
   const server = serveHttp1(Deno.listen(address), settings.http1);
   return { port: server.addr.port, shutdown: () => server.shutdown() };
@@ -235,6 +234,8 @@ function start(message: StartMessage, options: WorkerOptions): void {
     served = config;
     return undefined;
   };
+  // The count of a flood of repeated log lines is written once its second is over.
+  const flusher = setInterval(() => flushRepeats(), REPEAT_WINDOW_MS);
   running = {
     get front() {
       return front;
@@ -268,6 +269,8 @@ function start(message: StartMessage, options: WorkerOptions): void {
       clearTimeout(timer);
       closeUpstreams(upstreams);
       await accessLog?.flush();
+      clearInterval(flusher);
+      flushRepeats(Infinity);
       return drained;
     },
   };

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { type BackendProcess, spawnBackend } from "../dummy_servers.ts";
+import { type BackendProcess, CONTROL_HEADERS, spawnBackend } from "../dummy_servers.ts";
 import { startGoround } from "./helpers.ts";
 import { type LoadReport, quantile, runLoad } from "./load_generator.ts";
 
@@ -63,7 +63,10 @@ export interface RunResult {
 }
 
 async function setMode(port: number, mode: string): Promise<void> {
-  const res = await fetch(`http://127.0.0.1:${port}/_dummy/mode/${mode}`, { method: "POST" });
+  const res = await fetch(`http://127.0.0.1:${port}/_dummy/mode/${mode}`, {
+    method: "POST",
+    headers: CONTROL_HEADERS,
+  });
   await res.body?.cancel();
 }
 

@@ -1,7 +1,7 @@
 import { equal, match, ok as assert } from "node:assert/strict";
 import { FLAGS } from "../lib/config.ts";
 import { VERSION } from "../lib/version.ts";
-import { recordingBackend, ROOT, runGoround, startGoround } from "./helpers.ts";
+import { recordingBackend, ROOT, runGoround, startGoround, waitFor } from "./helpers.ts";
 
 Deno.test("--help lists every flag with its default and variable", async () => {
   const { code, stdout } = await runGoround(["--help"]);
@@ -157,5 +157,78 @@ Deno.test("an invalid --config file exits 2 with one line and starts nothing", a
     });
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a duration longer than a timer can wait exits 2 for every duration flag", async (t) => {
+  const durations = FLAGS.filter((f) => f.kind === "duration" || f.kind === "duration-or-zero");
+  assert(durations.length >= 10, "the duration flags are found");
+  for (const flag of durations) {
+    await t.step(`--${flag.name} 999999h`, async () => {
+      const { code, stdout, stderr } = await runGoround([
+        "--listen",
+        "127.0.0.1:0",
+        `--${flag.name}`,
+        "999999h",
+      ]);
+      equal(code, 2);
+      equal(stdout, "", "nothing starts");
+      equal(
+        stderr.trim(),
+        `goround: --${flag.name}: "999999h" is longer than a timer can wait: expected at most 2147483647ms (about 24.8 days)`,
+      );
+    });
+  }
+  await t.step("and as a GOROUND_* variable", async () => {
+    const { code, stderr } = await runGoround(["--listen", "127.0.0.1:0"], {
+      GOROUND_DRAIN_TIMEOUT: "2147483648ms",
+    });
+    equal(code, 2);
+    match(stderr.trim(), /^goround: GOROUND_DRAIN_TIMEOUT: "2147483648ms" is longer than a timer/);
+  });
+});
+
+Deno.test("goround's own address as a backend exits 2 before anything starts", async () => {
+  const free = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = free.addr.port;
+  free.close();
+  const { code, stdout, stderr } = await runGoround([
+    "--listen",
+    `127.0.0.1:${port}`,
+    "--backends",
+    `http://127.0.0.2:${port},http://localhost:${port}`,
+  ]);
+  equal(code, 2);
+  equal(stdout, "", "nothing starts");
+  equal(
+    stderr.trim(),
+    `goround: --backends: "http://localhost:${port}" is goround's own address (it listens on 127.0.0.1:${port}): expected another server`,
+  );
+});
+
+Deno.test("a GOROUND_* variable that is not a setting is warned of, naming the closest", async (t) => {
+  const backend = recordingBackend(() => new Response("ok"));
+  const env = { GOROUND_HEALTH_INTERVALL: "5s", GOROUND_WORKERS: "1" };
+  const warning =
+    "warning: GOROUND_HEALTH_INTERVALL is not a goround setting and is ignored: did you mean GOROUND_HEALTH_INTERVAL?";
+  try {
+    await t.step("at start (with --allow-env=GOROUND_* only)", async () => {
+      const proxy = await startGoround(["--backend", backend.url, "--access-log", "off"], { env });
+      try {
+        await waitFor(() => proxy.stderr.some((line) => line.endsWith(warning)), {
+          what: "the warning",
+        });
+        equal(proxy.stderr.filter((line) => line.includes("warning:")).length, 1);
+      } finally {
+        await proxy.stop();
+      }
+    });
+    await t.step("by goround check", async () => {
+      const { code, stderr } = await runGoround(["check", "--backend", backend.url], env);
+      equal(code, 0);
+      assert(stderr.trim().endsWith(warning), stderr);
+    });
+  } finally {
+    await backend.close();
   }
 });

@@ -318,3 +318,53 @@ Deno.test("a bad config file is one line naming the file, the key and the proble
     );
   });
 });
+
+Deno.test("goround's own listen address is refused as a backend, naming its source", async (t) => {
+  const refused = (
+    args: string[],
+    message: string,
+    env: Record<string, string> = {},
+    file = "",
+  ) =>
+    throws(
+      () => parseCommandLine(args, (name) => env[name], 2, () => file),
+      (e) => e instanceof ConfigError && e.message === message,
+    );
+  await t.step("a flag", () =>
+    refused(
+      [
+        "--listen",
+        "127.0.0.1:8000",
+        "--backend",
+        "http://127.0.0.1:8001",
+        "--backend",
+        "http://localhost:8000",
+      ],
+      `--backend: "http://localhost:8000" is goround's own address (it listens on 127.0.0.1:8000): expected another server`,
+    ));
+  await t.step("the default listener (:8000) and a loopback backend on its port", () =>
+    refused(
+      ["--backends", "http://127.0.0.1:8000"],
+      `--backends: "http://127.0.0.1:8000" is goround's own address (it listens on :8000): expected another server`,
+    ));
+  await t.step("a variable", () =>
+    refused(
+      [],
+      `GOROUND_BACKENDS: "http://0.0.0.0:9999" is goround's own address (it listens on :9999): expected another server`,
+      { GOROUND_LISTEN: ":9999", GOROUND_BACKENDS: "http://0.0.0.0:9999" },
+    ));
+  await t.step("a config file's key", () =>
+    refused(
+      ["--config", "g.json", "--listen", "[::1]:7000"],
+      `g.json: backends: "http://localhost:7000" is goround's own address (it listens on [::1]:7000): expected another server`,
+      {},
+      JSON.stringify({ backends: ["http://localhost:7000"] }),
+    ));
+  await t.step("another loopback address on the same port is another server", () => {
+    const config = configOf(["--listen", "127.0.0.1:8000", "--backend", "http://127.0.0.2:8000"]);
+    equal(config.backends[0]!.url, "http://127.0.0.2:8000");
+  });
+  await t.step("with --listen :0 the port is not known yet: main checks once it is", () => {
+    equal(configOf(["--listen", ":0", "--backend", "http://localhost:0"]).backends.length, 1);
+  });
+});

@@ -1,6 +1,12 @@
 import { deepEqual, equal, match, ok as assert, throws } from "node:assert/strict";
-import { lineSplitter, parseMode, serveBackend, spawnBackend } from "../dummy_servers.ts";
-import { get, ROOT, waitFor } from "./helpers.ts";
+import {
+  CONTROL_HEADERS,
+  lineSplitter,
+  parseMode,
+  serveBackend,
+  spawnBackend,
+} from "../dummy_servers.ts";
+import { get, ROOT, startGoround, waitFor } from "./helpers.ts";
 
 const RUN = `--allow-run=${Deno.execPath()}`;
 
@@ -61,7 +67,11 @@ Deno.test("modes: 500, slow, hang, reset, switched at run time by the control pa
   const backend = serveBackend(0);
   const url = `http://127.0.0.1:${backend.port}`;
   const setMode = async (mode: string) => {
-    equal((await get(`${url}/_dummy/mode/${mode}`, { method: "POST" })).status, 200);
+    const res = await get(`${url}/_dummy/mode/${mode}`, {
+      method: "POST",
+      headers: CONTROL_HEADERS,
+    });
+    equal(res.status, 200);
     await new Promise((resolve) => setTimeout(resolve, 20));
   };
   try {
@@ -102,7 +112,11 @@ Deno.test("modes: 500, slow, hang, reset, switched at run time by the control pa
       },
     );
     await t.step("a bad mode is refused", async () => {
-      equal((await get(`${url}/_dummy/mode/sideways`, { method: "POST" })).status, 400);
+      const res = await get(`${url}/_dummy/mode/sideways`, {
+        method: "POST",
+        headers: CONTROL_HEADERS,
+      });
+      equal(res.status, 400);
     });
   } finally {
     await backend.close();
@@ -164,4 +178,70 @@ Deno.test("deno task demo: backends and goround together; Ctrl-C (SIGINT) stops 
   parent.child.kill("SIGINT");
   equal((await parent.done).code, 0);
   match(parent.errors.join("\n"), /stopped/);
+});
+
+Deno.test("a mode switch needs the control fields, so it cannot come through goround", async (t) => {
+  const backend = serveBackend(0);
+  const url = `http://127.0.0.1:${backend.port}`;
+  const proxy = await startGoround(["--backend", url, "--workers", "1", "--access-log", "off"]);
+  const switchTo = (base: string, mode: string, headers: Record<string, string>) =>
+    get(`${base}/_dummy/mode/${mode}`, { method: "POST", headers });
+  try {
+    await t.step("without them: 403, and the backend keeps answering", async () => {
+      const res = await switchTo(url, "500", { "x-dummy-control": "1" });
+      equal(res.status, 403);
+      match(res.text, /Connection: x-dummy-control/);
+      equal((await get(url)).status, 200);
+    });
+    await t.step("through goround, even with both fields: 403 (goround drops them)", async () => {
+      equal((await switchTo(proxy.url, "500", CONTROL_HEADERS)).status, 403);
+      equal((await switchTo(proxy.url, "reset", CONTROL_HEADERS)).status, 403);
+      for (let i = 0; i < 3; i++) equal((await get(proxy.url)).status, 200);
+    });
+    await t.step("straight to the backend, with both: switched", async () => {
+      equal((await switchTo(url, "500", CONTROL_HEADERS)).status, 200);
+      await waitFor(async () => (await get(url)).status === 500, { what: "mode 500" });
+    });
+    await t.step("in reset mode, a switch without them is cut off like any request", async () => {
+      equal((await switchTo(url, "reset", CONTROL_HEADERS)).status, 200);
+      await waitFor(async () => {
+        try {
+          await get(url);
+          return false;
+        } catch {
+          return true;
+        }
+      }, { what: "reset mode" });
+      let cut = false;
+      try {
+        await switchTo(url, "ok", {});
+      } catch {
+        cut = true;
+      }
+      assert(cut, "no answer");
+      equal((await switchTo(url, "ok", CONTROL_HEADERS)).status, 200);
+      await waitFor(async () => {
+        try {
+          return (await get(url)).status === 200;
+        } catch {
+          return false;
+        }
+      }, { what: "mode ok" });
+    });
+  } finally {
+    await proxy.stop();
+    await backend.close();
+  }
+});
+
+Deno.test("dummy_servers.ts --help prints the usage and exits 0", async () => {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net=127.0.0.1", `${ROOT}dummy_servers.ts`, "--help"],
+    stdin: "null",
+  }).output();
+  equal(code, 0, new TextDecoder().decode(stderr));
+  const text = new TextDecoder().decode(stdout);
+  match(text, /^usage: dummy_servers\.ts /);
+  match(text, /--mode MODE/);
+  match(text, /X-Dummy-Control/);
 });

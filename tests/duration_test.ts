@@ -1,5 +1,5 @@
 import { equal, throws } from "node:assert/strict";
-import { formatDuration, parseDuration } from "../lib/duration.ts";
+import { formatDuration, MAX_DURATION_MS, parseDuration } from "../lib/duration.ts";
 
 Deno.test("parseDuration() reads ms, s, m and h", () => {
   equal(parseDuration("500ms"), 500);
@@ -20,4 +20,19 @@ Deno.test("formatDuration() picks the largest exact unit", () => {
   equal(formatDuration(250), "250ms");
   equal(formatDuration(90_000), "90s");
   equal(formatDuration(120_000), "2m");
+});
+
+Deno.test("parseDuration() refuses what a timer cannot wait (above 2^31-1 ms)", () => {
+  equal(parseDuration(`${MAX_DURATION_MS}ms`), 2_147_483_647);
+  equal(parseDuration("596h"), 2_145_600_000);
+  for (const long of ["999999h", "597h", "2147483648ms", `${"9".repeat(400)}s`]) {
+    throws(
+      () => parseDuration(long),
+      (e) =>
+        e instanceof RangeError &&
+        e.message ===
+          `"${long}" is longer than a timer can wait: expected at most 2147483647ms (about 24.8 days)`,
+      long,
+    );
+  }
 });

@@ -1,7 +1,19 @@
-import { deepEqual } from "node:assert/strict";
-import { connectionTokens, forwardRequestHeaders, forwardResponseHeaders } from "../lib/headers.ts";
+import { deepEqual, equal } from "node:assert/strict";
+import {
+  connectionTokens,
+  forwardRequestFields,
+  forwardRequestHeaders,
+  forwardResponseHeaders,
+} from "../lib/headers.ts";
 
-const untrusted = { clientIp: "127.0.0.1", trusted: false, proto: "http", host: "shop.example" };
+const via = "1.1 goround-3f9a1c2e";
+const untrusted = {
+  clientIp: "127.0.0.1",
+  trusted: false,
+  proto: "http",
+  host: "shop.example",
+  via,
+};
 const trusted = { ...untrusted, clientIp: "10.0.0.2", trusted: true };
 
 function asMap(pairs: [string, string][]): Record<string, string> {
@@ -63,6 +75,7 @@ Deno.test("forwardRequestHeaders()", async (t) => {
       "x-forwarded-for",
       "x-forwarded-proto",
       "x-forwarded-host",
+      "via",
     ]);
   });
 
@@ -87,7 +100,29 @@ Deno.test("forwardRequestHeaders()", async (t) => {
   await t.step("puts the client's Host first and drops its framing and Expect fields", () => {
     const headers = new Headers({ host: "ignored", "content-length": "5", expect: "100-continue" });
     deepEqual(forwardRequestHeaders(headers, untrusted)[0], ["host", "shop.example"]);
-    deepEqual(forwardRequestHeaders(headers, untrusted).length, 4);
+    deepEqual(forwardRequestHeaders(headers, untrusted).length, 5);
+  });
+
+  await t.step("appends goround's entry to Via (RFC 9110 §7.6.3), keeping earlier ones", () => {
+    deepEqual(asMap(forwardRequestHeaders(new Headers(), untrusted)).via, via);
+    const pairs: [string, string][] = [["via", "1.0 fred, 1.1 p.example"], ["via", "2 cdn"]];
+    deepEqual(
+      asMap(forwardRequestHeaders(pairs, untrusted)).via,
+      `1.0 fred, 1.1 p.example, 2 cdn, ${via}`,
+    );
+    deepEqual(
+      asMap(forwardRequestHeaders(pairs, trusted)).via,
+      `1.0 fred, 1.1 p.example, 2 cdn, ${via}`,
+    );
+  });
+
+  await t.step("reports a request whose Via already names this goround (a loop)", () => {
+    const fields = (headers: [string, string][]) =>
+      forwardRequestFields(headers, untrusted, () => {});
+    equal(fields([["via", `1.1 cdn, ${via}`]]), true);
+    equal(fields([["via", "1.1 goround-00000000"]]), false, "another goround");
+    equal(fields([["via", "1.1 cdn"], ["via", via]]), true);
+    equal(fields([]), false);
   });
 });
 

@@ -56,12 +56,18 @@ async function collect(stream: ReadableStream<Uint8Array>, into: string[]): Prom
  *
  * @param args Flags (the listen address is added unless given).
  * @param options Extra environment variables; more paths to read; the entry point instead of
- *   `main.ts` (a test fixture's), relative to the repository root.
+ *   `main.ts` (a test fixture's), relative to the repository root; `fdLimit`: the most file
+ *   descriptors it may open (`ulimit -n`, set by `sh` before it becomes goround).
  * @returns The running process.
  */
 export async function startGoround(
   args: readonly string[],
-  options: { env?: Record<string, string>; readable?: string; entry?: string } = {},
+  options: {
+    env?: Record<string, string>;
+    readable?: string;
+    entry?: string;
+    fdLimit?: number;
+  } = {},
 ): Promise<Goround> {
   const listen = [
     ...(args.includes("--listen") ? [] : ["--listen", "127.0.0.1:0"]),
@@ -73,8 +79,19 @@ export async function startGoround(
       flag.startsWith("--allow-read=") ? `${flag},${options.readable}` : flag
     )
     : GOROUND_FLAGS;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, `${ROOT}${options.entry ?? "main.ts"}`, ...listen, ...args],
+  const command = [
+    Deno.execPath(),
+    "run",
+    ...flags,
+    `${ROOT}${options.entry ?? "main.ts"}`,
+    ...listen,
+    ...args,
+  ];
+  const limited = options.fdLimit === undefined
+    ? command
+    : ["sh", "-c", `ulimit -n ${options.fdLimit} && exec "$@"`, "sh", ...command];
+  const child = new Deno.Command(limited[0]!, {
+    args: limited.slice(1),
     stdout: "piped",
     stderr: "piped",
     stdin: "null",
@@ -137,7 +154,9 @@ export async function sendSignal(pid: number, signal: string): Promise<void> {
 }
 
 /**
- * Runs goround to completion (for flags that make it exit: errors, `--help`, `--version`).
+ * Runs goround to completion (for flags that make it exit: errors, `--help`, `--version`). One
+ * that is still running after 15 s (it started serving instead of refusing) is killed, and
+ * its code is then 137.
  *
  * @param args Flags.
  * @param env Extra environment variables.
@@ -148,11 +167,14 @@ export async function runGoround(
   env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const admin = args.includes("--admin") ? [] : ["--admin", "127.0.0.1:0"];
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), 15_000);
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["run", ...GOROUND_FLAGS, `${ROOT}main.ts`, ...args, ...admin],
     stdin: "null",
     env,
-  }).output();
+    signal: abort.signal,
+  }).output().finally(() => clearTimeout(timer));
   const decoder = new TextDecoder();
   return {
     code: output.code,

@@ -1,0 +1,66 @@
+import { deepEqual, equal, match } from "node:assert/strict";
+import { flushRepeats, logLine, REPEAT_WINDOW_MS } from "../lib/log.ts";
+
+/** Runs `body` with stderr lines captured (timestamps cut off). */
+function captured(body: () => void): string[] {
+  const lines: string[] = [];
+  const original = console.error;
+  console.error = (line: string) => lines.push(line);
+  try {
+    body();
+  } finally {
+    console.error = original;
+  }
+  return lines.map((line) => {
+    match(line, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z /);
+    return line.slice(25);
+  });
+}
+
+Deno.test("logLine() writes a repeated line once, then how often it came", async (t) => {
+  await t.step("3,000 identical lines within a second are one line, then one count", () => {
+    const lines = captured(() => {
+      for (let i = 0; i < 3000; i++) logLine("test: a flood");
+      logLine("test: something else");
+      flushRepeats(Infinity);
+    });
+    deepEqual(lines, [
+      "test: a flood",
+      "test: something else",
+      "test: a flood (repeated 2999 times)",
+    ]);
+  });
+
+  await t.step("a line that is not repeated has no count", () => {
+    const lines = captured(() => {
+      logLine("test: once");
+      flushRepeats(Infinity);
+    });
+    deepEqual(lines, ["test: once"]);
+  });
+
+  await t.step("the count comes when the window is over, not before", () => {
+    const lines = captured(() => {
+      logLine("test: twice");
+      logLine("test: twice");
+      flushRepeats(Date.now() + REPEAT_WINDOW_MS / 2);
+    });
+    deepEqual(lines, ["test: twice"]);
+    const later = captured(() => flushRepeats(Date.now() + REPEAT_WINDOW_MS));
+    deepEqual(later, ["test: twice (repeated 1 times)"]);
+    // The count re-armed the window: a steady flood is one line per window.
+    const quiet = captured(() => {
+      logLine("test: twice");
+      flushRepeats(Infinity);
+    });
+    deepEqual(quiet, ["test: twice (repeated 1 times)"]);
+  });
+
+  await t.step("different lines are all written", () => {
+    const lines = captured(() => {
+      for (let i = 0; i < 5; i++) logLine(`test: line ${i}`);
+      flushRepeats(Infinity);
+    });
+    equal(lines.length, 5);
+  });
+});
