@@ -132,8 +132,9 @@ for (const engine of ENGINES) {
       }, { timeout: 5000, what: "goround to serve again" });
       // The episode is over at the first accept a second after the last that failed.
       await waitFor(async () => {
-        equal((await get(proxy.url)).status, 200);
-        return linesOf(proxy, /accepting again: \d+ accepts failed/).length > 0;
+        // A request may still meet the listener between two tries while fds come back.
+        const ok = await get(proxy.url).then((res) => res.status === 200, () => false);
+        return ok && linesOf(proxy, /accepting again: \d+ accepts failed/).length > 0;
       }, { what: "the line that says accepting works again" });
     } finally {
       closeAll(held);
@@ -347,6 +348,7 @@ Deno.test("goround's own address is refused through the admin API and a reload; 
       async () => {
         const res = await fetch(`${proxy.adminUrl}/backends`, {
           method: "POST",
+          headers: { "content-type": "application/json" },
           body: JSON.stringify({ url: own }),
         });
         equal(res.status, 400);

@@ -93,6 +93,7 @@ Deno.test("forwardRequestHeaders()", async (t) => {
       "x-forwarded-for",
       "x-forwarded-proto",
       "x-forwarded-host",
+      "via",
     ]);
     deepEqual(names(false).slice(1, 4), ["x_forwarded_for", "x_real_ip", "x-kept"]);
   });
