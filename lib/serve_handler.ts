@@ -74,7 +74,8 @@ export function toResponse(reply: Reply): Response {
  *
  * @param forward The proxy core.
  * @param options `proto`: `https` when `Deno.serve` terminates TLS; `accessLog`: where each
- *   request is logged.
+ *   request is logged; `closing`: whether the server is shutting down (each reply then says
+ *   `Connection: close`, so an HTTP/1.1 client sends no further request on its connection).
  * @returns The handler.
  * @example
  * ```ts ignore
@@ -87,6 +88,7 @@ export function createServeHandler(
     proto?: "http" | "https";
     accessLog?: AccessLog | null;
     webSocket?: (req: Request, incoming: Incoming) => Promise<Response>;
+    closing?: () => boolean;
   } = {},
 ): Handler {
   const proto = options.proto ?? "http";
@@ -134,6 +136,8 @@ export function createServeHandler(
     }
     const reply = await forward(incoming);
     const response = toResponse(reply);
+    // RFC 9112 §9.6; over HTTP/2 the server drops the field and its shutdown sends GOAWAY.
+    if (options.closing?.()) response.headers.set("connection", "close");
     if (accessLog) {
       const known = reply.kind === "local"
         ? reply.text.length

@@ -18,7 +18,7 @@ import { logLine } from "./log.ts";
 import { attachPool } from "./pool.ts";
 import { createForwarder, type Forwarder, type Incoming, type ProxyContext } from "./proxy.ts";
 import { createServeHandler } from "./serve_handler.ts";
-import { serveHttp1 } from "./server.ts";
+import { IDLE_GRACE, serveHttp1 } from "./server.ts";
 import { closeUpstreams, createUpstreams, retainHosts, setUpstreamOptions } from "./upstream.ts";
 import { readAheadFor } from "./streaming.ts";
 import { createUpgrader, relayWebSocket, type Upgrader } from "./websocket.ts";
@@ -58,18 +58,26 @@ export interface StopMessage {
   readonly drainTimeout: number;
 }
 
+/** Tells a worker to close its listener and nothing else. Every worker does so before any
+ * drains: a client told to reconnect must not land on a listener that is about to close. */
+export interface CloseMessage {
+  /** Message kind. */
+  readonly type: "close";
+}
+
 /** What a worker reports back. */
 export type WorkerReply =
   | { readonly type: "listening"; readonly port: number }
   | { readonly type: "error"; readonly name: string; readonly message: string }
   | { readonly type: "updated" }
-  | { readonly type: "stopped"; readonly drained: boolean };
+  | { readonly type: "stopped"; readonly drained: boolean }
+  | { readonly type: "closed" };
 
 /** What a worker tells the main thread unasked. */
 export type WorkerEvent = { readonly type: "down"; readonly slot: number; readonly reason: string };
 
 /** The messages a worker accepts. */
-export type WorkerMessage = StartMessage | UpdateMessage | StopMessage;
+export type WorkerMessage = StartMessage | UpdateMessage | StopMessage | CloseMessage;
 
 function reply(message: WorkerReply): void {
   self.postMessage(message);
@@ -78,8 +86,12 @@ function reply(message: WorkerReply): void {
 /** A running front end, whichever engine. */
 interface Front {
   readonly port: number;
-  /** Stops accepting and resolves once in-flight requests are answered. */
-  readonly shutdown: () => Promise<void>;
+  /** Stops accepting and resolves once in-flight requests are answered; a connection waiting
+   * for its next request may send it within `idleGrace` ms (it is answered with
+   * `Connection: close`), then is closed. */
+  readonly shutdown: (idleGrace: number) => Promise<void>;
+  /** Closes the listener, if the engine can without closing idle connections too. */
+  readonly stopAccepting: () => void;
 }
 
 function internalError(error: unknown): void {
@@ -101,6 +113,7 @@ function listen(message: StartMessage, core: Core, accessLog: AccessLog | null):
     ? { cert: config.pems.cert, key: config.pems.key }
     : null;
   if (config.engine === "deno" || tls) {
+    let closing = false;
     const server = Deno.serve(
       {
         ...address,
@@ -116,9 +129,20 @@ function listen(message: StartMessage, core: Core, accessLog: AccessLog | null):
         accessLog,
         webSocket: core.relay,
         proto: tls ? "https" : "http",
+        closing: () => closing,
       }),
     );
-    return { port: server.addr.port, shutdown: () => server.shutdown() };
+    return {
+      port: server.addr.port,
+      // Deno.serve closes its listener only with its idle connections (at once): so first,
+      // for the grace, every reply says close, then the listener and the rest close.
+      stopAccepting: () => {},
+      shutdown: async (idleGrace) => {
+        closing = true;
+        await new Promise((resolve) => setTimeout(resolve, idleGrace));
+        await server.shutdown();
+      },
+    };
   }
   const server = serveHttp1(Deno.listen(address), {
     forward: core.forward,
@@ -128,7 +152,11 @@ function listen(message: StartMessage, core: Core, accessLog: AccessLog | null):
     onError: internalError,
     accessLog,
   });
-  return { port: server.addr.port, shutdown: () => server.shutdown() };
+  return {
+    port: server.addr.port,
+    stopAccepting: () => server.stopAccepting(),
+    shutdown: (idleGrace) => server.shutdown(idleGrace),
+  };
 }
 
 /** The worker's state once started. */
@@ -211,8 +239,10 @@ function start(message: StartMessage): void {
     },
     stop: async (drainTimeout) => {
       let timer = 0 as unknown as ReturnType<typeof setTimeout>;
+      // Half the drain timeout at most, so requests sent in the grace can still finish.
+      const idleGrace = Math.min(IDLE_GRACE, drainTimeout / 2);
       const drained = await Promise.race([
-        front.shutdown().then(() => true),
+        front.shutdown(idleGrace).then(() => true),
         new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), drainTimeout))),
       ]);
       clearTimeout(timer);
@@ -233,6 +263,10 @@ self.onmessage = async (event: MessageEvent<WorkerMessage>) => {
     case "update":
       running?.update(message);
       reply({ type: "updated" });
+      break;
+    case "close":
+      running?.front.stopAccepting();
+      reply({ type: "closed" });
       break;
     case "stop": {
       const drained = running ? await running.stop(message.drainTimeout) : true;
