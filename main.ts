@@ -4,7 +4,9 @@
  * `main.ts` only wires things: it reads the settings, claims the port, starts the supervisor
  * (shared pool, health checks, one serving worker per core) and the admin listener, prints the
  * banner, and turns signals into actions: SIGHUP reloads `--config`, SIGTERM/SIGINT drain and
- * exit. Everything else is in `lib/`.
+ * exit. With `--takeover` it starts alongside a running goround on the same port and asks it,
+ * through its admin API, to hand over (`POST /takeover`: the same drain). Everything else is in
+ * `lib/`.
  *
  * ```sh
  * deno run --unstable-net --allow-net --allow-read=. --allow-env='GOROUND_*' main.ts --help
@@ -14,7 +16,7 @@
  * @module
  */
 
-import { type Admin, serveAdmin } from "./lib/admin.ts";
+import { type Admin, type Handover, serveAdmin } from "./lib/admin.ts";
 import {
   type Command,
   type Config,
@@ -34,6 +36,12 @@ import { ConfigError } from "./lib/errors.ts";
 import { logLine } from "./lib/log.ts";
 import { isAlive } from "./lib/pool.ts";
 import { applyConfig, drainAndStop, startSupervisor, type Supervisor } from "./lib/supervisor.ts";
+import {
+  bindWhenFree,
+  findPredecessor,
+  requestHandover,
+  type TakeoverTarget,
+} from "./lib/takeover.ts";
 import { VERSION } from "./lib/version.ts";
 
 /** Exit status for a configuration error (bad flag, variable, file, or a port that is taken). */
@@ -189,11 +197,12 @@ function readPems(config: Config): Config {
   };
 }
 
-/** The --redirect-http listener: every request gets a 308 to the same URL over HTTPS. */
+/** The --redirect-http listener: every request gets a 308 to the same URL over HTTPS. Shared
+ * (`reusePort`) like the proxy port, so a --takeover successor can bind it too. */
 function serveRedirect(listen: Listen, httpsPort: number): Deno.HttpServer {
   try {
     return Deno.serve(
-      { hostname: listen.hostname, port: listen.port, onListen: () => {} },
+      { hostname: listen.hostname, port: listen.port, reusePort: true, onListen: () => {} },
       (req) => {
         const url = new URL(req.url);
         const host = (req.headers.get("host") ?? url.host).replace(/:\d+$/, "");
@@ -254,10 +263,62 @@ function followDns(sup: Supervisor): Discovery | null {
   });
 }
 
+/** With --takeover, the running goround to hand over from (exit 2 when there is none). */
+async function predecessorOf(config: Config): Promise<TakeoverTarget | null> {
+  if (!config.takeover || !config.admin) return null;
+  const target = { listen: config.listen, admin: config.admin, token: config.adminToken };
+  try {
+    await findPredecessor(target);
+  } catch (error) {
+    if (error instanceof ConfigError) fail(error.message);
+    throw error;
+  }
+  return target;
+}
+
+/**
+ * Asks the running goround to hand over (this process serves the port already), then binds
+ * the admin port once it has let go of it. A refusal drains this process and exits 2.
+ */
+async function takeOver(
+  sup: Supervisor,
+  target: TakeoverTarget,
+  serve: (listen: Listen) => Admin,
+): Promise<Admin | null> {
+  let handover: Awaited<ReturnType<typeof requestHandover>>;
+  try {
+    handover = await requestHandover(target);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    await drainAndStop(sup);
+    fail(error.message);
+  }
+  logLine(
+    `takeover: pid ${handover.pid ?? "?"} hands over; it finishes its requests and exits ` +
+      `(at most ${handover.drainTimeout} ms)`,
+  );
+  // It closes its admin listener first; by the end of its drain it has exited.
+  const admin = await bindWhenFree(() => serve(target.admin), {
+    timeout: handover.drainTimeout + 5000,
+  });
+  if (!admin) {
+    logLine(`takeover: --admin ${localAdmin(target.admin)} is still in use: serving without it`);
+  }
+  return admin;
+}
+
+function localAdmin(listen: Listen): string {
+  return displayAddress(listen.hostname, listen.port);
+}
+
 async function run(given: Config): Promise<void> {
   const config = await discoverBackends(readPems(given));
-  const port = claimPort(config.listen, "--listen");
-  if (config.admin) claimPort(config.admin, "--admin");
+  const target = await predecessorOf(config);
+  // Taking over, the running goround holds these ports: the proxy and redirect ports are shared
+  // with it (SO_REUSEPORT), the admin port is handed over.
+  const port = target ? config.listen.port : claimPort(config.listen, "--listen");
+  if (!target && config.admin) claimPort(config.admin, "--admin");
+  if (!target && config.redirectHttp) claimPort(config.redirectHttp, "--redirect-http");
   const started = await startSupervisor(config, port, new URL("./lib/worker.ts", import.meta.url));
   if (!("pool" in started)) {
     if (started.name === "AddrInUse") {
@@ -266,21 +327,23 @@ async function run(given: Config): Promise<void> {
     throw new Error(`a worker failed to start: ${started.name}: ${started.message}`);
   }
   const sup = started;
-  const admin = config.admin ? serveAdmin(sup, config.admin, config.adminToken) : null;
   const redirect = config.redirectHttp ? serveRedirect(config.redirectHttp, port) : null;
   const discovery = followDns(sup);
-  for (const line of banner(sup, admin)) console.log(line);
+  let admin: Admin | null = null;
 
   let stopping = false;
-  const stop = async (signal: Deno.Signal) => {
+  // SIGTERM, SIGINT and a successor's POST /takeover: one drain. The admin port is let go of
+  // first, so a successor can bind it while this process finishes its requests.
+  const stop = async (why: string) => {
     if (stopping) return;
     stopping = true;
     logLine(
-      `${signal}: draining ${sup.workers.length} workers (at most ${sup.config.drainTimeout} ms)`,
+      `${why}: draining ${sup.workers.length} workers (at most ${sup.config.drainTimeout} ms)`,
     );
+    const closing = admin?.shutdown();
     await discovery?.stop();
     const drained = await drainAndStop(sup);
-    await admin?.shutdown();
+    await closing;
     await redirect?.shutdown();
     logLine(drained ? "stopped" : "stopped (drain timeout: some requests were cut off)");
     Deno.exit(0);
@@ -288,6 +351,16 @@ async function run(given: Config): Promise<void> {
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => void stop(signal));
   }
+  const onTakeover = (pid: number | null): Handover | null => {
+    if (stopping) return null;
+    // After the 202 is on its way.
+    setTimeout(() => void stop(`takeover by pid ${pid ?? "?"}`));
+    return { pid: Deno.pid, drainTimeout: sup.config.drainTimeout };
+  };
+  const serve = (listen: Listen) => serveAdmin(sup, listen, config.adminToken, { onTakeover });
+  if (target) admin = await takeOver(sup, target, serve);
+  else if (config.admin) admin = serve(config.admin);
+  for (const line of banner(sup, admin)) console.log(line);
   Deno.addSignalListener("SIGHUP", () => {
     if (config.configFile === "") {
       logLine("SIGHUP: nothing to reload (start goround with --config FILE)");

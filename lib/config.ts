@@ -132,6 +132,9 @@ export interface Config {
   readonly discoverNameServer: NameServer | null;
   /** The certificate, key and backend CA as read from those files (filled in at start). */
   readonly pems?: { readonly cert: string; readonly key: string; readonly ca: string };
+  /** Whether to take over `listen` from the goround whose admin API is at `admin` (an upgrade
+   * or restart without a gap). @default {false} */
+  readonly takeover: boolean;
 }
 
 /** What the `hash` policy hashes: the client's address, a request field, or a cookie. */
@@ -418,6 +421,12 @@ export const FLAGS: readonly FlagSpec[] = [
     kind: "switch",
     fallback: "false",
     help: "add X-Goround-Backend to responses (true/false)",
+  },
+  {
+    name: "takeover",
+    kind: "switch",
+    fallback: "false",
+    help: "take over --listen from the goround whose admin API is at --admin (true/false)",
   },
 ];
 
@@ -820,6 +829,8 @@ export function parseCommandLine(
       `--admin: "${admin.hostname}:${admin.port}" is not a loopback address: expected --admin-token (or GOROUND_ADMIN_TOKEN) too`,
     );
   }
+  const takeover = switchValue("takeover");
+  if (takeover) checkTakeover(value<Listen>("listen"), admin);
   return {
     kind: "run",
     config: {
@@ -863,8 +874,25 @@ export function parseCommandLine(
       discover: discover === "" ? null : parseDiscoverySpec(discover),
       discoverInterval: value<number>("discover-interval"),
       discoverNameServer: nameServer === "" ? null : parseNameServer(nameServer),
+      takeover,
     },
   };
+}
+
+/** A takeover needs both ports of the running goround: it finds it through its admin API. */
+function checkTakeover(listen: Listen, admin: Listen | "off"): void {
+  if (admin === "off") {
+    throw new ConfigError(
+      `--takeover: --admin is off: expected the admin address of the goround to take over from`,
+    );
+  }
+  for (const [flag, where] of [["--listen", listen], ["--admin", admin]] as const) {
+    if (where.port === 0) {
+      throw new ConfigError(
+        `--takeover: ${flag} port is 0: expected the port the running goround uses`,
+      );
+    }
+  }
 }
 
 function hashKeyOf(text: string): HashKey {
