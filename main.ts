@@ -3,9 +3,10 @@
  *
  * `main.ts` only wires things: it reads the settings, claims the port, starts the supervisor
  * (shared pool, health checks, one serving worker per core) and the admin listener, prints the
- * banner, and turns signals into actions: SIGHUP reloads `--config`, SIGTERM/SIGINT drain and
- * exit. With `--takeover` it starts alongside a running goround on the same port and asks it,
- * through its admin API, to hand over (`POST /takeover`: the same drain). Everything else is in
+ * banner, and turns signals into actions: SIGHUP re-reads the settings and the files they name
+ * (`lib/reload.ts` decides what applies), SIGTERM/SIGINT drain and exit. With `--takeover` it
+ * starts alongside a running goround on the same port and asks it, through its admin API, to
+ * hand over (`POST /takeover`: the same drain). Everything else is in
  * `lib/`.
  *
  * ```sh
@@ -24,7 +25,6 @@ import {
   helpText,
   type Listen,
   parseCommandLine,
-  RESTART_ONLY,
 } from "./lib/config.ts";
 import {
   type Discovery,
@@ -34,7 +34,9 @@ import {
 } from "./lib/discovery.ts";
 import { ConfigError } from "./lib/errors.ts";
 import { logLine } from "./lib/log.ts";
+import { readPemFiles } from "./lib/pem_files.ts";
 import { isAlive } from "./lib/pool.ts";
+import { describeReload, planReload } from "./lib/reload.ts";
 import { applyConfig, drainAndStop, startSupervisor, type Supervisor } from "./lib/supervisor.ts";
 import {
   bindWhenFree,
@@ -115,7 +117,7 @@ function banner(sup: Supervisor, admin: Admin | null): string[] {
     const url = sup.table[slot]!.url;
     return isAlive(sup.pool, slot)
       ? `${url} ${paint(32, "up")}`
-      : `${url} ${paint(31, `down (${sup.why.get(slot)})`)}`;
+      : `${url} ${paint(31, `down (${sup.lastError.get(slot)?.reason})`)}`;
   });
   const [, settings, health] = describeConfig(config);
   return [
@@ -129,72 +131,57 @@ function banner(sup: Supervisor, admin: Admin | null): string[] {
   ];
 }
 
-/** Re-reads the config (SIGHUP) and applies what can change while running. */
-async function reload(sup: Supervisor): Promise<void> {
-  let command: Command;
+/** Starts and stops DNS discovery (a reload restarts it when its settings change). */
+interface DnsFollower {
+  readonly start: () => void;
+  readonly stop: () => Promise<void>;
+}
+
+/**
+ * SIGHUP: re-reads the settings and every file they name, and applies what can change while
+ * running; the rest is named in the one log line as taking effect on restart. A setting or
+ * file that is invalid leaves everything as it was, and says why in one line.
+ */
+async function reload(sup: Supervisor, dns: DnsFollower): Promise<void> {
+  if (sup.stopping) return; // draining for exit: nothing new starts
+  let read: Config;
   try {
-    command = loadConfig(Deno.args);
+    const command = loadConfig(Deno.args);
+    if (command.kind !== "run") return;
+    read = readPemFiles(command.config, (path) => Deno.readTextFileSync(path));
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     logLine(`reload failed, keeping the running config: ${error.message}`);
     return;
   }
-  if (command.kind !== "run") return;
-  const next = command.config;
-  for (const key of RESTART_ONLY) {
-    if (JSON.stringify(next[key]) !== JSON.stringify(sup.config[key])) {
-      logLine(`reload: ${key} changed; that takes effect on restart`);
-    }
-  }
-  const config: Config = {
-    ...next,
-    ...Object.fromEntries(RESTART_ONLY.map((key) => [key, sup.config[key]])),
-  };
+  const plan = planReload(sup.config, read);
+  // Discovery stops first, so an answer for the old name cannot land after the new settings.
+  if (plan.rediscover) await dns.stop();
   try {
-    const { added, removed } = await applyConfig(sup, config);
-    logLine(
-      `reloaded ${config.configFile}: ${sup.slots.length} backends` +
-        (added.length ? `, added ${added.join(", ")}` : "") +
-        (removed.length ? `, removed ${removed.join(", ")}` : ""),
-    );
+    const { added, removed, problems } = await applyConfig(sup, plan.config);
+    logLine(describeReload(plan, {
+      file: sup.config.configFile,
+      backends: sup.slots.length,
+      added,
+      removed,
+      problems,
+    }));
   } catch (error) {
     if (!(error instanceof RangeError)) throw error;
     logLine(`reload failed, keeping the running config: ${error.message}`);
+  } finally {
+    if (plan.rediscover) dns.start();
   }
 }
 
 /** Reads the PEM files named by --tls-cert, --tls-key and --backend-ca (exit 2 when it cannot). */
 function readPems(config: Config): Config {
-  const read = (flag: string, path: string): string => {
-    if (path === "") return "";
-    try {
-      const text = Deno.readTextFileSync(path);
-      if (!text.includes("-----BEGIN ")) {
-        fail(`${flag}: "${path}" is not PEM: expected a -----BEGIN …----- block`);
-      }
-      return text;
-    } catch (error) {
-      if (
-        error instanceof Deno.errors.NotFound || error instanceof Deno.errors.PermissionDenied ||
-        error instanceof Deno.errors.NotCapable
-      ) {
-        fail(
-          `${flag}: "${path}" cannot be read (${
-            (error as Error).message.split(":")[0]
-          }): expected a readable PEM file`,
-        );
-      }
-      throw error;
-    }
-  };
-  return {
-    ...config,
-    pems: {
-      cert: read("--tls-cert", config.tlsCert),
-      key: read("--tls-key", config.tlsKey),
-      ca: read("--backend-ca", config.backendCa),
-    },
-  };
+  try {
+    return readPemFiles(config, (path) => Deno.readTextFileSync(path));
+  } catch (error) {
+    if (error instanceof ConfigError) fail(error.message);
+    throw error;
+  }
 }
 
 /** The --redirect-http listener: every request gets a 308 to the same URL over HTTPS. Shared
@@ -311,7 +298,7 @@ function localAdmin(listen: Listen): string {
   return displayAddress(listen.hostname, listen.port);
 }
 
-async function run(given: Config): Promise<void> {
+async function run(given: Config, workerUrl: URL): Promise<void> {
   const config = await discoverBackends(readPems(given));
   const target = await predecessorOf(config);
   // Taking over, the running goround holds these ports: the proxy and redirect ports are shared
@@ -319,7 +306,7 @@ async function run(given: Config): Promise<void> {
   const port = target ? config.listen.port : claimPort(config.listen, "--listen");
   if (!target && config.admin) claimPort(config.admin, "--admin");
   if (!target && config.redirectHttp) claimPort(config.redirectHttp, "--redirect-http");
-  const started = await startSupervisor(config, port, new URL("./lib/worker.ts", import.meta.url));
+  const started = await startSupervisor(config, port, workerUrl);
   if (!("pool" in started)) {
     if (started.name === "AddrInUse") {
       fail(`--listen: port ${port} is in use: expected a free port`);
@@ -328,7 +315,14 @@ async function run(given: Config): Promise<void> {
   }
   const sup = started;
   const redirect = config.redirectHttp ? serveRedirect(config.redirectHttp, port) : null;
-  const discovery = followDns(sup);
+  let discovery = followDns(sup);
+  const dns: DnsFollower = {
+    start: () => (discovery = followDns(sup)),
+    stop: async () => {
+      await discovery?.stop();
+      discovery = null;
+    },
+  };
   let admin: Admin | null = null;
 
   let stopping = false;
@@ -357,14 +351,16 @@ async function run(given: Config): Promise<void> {
     setTimeout(() => void stop(`takeover by pid ${pid ?? "?"}`));
     return { pid: Deno.pid, drainTimeout: sup.config.drainTimeout };
   };
-  const serve = (listen: Listen) => serveAdmin(sup, listen, config.adminToken, { onTakeover });
+  const serve = (listen: Listen) => serveAdmin(sup, listen, { onTakeover });
   if (target) admin = await takeOver(sup, target, serve);
   else if (config.admin) admin = serve(config.admin);
   for (const line of banner(sup, admin)) console.log(line);
+  // Reloads run one after another, each planned against the settings the one before left.
+  let reloading = Promise.resolve();
   Deno.addSignalListener("SIGHUP", () => {
-    if (config.configFile === "") {
-      logLine("SIGHUP: nothing to reload (start goround with --config FILE)");
-    } else void reload(sup);
+    reloading = reloading.then(() => reload(sup, dns)).catch((error) =>
+      logLine(`reload failed (a bug; the running config may be partly changed): ${error.stack}`)
+    );
   });
 }
 
@@ -391,9 +387,13 @@ function check(args: readonly string[]): void {
 /**
  * Runs goround with the process's arguments and environment.
  *
+ * @param options `workerUrl`: the serving worker's module (a test fixture may wrap the real
+ *   one). @default {lib/worker.ts}
  * @returns When the proxy is serving (it keeps running until a signal).
  */
-export async function main(): Promise<void> {
+export async function main(
+  options: { readonly workerUrl?: URL } = {},
+): Promise<void> {
   if (Deno.args[0] === "check") return check(Deno.args.slice(1));
   let command: Command;
   try {
@@ -410,7 +410,7 @@ export async function main(): Promise<void> {
     console.log(`goround ${VERSION}`);
     return;
   }
-  await run(command.config);
+  await run(command.config, options.workerUrl ?? new URL("./lib/worker.ts", import.meta.url));
 }
 
 if (import.meta.main) await main();

@@ -1,9 +1,11 @@
 /**
  * The admin listener (`--admin`, loopback by default): status, metrics, the dashboard, and
  * actions on backends. It is a separate listener from the proxy port, so proxied requests can
- * never reach it. Off loopback it requires `--admin-token`, checked in constant time on every
- * request (`Authorization: Bearer <token>`); the dashboard page itself holds no data and is
- * served without it (its script sends the token it is given in the URL fragment).
+ * never reach it. Every request first passes {@linkcode refusalOf} (its own `Host` names only;
+ * changes only from its own pages, as `application/json`), so no web page the operator opens
+ * can read or steer it. Off loopback it requires `--admin-token`, checked in constant time on
+ * every request (`Authorization: Bearer <token>`); the dashboard page itself holds no data and
+ * is served without it (its script sends the token it is given in the URL fragment).
  *
  * Routes: `GET /` (dashboard), `GET /status` (JSON), `GET /metrics` (Prometheus),
  * `POST /backends` (`{"url": …}`), `POST /backends/{id}/drain`, `POST /backends/{id}/enable`,
@@ -13,10 +15,19 @@
  * @module
  */
 
+import { adminNames, refusalOf } from "./admin_guard.ts";
 import type { Listen } from "./config.ts";
 import { DASHBOARD_HTML } from "./dashboard.ts";
 import { renderMetrics } from "./metrics.ts";
-import { inFlight, isPanicking, noBackendCount, probeStreak, totals } from "./pool.ts";
+import {
+  ejectedUntil,
+  inFlight,
+  isAlive,
+  isPanicking,
+  noBackendCount,
+  probeStreak,
+  totals,
+} from "./pool.ts";
 import {
   addBackend,
   type BackendState,
@@ -34,10 +45,14 @@ export interface BackendStatus {
   readonly id: number;
   /** Its URL. */
   readonly url: string;
-  /** `up`, `down`, `draining` or `drained`. */
+  /** `up`, `down`, `ejected` (by passive verdict), `draining` or `drained`. */
   readonly state: BackendState;
-  /** Why it last went down or failed a check, or `null`. */
+  /** While its health view is down (drained or not) or it is ejected, why: its last error, or
+   * that it waits for its first check; otherwise `null`. */
   readonly why: string | null;
+  /** Its last failed check or passive failure and when (ISO 8601), or `null`: kept after it
+   * comes back up. */
+  readonly lastError: { readonly reason: string; readonly at: string } | null;
   /** Consecutive passed health checks. */
   readonly checkPasses: number;
   /** Consecutive failed health checks. */
@@ -56,7 +71,12 @@ export interface BackendStatus {
   readonly retries: number;
   /** Times passive failures took it out. */
   readonly ejections: number;
+  /** When its passive ejection ends (ISO 8601), while it is ejected; else `null`. */
+  readonly ejectedUntil: string | null;
 }
+
+/** Why a backend that joined the pool (admin API, reload, DNS) and was never probed is down. */
+const WAITING = "waiting for its first health check";
 
 /** `GET /status`. */
 export interface Status {
@@ -106,11 +126,15 @@ export function statusOf(sup: Supervisor): Status {
       const streak = probeStreak(pool, slot);
       const changed = changedAt(sup, slot);
       const probed = sup.probeMs.get(slot);
+      const state = backendState(sup, slot);
+      const error = sup.lastError.get(slot);
+      const until = ejectedUntil(pool, slot);
       return {
         id: slot,
         url: sup.table[slot]!.url,
-        state: backendState(sup, slot),
-        why: sup.why.get(slot) ?? null,
+        state,
+        why: !isAlive(pool, slot) || state === "ejected" ? (error?.reason ?? WAITING) : null,
+        lastError: error ? { reason: error.reason, at: new Date(error.at).toISOString() } : null,
         checkPasses: streak.passes,
         checkFails: streak.misses,
         checkLatencyMs: probed === undefined ? null : Math.round(probed * 100) / 100,
@@ -120,6 +144,7 @@ export function statusOf(sup: Supervisor): Status {
         failures: Number(t.failures),
         retries: Number(t.retries),
         ejections: Number(t.ejections),
+        ejectedUntil: until === 0 ? null : new Date(until).toISOString(),
       };
     }),
   };
@@ -156,7 +181,7 @@ export interface Handover {
   readonly drainTimeout: number;
 }
 
-/** Admin options beyond the supervisor and the token. */
+/** Admin options beyond the supervisor and the address. */
 export interface AdminOptions {
   /** Starts the handover to the process `pid` (`null`: not given), or returns `null` when this
    * goround is already stopping. Without it, `POST /takeover` is 404. */
@@ -182,26 +207,64 @@ async function takeover(req: Request, options: AdminOptions): Promise<Response> 
   return json(202, handover);
 }
 
+/** The admin listener's names, recomputed when a reload changes `--admin-hosts`. */
+function namesOf(
+  sup: Supervisor,
+  address: Listen,
+): () => ReadonlySet<string> {
+  let hosts = sup.config.adminHosts;
+  let names = adminNames(address.hostname, address.port, hosts);
+  return () => {
+    if (sup.config.adminHosts !== hosts) {
+      hosts = sup.config.adminHosts;
+      names = adminNames(address.hostname, address.port, hosts);
+    }
+    return names;
+  };
+}
+
 /**
- * The admin request handler.
+ * The admin request handler. The bearer token it requires is the running config's
+ * `adminToken` (none when `""`), read at each request so a reload can rotate it.
  *
  * @param sup The supervisor.
- * @param token The required bearer token, or `""` for none.
- * @param options `onTakeover`, for `POST /takeover`.
+ * @param options `address`: where the listener is bound (its port resolved), whose names `Host`
+ *   must carry; `onTakeover`, for `POST /takeover`.
  * @returns The handler.
  */
 export function createAdminHandler(
   sup: Supervisor,
-  token: string,
-  options: AdminOptions = {},
+  options: { readonly address: Listen } & AdminOptions,
+): (req: Request) => Promise<Response> {
+  const names = namesOf(sup, options.address);
+  const handle = route(sup, names, options);
+  return async (req) => withGuards(await handle(req));
+}
+
+/** No other page may frame an admin page (a click on a bait would press its buttons), nor
+ * read one as another type. */
+function withGuards(response: Response): Response {
+  response.headers.set("x-frame-options", "DENY");
+  response.headers.set("content-security-policy", "frame-ancestors 'none'");
+  response.headers.set("x-content-type-options", "nosniff");
+  return response;
+}
+
+function route(
+  sup: Supervisor,
+  names: ReturnType<typeof namesOf>,
+  options: AdminOptions,
 ): (req: Request) => Promise<Response> {
   return async (req) => {
+    const refused = refusalOf(req, names());
+    if (refused) return problem(refused.status, refused.message);
     const { pathname } = new URL(req.url);
     if (pathname === "/" && (req.method === "GET" || req.method === "HEAD")) {
       return new Response(DASHBOARD_HTML, {
         headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" },
       });
     }
+    const token = sup.config.adminToken;
     if (token !== "") {
       const given = /^Bearer (.+)$/.exec(req.headers.get("authorization") ?? "")?.[1] ?? "";
       if (!constantTimeEqual(given, token)) {
@@ -234,8 +297,12 @@ export function createAdminHandler(
         if (typeof body.url !== "string") {
           return problem(400, 'expected {"url": "http://host:port"}');
         }
+        // Answered once its first health check is done (at most --health-timeout), so the body
+        // shows whether it takes traffic.
         const id = await addBackend(sup, body.url);
-        return json(201, statusOf(sup).backends.find((b) => b.id === id));
+        const added = statusOf(sup).backends.find((b) => b.id === id);
+        if (!added) return problem(409, `${body.url} was removed while its first check ran`);
+        return json(201, added);
       }
       if (action) {
         const id = Number(action[1]);
@@ -272,19 +339,20 @@ export interface Admin {
  *
  * @param sup The supervisor.
  * @param listen Where to listen.
- * @param token The required bearer token, or `""`.
  * @param options `onTakeover`, for `POST /takeover`.
  * @returns The listener.
  */
-export function serveAdmin(
-  sup: Supervisor,
-  listen: Listen,
-  token: string,
-  options: AdminOptions = {},
-): Admin {
+export function serveAdmin(sup: Supervisor, listen: Listen, options: AdminOptions = {}): Admin {
+  // The names `Host` must carry include the bound port, known once bound; requests are served
+  // only after this function returns.
+  let handler: (req: Request) => Promise<Response> = () => {
+    throw new Error("the admin listener is not ready");
+  };
   const server = Deno.serve(
     { hostname: listen.hostname, port: listen.port, onListen: () => {} },
-    createAdminHandler(sup, token, options),
+    (req) => handler(req),
   );
+  const address = { hostname: listen.hostname, port: server.addr.port };
+  handler = createAdminHandler(sup, { address, ...options });
   return { port: server.addr.port, shutdown: () => server.shutdown() };
 }

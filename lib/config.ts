@@ -68,11 +68,11 @@ export interface Config {
   readonly responseTimeout: number;
   /** Extra attempts on other backends after a failure; -1 means pool size - 1. @default {-1} */
   readonly retries: number;
-  /** Backend statuses retried elsewhere (idempotent requests) and counted as failures.
-   * @default {[500, 502, 503, 504]} */
+  /** Backend statuses retried elsewhere (idempotent requests); not counted as failures unless
+   * also in `failStatuses`. @default {[500, 502, 503, 504]} */
   readonly retryStatuses: readonly number[];
-  /** Timeouts or retried statuses within `failWindow` that take a backend out (0: never).
-   * @default {3} */
+  /** Passive failures (resets, timeouts, bad responses, `failStatuses`) within `failWindow`
+   * that eject a backend for `ejectionTime` (0: never). @default {3} */
   readonly maxFails: number;
   /** Window for `maxFails`, ms. @default {10000} */
   readonly failWindow: number;
@@ -112,9 +112,9 @@ export interface Config {
   readonly sticky: "cookie" | "off";
   /** Key signing sticky cookies (`""`: a random one per start). @default {""} */
   readonly stickyKey: string;
-  /** Probe interval while a backend is down, ms (0: the normal interval). @default {0} */
+  /** Probe interval while a backend is down, ms (0: the normal interval). @default {500} */
   readonly healthFastInterval: number;
-  /** Whether to try every backend when all look down, instead of answering 503. @default {false} */
+  /** Whether to try every backend when all look down, instead of answering 503. @default {true} */
   readonly panic: boolean;
   /** PEM certificate file for TLS termination, or `""`. @default {""} */
   readonly tlsCert: string;
@@ -130,12 +130,30 @@ export interface Config {
   readonly discoverInterval: number;
   /** The DNS server discovery asks, or `null` for the system's. @default {null} */
   readonly discoverNameServer: NameServer | null;
-  /** The certificate, key and backend CA as read from those files (filled in at start). */
+  /** The certificate, key and backend CA as read from those files (at start and on reload). */
   readonly pems?: { readonly cert: string; readonly key: string; readonly ca: string };
+  /** More names (`host` or `host:port`, lowercase) the admin listener answers to, besides its
+   * address, `localhost`, `127.0.0.1` and `[::1]`. @default {[]} */
+  readonly adminHosts: readonly string[];
+  /** Backend statuses that count toward `maxFails` (HAProxy's `observe layer7`). @default {[]} */
+  readonly failStatuses: readonly number[];
+  /** Share of the pool passive verdicts may eject at once, percent. @default {50} */
+  readonly maxEjectionPercent: number;
+  /** Base time a passive ejection lasts (× ejections in a row, at most 10×), ms.
+   * @default {30000} */
+  readonly ejectionTime: number;
+  /** Request fields whose name has a `_`: dropped before forwarding, or kept. @default {"drop"} */
+  readonly underscoreHeaders: UnderscoreHeaders;
   /** Whether to take over `listen` from the goround whose admin API is at `admin` (an upgrade
    * or restart without a gap). @default {false} */
   readonly takeover: boolean;
 }
+
+/** What `--underscore-headers` does with request fields whose name has a `_`. */
+export const UNDERSCORE_HEADERS = ["drop", "keep"] as const;
+
+/** A `--underscore-headers` mode. */
+export type UnderscoreHeaders = typeof UNDERSCORE_HEADERS[number];
 
 /** What the `hash` policy hashes: the client's address, a request field, or a cookie. */
 export type HashKey =
@@ -176,7 +194,10 @@ type Kind =
   | "nameserver"
   | "connections"
   | "duration-or-zero"
-  | "sticky";
+  | "sticky"
+  | "hosts"
+  | "percent"
+  | "underscore-headers";
 
 interface FlagSpec {
   readonly name: string;
@@ -266,7 +287,7 @@ export const FLAGS: readonly FlagSpec[] = [
   {
     name: "health-fast-interval",
     kind: "duration-or-zero",
-    fallback: "0s",
+    fallback: "500ms",
     help: "probe interval while a backend is down (0s: the normal one)",
   },
   {
@@ -297,7 +318,7 @@ export const FLAGS: readonly FlagSpec[] = [
     name: "max-fails",
     kind: "count",
     fallback: "3",
-    help: "timeouts/retried statuses that take a backend out (0: off)",
+    help: "passive failures in --fail-window that eject a backend (0: off)",
   },
   {
     name: "fail-window",
@@ -345,7 +366,7 @@ export const FLAGS: readonly FlagSpec[] = [
   {
     name: "panic",
     kind: "switch",
-    fallback: "false",
+    fallback: "true",
     help: "when every backend looks down, try them all (true/false)",
   },
   {
@@ -423,20 +444,41 @@ export const FLAGS: readonly FlagSpec[] = [
     help: "add X-Goround-Backend to responses (true/false)",
   },
   {
+    name: "admin-hosts",
+    kind: "hosts",
+    fallback: "",
+    help: "more Host names the admin API answers to: host or host:port, comma-separated",
+  },
+  {
+    name: "fail-statuses",
+    kind: "statuses",
+    fallback: "none",
+    help: "backend statuses that count toward --max-fails, e.g. 500,503",
+  },
+  {
+    name: "max-ejection-percent",
+    kind: "percent",
+    fallback: "50",
+    help: "share of the pool passive failures may eject at once (0: none)",
+  },
+  {
+    name: "ejection-time",
+    kind: "duration",
+    fallback: "30s",
+    help: "how long an ejected backend stays out (× ejections in a row, at most 10×)",
+  },
+  {
+    name: "underscore-headers",
+    kind: "underscore-headers",
+    fallback: "drop",
+    help: "request fields named with _ (X_Forwarded_For): drop or keep",
+  },
+  {
     name: "takeover",
     kind: "switch",
     fallback: "false",
     help: "take over --listen from the goround whose admin API is at --admin (true/false)",
   },
-];
-
-/** Settings that take effect only at start: a reload that changes them logs that they wait for
- * a restart. */
-export const RESTART_ONLY: readonly (keyof Config)[] = [
-  "listen",
-  "workers",
-  "engine",
-  "configFile",
 ];
 
 /**
@@ -464,6 +506,29 @@ export function parseListen(text: string): Listen {
   }
   const host = (match[1] ?? "").replace(/^\[|\]$/g, "");
   return { hostname: host === "" ? "0.0.0.0" : host, port };
+}
+
+/** A DNS name or IPv4 address, or an IPv6 address in brackets, then an optional port. */
+const HOST_NAME =
+  /^(?:\[[0-9a-f:.]+\]|[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*)(?::(\d{1,5}))?$/;
+
+/**
+ * Parses a name a `Host` field may carry: `admin.example.com`, `10.0.0.5:9000`, `[::1]:9000`.
+ *
+ * @param text The name.
+ * @returns It, lowercased.
+ * @throws {SyntaxError} When it is not a host with an optional port from 1 to 65535.
+ */
+export function parseHostName(text: string): string {
+  const host = text.trim().toLowerCase();
+  const match = HOST_NAME.exec(host);
+  const port = match?.[1] === undefined ? 1 : Number(match[1]);
+  if (!match || port < 1 || port > 65535 || !URL.canParse(`http://${host}/`)) {
+    throw new SyntaxError(
+      `"${text}" is not a host: expected host or host:port, comma-separated, like admin.example.com,10.0.0.5:9000`,
+    );
+  }
+  return host;
 }
 
 /**
@@ -544,7 +609,7 @@ function splitList(text: string): string[] {
 }
 
 /** The values one setting can parse to. */
-type Parsed = Listen | Backend[] | number | number[] | string | Cidr[];
+type Parsed = Listen | Backend[] | number | number[] | string | Cidr[] | string[];
 
 function oneOf<T extends string>(text: string, allowed: readonly T[], what: string): T {
   if (!(allowed as readonly string[]).includes(text)) {
@@ -607,6 +672,17 @@ function parseValue(kind: Kind, text: string): Parsed {
       return parseDuration(text);
     case "sticky":
       return oneOf(text, ["cookie", "off"], "a sticky mode");
+    case "hosts":
+      return splitList(text).map(parseHostName);
+    case "percent":
+      if (!/^\d{1,3}$/.test(text.trim()) || Number(text) > 100) {
+        throw new RangeError(
+          `"${text}" is not a percentage: expected a whole number from 0 to 100`,
+        );
+      }
+      return Number(text);
+    case "underscore-headers":
+      return oneOf(text, UNDERSCORE_HEADERS, "an underscore-headers mode");
     case "discover":
       if (text.trim() !== "") parseDiscoverySpec(text);
       return text.trim();
@@ -874,6 +950,11 @@ export function parseCommandLine(
       discover: discover === "" ? null : parseDiscoverySpec(discover),
       discoverInterval: value<number>("discover-interval"),
       discoverNameServer: nameServer === "" ? null : parseNameServer(nameServer),
+      adminHosts: value<string[]>("admin-hosts"),
+      failStatuses: value<number[]>("fail-statuses"),
+      maxEjectionPercent: value<number>("max-ejection-percent"),
+      ejectionTime: value<number>("ejection-time"),
+      underscoreHeaders: value<UnderscoreHeaders>("underscore-headers"),
       takeover,
     },
   };
@@ -945,10 +1026,12 @@ export function helpText(): string {
     count: "N",
     positive: "N",
     connections: "N",
+    percent: "N",
     switch: "[true|false]",
     listen: "ADDR",
     admin: "ADDR|off",
     cidrs: "CIDRS",
+    hosts: "HOSTS",
   };
   const names = FLAGS.map((flag) => `  --${flag.name} ${placeholder[flag.kind] ?? "VALUE"}`);
   const width = Math.max(...names.map((n) => n.length)) + 2;

@@ -4,12 +4,13 @@
  *
  * The page holds no data itself. Its script polls `GET /status` every second and shows each
  * backend as a card; the Drain and Enable buttons call `POST /backends/{id}/drain` and
- * `POST /backends/{id}/enable`. When the page is opened as `/#token=<token>`, every request it
+ * `POST /backends/{id}/enable` (as `application/json`, which the admin API requires of every
+ * change). When the page is opened as `/#token=<token>`, every request it
  * makes sends `Authorization: Bearer <token>` (the fragment never leaves the browser, so the
  * token is not in any access log). A failed poll (401, goround gone) shows an error banner.
  *
  * Hooks for tests and scripts: each card is `[data-backend="<id>"]` with
- * `data-state="up|down|draining|drained"`; its fields are `[data-field="…"]`; its button is
+ * `data-state="up|down|ejected|draining|drained"`; its fields are `[data-field="…"]`; its button is
  * `[data-action="drain|enable"]`; the banner is `#error`.
  *
  * @module
@@ -19,10 +20,10 @@
  * The dashboard page: a complete HTML document with inline CSS and JavaScript.
  *
  * It shows a header (version, uptime, listen address, workers, algorithm, engine) and one card
- * per backend: URL, state as a coloured label (`up` green, `down` red, `draining` amber,
- * `drained` grey), requests in flight, requests per second (from the change in the `requests`
+ * per backend: URL, state as a coloured label (`up` green, `down` red, `ejected` and `draining`
+ * amber, `drained` grey), requests in flight, requests per second (from the change in the `requests`
  * counter between two polls), failures, retries, the last up/down transition, the health check
- * streak, and why it last failed. Nothing in it is fetched from anywhere but the admin listener.
+ * streak, why it is down (only while it is), and its last error with its time. Nothing in it is fetched from anywhere but the admin listener.
  *
  * @example Serve it
  * ```ts
@@ -89,6 +90,7 @@ main { padding: 20px 24px 32px; max-width: 1400px; }
 }
 .card[data-state="up"] { --c: var(--up); --c-bg: var(--up-bg); }
 .card[data-state="down"] { --c: var(--down); --c-bg: var(--down-bg); }
+.card[data-state="ejected"] { --c: var(--draining); --c-bg: var(--draining-bg); }
 .card[data-state="draining"] { --c: var(--draining); --c-bg: var(--draining-bg); }
 .card[data-state="drained"] { --c: var(--drained); --c-bg: var(--drained-bg); }
 .top { display: flex; align-items: center; gap: 10px; }
@@ -257,10 +259,13 @@ function newCard(id) {
   const why = element("p", "why");
   why.dataset.field = "why";
   why.hidden = true;
+  const lastError = element("p", "meta");
+  lastError.dataset.field = "lastError";
+  lastError.hidden = true;
   const button = element("button");
   button.type = "button";
   button.addEventListener("click", () => act(card, button));
-  card.append(top, stats, transition, checks, why, button);
+  card.append(top, stats, transition, checks, why, lastError, button);
   return card;
 }
 
@@ -287,8 +292,12 @@ function update(card, backend, rps) {
   const why = field(card, "why");
   why.textContent = backend.why ? "why: " + backend.why : "";
   why.hidden = !backend.why;
+  const lastError = field(card, "lastError");
+  const error = backend.lastError; // newer goround only
+  lastError.textContent = error ? "last error: " + error.reason + ", " + since(error.at) : "";
+  lastError.hidden = !error;
   const button = card.querySelector("button");
-  const drain = backend.state === "up" || backend.state === "down";
+  const drain = backend.state === "up" || backend.state === "down" || backend.state === "ejected";
   if (!button.disabled) {
     button.dataset.action = drain ? "drain" : "enable";
     button.textContent = drain ? "Drain" : "Enable";
@@ -366,7 +375,7 @@ async function act(card, button) {
   try {
     const res = await fetch("/backends/" + id + "/" + action, {
       method: "POST",
-      headers: headers(),
+      headers: { ...headers(), "content-type": "application/json" },
       cache: "no-store",
     });
     actionError(res.ok ? "" : await failure("POST /backends/" + id + "/" + action, res));

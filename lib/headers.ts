@@ -32,6 +32,8 @@ export interface ForwardContext {
   readonly proto: string;
   /** The authority the client asked for (its `Host`). */
   readonly host: string;
+  /** Drop fields whose name has a `_` (`--underscore-headers drop`). @default {false} */
+  readonly dropUnderscores?: boolean;
 }
 
 /**
@@ -61,7 +63,9 @@ function onlyHopByHop(value: string): boolean {
  *
  * From an untrusted peer, incoming `X-Forwarded-*` and `Forwarded` fields are dropped and
  * replaced, since any client can forge them. From a trusted proxy they are kept, and the peer
- * is appended to `X-Forwarded-For`.
+ * is appended to `X-Forwarded-For`. With `dropUnderscores`, fields whose name has a `_` are
+ * dropped: CGI-style backends (WSGI, Rack, PHP) fold `_` and `-` into one name, so
+ * `X_Forwarded_For` would pass for `X-Forwarded-For` (nginx's `underscores_in_headers off`).
  *
  * @param headers The client's fields, names lowercased (a `Headers`, or pairs).
  * @param context The client connection.
@@ -106,8 +110,10 @@ export function forwardRequestFields(
   let priorFor: string | null = null;
   let proto: string | null = null;
   let host: string | null = null;
+  const dropUnderscores = context.dropUnderscores === true;
   for (const [name, value] of headers) {
     if (HOP_BY_HOP.has(name) || (named !== null && named.includes(name))) continue;
+    if (dropUnderscores && name.includes("_")) continue;
     switch (name) {
       case "host":
       case "content-length": // framing is re-derived (RFC 9112 §6.3); duplicates are folded

@@ -2,8 +2,10 @@
  * Active health checks. Each backend has its own probe loop (so one that hangs never delays
  * another's checks): a TCP connect by default (the brief), or an HTTP `GET` of a path, healthy
  * on 2xx/3xx. `fall` failed probes in a row take a live backend down; `rise` passed probes in a
- * row bring a dead one back (1 and 1 by default: the brief's transitions). The streaks live in
- * shared memory, where the admin status reads them.
+ * row bring a dead one back (1 and 1 by default: the brief's transitions). A backend that joined
+ * the pool down and was never probed comes up on its first passed probe, whatever `rise` (as
+ * Envoy treats a new host's first check). The streaks live in shared memory, where the admin
+ * status reads them.
  *
  * @module
  */
@@ -11,7 +13,7 @@
 import type { Backend } from "./config.ts";
 import { describeError } from "./errors.ts";
 import { encodeLatin1, parseResponseHead, ProtocolError } from "./http1.ts";
-import { isAlive, type Pool, recordProbe, setAlive } from "./pool.ts";
+import { isAlive, type Pool, recordProbe, setAlive, totals } from "./pool.ts";
 
 /** A backend and the pool slot holding its state. */
 export interface Target {
@@ -51,8 +53,8 @@ export interface HealthOptions {
 
 /** A running checker. */
 export interface HealthChecker {
-  /** Probes every backend once now and applies the results. */
-  readonly checkNow: () => Promise<void>;
+  /** Probes every backend (or those in `slots`) once now and applies the results. */
+  readonly checkNow: (slots?: readonly number[]) => Promise<void>;
   /** Replaces the backends checked and the settings; loops of backends that stay go on. */
   readonly update: (targets: readonly Target[], options: HealthOptions) => void;
   /** Stops every loop and waits for probes in flight to finish. */
@@ -210,10 +212,12 @@ export function startHealthChecks(
       ? await probeTcp(target.backend, timeout, stopping.signal)
       : await probeHttp(target.backend, path, timeout, stopping.signal, current.caCerts ?? []);
     if (stopping.signal.aborted || !isChecked(target)) return;
+    const probed = totals(pool, target.slot);
+    const first = probed.probesOk + probed.probesFailed === 0n;
     const streak = recordProbe(pool, target.slot, result.ok, result.ms * 1000);
     current.onProbe?.(target, result);
     const alive = isAlive(pool, target.slot);
-    if (result.ok && !alive && streak.passes >= (current.rise ?? 1)) {
+    if (result.ok && !alive && (first || streak.passes >= (current.rise ?? 1))) {
       if (setAlive(pool, target.slot, true)) current.onTransition?.(target, true, "");
     } else if (!result.ok && alive && streak.misses >= (current.fall ?? 1)) {
       if (setAlive(pool, target.slot, false)) {
@@ -245,8 +249,9 @@ export function startHealthChecks(
 
   for (const target of checked) loop(target);
   return {
-    checkNow: async () => {
-      await Promise.all(checked.map((target) => track(probeOnce(target))));
+    checkNow: async (slots) => {
+      const targets = slots ? checked.filter((t) => slots.includes(t.slot)) : checked;
+      await Promise.all(targets.map((target) => track(probeOnce(target))));
     },
     update: (next, nextOptions) => {
       current = nextOptions;

@@ -7,6 +7,7 @@
  */
 
 import { HOP_BY_HOP } from "./headers.ts";
+import { isHostPortAt, targetProblem } from "./request_target.ts";
 
 /** How a response body is delimited (RFC 9112 §6.3). */
 export type Framing =
@@ -75,20 +76,24 @@ const DIGITS = /^\d{1,15}$/;
 /** Character classes for the head parsers, by code below 128 (checked with loops over char
  * codes, not regular expressions: a head has a dozen names and values to check, and the regex
  * calls showed in the profile). `TCHAR`: a token character (RFC 9110 §5.6.2), `UPPER`: one that
- * is an uppercase letter too. */
+ * is an uppercase letter too, `UNDERSCORE`: `_` (a name with one is dropped by default, see
+ * {@linkcode RequestHead.underscores}). */
 const TCHAR = 1;
 const UPPER = 2;
+const UNDERSCORE = 4;
 const CHAR_CLASS = new Uint8Array(128);
-for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz") {
+for (const c of "!#$%&'*+-.^`|~0123456789abcdefghijklmnopqrstuvwxyz") {
   CHAR_CLASS[c.charCodeAt(0)] = TCHAR;
 }
 for (const c of "ABCDEFGHIJKLMNOPQRSTUVWXYZ") CHAR_CLASS[c.charCodeAt(0)] = TCHAR | UPPER;
+CHAR_CLASS["_".charCodeAt(0)] = TCHAR | UNDERSCORE;
 
-/** Whether `text` has a character a request-target may not (controls, SP, DEL). */
+/** Whether `text` has a character a request-target may not: controls, SP, DEL, and bytes
+ * 0x80-0xFF (a URI is ASCII, RFC 3986 §2; a client percent-encodes the rest). */
 function hasBadTargetChar(text: string): boolean {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (c <= 32 || c === 127) return true;
+    if (c <= 32 || c >= 127) return true;
   }
   return false;
 }
@@ -555,6 +560,10 @@ export interface RequestHead {
   readonly keepAlive: boolean;
   /** Whether the client sent `Expect: 100-continue`. */
   readonly expectContinue: boolean;
+  /** Whether some field name has a `_`: CGI-style backends read `X_Forwarded_For` as
+   * `X-Forwarded-For`, so such fields are dropped before forwarding unless
+   * `--underscore-headers keep` (found by the name scan, so most requests need no check). */
+  readonly underscores: boolean;
 }
 
 /** Most fields accepted in a request head. */
@@ -565,8 +574,11 @@ interface RequestLines {
   /** One past the blank line. */
   readonly end: number;
   /** Five numbers per field line: its start, the colon, the value's start and end (OWS
-   * trimmed), and non-zero if the name has an uppercase letter. */
+   * trimmed), and the name's marks: `UPPER` if it has an uppercase letter, `UNDERSCORE` if it
+   * has a `_`. */
   readonly spans: number[];
+  /** The marks of every name together. */
+  readonly marks: number;
   /** The first malformed field line, as `[kind, start, colon, line end]` (kind: 1 obs-fold,
    * 2 a bad name, 3 a bad value), or `null`. Lines after it are not recorded. */
   readonly error: readonly [number, number, number, number] | null;
@@ -591,18 +603,21 @@ function scanRequestHead(buf: Uint8Array, from: number, end: number): RequestLin
   i++;
   const spans: number[] = [];
   let error: [number, number, number, number] | null = null;
+  let all = 0;
   while (i < end) {
     const first = buf[i]!;
-    if (first === 10) return { end: i + 1, spans, error };
-    if (first === 13 && i + 1 < end && buf[i + 1] === 10) return { end: i + 2, spans, error };
+    if (first === 10) return { end: i + 1, spans, marks: all, error };
+    if (first === 13 && i + 1 < end && buf[i + 1] === 10) {
+      return { end: i + 2, spans, marks: all, error };
+    }
     const start = i;
     // The name: token characters up to the colon.
-    let upper = 0;
+    let marks = 0;
     while (i < end) {
       const c = buf[i]!;
       const kind = c < 128 ? CHAR_CLASS[c]! : 0;
       if (kind === 0) break;
-      upper |= kind & UPPER;
+      marks |= kind & (UPPER | UNDERSCORE);
       i++;
     }
     const colon = i;
@@ -639,7 +654,8 @@ function scanRequestHead(buf: Uint8Array, from: number, end: number): RequestLin
       while (valueEnd > valueStart && (buf[valueEnd - 1] === 32 || buf[valueEnd - 1] === 9)) {
         valueEnd--;
       }
-      spans.push(start, colon, valueStart, valueEnd, upper);
+      spans.push(start, colon, valueStart, valueEnd, marks);
+      all |= marks;
     }
   }
   return null;
@@ -722,7 +738,10 @@ function requestFields(
     let name = knownName(buf, start, colon);
     if (name === null) {
       name = text.slice(start - from, colon - from);
-      if (spans[i + 4] !== 0) name = name.toLowerCase();
+      if ((spans[i + 4]! & UPPER) !== 0) name = name.toLowerCase();
+    } else if (name === "host" && !isHostPortAt(buf, spans[i + 2]!, spans[i + 3]!)) {
+      // RFC 9110 §7.2: host[:port], checked on the bytes where they lie.
+      throw new RequestError(400, "invalid Host");
     }
     fields.push([name, text.slice(spans[i + 2]! - from, spans[i + 3]! - from)]);
   }
@@ -774,6 +793,8 @@ export function parseRequestHead(buf: Uint8Array, start: number, end: number): R
   if (target === "" || hasBadTargetChar(target)) {
     throw new RequestError(400, "malformed request target");
   }
+  const problem = targetProblem(method, target);
+  if (problem !== null) throw new RequestError(400, problem);
   const minor = version === "HTTP/1.1" ? 1 : version === "HTTP/1.0" ? 0 : -1;
   if (minor < 0) {
     if (/^HTTP\/\d\.\d$/.test(version)) throw new RequestError(505, "HTTP version not supported");
@@ -848,6 +869,7 @@ export function parseRequestHead(buf: Uint8Array, start: number, end: number): R
     bodyLength,
     keepAlive,
     expectContinue: expect === "100-continue" && minor === 1,
+    underscores: (lines.marks & UNDERSCORE) !== 0,
   };
 }
 
@@ -886,6 +908,25 @@ export function responseFraming(head: ResponseHead, method: string): Framing {
     return { kind: "length", length: Number(only) };
   }
   return { kind: "close" };
+}
+
+/**
+ * Whether a backend connection may carry another request after this final response (goround
+ * never pipelines, so any byte the backend sends past the response's end is one nobody asked
+ * for). Not when the response or HTTP/1.0 says close; not when the response ends by rule rather
+ * than by the backend's own framing (any response to HEAD, 204, 304: RFC 9112 §6.3 rule 1),
+ * since a backend that sends a body anyway may send it in a later write, after the next request
+ * went out, where it would be read as that request's response; and not when its framing is
+ * ambiguous (both Transfer-Encoding and Content-Length: §6.3 rule 3, "ought to be handled as an
+ * error").
+ *
+ * @param head The final response head.
+ * @param method The request method.
+ * @returns `true` when the connection can go back to the pool.
+ */
+export function reusableAfter(head: ResponseHead, method: string): boolean {
+  if (head.close || method === "HEAD" || head.status === 204 || head.status === 304) return false;
+  return head.transferEncoding === null || head.contentLength === -1;
 }
 
 /** State of an incremental chunked-body decoder. */

@@ -70,7 +70,7 @@ export function renderMetrics(sup: Supervisor): string {
   family(
     "goround_backend_up",
     "gauge",
-    "1 when the backend takes requests (healthy, not drained), else 0.",
+    "1 when the backend takes requests (healthy, not ejected, not drained), else 0.",
   );
   for (const { slot, url } of backends) {
     out.push(`goround_backend_up{backend="${url}"} ${backendState(sup, slot) === "up" ? 1 : 0}`);

@@ -26,7 +26,11 @@
  * │ +6 MISSES   consecutive failed health probes             │
  * │ +7 PROBE_US duration of the last probe, microseconds     │
  * │ +8 WEIGHT   relative share for weighted policies (≥ 1)   │
- * │ +9..15      reserved                                     │
+ * │ +9 EJECT    passive ejection: generation << 2 | state    │
+ * │             (state 0 = in, 1 = being ejected, 2 = out)   │
+ * │ +10 STREAK  ejections in a row (lengthens the next one)  │
+ * │ +11 PENDING 1 = joined at run time, no check passed yet  │
+ * │ +12..15     reserved                                     │
  * ├──────────── totals: CAPACITY × 32 BigUint64 ─────────────┤
  * │ +0 REQUESTS +1 FAILURES +2 RETRIES +3 WINDOW (epoch ms)  │
  * │ +4 EJECTIONS (passive)  +5 PROBES_OK +6 PROBES_FAILED    │
@@ -34,7 +38,8 @@
  * │ +12..23 response-time histogram buckets (cumulative: no) │
  * │ +24 response-time sum, µs   +25 response count           │
  * │ +26 UP_SINCE epoch ms of the last down→up transition     │
- * │ +27..31     reserved                                     │
+ * │ +27 EJECT_UNTIL epoch ms the (last) ejection ends        │
+ * │ +28..31     reserved                                     │
  * └──────────────────────────────────────────────────────────┘
  * ```
  *
@@ -42,6 +47,11 @@
  * exactly that value subtracts the largest multiple of the pool size below it, so the cycle
  * `ticket % size` never jumps (a plain 2^32 wrap would repeat a backend, since 2^32 is not a
  * multiple of 3).
+ *
+ * Two views decide whether a backend takes requests, kept apart: the health view (`ALIVE`:
+ * active probes, and connections that could not be opened) and passive ejection (`EJECT`:
+ * failures that requests met, for a while that `EJECT_UNTIL` bounds). An ejection ends by
+ * itself: the first reader that finds its time passed moves the word back to "in".
  *
  * @module
  */
@@ -79,6 +89,19 @@ const S_MISSES = 6;
 const S_PROBE_US = 7;
 /** Slot word: weight. */
 const S_WEIGHT = 8;
+/** Slot word: passive ejection, `generation << 2 | state` (see {@linkcode EJECT_OUT}). */
+const S_EJECT = 9;
+/** Slot word: ejections in a row. */
+const S_STREAK = 10;
+/** Slot word: 1 while a backend that joined at run time has not passed a health check. */
+const S_PENDING = 11;
+/** Ejection state (low two bits of `S_EJECT`): in rotation. */
+const EJECT_IN = 0;
+/** Ejection state: one thread is ejecting it (claimed, `EJECT_UNTIL` being written). */
+const EJECT_CLAIMED = 1;
+/** Ejection state: out until `EJECT_UNTIL`. Every transition adds 1 to 3 to the word, so the
+ * generation above the state grows and a stale compare-and-swap never undoes a newer ejection. */
+const EJECT_OUT = 2;
 /** Words per slot: 16 × 4 bytes = one 64-byte cache line, so slots never share a line. */
 const SLOT_WORDS = 16;
 
@@ -90,7 +113,7 @@ const T_FAILURES = 1;
 const T_RETRIES = 2;
 /** Epoch ms at which the current passive-failure window started. */
 const T_WINDOW = 3;
-/** Total: times passive failures took the backend out. */
+/** Total: times passive verdicts ejected the backend. */
 const T_EJECTIONS = 4;
 /** Total: health probes passed. */
 const T_PROBES_OK = 5;
@@ -106,6 +129,8 @@ const T_DURATION_SUM = 24;
 const T_DURATION_COUNT = 25;
 /** Epoch ms of the last down→up transition (0: up since it joined). */
 const T_UP_SINCE = 26;
+/** Epoch ms at which the current (or the last) passive ejection ends; 0: never ejected. */
+const T_EJECT_UNTIL = 27;
 /** 64-bit words per slot in the totals area. */
 const TOTAL_WORDS = 32;
 
@@ -159,7 +184,7 @@ export interface Totals {
   readonly failures: bigint;
   /** Attempts that were retries. */
   readonly retries: bigint;
-  /** Times passive failures took the backend out. */
+  /** Times passive verdicts ejected the backend. */
   readonly ejections: bigint;
   /** Health probes passed. */
   readonly probesOk: bigint;
@@ -223,15 +248,20 @@ function slotWord(pool: Pool, slot: number, field: number): number {
 
 /**
  * Replaces the pool's members (the backends selection cycles over) with `slots`, in order.
- * New members start alive and enabled; call from one thread only (the main thread).
+ * New members start enabled, and alive unless `options.alive` is `false` (then down, waiting
+ * for a health check to bring them up); members that stay keep their state. Call from one
+ * thread only (the main thread).
  *
  * @param pool The pool.
  * @param slots Slot ids, each below the capacity.
+ * @param weights Each member's weight. @default {all 1}
+ * @param options `alive`: the health view new members start with. @default {true}
  */
 export function setMembers(
   pool: Pool,
   slots: readonly number[],
   weights: readonly number[] = slots.map(() => 1),
+  options: { readonly alive?: boolean } = {},
 ): void {
   if (slots.length > pool.capacity) {
     throw new RangeError(`${slots.length} backends exceed the pool capacity ${pool.capacity}`);
@@ -244,13 +274,18 @@ export function setMembers(
   }
   const previous = members(pool);
   for (const slot of slots) {
-    // A slot joining the pool starts from zero: alive, enabled, no counts from a former tenant.
+    // A slot joining the pool starts from zero: enabled, no counts from a former tenant.
     if (Atomics.load(u32, slotWord(pool, slot, S_ADMIN)) === 2) {
       for (let word = 0; word < SLOT_WORDS; word++) {
         Atomics.store(u32, slotWord(pool, slot, word), 0);
       }
       for (let word = 0; word < TOTAL_WORDS; word++) {
         Atomics.store(pool.totals, slot * TOTAL_WORDS + word, 0n);
+      }
+      if (options.alive === false) {
+        // Down, never changed: no transition yet, and not even panic mode may pick it.
+        Atomics.store(u32, slotWord(pool, slot, S_PENDING), 1);
+        continue;
       }
       Atomics.store(u32, slotWord(pool, slot, S_ALIVE), 1);
       Atomics.store(u32, slotWord(pool, slot, S_CHANGED), Math.floor(Date.now() / 1000));
@@ -402,7 +437,9 @@ export function isAlive(pool: Pool, slot: number): boolean {
 }
 
 /**
- * Whether new requests may go to the backend: alive and enabled (not draining or removed).
+ * Whether new requests may go to the backend: alive, enabled (not draining or removed) and not
+ * ejected. One load per view while the backend is in; an ejected one costs one more load and the
+ * clock.
  *
  * @param pool The pool.
  * @param slot The backend's slot.
@@ -411,7 +448,112 @@ export function isAlive(pool: Pool, slot: number): boolean {
 export function isUsable(pool: Pool, slot: number): boolean {
   const base = pool.slotBase + slot * SLOT_WORDS;
   return Atomics.load(pool.u32, base + S_ALIVE) === 1 &&
-    Atomics.load(pool.u32, base + S_ADMIN) === 0;
+    Atomics.load(pool.u32, base + S_ADMIN) === 0 &&
+    ((Atomics.load(pool.u32, base + S_EJECT) & 3) !== EJECT_OUT || ejectionOver(pool, slot));
+}
+
+/**
+ * Whether the backend is in rotation as far as passive ejection goes; an ejection whose time has
+ * passed is ended here (by whichever thread looks first).
+ */
+function ejectionOver(pool: Pool, slot: number): boolean {
+  const word = slotWord(pool, slot, S_EJECT);
+  const seen = Atomics.load(pool.u32, word);
+  if ((seen & 3) !== EJECT_OUT) return true;
+  const until = Number(Atomics.load(pool.totals, slot * TOTAL_WORDS + T_EJECT_UNTIL));
+  if (Date.now() < until) return false;
+  Atomics.compareExchange(pool.u32, word, seen, seen + 2); // out → in, next generation
+  return true;
+}
+
+/**
+ * When the backend's passive ejection ends, if it is ejected now.
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @returns Epoch ms, or 0 when it is not ejected.
+ */
+export function ejectedUntil(pool: Pool, slot: number): number {
+  if ((Atomics.load(pool.u32, slotWord(pool, slot, S_EJECT)) & 3) !== EJECT_OUT) return 0;
+  const until = Number(Atomics.load(pool.totals, slot * TOTAL_WORDS + T_EJECT_UNTIL));
+  return Date.now() < until ? until : 0;
+}
+
+/** Members other than `except` that are ejected now, or being ejected by another thread. */
+function ejectedCount(pool: Pool, except: number, now: number): number {
+  let out = 0;
+  const size = poolSize(pool);
+  for (let i = 0; i < size; i++) {
+    const slot = memberAt(pool, i);
+    if (slot === except) continue;
+    const state = Atomics.load(pool.u32, slotWord(pool, slot, S_EJECT)) & 3;
+    if (state === EJECT_CLAIMED) out++;
+    else if (state === EJECT_OUT) {
+      if (now < Number(Atomics.load(pool.totals, slot * TOTAL_WORDS + T_EJECT_UNTIL))) out++;
+    }
+  }
+  return out;
+}
+
+/** The outcome of {@linkcode eject}. */
+export type Ejection =
+  /** Out until `until` (epoch ms); `streak` is its ejections in a row. */
+  | { readonly kind: "ejected"; readonly until: number; readonly streak: number }
+  /** Kept in: `out` other members are out already, and that is the limit. */
+  | { readonly kind: "refused"; readonly out: number }
+  /** Already out, or another thread is ejecting it this moment. */
+  | { readonly kind: "already" };
+
+/** Settings of one {@linkcode eject} call. */
+export interface EjectOptions {
+  /** How many members may be out at once (see `ejectionLimit` in `ejection.ts`). */
+  readonly limit: number;
+  /** Epoch ms. */
+  readonly now: number;
+  /** The next streak and length, from the backend's streak and when its last ejection ended. */
+  readonly plan: (streak: number, lastEnd: number, now: number) => { streak: number; ms: number };
+}
+
+/**
+ * Ejects the backend from rotation by passive verdict, unless `limit` members are out already.
+ * The backend's slot is claimed first (one compare-and-swap, so one thread wins), then the other
+ * members are counted, claims included: of two threads ejecting two backends at once, at least
+ * one sees the other's claim, so together they never pass the limit. Its passive failure count
+ * starts again from 0.
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @param options The limit, the time and the length of the ejection.
+ * @returns What happened.
+ */
+export function eject(pool: Pool, slot: number, options: EjectOptions): Ejection {
+  const { u32, totals } = pool;
+  const word = slotWord(pool, slot, S_EJECT);
+  if (!ejectionOver(pool, slot)) return { kind: "already" };
+  const seen = Atomics.load(u32, word);
+  if ((seen & 3) !== EJECT_IN || Atomics.compareExchange(u32, word, seen, seen + 1) !== seen) {
+    return { kind: "already" };
+  }
+  // The claim is this thread's alone: only it moves the word on from here (plain stores).
+  const out = ejectedCount(pool, slot, options.now);
+  if (out >= options.limit) {
+    Atomics.store(u32, word, seen + 4); // claimed → in, next generation
+    return { kind: "refused", out };
+  }
+  const untilAt = slot * TOTAL_WORDS + T_EJECT_UNTIL;
+  const streakAt = slotWord(pool, slot, S_STREAK);
+  const next = options.plan(
+    Atomics.load(u32, streakAt),
+    Number(Atomics.load(totals, untilAt)),
+    options.now,
+  );
+  const until = options.now + next.ms;
+  Atomics.store(u32, streakAt, next.streak);
+  Atomics.store(totals, untilAt, BigInt(until));
+  Atomics.store(u32, slotWord(pool, slot, S_FAILS), 0);
+  Atomics.add(totals, slot * TOTAL_WORDS + T_EJECTIONS, 1n);
+  Atomics.store(u32, word, seen + 2); // claimed → out, once its end is written
+  return { kind: "ejected", until, streak: next.streak };
 }
 
 /**
@@ -436,6 +578,7 @@ export function setAlive(pool: Pool, slot: number, alive: boolean): boolean {
     // A fresh start either way: coming back up, earlier passive failures and failed probes no
     // longer count (and slow start begins); going down, only passes after this moment count.
     if (alive) {
+      Atomics.store(pool.u32, slotWord(pool, slot, S_PENDING), 0);
       Atomics.store(pool.u32, slotWord(pool, slot, S_FAILS), 0);
       Atomics.store(pool.u32, slotWord(pool, slot, S_MISSES), 0);
       Atomics.store(pool.totals, slot * TOTAL_WORDS + T_UP_SINCE, BigInt(Date.now()));
@@ -599,6 +742,18 @@ export function isEnabled(pool: Pool, slot: number): boolean {
 }
 
 /**
+ * Whether the backend joined at run time (admin API, reload, DNS) and has not passed a health
+ * check yet: no request goes to it, not even in panic mode.
+ *
+ * @param pool The pool.
+ * @param slot The backend's slot.
+ * @returns `true` while it waits for its first passed check.
+ */
+export function isPending(pool: Pool, slot: number): boolean {
+  return Atomics.load(pool.u32, slotWord(pool, slot, S_PENDING)) === 1;
+}
+
+/**
  * Requests answered 503 because no backend was usable.
  *
  * @param pool The pool.
@@ -639,22 +794,16 @@ export function responseStats(pool: Pool, slot: number): ResponseStats {
 }
 
 /**
- * Counts a passive failure (a timeout or a 5xx answer) in the backend's current window of
- * `windowMs`; a failure after the window has passed starts a new one. Returns `true` for the
- * one call that brings the count to `maxFails` (the caller then takes the backend out).
+ * Counts a passive failure (a request that met a reset, a timeout, a malformed response or one
+ * of `--fail-statuses`) in the backend's current window of `windowMs`; a failure after the window
+ * has passed starts a new one.
  *
  * @param pool The pool.
  * @param slot The backend's slot.
  * @param windowMs Window length, ms.
- * @param maxFails Failures in one window that take the backend out (0: never).
- * @returns Whether this failure reached the limit.
+ * @returns The failures in the window, this one included.
  */
-export function recordFailure(
-  pool: Pool,
-  slot: number,
-  windowMs: number,
-  maxFails: number,
-): boolean {
+export function recordFailure(pool: Pool, slot: number, windowMs: number): number {
   const now = BigInt(Date.now());
   const at = slot * TOTAL_WORDS + T_WINDOW;
   const started = Atomics.load(pool.totals, at);
@@ -664,12 +813,7 @@ export function recordFailure(
       Atomics.store(pool.u32, slotWord(pool, slot, S_FAILS), 0);
     }
   }
-  const count = Atomics.add(pool.u32, slotWord(pool, slot, S_FAILS), 1) + 1;
-  if (maxFails > 0 && count === maxFails) {
-    Atomics.add(pool.totals, slot * TOTAL_WORDS + T_EJECTIONS, 1n);
-    return true;
-  }
-  return false;
+  return Atomics.add(pool.u32, slotWord(pool, slot, S_FAILS), 1) + 1;
 }
 
 /**

@@ -11,15 +11,19 @@
 import { ipInCidrs } from "./cidr.ts";
 import type { Backend, Config } from "./config.ts";
 import { STATUS_NO_BACKEND, statusForFailure, UpstreamError } from "./errors.ts";
-import { forwardRequestFields } from "./headers.ts";
+import { type ForwardContext, forwardRequestFields } from "./headers.ts";
 import { logLine } from "./log.ts";
 import { formatDuration } from "./duration.ts";
+import { ejectionLimit, nextEjection } from "./ejection.ts";
 import {
   beginRequest,
+  eject,
   endRequest,
   inFlight,
   isAlive,
   isEnabled,
+  isPanicking,
+  isPending,
   isUsable,
   memberAt,
   nextTicket,
@@ -31,7 +35,16 @@ import {
   setAlive,
   setPanic,
 } from "./pool.ts";
-import { canRetry, canRetryStatus, marksDown, retryFresh } from "./retry.ts";
+import {
+  canRetry,
+  canRetryStatus,
+  countsAgainst,
+  failedAlike,
+  failureSignature,
+  marksDown,
+  retryFresh,
+} from "./retry.ts";
+import { authorityEnd } from "./request_target.ts";
 import { type SelectionContext, selectorFor } from "./selection.ts";
 import { cookieValue, createSticky, STICKY_COOKIE } from "./sticky.ts";
 import {
@@ -58,6 +71,8 @@ export interface ProxyContext {
   readonly upstreams: Upstreams;
   /** Told when this thread takes a backend down (passive detection). @default {logs it} */
   readonly onDown?: (slot: number, backend: Backend, reason: string) => void;
+  /** Told when this thread ejects a backend (passive verdict). @default {logs it} */
+  readonly onEject?: (slot: number, backend: Backend, reason: string) => void;
 }
 
 /** A client request as a front end hands it over. */
@@ -80,6 +95,9 @@ export interface Incoming {
   readonly proto: "http" | "https";
   /** When the request arrived (`performance.now()`), if the front took the time already. */
   readonly arrived?: number;
+  /** Whether a field name may have a `_` (`false`: the front's scan saw none, so the forwarder
+   * need not look). @default {true} */
+  readonly underscores?: boolean;
 }
 
 /** What the front end writes back. */
@@ -165,12 +183,23 @@ function anyAlive(pool: Pool): boolean {
   return false;
 }
 
-/** Panic mode's pick: round-robin over every enabled member, alive or not. */
-function panicPick(pool: Pool, avoid: readonly number[]): number {
+/**
+ * The last resort when the policy found nothing: round-robin over the enabled members not tried
+ * yet and below --max-conns, ejection ignored: those alive by the health view, or with `anyHealth`
+ * (panic) every one of them.
+ */
+function fallbackPick(pool: Pool, avoid: readonly number[], options: {
+  readonly anyHealth: boolean;
+  readonly maxConns: number;
+}): number {
   const size = poolSize(pool);
+  const start = nextTicket(pool, size);
   for (let i = 0; i < size; i++) {
-    const slot = memberAt(pool, nextTicket(pool, size) % size);
-    if (isEnabled(pool, slot) && !avoid.includes(slot)) return slot;
+    const slot = memberAt(pool, (start + i) % size);
+    if (!isEnabled(pool, slot) || avoid.includes(slot) || isPending(pool, slot)) continue;
+    if (!options.anyHealth && !isAlive(pool, slot)) continue;
+    if (options.maxConns > 0 && inFlight(pool, slot) >= options.maxConns) continue;
+    return slot;
   }
   return -1;
 }
@@ -189,6 +218,11 @@ function discard(response: UpstreamResponse): void {
   response.release();
 }
 
+/** The log line of a request not retried because it failed the same way on two backends. */
+function sameFailure(incoming: Incoming, backend: Backend, what: string): string {
+  return `not retried: ${incoming.method} ${incoming.target} failed the same way on two backends (${what}; the last was ${backend.url})`;
+}
+
 function failureReply(error: UpstreamError): Reply {
   const status = statusForFailure(error.kind);
   const text = status === 504
@@ -200,8 +234,9 @@ function failureReply(error: UpstreamError): Reply {
 }
 
 /**
- * Splits a request-target into the origin-form target and, for an absolute-form target, its
- * authority (RFC 9112 §3.2.2: it takes precedence over `Host`). A fragment is dropped: it is
+ * Splits a request-target (one that `targetProblem` in request_target.ts accepted) into the
+ * origin-form target and, for an absolute-form target, its authority (RFC 9112 §3.2.2: it takes
+ * precedence over `Host`). An empty path becomes `/` (§3.2.1). A fragment is dropped: it is
  * never part of a target.
  *
  * @param target The request-target as received.
@@ -209,6 +244,7 @@ function failureReply(error: UpstreamError): Reply {
  * @example
  * ```ts
  * splitTarget("http://a.example/x?y"); // { target: "/x?y", authority: "a.example" }
+ * splitTarget("http://a.example?y"); // { target: "/?y", authority: "a.example" }
  * ```
  */
 export function splitTarget(target: string): { target: string; authority: string | null } {
@@ -217,15 +253,30 @@ export function splitTarget(target: string): { target: string; authority: string
   if (out.charCodeAt(0) !== 47 && out !== "*") {
     const scheme = out.indexOf("://");
     if (scheme > 0) {
-      const slash = out.indexOf("/", scheme + 3);
-      authority = slash < 0 ? out.slice(scheme + 3) : out.slice(scheme + 3, slash);
-      out = slash < 0 ? "/" : out.slice(slash);
-      const at = authority.lastIndexOf("@"); // userinfo is not part of the authority sent on
-      if (at >= 0) authority = authority.slice(at + 1);
+      const end = authorityEnd(out, scheme + 3);
+      authority = out.slice(scheme + 3, end);
+      out = out.charCodeAt(end) === 47 ? out.slice(end) : `/${out.slice(end)}`;
     }
   }
   const hash = out.indexOf("#");
   return { target: hash < 0 ? out : out.slice(0, hash), authority };
+}
+
+/**
+ * What the header rules need to know about a request's client (see `forwardRequestFields`).
+ *
+ * @param config Settings (trusted proxies, `--underscore-headers`).
+ * @param incoming The request.
+ * @returns The context.
+ */
+export function forwardContext(config: Config, incoming: Incoming): ForwardContext {
+  return {
+    clientIp: incoming.clientIp,
+    trusted: ipInCidrs(incoming.clientIp, config.trustedProxies),
+    proto: incoming.proto,
+    host: incoming.authority,
+    dropUnderscores: config.underscoreHeaders === "drop" && incoming.underscores !== false,
+  };
 }
 
 /**
@@ -238,29 +289,39 @@ export function createForwarder(context: ProxyContext): Forwarder {
   const { pool, config, backends, upstreams } = context;
   const select = selectorFor(config.algorithm);
   const retryAfter = String(Math.max(1, Math.ceil(config.healthInterval / 1000)));
+  const noBackend = localReply(STATUS_NO_BACKEND, "no backend available", [[
+    "retry-after",
+    retryAfter,
+  ]]);
   const window = formatDuration(config.failWindow);
 
-  /** Counts a timeout or an error status; enough of them in the window take the backend out. */
   const sticky = config.sticky === "cookie" ? createSticky(config.stickyKey) : null;
   const stickyIds = sticky ? backends.map((b) => (b ? sticky.idOf(b.url) : "")) : [];
 
   /**
    * The backend for the next attempt: the policy's choice; when every usable backend is at
-   * --max-conns, the first one to get room within --queue-timeout; when every backend looks
-   * down and --panic is set, any enabled one (logged once per episode). -1: none.
+   * --max-conns, the first one to get room within --queue-timeout; when the only ones left are
+   * out by passive ejection, one of them (a passive verdict never empties the pool); when every
+   * backend looks down and --panic is set, any enabled one (logged once per episode). -1: none.
    */
   const choose = (selection: SelectionContext): number | Promise<number> => {
     const slot = select(pool, selection);
     if (slot >= 0) {
-      if (config.panic && setPanic(pool, false)) logLine("panic over: a backend is up again");
+      // A load first: the compare-and-swap (a write to a shared line) only while panicking.
+      if (config.panic && isPanicking(pool) && setPanic(pool, false)) {
+        logLine("panic over: a backend is up again");
+      }
       return slot; // the common case answers at once, without a promise
     }
     if (config.maxConns > 0 && anyFull(pool, selection.avoid, config.maxConns)) {
       return queue(selection);
     }
+    const { avoid, maxConns } = selection;
+    const ejected = fallbackPick(pool, avoid, { anyHealth: false, maxConns });
+    if (ejected >= 0) return ejected;
     if (config.panic && !anyAlive(pool)) {
       if (setPanic(pool, true)) logLine("panic: every backend looks down; trying them all");
-      return panicPick(pool, selection.avoid);
+      return fallbackPick(pool, avoid, { anyHealth: true, maxConns });
     }
     return -1;
   };
@@ -279,10 +340,29 @@ export function createForwarder(context: ProxyContext): Forwarder {
   const onDown = context.onDown ??
     ((_slot: number, backend: Backend, reason: string) =>
       logLine(`backend ${backend.url} DOWN: ${reason}`));
+  const onEject = context.onEject ??
+    ((_slot: number, backend: Backend, reason: string) =>
+      logLine(`backend ${backend.url} EJECTED ${reason}`));
+  const ejectionTime = config.ejectionTime;
+  const plan = (streak: number, lastEnd: number, now: number) =>
+    nextEjection(streak, lastEnd, now, ejectionTime);
+  /** Counts a passive failure; --max-fails of them in the window eject the backend, unless
+   * --max-ejection-percent of the pool is out already. */
   const passiveFailure = (slot: number, backend: Backend, reason: string) => {
-    if (!recordFailure(pool, slot, config.failWindow, config.maxFails)) return;
-    if (setAlive(pool, slot, false)) {
-      onDown(slot, backend, `${config.maxFails} failures in ${window} (last: ${reason})`);
+    if (config.maxFails === 0) return;
+    const count = recordFailure(pool, slot, config.failWindow);
+    if (count < config.maxFails) return;
+    const size = poolSize(pool);
+    const limit = ejectionLimit(size, config.maxEjectionPercent);
+    const why = `${count} failures in ${window} (last: ${reason})`;
+    const now = Date.now();
+    const outcome = eject(pool, slot, { limit, now, plan });
+    if (outcome.kind === "ejected") {
+      onEject(slot, backend, `for ${formatDuration(outcome.until - now)}: ${why}`);
+    } else if (outcome.kind === "refused" && limit > 0 && count === config.maxFails) {
+      logLine(
+        `backend ${backend.url} not ejected: ${outcome.out} of ${size} backends are out already (--max-ejection-percent ${config.maxEjectionPercent}); ${why}`,
+      );
     }
   };
 
@@ -294,12 +374,7 @@ export function createForwarder(context: ProxyContext): Forwarder {
     if (requestId === "" || !REQUEST_ID.test(requestId)) requestId = nextRequestId();
     // The head is written as it is built: no list of pairs in between.
     let head = `${method} ${target} HTTP/1.1\r\n`;
-    forwardRequestFields(incoming.headers, {
-      clientIp: incoming.clientIp,
-      trusted: ipInCidrs(incoming.clientIp, config.trustedProxies),
-      proto: incoming.proto,
-      host: incoming.authority,
-    }, (name, value) => {
+    forwardRequestFields(incoming.headers, forwardContext(config, incoming), (name, value) => {
       head += `${name}: ${value}\r\n`;
     });
     head += `x-request-id: ${requestId}\r\n`;
@@ -375,6 +450,10 @@ export function createForwarder(context: ProxyContext): Forwarder {
     let held: UpstreamResponse | null = null;
     // The slot to try again on a new connection (its pooled one was found closed), or -1.
     let again = -1;
+    // Whether any attempt got past opening a connection (else "no backend" is the answer).
+    let reached = false;
+    // Signatures of this request's failures so far (made on the first one): see failedAlike.
+    let seen: number[] | null = null;
     while (true) {
       let slot = again >= 0
         ? again
@@ -393,13 +472,10 @@ export function createForwarder(context: ProxyContext): Forwarder {
       if (backend === undefined) {
         const last = lastSlot < 0 ? null : backends[lastSlot] ?? null;
         if (held) return finish({ kind: "upstream", response: held }, lastSlot, last, retries);
-        // Every backend is down or was tried: 502/504 if this request failed somewhere, else 503.
-        if (failure) return finish(failureReply(failure), lastSlot, last, retries);
-        const reply = localReply(STATUS_NO_BACKEND, "no backend available", [[
-          "retry-after",
-          retryAfter,
-        ]]);
-        return finish(reply, -1, null, retries);
+        // Every backend is down or was tried: 502/504 if this request failed on one, 503 when
+        // none could even be connected to.
+        if (failure && reached) return finish(failureReply(failure), lastSlot, last, retries);
+        return finish(noBackend, -1, null, retries);
       }
       lastSlot = slot;
       if (held) {
@@ -443,10 +519,17 @@ export function createForwarder(context: ProxyContext): Forwarder {
         }
         if (marksDown(error)) {
           if (setAlive(pool, slot, false)) onDown(slot, backend, error.message);
-        } else if (error.kind === "timeout") {
-          passiveFailure(slot, backend, error.message);
+        } else {
+          reached = true;
+          if (countsAgainst(error)) passiveFailure(slot, backend, error.message);
+        }
+        const signature = failureSignature(error);
+        if (failedAlike(seen, signature)) {
+          logLine(sameFailure(incoming, backend, error.message));
+          return finish(failureReply(error), slot, backend, retries);
         }
         if (retries < limit && canRetry(error, method, replayable)) {
+          if (signature !== 0) (seen ??= []).push(signature);
           retries++;
           avoid.push(slot);
           continue;
@@ -456,17 +539,29 @@ export function createForwarder(context: ProxyContext): Forwarder {
             ? `client ${incoming.clientIp}: ${error.message} (${method} ${target} to ${backend.url})`
             : `backend ${backend.url} ${error.kind} error: ${error.message} (${method} ${target})`,
         );
+        // Not one attempt reached a backend: the request was not processed anywhere.
+        if (!reached) return finish(noBackend, -1, null, retries);
         return finish(failureReply(error), slot, backend, retries);
       }
-      if (config.retryStatuses.includes(response.status)) {
-        passiveFailure(slot, backend, `HTTP ${response.status}`);
-        if (retries < limit && canRetryStatus(method, replayable)) {
+      reached = true;
+      const status = response.status;
+      // An application's status is the backend's failure only when the operator says so.
+      if (config.failStatuses.length > 0 && config.failStatuses.includes(status)) {
+        passiveFailure(slot, backend, `HTTP ${status}`);
+      }
+      if (
+        config.retryStatuses.includes(status) && retries < limit &&
+        canRetryStatus(method, replayable)
+      ) {
+        if (!failedAlike(seen, status)) {
+          (seen ??= []).push(status);
           end(true);
           held = response;
           retries++;
           avoid.push(slot);
           continue;
         }
+        logLine(sameFailure(incoming, backend, `HTTP ${status}`));
       }
       if (!(response.body instanceof ReadableStream)) end(false);
       return finish({ kind: "upstream", response }, slot, backend, retries);

@@ -1,6 +1,7 @@
 /**
- * Retry policy: which failed attempts may be tried again on another backend, and which
- * failures take a backend out of rotation at once. Pure decisions, no I/O.
+ * Retry policy: which failed attempts may be tried again on another backend, which failures
+ * take a backend out of rotation at once, which count toward its passive ejection, and when a
+ * request that keeps failing is the cause rather than the backends. Pure decisions, no I/O.
  *
  * @module
  */
@@ -64,16 +65,66 @@ export function canRetryStatus(method: string, replayable: boolean): boolean {
 }
 
 /**
- * Whether a failure proves the backend is down, so it is marked dead in shared memory at once
- * (the next active probe brings it back). A connection that could not be opened, or a fresh one
- * that broke before any response, counts; a pooled connection that went stale does not (the
- * backend may just have closed an idle connection), nor does a slow or malformed response.
+ * Whether a failure proves the backend is down, so the health view marks it dead at once (the
+ * next active probe that passes brings it back): a connection that could not be opened (refused,
+ * unreachable, connect timeout). Nothing was sent, so it says nothing about the request. A
+ * failure after the request went out is evidence about the request as much as the backend: see
+ * {@linkcode countsAgainst}.
  *
  * @param error How the attempt failed.
- * @returns `true` when the backend should leave the rotation.
+ * @returns `true` when the backend should leave the rotation now.
  */
 export function marksDown(error: UpstreamError): boolean {
-  return error.kind === "connect" || (error.kind === "reset" && !error.reused);
+  return error.kind === "connect";
+}
+
+/**
+ * Whether a failure counts toward the backend's passive ejection (`--max-fails` within
+ * `--fail-window`): a connection that broke before a response head (unless it was a pooled one,
+ * which the backend may have closed as idle), a response timeout, or a malformed response. A
+ * client's broken upload and a refused connection do not count (the latter marks it down).
+ *
+ * @param error How the attempt failed.
+ * @returns `true` when it is a passive failure.
+ */
+export function countsAgainst(error: UpstreamError): boolean {
+  return error.kind === "timeout" || error.kind === "protocol" ||
+    (error.kind === "reset" && !error.reused);
+}
+
+/** A failure's signature for {@linkcode failedAlike}: a status, or one of these for errors. */
+const SIGNATURES: Readonly<Record<string, number>> = { reset: -1, timeout: -2, protocol: -3 };
+
+/**
+ * How an attempt failed, as a number: the backend's status, or a negative number per kind of
+ * error after the request was sent (reset, timeout, malformed response); 0 for failures that
+ * say nothing about the request (a refused connection, a stale pooled one, the client's body).
+ *
+ * @param failure The status the backend answered, or the error.
+ * @returns The signature.
+ */
+export function failureSignature(failure: number | UpstreamError): number {
+  if (typeof failure === "number") return failure;
+  if (failure.kind === "reset" && failure.reused) return 0;
+  return SIGNATURES[failure.kind] ?? 0;
+}
+
+/**
+ * Whether a request has now failed the same way on two backends (the same status, two resets,
+ * two timeouts): then the request itself is the likely cause (a poison request) and it is not
+ * retried further, so it cannot walk the whole pool and take every backend down with it.
+ *
+ * @param earlier Signatures of the request's earlier failures.
+ * @param signature This failure's signature.
+ * @returns `true` when this failure repeats an earlier one.
+ * @example
+ * ```ts
+ * failedAlike([500], 500); // true: stop, answer the 500
+ * failedAlike([-1], 500); // false: a reset, then a 500
+ * ```
+ */
+export function failedAlike(earlier: readonly number[] | null, signature: number): boolean {
+  return signature !== 0 && earlier !== null && earlier.includes(signature);
 }
 
 /**

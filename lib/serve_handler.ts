@@ -2,7 +2,8 @@
  * The `Deno.serve` front end: adapts a `Request` to the proxy core and its reply to a
  * `Response`. Used with `--engine deno` (and wherever Deno's own server is needed). hyper, under
  * `Deno.serve`, has already refused malformed requests (obs-fold, `Content-Length` with
- * `Transfer-Encoding`) with 400 and decoded chunked bodies.
+ * `Transfer-Encoding`, a target neither origin-form, absolute-form nor `*`, bytes outside ASCII
+ * in it) with 400 and decoded chunked bodies.
  *
  * @module
  */
@@ -17,6 +18,7 @@ import {
   type Reply,
   splitTarget,
 } from "./proxy.ts";
+import { isHostPort, targetProblem } from "./request_target.ts";
 import type { Bytes } from "./upstream.ts";
 
 /** A `Deno.serve` handler. */
@@ -35,6 +37,21 @@ const ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
 function contentLength(value: string): number {
   const comma = value.indexOf(",");
   return Number(comma < 0 ? value : value.slice(0, comma));
+}
+
+/**
+ * Why `Deno.serve`'s request is refused with 400, or `null`: a `Host` that is not a valid
+ * host[:port], or (in `req.url`, which is the absolute-form target as sent, or the origin-form
+ * one joined to `Host`) a scheme other than http(s) or an invalid authority.
+ *
+ * @param req The request.
+ * @returns The reason, or `null`.
+ */
+export function requestProblem(req: Request): string | null {
+  const host = req.headers.get("host");
+  // Deno builds req.url from Host only when Host is valid UTF-8 and not empty; check it here.
+  if (host !== null && !isHostPort(host)) return "invalid Host";
+  return targetProblem(req.method, req.url);
 }
 
 /**
@@ -74,8 +91,9 @@ export function toResponse(reply: Reply): Response {
  *
  * @param forward The proxy core.
  * @param options `proto`: `https` when `Deno.serve` terminates TLS; `accessLog`: where each
- *   request is logged; `closing`: whether the server is shutting down (each reply then says
- *   `Connection: close`, so an HTTP/1.1 client sends no further request on its connection).
+ *   request is logged (read at each request, so the caller may change it); `closing`: whether
+ *   the server is shutting down (each reply then says `Connection: close`, so an HTTP/1.1
+ *   client sends no further request on its connection).
  * @returns The handler.
  * @example
  * ```ts ignore
@@ -92,7 +110,6 @@ export function createServeHandler(
   } = {},
 ): Handler {
   const proto = options.proto ?? "http";
-  const { accessLog } = options;
   return async (req, info) => {
     const arrived = Date.now();
     const started = performance.now();
@@ -100,6 +117,10 @@ export function createServeHandler(
       // goround is a reverse proxy, not a forward proxy: it never opens tunnels.
       return toResponse(localReply(405, "CONNECT is not supported", [["allow", ALLOW]]));
     }
+    // hyper refused other target forms and bytes outside ASCII; the Host value, the scheme and
+    // the authority of an absolute-form target are left to goround (see request_target.ts).
+    const refused = requestProblem(req);
+    if (refused !== null) return toResponse(localReply(400, refused));
     // req.url is absolute: its authority is the client's Host (origin-form), or the request
     // target's own authority for absolute-form, which RFC 9112 §3.2.2 prefers over Host.
     const { target, authority } = splitTarget(req.url);
@@ -138,6 +159,8 @@ export function createServeHandler(
     const response = toResponse(reply);
     // RFC 9112 §9.6; over HTTP/2 the server drops the field and its shutdown sends GOAWAY.
     if (options.closing?.()) response.headers.set("connection", "close");
+    // Read at each request: a reload may switch the log (the options object is the worker's).
+    const accessLog = options.accessLog;
     if (accessLog) {
       const known = reply.kind === "local"
         ? reply.text.length

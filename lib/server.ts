@@ -46,7 +46,8 @@ import { BODY_BUFFER, borrow, giveBack } from "./buffers.ts";
 import { closeFrame, isWebSocketUpgrade, splice, type Upgrader } from "./websocket.ts";
 import type { Bytes, UpstreamResponse } from "./upstream.ts";
 
-/** Settings of the front end. */
+/** Settings of the front end. The server reads them at each use, so the caller may change the
+ * timeouts and the access log of a running server (a reload). */
 export interface ServerOptions {
   /** The proxy core. */
   readonly forward: Forwarder;
@@ -635,6 +636,7 @@ async function answer(
     clientIp: client.ip,
     proto: options.proto ?? "http",
     arrived: started,
+    underscores: head.underscores,
   };
   if (options.upgrade && head.bodyLength === 0 && isWebSocketUpgrade(head.method, head.headers)) {
     await tunnel(client, head, incoming, options.upgrade);

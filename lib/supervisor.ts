@@ -20,6 +20,7 @@ import {
   adminState,
   createPool,
   DEFAULT_CAPACITY,
+  ejectedUntil,
   freeSlot,
   inFlight,
   isAlive,
@@ -43,6 +44,14 @@ interface Serving {
   replies: ((reply: WorkerReply) => void)[];
 }
 
+/** A backend's last failure: a failed health check or a passive one. */
+export interface LastError {
+  /** What went wrong, e.g. `connection refused`. */
+  readonly reason: string;
+  /** When (epoch ms). */
+  readonly at: number;
+}
+
 /** Everything the main thread keeps running. */
 export interface Supervisor {
   /** The running settings. */
@@ -51,8 +60,8 @@ export interface Supervisor {
   table: (Backend | null)[];
   /** Member slots, in round-robin order. */
   slots: number[];
-  /** Why each backend last went down (or its last failed probe). */
-  readonly why: Map<number, string>;
+  /** Each backend's last failure (a failed probe, or what took it down passively). */
+  readonly lastError: Map<number, LastError>;
   /** Last probe duration per slot, ms. */
   readonly probeMs: Map<number, number>;
   /** The shared memory. */
@@ -69,9 +78,14 @@ export interface Supervisor {
   stopping: boolean;
   /** Serialises changes (reloads, admin actions), so they never interleave. */
   changing: Promise<unknown>;
+  /** Per ejected slot, the timer that logs the end of its ejection. */
+  readonly ejections: Map<number, ReturnType<typeof setTimeout>>;
 }
 
-function healthOptions(sup: Pick<Supervisor, "why" | "probeMs">, config: Config): HealthOptions {
+function healthOptions(
+  sup: Pick<Supervisor, "lastError" | "probeMs">,
+  config: Config,
+): HealthOptions {
   return {
     interval: config.healthInterval,
     fastInterval: config.healthFastInterval,
@@ -82,7 +96,7 @@ function healthOptions(sup: Pick<Supervisor, "why" | "probeMs">, config: Config)
     fall: config.healthFall,
     onProbe: (target: Target, result: ProbeResult) => {
       sup.probeMs.set(target.slot, result.ms);
-      if (!result.ok) sup.why.set(target.slot, result.reason);
+      if (!result.ok) sup.lastError.set(target.slot, { reason: result.reason, at: Date.now() });
     },
     onTransition: (target, up, reason) => {
       logLine(`backend ${target.backend.url} ${up ? "UP" : `DOWN: ${reason}`}`);
@@ -110,6 +124,27 @@ function startMessage(sup: Supervisor): StartMessage {
   };
 }
 
+/** Logs a passive ejection a worker made, and its end when the time comes. */
+function ejected(sup: Supervisor, slot: number, reason: string): void {
+  const backend = sup.table[slot];
+  if (!backend) return;
+  sup.lastError.set(slot, { reason, at: Date.now() });
+  logLine(`backend ${backend.url} EJECTED ${reason}`);
+  const watch = () => {
+    clearTimeout(sup.ejections.get(slot));
+    sup.ejections.delete(slot);
+    const until = ejectedUntil(sup.pool, slot);
+    if (sup.stopping || sup.table[slot]?.url !== backend.url) return;
+    if (until > 0) {
+      sup.ejections.set(slot, setTimeout(watch, until - Date.now()));
+      return;
+    }
+    const health = isAlive(sup.pool, slot) ? "" : " (still DOWN by its health checks)";
+    logLine(`backend ${backend.url} back from ejection${health}`);
+  };
+  if (ejectedUntil(sup.pool, slot) > 0) watch();
+}
+
 /** Starts worker `index` (again, after a crash) and resolves with its first reply. */
 function launch(sup: Supervisor, index: number, workerUrl: URL): Promise<WorkerReply> {
   const worker = new Worker(workerUrl, { type: "module" });
@@ -118,8 +153,12 @@ function launch(sup: Supervisor, index: number, workerUrl: URL): Promise<WorkerR
     const data = event.data;
     if (data.type === "down") {
       const backend = sup.table[data.slot];
-      sup.why.set(data.slot, data.reason);
+      sup.lastError.set(data.slot, { reason: data.reason, at: Date.now() });
       if (backend) logLine(`backend ${backend.url} DOWN: ${data.reason}`);
+      return;
+    }
+    if (data.type === "ejected") {
+      ejected(sup, data.slot, data.reason);
       return;
     }
     serving.replies.shift()?.(data);
@@ -161,19 +200,19 @@ export async function startSupervisor(
   const table: (Backend | null)[] = new Array(pool.capacity).fill(null);
   config.backends.forEach((backend, slot) => (table[slot] = backend));
   setMembers(pool, slots, config.backends.map((b) => b.weight));
-  const why = new Map<number, string>();
+  const lastError = new Map<number, LastError>();
   const probeMs = new Map<number, number>();
   const health = startHealthChecks(
     pool,
     targetsOf(table, slots),
-    healthOptions({ why, probeMs }, config),
+    healthOptions({ lastError, probeMs }, config),
   );
   await health.checkNow();
   const sup: Supervisor = {
     config,
     table,
     slots,
-    why,
+    lastError,
     probeMs,
     pool,
     port,
@@ -182,6 +221,7 @@ export async function startSupervisor(
     started: Date.now(),
     stopping: false,
     changing: Promise.resolve(),
+    ejections: new Map(),
   };
   for (let index = 0; index < config.workers; index++) {
     const reply = await launch(sup, index, workerUrl);
@@ -207,21 +247,36 @@ export interface BackendChange {
   readonly added: string[];
   /** Backends removed. */
   readonly removed: string[];
+  /** Settles once the added backends' first health checks are done (each bounded by
+   * `--health-timeout`). */
+  readonly firstChecks: Promise<void>;
+  /** What a worker could not apply (e.g. `worker 1: kept the old front end: ...`). */
+  readonly problems: string[];
 }
 
 /**
- * Makes `config.backends` the pool: backends that stay keep their slot (and counters), new ones
- * take a free slot, removed ones stop getting requests and finish those in flight. Workers learn
- * the new backends before the pool lists them, so none ever selects a slot it cannot serve.
+ * Makes `config.backends` the pool: backends that stay keep their slot, state and counters;
+ * new ones take a free slot and join down, probed at once, so they take traffic only once their
+ * first health check passes; removed ones stop getting requests and finish those in flight.
+ * Workers learn the new backends before the pool lists them, so none ever selects a slot it
+ * cannot serve. The admin API, a reload and DNS discovery all change the pool through here.
  *
  * @param sup The supervisor.
- * @param config The settings to run with from now on.
+ * @param next The settings to run with from now on, or a function that makes them from the
+ *   running ones when this change's turn comes (so concurrent changes never undo each other).
  * @returns What changed.
  * @throws {RangeError} When there are more backends than slots.
  */
-export function applyConfig(sup: Supervisor, next: Config): Promise<BackendChange> {
-  const config = next.stickyKey === "" ? { ...next, stickyKey: sup.config.stickyKey } : next;
+export function applyConfig(
+  sup: Supervisor,
+  next: Config | ((running: Config) => Config),
+): Promise<BackendChange> {
   return serialised(sup, async () => {
+    const wanted = typeof next === "function" ? next(sup.config) : next;
+    // An empty key keeps the running one; sticky turned on by a reload gets a random one.
+    const stickyKey = wanted.stickyKey || sup.config.stickyKey ||
+      (wanted.sticky === "cookie" ? crypto.randomUUID() : "");
+    const config = { ...wanted, stickyKey };
     const bySlot = new Map(sup.slots.map((slot) => [sup.table[slot]!.url, slot]));
     const taken = new Set<number>();
     const slots: number[] = [];
@@ -242,35 +297,51 @@ export function applyConfig(sup: Supervisor, next: Config): Promise<BackendChang
     // cleared below, once no worker picks them any more).
     sup.config = config;
     sup.table = table;
-    await Promise.all(sup.workers.map((serving) => ask(serving, update)));
-    setMembers(sup.pool, slots, config.backends.map((b) => b.weight));
+    const replies = await Promise.all(sup.workers.map((serving) => ask(serving, update)));
+    const problems = replies.flatMap((reply, index) =>
+      reply.type === "updated" && reply.problem ? [`worker ${index}: ${reply.problem}`] : []
+    );
+    const joined = slots.filter((slot) => !sup.slots.includes(slot));
+    // Down until a probe passes, as Envoy's ignore_new_hosts_until_first_hc: a backend named
+    // by mistake, or not started yet, never gets a request.
+    setMembers(sup.pool, slots, config.backends.map((b) => b.weight), { alive: false });
     for (const slot of sup.slots) {
       if (slots.includes(slot)) continue;
       table[slot] = null;
-      sup.why.delete(slot);
+      sup.lastError.delete(slot);
+      sup.probeMs.delete(slot);
+    }
+    for (const slot of joined) {
+      sup.lastError.delete(slot); // a late report about the slot's former backend
       sup.probeMs.delete(slot);
     }
     sup.slots = slots;
     sup.health.update(targetsOf(table, slots), healthOptions(sup, config));
-    return { added, removed };
+    const firstChecks = joined.length ? sup.health.checkNow(joined) : Promise.resolve();
+    return { added, removed, firstChecks, problems };
   });
 }
 
 /**
- * Adds a backend (admin API): the running settings with one more backend.
+ * Adds a backend (admin API): the running settings with one more backend. Resolves once its
+ * first health check is done, so its state then says whether it takes traffic.
  *
  * @param sup The supervisor.
  * @param url The backend's URL.
- * @returns The new backend's slot.
+ * @returns The new backend's slot, or -1 when another change removed it meanwhile.
  * @throws {TypeError} For a bad URL; {@linkcode RangeError} when it is already in the pool.
  */
 export async function addBackend(sup: Supervisor, url: string): Promise<number> {
   const backend = parseBackend(url);
-  if (sup.config.backends.some((b) => b.url === backend.url)) {
-    throw new RangeError(`${backend.url} is already in the pool`);
-  }
-  await applyConfig(sup, { ...sup.config, backends: [...sup.config.backends, backend] });
-  return sup.slots.find((slot) => sup.table[slot]?.url === backend.url)!;
+  const change = await applyConfig(sup, (running) => {
+    if (running.backends.some((b) => b.url === backend.url)) {
+      throw new RangeError(`${backend.url} is already in the pool`);
+    }
+    return { ...running, backends: [...running.backends, backend] };
+  });
+  await change.firstChecks;
+  // -1: another change removed it while its first check ran.
+  return sup.slots.find((slot) => sup.table[slot]?.url === backend.url) ?? -1;
 }
 
 /**
@@ -281,14 +352,15 @@ export async function addBackend(sup: Supervisor, url: string): Promise<number> 
  * @returns Whether it was in the pool.
  */
 export async function removeBackend(sup: Supervisor, slot: number): Promise<boolean> {
-  const backend = sup.slots.includes(slot) ? sup.table[slot] : null;
-  if (!backend) return false;
-  if (sup.slots.length === 1) throw new RangeError("the last backend cannot be removed");
-  await applyConfig(sup, {
-    ...sup.config,
-    backends: sup.config.backends.filter((b) => b.url !== backend.url),
+  let found = false;
+  await applyConfig(sup, (running) => {
+    const backend = sup.slots.includes(slot) ? sup.table[slot] : null;
+    if (!backend) return running;
+    if (sup.slots.length === 1) throw new RangeError("the last backend cannot be removed");
+    found = true;
+    return { ...running, backends: running.backends.filter((b) => b.url !== backend.url) };
   });
-  return true;
+  return found;
 }
 
 /**
@@ -308,11 +380,11 @@ export function setDraining(sup: Supervisor, slot: number, drain: boolean): bool
 }
 
 /** A backend's state as the admin API shows it. */
-export type BackendState = "up" | "down" | "draining" | "drained";
+export type BackendState = "up" | "down" | "ejected" | "draining" | "drained";
 
 /**
  * A backend's state: `draining` while it still has requests in flight after a drain, then
- * `drained`; otherwise the health view, `up` or `down`.
+ * `drained`; otherwise the health view, `down`, then passive ejection, `ejected`; else `up`.
  *
  * @param sup The supervisor.
  * @param slot The backend's id.
@@ -322,7 +394,8 @@ export function backendState(sup: Supervisor, slot: number): BackendState {
   if (adminState(sup.pool, slot) === "draining") {
     return inFlight(sup.pool, slot) > 0 ? "draining" : "drained";
   }
-  return isAlive(sup.pool, slot) ? "up" : "down";
+  if (!isAlive(sup.pool, slot)) return "down";
+  return ejectedUntil(sup.pool, slot) > 0 ? "ejected" : "up";
 }
 
 /**
@@ -357,6 +430,8 @@ async function stopWorkers(sup: Supervisor, drainTimeout: number): Promise<boole
  */
 export async function drainAndStop(sup: Supervisor): Promise<boolean> {
   sup.stopping = true;
+  for (const timer of sup.ejections.values()) clearTimeout(timer);
+  sup.ejections.clear();
   const drained = await stopWorkers(sup, sup.config.drainTimeout);
   await sup.health.stop();
   return drained;

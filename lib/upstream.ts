@@ -31,6 +31,7 @@ import {
   type RawFields,
   responseFraming,
   type ResponseHead,
+  reusableAfter,
   writeLatin1,
 } from "./http1.ts";
 import { batches, FRAME_ROOM, READ_AHEAD_BYTES, type ReadAhead, readAhead } from "./streaming.ts";
@@ -477,7 +478,8 @@ export async function roundTrip(
     const framing = responseFraming(head, request.method);
     headArrived = true;
     link.deadline = 0;
-    return respond(link, head, framing, request, reused, () => pumpDone);
+    const close = !reusableAfter(head, request.method);
+    return respond(link, head, framing, request, reused, () => pumpDone, close);
   } catch (error) {
     closeLink(link);
     // The read failed because the pump closed the connection when the client's body broke.
@@ -746,7 +748,9 @@ function lengthStream(
       }
     },
     async pull(controller) {
-      const piece = await readPiece(link, Math.min(BODY_BUFFER, remaining), request, controller);
+      // A whole buffer is asked for even near the end, so that bytes sent past the body in the
+      // same write are seen here (and the connection closed), not after it is lent again.
+      const piece = await readPiece(link, BODY_BUFFER, request, controller);
       if (piece === undefined) return;
       if (piece === null) {
         controller.error(
@@ -754,11 +758,13 @@ function lengthStream(
         );
         return;
       }
-      remaining -= piece.length;
-      controller.enqueue(piece);
+      const extra = piece.length > remaining;
+      controller.enqueue(extra ? piece.subarray(0, remaining) : piece);
+      remaining = extra ? 0 : remaining - piece.length;
       if (remaining === 0) {
         controller.close();
-        finish();
+        if (extra) closeLink(link);
+        else finish();
         request.onBodyEnd?.();
       }
     },

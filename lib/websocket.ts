@@ -8,7 +8,6 @@
  * @module
  */
 
-import { ipInCidrs } from "./cidr.ts";
 import type { Backend } from "./config.ts";
 import { UpstreamError } from "./errors.ts";
 import { connectionTokens, forwardRequestHeaders } from "./headers.ts";
@@ -16,6 +15,7 @@ import { requestHead } from "./http1.ts";
 import { logLine } from "./log.ts";
 import { beginRequest, endRequest, setAlive } from "./pool.ts";
 import {
+  forwardContext,
   type Incoming,
   localReply,
   nextRequestId,
@@ -137,20 +137,16 @@ export type UpgradeOutcome =
 export type Upgrader = (incoming: Incoming) => Promise<UpgradeOutcome>;
 
 /**
- * The request fields to send upstream for a WebSocket handshake: the usual forwarding rules,
- * plus `Upgrade` and `Connection`, which are hop-by-hop but must reach the backend here.
+ * The request fields to send upstream for a WebSocket handshake: the usual forwarding rules
+ * (underscore names dropped as for any request), plus `Upgrade` and `Connection`, which are
+ * hop-by-hop but must reach the backend here.
  */
 function handshakeFields(
   context: ProxyContext,
   incoming: Incoming,
   requestId: string,
 ): [string, string][] {
-  const fields = forwardRequestHeaders(incoming.headers, {
-    clientIp: incoming.clientIp,
-    trusted: ipInCidrs(incoming.clientIp, context.config.trustedProxies),
-    proto: incoming.proto,
-    host: incoming.authority,
-  });
+  const fields = forwardRequestHeaders(incoming.headers, forwardContext(context.config, incoming));
   fields.push(["x-request-id", requestId], ["upgrade", "websocket"], ["connection", "upgrade"]);
   return fields;
 }

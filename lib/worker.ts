@@ -3,7 +3,8 @@
  * (the shared pool memory, the settings, the backend of each pool slot and the port); the
  * worker maps the pool and serves the port with `reusePort` (the kernel spreads connections
  * over the workers). An {@linkcode UpdateMessage} swaps settings and backends in place (a
- * reload); a {@linkcode StopMessage} drains the worker. Each message gets a
+ * reload), and for a new certificate or engine starts a second front end on the port before the
+ * old one shuts down; a {@linkcode StopMessage} drains the worker. Each message gets a
  * {@linkcode WorkerReply}.
  *
  * @module
@@ -18,8 +19,15 @@ import { logLine } from "./log.ts";
 import { attachPool } from "./pool.ts";
 import { createForwarder, type Forwarder, type Incoming, type ProxyContext } from "./proxy.ts";
 import { createServeHandler } from "./serve_handler.ts";
-import { IDLE_GRACE, serveHttp1 } from "./server.ts";
-import { closeUpstreams, createUpstreams, retainHosts, setUpstreamOptions } from "./upstream.ts";
+import { needsNewFront } from "./reload.ts";
+import { IDLE_GRACE, serveHttp1, type ServerOptions } from "./server.ts";
+import {
+  closeUpstreams,
+  createUpstreams,
+  retainHosts,
+  setUpstreamOptions,
+  type UpstreamOptions,
+} from "./upstream.ts";
 import { readAheadFor } from "./streaming.ts";
 import { createUpgrader, relayWebSocket, type Upgrader } from "./websocket.ts";
 
@@ -69,12 +77,14 @@ export interface CloseMessage {
 export type WorkerReply =
   | { readonly type: "listening"; readonly port: number }
   | { readonly type: "error"; readonly name: string; readonly message: string }
-  | { readonly type: "updated" }
+  | { readonly type: "updated"; readonly problem?: string }
   | { readonly type: "stopped"; readonly drained: boolean }
   | { readonly type: "closed" };
 
-/** What a worker tells the main thread unasked. */
-export type WorkerEvent = { readonly type: "down"; readonly slot: number; readonly reason: string };
+/** What a worker tells the main thread unasked: a backend it took down or ejected. */
+export type WorkerEvent =
+  | { readonly type: "down"; readonly slot: number; readonly reason: string }
+  | { readonly type: "ejected"; readonly slot: number; readonly reason: string };
 
 /** The messages a worker accepts. */
 export type WorkerMessage = StartMessage | UpdateMessage | StopMessage | CloseMessage;
@@ -105,7 +115,30 @@ interface Core {
   readonly relay: (req: Request, incoming: Incoming) => Promise<Response>;
 }
 
-function listen(message: StartMessage, core: Core, accessLog: AccessLog | null): Front {
+/** What the front ends read at each use, so an update changes it in place. */
+interface FrontSettings {
+  readonly http1: { -readonly [K in keyof ServerOptions]: ServerOptions[K] };
+  readonly serve: { -readonly [K in keyof ServeOptions]: ServeOptions[K] };
+}
+
+type ServeOptions = NonNullable<Parameters<typeof createServeHandler>[1]>;
+
+function frontSettings(config: Config, core: Core, accessLog: AccessLog | null): FrontSettings {
+  return {
+    http1: {
+      forward: core.forward,
+      upgrade: core.upgrade,
+      headerTimeout: config.headerTimeout,
+      keepAliveTimeout: config.keepAliveTimeout,
+      onError: internalError,
+      accessLog,
+    },
+    // TLS is on or off for the life of the process (turning it on or off waits for a restart).
+    serve: { accessLog, webSocket: core.relay, proto: config.tlsCert ? "https" : "http" },
+  };
+}
+
+function listen(message: StartMessage, settings: FrontSettings): Front {
   const { config } = message;
   const address = { hostname: config.listen.hostname, port: message.port, reusePort: true };
   // TLS is terminated by Deno.serve, whose ALPN offers HTTP/2 and HTTP/1.1.
@@ -125,10 +158,14 @@ function listen(message: StartMessage, core: Core, accessLog: AccessLog | null):
           return new Response("bad gateway\n", { status: 502 });
         },
       },
-      createServeHandler(core.forward, {
-        accessLog,
-        webSocket: core.relay,
-        proto: tls ? "https" : "http",
+      // This server's own `closing`; the rest is read live from the settings (a reload may
+      // switch the access log).
+      createServeHandler(settings.http1.forward, {
+        get accessLog() {
+          return settings.serve.accessLog;
+        },
+        webSocket: settings.serve.webSocket,
+        proto: settings.serve.proto,
         closing: () => closing,
       }),
     );
@@ -144,14 +181,7 @@ function listen(message: StartMessage, core: Core, accessLog: AccessLog | null):
       },
     };
   }
-  const server = serveHttp1(Deno.listen(address), {
-    forward: core.forward,
-    upgrade: core.upgrade,
-    headerTimeout: config.headerTimeout,
-    keepAliveTimeout: config.keepAliveTimeout,
-    onError: internalError,
-    accessLog,
-  });
+  const server = serveHttp1(Deno.listen(address), settings.http1);
   return {
     port: server.addr.port,
     stopAccepting: () => server.stopAccepting(),
@@ -162,80 +192,109 @@ function listen(message: StartMessage, core: Core, accessLog: AccessLog | null):
 /** The worker's state once started. */
 interface Running {
   readonly front: Front;
-  readonly update: (message: UpdateMessage) => void;
+  /** Applies a reload; returns what could not be applied, if anything. */
+  readonly update: (message: UpdateMessage) => string | undefined;
   readonly stop: (drainTimeout: number) => Promise<boolean>;
 }
 
 let running: Running | null = null;
 
-/** Test hook: a request for this path makes the worker throw an uncaught error (so tests can
- * check that a crashed worker is restarted). Unset, it does nothing. */
-const CRASH_VARIABLE = "GOROUND_TEST_CRASH_PATH";
-
-function testCrashPath(): string | null {
-  try {
-    return Deno.env.get(CRASH_VARIABLE) ?? null;
-  } catch {
-    return null; // no permission to read it: the hook is off
-  }
+/** How a worker is run. */
+export interface WorkerOptions {
+  /** Wraps the proxy core's forwarder for every request (a test fixture injects faults this
+   * way); none by default. */
+  readonly wrapForward?: (forward: Forwarder) => Forwarder;
 }
 
-function start(message: StartMessage): void {
+function upstreamOptions(config: Config): UpstreamOptions {
+  return {
+    connectTimeout: config.connectTimeout,
+    responseTimeout: config.responseTimeout,
+    caCerts: config.pems?.ca ? [config.pems.ca] : [],
+    readAhead: readAheadFor(config.engine),
+  };
+}
+
+function start(message: StartMessage, options: WorkerOptions): void {
   const pool = attachPool(message.buffer);
-  const upstreams = createUpstreams({
-    connectTimeout: message.config.connectTimeout,
-    responseTimeout: message.config.responseTimeout,
-    caCerts: message.config.pems?.ca ? [message.config.pems.ca] : [],
-    readAhead: readAheadFor(message.config.engine),
-  });
+  const upstreams = createUpstreams(upstreamOptions(message.config));
   // Passive DOWN transitions go to the main thread, which logs them and keeps the reason.
   const onDown = (slot: number, _backend: Backend, reason: string) =>
     self.postMessage({ type: "down", slot, reason } satisfies WorkerEvent);
+  const onEject = (slot: number, _backend: Backend, reason: string) =>
+    self.postMessage({ type: "ejected", slot, reason } satisfies WorkerEvent);
   const contextOf = (config: Config, table: SlotTable): ProxyContext => ({
     pool,
     config,
     backends: table.map((b) => b ?? undefined),
     upstreams,
     onDown,
+    onEject,
   });
   let context = contextOf(message.config, message.table);
   let forward = createForwarder(context);
   let upgrader = createUpgrader(context);
-  const accessLog = createAccessLog(message.config.accessLog, writeStdout);
-  const crashPath = testCrashPath();
+  let accessLog = createAccessLog(message.config.accessLog, writeStdout);
+  // The front calls through `forward`, so an update swaps the proxy core under it.
+  const core: Forwarder = (incoming) => forward(incoming);
+  const settings = frontSettings(message.config, {
+    forward: options.wrapForward ? options.wrapForward(core) : core,
+    upgrade: (incoming) => upgrader(incoming),
+    relay: (req, incoming) => relayWebSocket(context, req, incoming),
+  }, accessLog);
   let front: Front;
   try {
-    // The front calls through `forward`, so an update swaps the proxy core under it.
-    front = listen(message, {
-      forward: (incoming) => {
-        if (incoming.target === crashPath) {
-          setTimeout(() => {
-            throw new Error(`crash requested by ${CRASH_VARIABLE}`);
-          });
-        }
-        return forward(incoming);
-      },
-      upgrade: (incoming) => upgrader(incoming),
-      relay: (req, incoming) => relayWebSocket(context, req, incoming),
-    }, accessLog);
+    front = listen(message, settings);
   } catch (error) {
     closeUpstreams(upstreams);
     const err = error instanceof Error ? error : new Error(String(error));
     reply({ type: "error", name: err.name, message: err.message });
     return;
   }
+  /** The settings now in force, and those the front end was started with. */
+  let current = message.config;
+  let served = message.config;
+  /** A second front end on the same port (`reusePort`) takes new connections; then the old one
+   * stops accepting and finishes its requests in flight. Returns what went wrong, if anything. */
+  const replaceFront = (config: Config): string | undefined => {
+    let next: Front;
+    try {
+      next = listen({ ...message, config }, settings);
+    } catch (error) {
+      return `kept the old front end: ${error instanceof Error ? error.message : error}`;
+    }
+    const retired = front.shutdown(IDLE_GRACE);
+    front = {
+      port: next.port,
+      stopAccepting: () => next.stopAccepting(),
+      shutdown: (idleGrace) => Promise.all([next.shutdown(idleGrace), retired]).then(() => {}),
+    };
+    served = config;
+    return undefined;
+  };
   running = {
-    front,
+    get front() {
+      return front;
+    },
     update: ({ config, table }) => {
-      setUpstreamOptions(upstreams, {
-        connectTimeout: config.connectTimeout,
-        responseTimeout: config.responseTimeout,
-      });
-      // Idle connections to backends no longer in the pool are closed; busy ones finish.
-      retainHosts(upstreams, table.flatMap((b) => (b ? [b.url] : [])));
+      const caChanged = config.pems?.ca !== current.pems?.ca;
+      setUpstreamOptions(upstreams, upstreamOptions(config));
+      // Idle connections to backends no longer in the pool are closed; busy ones finish. A new
+      // CA closes idle HTTPS connections too, so every new request is checked against it.
+      retainHosts(upstreams, table.flatMap((b) => (b && !(caChanged && b.tls) ? [b.url] : [])));
       context = contextOf(config, table);
       forward = createForwarder(context);
       upgrader = createUpgrader(context);
+      settings.http1.headerTimeout = config.headerTimeout;
+      settings.http1.keepAliveTimeout = config.keepAliveTimeout;
+      if (config.accessLog !== current.accessLog) {
+        const previous = accessLog;
+        accessLog = createAccessLog(config.accessLog, writeStdout);
+        settings.http1.accessLog = settings.serve.accessLog = accessLog;
+        void previous?.flush();
+      }
+      current = config;
+      return needsNewFront(served, config) ? replaceFront(config) : undefined;
     },
     stop: async (drainTimeout) => {
       let timer = 0 as unknown as ReturnType<typeof setTimeout>;
@@ -254,16 +313,27 @@ function start(message: StartMessage): void {
   reply({ type: "listening", port: front.port });
 }
 
-self.onmessage = async (event: MessageEvent<WorkerMessage>) => {
-  const message = event.data;
+/**
+ * Makes this thread a serving worker: installs its message handler. The module does that for
+ * itself when loaded; a fixture worker module that imports it calls this again with its
+ * options (the last call wins, and no message arrives before the module has run).
+ *
+ * @param options How to run.
+ */
+export function serveMessages(options: WorkerOptions = {}): void {
+  self.onmessage = (event: MessageEvent<WorkerMessage>) => handle(event.data, options);
+}
+
+async function handle(message: WorkerMessage, options: WorkerOptions): Promise<void> {
   switch (message.type) {
     case "start":
-      start(message);
+      start(message, options);
       break;
-    case "update":
-      running?.update(message);
-      reply({ type: "updated" });
+    case "update": {
+      const problem = running?.update(message);
+      reply(problem ? { type: "updated", problem } : { type: "updated" });
       break;
+    }
     case "close":
       running?.front.stopAccepting();
       reply({ type: "closed" });
@@ -274,4 +344,6 @@ self.onmessage = async (event: MessageEvent<WorkerMessage>) => {
       break;
     }
   }
-};
+}
+
+serveMessages();

@@ -1,5 +1,13 @@
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
-import { get, recordingBackend, ROOT, runGoround, startGoround, waitFor } from "./helpers.ts";
+import {
+  get,
+  recordingBackend,
+  ROOT,
+  runGoround,
+  sendSignal,
+  startGoround,
+  waitFor,
+} from "./helpers.ts";
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
@@ -15,11 +23,11 @@ async function call(
   method: string,
   body?: unknown,
 ): Promise<{ status: number; json: Json }> {
+  // Every change to the admin API is sent as JSON, with a body or not.
   const res = await fetch(url, {
     method,
-    ...(body === undefined
-      ? {}
-      : { body: JSON.stringify(body), headers: { "content-type": "application/json" } }),
+    headers: { "content-type": "application/json" },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
   const text = await res.text();
   let json: Json = null;
@@ -47,6 +55,11 @@ Deno.test("GET /status reports the proxy and each backend from shared memory", a
   try {
     for (let i = 0; i < 10; i++) await get(proxy.url);
     const report = await status(proxy.adminUrl);
+    deepEqual(
+      report.backends.map((x: Json) => [x.why, x.lastError]),
+      [[null, null], [null, null]],
+      "no reason and no error while up",
+    );
     equal(report.workers, 2);
     equal(report.algorithm, "round-robin");
     equal(report.engine, "goround");
@@ -68,8 +81,25 @@ Deno.test("GET /status reports the proxy and each backend from shared memory", a
     });
     const down = (await status(proxy.adminUrl)).backends[1];
     equal(down.why, "connection refused");
+    equal(down.lastError.reason, "connection refused");
+    assert(Date.parse(down.lastError.at) > Date.now() - 60_000, down.lastError.at);
     assert(down.checkFails >= 1);
     assert(Date.parse(down.lastTransition) > Date.now() - 60_000);
+    // Back on the same port: up, no reason shown, and the last error kept with its time.
+    const again = Deno.serve(
+      { hostname: "127.0.0.1", port: b.port, onListen: () => {} },
+      () => new Response("b"),
+    );
+    try {
+      await waitFor(async () => (await status(proxy.adminUrl)).backends[1].state === "up", {
+        what: "b up again",
+      });
+      const up = (await status(proxy.adminUrl)).backends[1];
+      equal(up.why, null, "why only while down");
+      deepEqual(up.lastError, down.lastError);
+    } finally {
+      await again.shutdown();
+    }
   } finally {
     await proxy.stop();
     await a.close();
@@ -151,6 +181,105 @@ Deno.test("POST /backends and DELETE /backends/{id}: the pool changes without dr
     client.close();
     await proxy.stop();
     await Promise.all([a.close(), b.close()]);
+  }
+});
+
+/** A port nothing listens on. */
+function deadPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  return port;
+}
+
+Deno.test("POST /backends: a backend that is not listening joins down and gets no traffic", async () => {
+  const a = recordingBackend(() => new Response("a"));
+  const dead = `http://127.0.0.1:${deadPort()}`;
+  const proxy = await startGoround(["--backend", a.url, "--workers", "2"]);
+  try {
+    const added = await call(`${proxy.adminUrl}/backends`, "POST", { url: dead });
+    equal(added.status, 201);
+    deepEqual(
+      [added.json.url, added.json.state, added.json.why],
+      [dead, "down", "connection refused"],
+      "the 201 shows its first health check",
+    );
+    for (let i = 0; i < 8; i++) equal((await get(proxy.url)).status, 200);
+    const report = (await status(proxy.adminUrl)).backends.find((b: Json) => b.url === dead);
+    deepEqual([report.state, report.requests, report.failures], ["down", 0, 0], "no request");
+    equal(a.requests.length, 8);
+  } finally {
+    await proxy.stop();
+    await a.close();
+  }
+});
+
+Deno.test("POST /backends: a new backend waits for its first health check, then takes traffic", async () => {
+  let pass = () => {};
+  const checked = new Promise<void>((resolve) => (pass = resolve));
+  const a = recordingBackend(() => new Response("a"));
+  const b = recordingBackend(async (req) => {
+    if (new URL(req.url).pathname === "/healthz") await checked; // the check hangs until told
+    return new Response("b");
+  });
+  const proxy = await startGoround([
+    "--backend",
+    a.url,
+    "--workers",
+    "1",
+    "--health-path",
+    "/healthz",
+    "--health-timeout",
+    "10s",
+  ]);
+  try {
+    const adding = call(`${proxy.adminUrl}/backends`, "POST", { url: b.url });
+    await waitFor(() => b.requests.some((r) => new URL(r.url).pathname === "/healthz"), {
+      what: "b's first health check (at once, not after an interval)",
+    });
+    const waiting = (await status(proxy.adminUrl)).backends.find((x: Json) => x.url === b.url);
+    deepEqual(
+      [waiting.state, waiting.why, waiting.lastTransition],
+      ["down", "waiting for its first health check", null],
+    );
+    for (let i = 0; i < 4; i++) equal((await get(proxy.url)).text, "a");
+    pass();
+    const added = await adding;
+    equal(added.status, 201);
+    deepEqual([added.json.state, added.json.why], ["up", null], "the 201 shows it up");
+    const replies = [];
+    for (let i = 0; i < 4; i++) replies.push((await get(proxy.url)).text);
+    deepEqual(replies.sort(), ["a", "a", "b", "b"]);
+  } finally {
+    pass();
+    await proxy.stop();
+    await Promise.all([a.close(), b.close()]);
+  }
+});
+
+Deno.test("a reload that adds a backend that is not listening: it stays down, the others keep their state", async () => {
+  const a = recordingBackend(() => new Response("a"));
+  const b = recordingBackend(() => new Response("b"));
+  const dead = `http://127.0.0.1:${deadPort()}`;
+  const dir = await Deno.makeTempDir();
+  const file = `${dir}/goround.json`;
+  await Deno.writeTextFile(file, JSON.stringify({ backends: [a.url, b.url] }));
+  const proxy = await startGoround(["--config", file, "--workers", "2"], { readable: dir });
+  try {
+    equal((await call(`${proxy.adminUrl}/backends/1/drain`, "POST")).status, 200);
+    await Deno.writeTextFile(file, JSON.stringify({ backends: [a.url, b.url, dead] }));
+    await sendSignal(proxy.pid, "HUP");
+    await waitFor(() => proxy.stderr.some((l) => l.includes("reloaded")), { what: "the reload" });
+    for (let i = 0; i < 6; i++) equal((await get(proxy.url)).text, "a");
+    const report = (await status(proxy.adminUrl)).backends;
+    deepEqual(
+      report.map((x: Json) => [x.url, x.state, x.requests]),
+      [[a.url, "up", 6], [b.url, "drained", 0], [dead, "down", 0]],
+    );
+  } finally {
+    await proxy.stop();
+    await Promise.all([a.close(), b.close()]);
+    await Deno.remove(dir, { recursive: true });
   }
 });
 

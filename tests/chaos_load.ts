@@ -126,8 +126,14 @@ export async function runLoadChaos(
     "3",
     "--fail-window",
     "2s",
+    "--ejection-time",
+    "2s",
   ]);
-  print(`${proxy.stdout[0]} (HTTP checks every 250ms, response timeout 500ms, max 3 fails in 2s)`);
+  print(
+    `${
+      proxy.stdout[0]
+    } (HTTP checks every 250ms, response timeout 500ms, max 3 fails in 2s, ejection 2s)`,
+  );
 
   const run = async (method: "GET" | "POST"): Promise<RunResult> => {
     const start = proxy.stderr.length;
@@ -172,7 +178,9 @@ export async function runLoadChaos(
     const counted = countDuplicates(
       everyProcess.map((b, i) => ({ ...b, ids: b.ids.slice(before[i] ?? 0) })),
     );
-    const transitions = proxy.stderr.slice(start).filter((l) => / (UP|DOWN)/.test(l));
+    const transitions = proxy.stderr.slice(start).filter((l) =>
+      / (UP|DOWN|EJECTED|back from ejection)/.test(l)
+    );
     return { load, ...counted, transitions };
   };
 

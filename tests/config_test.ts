@@ -32,6 +32,34 @@ Deno.test("defaults match the brief", () => {
   equal(config.retries, -1, "pool size - 1");
   equal(config.algorithm, "round-robin");
   deepEqual(config.trustedProxies, []);
+  equal(config.underscoreHeaders, "drop");
+  equal(configOf([], { GOROUND_UNDERSCORE_HEADERS: "keep" }).underscoreHeaders, "keep");
+});
+
+Deno.test("passive health defaults: statuses do not count, half the pool at most, 30s out", () => {
+  const config = configOf([]);
+  deepEqual(config.failStatuses, []);
+  deepEqual(config.retryStatuses, [500, 502, 503, 504]);
+  equal(config.maxFails, 3);
+  equal(config.maxEjectionPercent, 50);
+  equal(config.ejectionTime, 30_000);
+  equal(config.healthFastInterval, 500, "a down backend is rechecked twice a second");
+  equal(config.panic, true);
+  const set = configOf([
+    "--fail-statuses",
+    "500,503",
+    "--max-ejection-percent",
+    "100",
+    "--ejection-time",
+    "1m",
+    "--no-panic",
+  ]);
+  deepEqual(set.failStatuses, [500, 503]);
+  equal(set.maxEjectionPercent, 100);
+  equal(set.ejectionTime, 60_000);
+  equal(set.panic, false);
+  equal(configOf(["--panic", "false"]).panic, false);
+  equal(configOf([], { GOROUND_MAX_EJECTION_PERCENT: "0" }).maxEjectionPercent, 0);
 });
 
 Deno.test("--backend repeats and combines with --backends", () => {
@@ -109,6 +137,10 @@ Deno.test("bad values name the flag, the value and what is expected", async (t) 
       /^--hash-key: "header:" is not a hash key: expected ip, header:NAME or cookie:NAME$/,
     ],
     [["--sticky", "ip"], /^--sticky: "ip" is not a sticky mode: expected one of cookie, off$/],
+    [
+      ["--underscore-headers", "yes"],
+      /^--underscore-headers: "yes" is not an underscore-headers mode: expected one of drop, keep$/,
+    ],
     [["--backends", " , "], /^--backends: the list is empty/],
     [
       ["--backend", "http://a:1", "--backend", "http://a:1/"],
@@ -141,6 +173,16 @@ Deno.test("bad values name the flag, the value and what is expected", async (t) 
     [["--engine", "nginx"], /^--engine: "nginx" is not an engine: expected one of goround, deno$/],
     [["--fail-window", "0ms"], /^--fail-window: "0ms" must be longer than 0ms$/],
     [
+      ["--fail-statuses", "5xx"],
+      /^--fail-statuses: "5xx" is not a status: expected codes like 502,503 or none$/,
+    ],
+    [
+      ["--max-ejection-percent", "101"],
+      /^--max-ejection-percent: "101" is not a percentage: expected a whole number from 0 to 100$/,
+    ],
+    [["--max-ejection-percent", "half"], /^--max-ejection-percent: "half" is not a percentage/],
+    [["--ejection-time", "0s"], /^--ejection-time: "0s" must be longer than 0ms$/],
+    [
       ["--trusted-proxies", "10.0.0.0/99"],
       /^--trusted-proxies: "10.0.0.0\/99" is not a CIDR range/,
     ],
@@ -148,6 +190,11 @@ Deno.test("bad values name the flag, the value and what is expected", async (t) 
       ["--algorithm", "random"],
       /^--algorithm: "random" is not an algorithm: expected one of round-robin, weighted, least-conn, p2c, hash$/,
     ],
+    [
+      ["--admin-hosts", "admin.example,a b"],
+      /^--admin-hosts: "a b" is not a host: expected host or host:port, comma-separated, like admin\.example\.com,10\.0\.0\.5:9000$/,
+    ],
+    [["--admin-hosts", "[::1]:0"], /^--admin-hosts: "\[::1\]:0" is not a host/],
     [["--bogus"], /^--bogus: unknown flag: see goround --help for the flags$/],
     [["--listen"], /^--listen: needs a value$/],
     [["stray"], /^"stray": unexpected argument: flags start with --$/],
@@ -173,6 +220,16 @@ Deno.test("bad values name the flag, the value and what is expected", async (t) 
         /^GOROUND_HEALTH_INTERVAL: "soon" is not a duration/.test(e.message),
     );
   });
+});
+
+Deno.test("--admin-hosts: names with or without a port, lowercased; none by default", () => {
+  deepEqual(configOf([]).adminHosts, []);
+  deepEqual(configOf(["--admin-hosts", "Admin.Example, 10.0.0.5:9000,[fd00::1]:9443"]).adminHosts, [
+    "admin.example",
+    "10.0.0.5:9000",
+    "[fd00::1]:9443",
+  ]);
+  deepEqual(configOf([], { GOROUND_ADMIN_HOSTS: "ops.example" }).adminHosts, ["ops.example"]);
 });
 
 Deno.test("--help and --version are commands", () => {

@@ -162,6 +162,14 @@ Deno.test("dashboard in headless Chromium", async (t) => {
       deepEqual(header, [before.version, before.listen, "1", "round-robin", "goround"]);
       match(await page.evaluate<string>(`document.getElementById("uptime").textContent`), /^\d+/);
       equal(await page.evaluate(`document.getElementById("error").hidden`), true);
+      for (const id of [idA, idB]) {
+        deepEqual(
+          await page.evaluate(`["why", "lastError"]
+            .map((name) => ${card(id)}.querySelector('[data-field="' + name + '"]').hidden)`),
+          [true, true],
+          "an up backend with no error shows neither a reason nor an error",
+        );
+      }
     });
 
     await t.step("a closed backend turns down, and its card says why", async () => {
@@ -173,6 +181,11 @@ Deno.test("dashboard in headless Chromium", async (t) => {
         "the why text on the down card",
       );
       match(await field(page, idA, "why"), /^why: \S/);
+      await page.waitFor(
+        `!${card(idA)}.querySelector('[data-field="lastError"]').hidden`,
+        "the last error on the down card",
+      );
+      match(await field(page, idA, "lastError"), /^last error: connection refused, \S/);
       equal((await cardView(page, idB)).state, "up", "the other one stays up");
     });
 

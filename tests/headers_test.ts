@@ -66,6 +66,24 @@ Deno.test("forwardRequestHeaders()", async (t) => {
     ]);
   });
 
+  await t.step("drops names with _ when told to, so X_Forwarded_For cannot pass for one", () => {
+    const headers: [string, string][] = [
+      ["x_forwarded_for", "6.6.6.6"],
+      ["x_real_ip", "6.6.6.6"],
+      ["x-kept", "1"],
+    ];
+    const names = (dropUnderscores: boolean) =>
+      forwardRequestHeaders(headers, { ...untrusted, dropUnderscores }).map(([name]) => name);
+    deepEqual(names(true), [
+      "host",
+      "x-kept",
+      "x-forwarded-for",
+      "x-forwarded-proto",
+      "x-forwarded-host",
+    ]);
+    deepEqual(names(false).slice(1, 4), ["x_forwarded_for", "x_real_ip", "x-kept"]);
+  });
+
   await t.step("puts the client's Host first and drops its framing and Expect fields", () => {
     const headers = new Headers({ host: "ignored", "content-length": "5", expect: "100-continue" });
     deepEqual(forwardRequestHeaders(headers, untrusted)[0], ["host", "shop.example"]);

@@ -1,7 +1,14 @@
 import { deepEqual, equal, ok as assert } from "node:assert/strict";
 import type { Backend } from "../lib/config.ts";
 import { jittered, probeHttp, probeTcp, startHealthChecks, type Target } from "../lib/health.ts";
-import { createPool, isAlive, probeStreak, setAlive, setMembers } from "../lib/pool.ts";
+import {
+  createPool,
+  isAlive,
+  probeStreak,
+  recordProbe,
+  setAlive,
+  setMembers,
+} from "../lib/pool.ts";
 import { rawBackend, recordingBackend, waitFor } from "./helpers.ts";
 
 function backendAt(port: number): Backend {
@@ -129,6 +136,31 @@ Deno.test("probeHttp() is healthy on 2xx/3xx, not on 4xx/5xx, garbage or silence
   } finally {
     for (const release of releases) release();
     await Promise.all([garbage.close(), silent.close()]);
+  }
+});
+
+Deno.test("checkNow(slots) probes only those; a backend that joined down comes up on its first passed probe, whatever rise", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const pool = createPool(4);
+  setMembers(pool, [0]);
+  setMembers(pool, [0, 1, 2], [1, 1, 1], { alive: false });
+  recordProbe(pool, 0, false, 1000); // an old member, probed before, that went down:
+  setAlive(pool, 0, false); // it needs `rise` passes in a row
+  const probed: number[] = [];
+  const checker = startHealthChecks(pool, [
+    { slot: 0, backend: backendAt(listener.addr.port) },
+    { slot: 1, backend: backendAt(listener.addr.port) },
+    { slot: 2, backend: backendAt(freePort()) },
+  ], { interval: 60_000, timeout: 500, rise: 3, onProbe: (t) => probed.push(t.slot) });
+  try {
+    await checker.checkNow([1, 2]);
+    deepEqual(probed.sort(), [1, 2]);
+    deepEqual([isAlive(pool, 0), isAlive(pool, 1), isAlive(pool, 2)], [false, true, false]);
+    await checker.checkNow([0]);
+    equal(isAlive(pool, 0), false, "one pass of three");
+  } finally {
+    await checker.stop();
+    listener.close();
   }
 });
 

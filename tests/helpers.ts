@@ -10,13 +10,21 @@ import { lineSplitter } from "../dummy_servers.ts";
 /** The repository root (where `main.ts` lives). */
 export const ROOT: string = new URL("..", import.meta.url).pathname;
 
-/** Deno's permission flags for a goround process, as the `start` task grants them. */
-export const GOROUND_FLAGS: readonly string[] = [
-  "--unstable-net",
-  "--allow-net",
-  `--allow-read=${ROOT}`,
-  "--allow-env=GOROUND_*",
-];
+/**
+ * The flags `deno task start` gives `deno run` (permissions and V8 flags), read from `deno.json`
+ * so that every test runs goround exactly as an operator does.
+ *
+ * @returns The flags, shell quotes removed.
+ */
+export function startTaskFlags(): string[] {
+  const { tasks } = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
+  const words = (tasks.start as string).split(/\s+/);
+  return words.slice(words.indexOf("run") + 1, words.indexOf("main.ts"))
+    .map((word) => word.replaceAll("'", ""));
+}
+
+/** Deno's flags for a goround process, as the `start` task grants them. */
+export const GOROUND_FLAGS: readonly string[] = startTaskFlags();
 
 /** A goround process under test. */
 export interface Goround {
@@ -47,12 +55,13 @@ async function collect(stream: ReadableStream<Uint8Array>, into: string[]): Prom
  * Starts goround on a free loopback port with `args` and waits for its banner.
  *
  * @param args Flags (the listen address is added unless given).
- * @param options Extra environment variables.
+ * @param options Extra environment variables; more paths to read; the entry point instead of
+ *   `main.ts` (a test fixture's), relative to the repository root.
  * @returns The running process.
  */
 export async function startGoround(
   args: readonly string[],
-  options: { env?: Record<string, string>; readable?: string } = {},
+  options: { env?: Record<string, string>; readable?: string; entry?: string } = {},
 ): Promise<Goround> {
   const listen = [
     ...(args.includes("--listen") ? [] : ["--listen", "127.0.0.1:0"]),
@@ -65,7 +74,7 @@ export async function startGoround(
     )
     : GOROUND_FLAGS;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, `${ROOT}main.ts`, ...listen, ...args],
+    args: ["run", ...flags, `${ROOT}${options.entry ?? "main.ts"}`, ...listen, ...args],
     stdout: "piped",
     stderr: "piped",
     stdin: "null",

@@ -16,6 +16,7 @@ import {
   RequestError,
   requestHead,
   responseFraming,
+  reusableAfter,
 } from "../lib/http1.ts";
 import { joinParts } from "../lib/streaming.ts";
 import { forwardResponseHeaders } from "../lib/headers.ts";
@@ -228,6 +229,52 @@ Deno.test("responseFraming() follows RFC 9112 §6.3", async (t) => {
       `rejects ${name}`,
       () => throws(() => responseFraming(parse(text)!, "GET"), ProtocolError),
     );
+  }
+});
+
+Deno.test("reusableAfter(): only a response the backend framed itself leaves the connection reusable", async (t) => {
+  const cases: [string, string, string, boolean][] = [
+    ["200 with Content-Length", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", true],
+    ["200 chunked", "GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", true],
+    [
+      "a 404 with Content-Length",
+      "POST",
+      "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+      true,
+    ],
+    [
+      "HTTP/1.0 asking to keep alive",
+      "GET",
+      "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n",
+      true,
+    ],
+    [
+      "Connection: close",
+      "GET",
+      "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n",
+      false,
+    ],
+    ["HTTP/1.0 by default", "GET", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n", false],
+    ["a response to HEAD", "HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", false],
+    ["204", "DELETE", "HTTP/1.1 204 No Content\r\n\r\n", false],
+    [
+      "204 saying Content-Length: 0",
+      "OPTIONS",
+      "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+      false,
+    ],
+    ["304", "GET", 'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\n\r\n', false],
+    [
+      "Transfer-Encoding with Content-Length",
+      "GET",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+      false,
+    ],
+  ];
+  for (const [name, method, text, reusable] of cases) {
+    await t.step(`${name}: ${reusable ? "reused" : "closed"}`, () => {
+      equal(reusableAfter(parse(text)!, method), reusable);
+    });
   }
 });
 
@@ -489,6 +536,19 @@ Deno.test("parseRequestHead()", async (t) => {
     )!;
     deepEqual([head.bodyLength, head.expectContinue], [-1, true]);
   });
+  await t.step("takes OPTIONS *, CONNECT's authority-form and http(s) absolute-form", () => {
+    equal(request("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")!.target, "*");
+    equal(request("CONNECT a:22 HTTP/1.1\r\nHost: a:22\r\n\r\n")!.target, "a:22");
+    equal(request("GET HTTPS://b:8443?q HTTP/1.1\r\nHost: a\r\n\r\n")!.target, "HTTPS://b:8443?q");
+    equal(request("GET / HTTP/1.0\r\n\r\n")!.host, null);
+  });
+  await t.step("marks a head with a field name that has _ (and only then)", () => {
+    equal(request("GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n")!.underscores, false);
+    const head = request("GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 6.6.6.6\r\n\r\n")!;
+    equal(head.underscores, true);
+    deepEqual(head.headers[1], ["x_forwarded_for", "6.6.6.6"], "lowercased, kept for the policy");
+    equal(request("GET / HTTP/1.1\r\nHost: a\r\nx_lower: 1\r\n\r\n")!.underscores, true);
+  });
   await t.step("identical Content-Length values are one value", () => {
     equal(
       request("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n\r\n")!
@@ -530,6 +590,16 @@ Deno.test("parseRequestHead()", async (t) => {
     ["a malformed request line", "GET /\r\nHost: a\r\n\r\n", 400],
     ["two spaces in the request line", "GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400],
     ["a control character in the target", "GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n", 400],
+    ["a raw byte 0x80 in the target", "GET /a\x80b HTTP/1.1\r\nHost: a\r\n\r\n", 400],
+    ["a raw byte 0xFF in the target", "GET /\xff HTTP/1.1\r\nHost: a\r\n\r\n", 400],
+    ["a target in no form", "GET abc HTTP/1.1\r\nHost: a\r\n\r\n", 400],
+    ["* for GET", "GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400],
+    ["a file: target", "GET file:///etc/passwd HTTP/1.1\r\nHost: a\r\n\r\n", 400],
+    ["an http target with no host", "GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", 400],
+    ["Host: a b", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400],
+    ["an empty Host", "GET / HTTP/1.1\r\nHost:\r\n\r\n", 400],
+    ["an empty Host in HTTP/1.0", "GET / HTTP/1.0\r\nHost: \r\n\r\n", 400],
+    ["a huge IP-literal Host", `GET / HTTP/1.1\r\nHost: [${"1".repeat(60_000)}]\r\n\r\n`, 400],
     ["HTTP/2.0 on an HTTP/1 connection", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505],
     ["garbage", "\x16\x03\x01\x02\x00 tls hello\r\n\r\n", 400],
     ["an unknown expectation", "GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n", 417],

@@ -221,7 +221,10 @@ Deno.test("the admin token: 401 without it or with a wrong one, 200 with it", as
     equal(right.status, 200, "the right token");
     equal((JSON.parse(right.text) as { backends: unknown[] }).backends.length, 1);
     equal((await get(`${adminUrl}/metrics`)).status, 401, "/metrics needs it too");
-    const drain = await get(`${adminUrl}/backends/0/drain`, { method: "POST" });
+    const drain = await get(`${adminUrl}/backends/0/drain`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+    });
     equal(drain.status, 401, "and the actions");
     equal((await get(`${adminUrl}/`)).status, 200, "the dashboard page (no data) does not");
   } finally {

@@ -86,7 +86,9 @@ Deno.test("--retries bounds the retries; 0 turns them off", async () => {
   ]);
   try {
     const first = await get(proxy.url);
-    equal(first.status, 502, "no retry: the refused request fails");
+    // Not one attempt reached a backend: "no backend available", as when all are down.
+    deepEqual([first.status, first.text], [503, "no backend available\n"], "no retry");
+    equal(ok.requests.length, 0, "the other backend was not tried");
   } finally {
     await proxy.stop();
     await ok.close();
@@ -151,7 +153,7 @@ Deno.test("when every backend answers 500, the client gets the last 500 (not a m
   }
 });
 
-Deno.test("--max-fails in --fail-window takes a backend out, for every worker, until a check passes", async () => {
+Deno.test("--max-fails in --fail-window ejects a backend, for every worker, for --ejection-time", async () => {
   let broken = true;
   const flaky = recordingBackend((req) => {
     if (new URL(req.url).pathname === "/healthz") {
@@ -171,6 +173,10 @@ Deno.test("--max-fails in --fail-window takes a backend out, for every worker, u
     "2",
     "--fail-window",
     "10s",
+    "--fail-statuses",
+    "503", // an application's status counts only when asked to
+    "--ejection-time",
+    "1s",
     "--health-path",
     "/healthz",
     "--health-interval",
@@ -183,10 +189,10 @@ Deno.test("--max-fails in --fail-window takes a backend out, for every worker, u
     await waitFor(
       () =>
         proxy.stderr.some((l) =>
-          l.includes(`backend ${flaky.url} DOWN: 2 failures in 10s (last: HTTP 503)`)
+          l.includes(`backend ${flaky.url} EJECTED for 1s: 2 failures in 10s (last: HTTP 503)`)
         ),
       {
-        what: "the passive DOWN",
+        what: "the passive ejection",
       },
     );
     const before = flaky.requests.filter((r) => new URL(r.url).pathname !== "/healthz").length;
@@ -197,9 +203,12 @@ Deno.test("--max-fails in --fail-window takes a backend out, for every worker, u
       "no worker sends it more",
     );
     broken = false;
-    await waitFor(() => proxy.stderr.some((l) => l.includes(`backend ${flaky.url} UP`)), {
-      what: "UP after a passed check",
-    });
+    await waitFor(
+      () => proxy.stderr.some((l) => l.includes(`backend ${flaky.url} back from ejection`)),
+      {
+        what: "the end of the ejection",
+      },
+    );
     const replies = [];
     for (let i = 0; i < 4; i++) replies.push((await get(proxy.url)).text);
     assert(replies.includes("flaky"), replies.join());
@@ -296,8 +305,9 @@ Deno.test("--drain-timeout bounds the wait for a request that does not finish", 
 
 Deno.test("a worker that crashes is restarted and logged; goround keeps serving", async () => {
   const backend = recordingBackend(() => new Response("ok"));
+  // The fixture is goround with a worker that throws an uncaught error on GET /__crash.
   const proxy = await startGoround(["--backend", backend.url, "--workers", "2"], {
-    env: { GOROUND_TEST_CRASH_PATH: "/__crash" },
+    entry: "tests/fixtures/crash_main.ts",
   });
   try {
     await get(`${proxy.url}/__crash`).catch(() => null);
@@ -314,6 +324,22 @@ Deno.test("a worker that crashes is restarted and logged; goround keeps serving"
     equal(status.code, 0);
     await backend.close();
   }
+});
+
+Deno.test("goround itself has no crash hook: GOROUND_TEST_CRASH_PATH is just a path", async () => {
+  const backend = recordingBackend(() => new Response("ok"));
+  const proxy = await startGoround(["--backend", backend.url, "--workers", "1"], {
+    env: { GOROUND_TEST_CRASH_PATH: "/__crash" },
+  });
+  try {
+    equal((await get(`${proxy.url}/__crash`)).text, "ok");
+    equal(backend.requests.at(-1)?.url.endsWith("/__crash"), true, "the backend got it");
+  } finally {
+    equal((await proxy.stop()).code, 0);
+    await backend.close();
+  }
+  // A crash would be logged within milliseconds; goround drained and exited long after.
+  assert(proxy.stderr.every((l) => !/crashed/.test(l)), proxy.stderr.join("\n"));
 });
 
 Deno.test("SIGHUP reloads --config: backends swap without dropping connections; a bad file keeps the old config", async () => {

@@ -303,7 +303,7 @@ for (const engine of ["goround", "deno"]) {
   });
 }
 
-Deno.test("POST /takeover: POST only, a JSON object, the admin token; the 202 names the pid, then the process drains and exits 0", async () => {
+Deno.test("POST /takeover: POST only, JSON, the admin token; the 202 names the pid, then the process drains and exits 0", async () => {
   const backend = quickBackend();
   const proxy = await startGoround([
     "--backend",
@@ -321,7 +321,10 @@ Deno.test("POST /takeover: POST only, a JSON object, the admin token; the 202 na
       const res = await fetch(url, init);
       return { status: res.status, text: await res.text() };
     };
-    equal((await answer({ method: "POST", body: "{}" })).status, 401);
+    // The admin guard's rules come first: a change must be JSON (see docs/operations.md).
+    equal((await answer({ method: "POST", headers: auth, body: "{}" })).status, 415);
+    const noToken = { "content-type": "application/json" };
+    equal((await answer({ method: "POST", headers: noToken, body: "{}" })).status, 401);
     equal((await answer({ headers: auth })).status, 405);
     equal((await answer({ method: "POST", headers: json, body: "[1" })).status, 400);
     equal((await answer({ method: "POST", headers: json, body: '{"pid": "x"}' })).status, 400);

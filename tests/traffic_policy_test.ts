@@ -172,7 +172,7 @@ Deno.test("--max-conns: a full backend is skipped; when all are full a request w
   }
 });
 
-Deno.test("--panic: when every backend looks down, goround tries them all instead of answering 503", async () => {
+Deno.test("--panic (the default): when every backend looks down, goround tries them all", async () => {
   // Healthy for traffic, failing its health check: the health view says down, but it answers.
   const backend = recordingBackend((req) =>
     new URL(req.url).pathname === "/healthz"
@@ -186,10 +186,12 @@ Deno.test("--panic: when every backend looks down, goround tries them all instea
     "/healthz",
     "--workers",
     "1",
+    "--panic",
+    "false",
   ]);
   try {
     await waitFor(() => calm.stderr.some((l) => l.includes("DOWN")), { what: "DOWN" });
-    equal((await get(calm.url)).status, 503, "without --panic: 503");
+    equal((await get(calm.url)).status, 503, "with --panic false: 503");
   } finally {
     await calm.stop();
   }
@@ -200,7 +202,6 @@ Deno.test("--panic: when every backend looks down, goround tries them all instea
     "/healthz",
     "--workers",
     "1",
-    "--panic",
   ]);
   try {
     await waitFor(() => panicky.stderr.some((l) => l.includes("DOWN")), { what: "DOWN" });

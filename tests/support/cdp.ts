@@ -299,11 +299,12 @@ export interface Chromium {
  * the pages it is sent to: the flags turn off its background calls to Google's services.
  *
  * @param options `userDataDir`: an empty directory for the profile; `timeout`: longest wait
- *   for its DevTools endpoint, ms.
+ *   for its DevTools endpoint, ms; `args`: more command-line switches (e.g.
+ *   `--host-resolver-rules=MAP name 127.0.0.1`).
  * @returns The browser.
  */
 export async function launchChromium(
-  options: { userDataDir: string; timeout?: number },
+  options: { userDataDir: string; timeout?: number; args?: readonly string[] },
 ): Promise<Chromium> {
   // Chromium's own temporary files (its singleton socket) go inside the profile, so removing the
   // profile removes everything it left.
@@ -325,6 +326,7 @@ export async function launchChromium(
       "--window-size=1280,860",
       "--remote-debugging-port=0",
       `--user-data-dir=${options.userDataDir}`,
+      ...(options.args ?? []),
       "about:blank",
     ],
     env: { TMPDIR: tmp },
