@@ -162,10 +162,10 @@ function listen(message: StartMessage, settings: FrontSettings): Front {
       // switch the access log).
       createServeHandler(settings.http1.forward, {
         get accessLog() {
-          return settings.serve.accessLog;
+          return settings.serve.accessLog ?? null;
         },
-        webSocket: settings.serve.webSocket,
-        proto: settings.serve.proto,
+        ...(settings.serve.webSocket ? { webSocket: settings.serve.webSocket } : {}),
+        proto: tls ? "https" : "http",
         closing: () => closing,
       }),
     );
