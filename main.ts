@@ -4,7 +4,9 @@
  * `main.ts` only wires things: it reads the settings, claims the port, starts the supervisor
  * (shared pool, health checks, one serving worker per core) and the admin listener, prints the
  * banner, and turns signals into actions: SIGHUP re-reads the settings and the files they name
- * (`lib/reload.ts` decides what applies), SIGTERM/SIGINT drain and exit. Everything else is in
+ * (`lib/reload.ts` decides what applies), SIGTERM/SIGINT drain and exit. With `--takeover` it
+ * starts alongside a running goround on the same port and asks it, through its admin API, to
+ * hand over (`POST /takeover`: the same drain). Everything else is in
  * `lib/`.
  *
  * ```sh
@@ -15,7 +17,7 @@
  * @module
  */
 
-import { type Admin, serveAdmin } from "./lib/admin.ts";
+import { type Admin, type Handover, serveAdmin } from "./lib/admin.ts";
 import {
   type Backend,
   type Command,
@@ -41,6 +43,12 @@ import { readPemFiles } from "./lib/pem_files.ts";
 import { isAlive } from "./lib/pool.ts";
 import { describeReload, planReload } from "./lib/reload.ts";
 import { applyConfig, drainAndStop, startSupervisor, type Supervisor } from "./lib/supervisor.ts";
+import {
+  bindWhenFree,
+  findPredecessor,
+  requestHandover,
+  type TakeoverTarget,
+} from "./lib/takeover.ts";
 import { VERSION } from "./lib/version.ts";
 
 /** Exit status for a configuration error (bad flag, variable, file, or a port that is taken). */
@@ -181,11 +189,12 @@ function readPems(config: Config): Config {
   }
 }
 
-/** The --redirect-http listener: every request gets a 308 to the same URL over HTTPS. */
+/** The --redirect-http listener: every request gets a 308 to the same URL over HTTPS. Shared
+ * (`reusePort`) like the proxy port, so a --takeover successor can bind it too. */
 function serveRedirect(listen: Listen, httpsPort: number): Deno.HttpServer {
   try {
     return Deno.serve(
-      { hostname: listen.hostname, port: listen.port, onListen: () => {} },
+      { hostname: listen.hostname, port: listen.port, reusePort: true, onListen: () => {} },
       (req) => {
         const url = new URL(req.url);
         const host = (req.headers.get("host") ?? url.host).replace(/:\d+$/, "");
@@ -271,13 +280,69 @@ function followDns(sup: Supervisor, answer: readonly Backend[]): Discovery | nul
   });
 }
 
+/** With --takeover, the running goround to hand over from (exit 2 when there is none). */
+async function predecessorOf(config: Config): Promise<TakeoverTarget | null> {
+  if (!config.takeover || !config.admin) return null;
+  const target = { listen: config.listen, admin: config.admin, token: config.adminToken };
+  try {
+    await findPredecessor(target);
+  } catch (error) {
+    if (error instanceof ConfigError) fail(error.message);
+    throw error;
+  }
+  return target;
+}
+
+/**
+ * Asks the running goround to hand over (this process serves the port already), then binds
+ * the admin port once it has let go of it. A refusal drains this process and exits 2.
+ */
+async function takeOver(
+  sup: Supervisor,
+  target: TakeoverTarget,
+  serve: (listen: Listen) => Admin,
+): Promise<Admin | null> {
+  let handover: Awaited<ReturnType<typeof requestHandover>>;
+  try {
+    handover = await requestHandover(target);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    await drainAndStop(sup);
+    fail(error.message);
+  }
+  logLine(
+    `takeover: pid ${handover.pid ?? "?"} hands over; it finishes its requests and exits ` +
+      `(at most ${handover.drainTimeout} ms)`,
+  );
+  // It closes its admin listener first; by the end of its drain it has exited.
+  const admin = await bindWhenFree(() => serve(target.admin), {
+    timeout: handover.drainTimeout + 5000,
+  });
+  if (!admin) {
+    logLine(`takeover: --admin ${localAdmin(target.admin)} is still in use: serving without it`);
+  }
+  return admin;
+}
+
+function localAdmin(listen: Listen): string {
+  return displayAddress(listen.hostname, listen.port);
+}
+
 /** What the signal handlers act on once goround is running. */
 interface Running {
   readonly sup: Supervisor;
-  readonly admin: Admin | null;
+  /** Set once bound (after a takeover, once the predecessor let go of the port). */
+  admin: Admin | null;
   readonly redirect: Deno.HttpServer | null;
   readonly dns: DnsFollower;
   readonly flusher: ReturnType<typeof setInterval>;
+}
+
+/** The signal handlers' state, and the one drain that SIGTERM, SIGINT and a takeover share. */
+interface Signals {
+  running: Running | null;
+  readonly stop: (why: string) => Promise<void>;
+  readonly stopping: () => boolean;
 }
 
 /**
@@ -285,29 +350,35 @@ interface Running {
  * descriptor, which a flood of connections to the workers could leave none of later. A signal
  * before goround runs exits at once (there is nothing to drain).
  */
-function handleSignals(): { running: Running | null } {
-  const state: { running: Running | null } = { running: null };
+function handleSignals(): Signals {
   let stopping = false;
-  const stop = async (signal: Deno.Signal) => {
-    if (stopping) return;
-    stopping = true;
-    const running = state.running;
-    if (running === null) Deno.exit(0);
-    const { sup, admin, redirect, dns, flusher } = running;
-    logLine(
-      `${signal}: draining ${sup.workers.length} workers (at most ${sup.config.drainTimeout} ms)`,
-    );
-    await dns.stop();
-    const drained = await drainAndStop(sup);
-    await admin?.shutdown();
-    await redirect?.shutdown();
-    clearInterval(flusher);
-    flushRepeats(Infinity);
-    logLine(drained ? "stopped" : "stopped (drain timeout: some requests were cut off)");
-    Deno.exit(0);
+  const state: Signals = {
+    running: null,
+    stopping: () => stopping,
+    // The admin port is let go of first, so a successor can bind it while this process
+    // finishes its requests.
+    stop: async (why) => {
+      if (stopping) return;
+      stopping = true;
+      const running = state.running;
+      if (running === null) Deno.exit(0);
+      const { sup, admin, redirect, dns, flusher } = running;
+      logLine(
+        `${why}: draining ${sup.workers.length} workers (at most ${sup.config.drainTimeout} ms)`,
+      );
+      const closing = admin?.shutdown();
+      await dns.stop();
+      const drained = await drainAndStop(sup);
+      await closing;
+      await redirect?.shutdown();
+      clearInterval(flusher);
+      flushRepeats(Infinity);
+      logLine(drained ? "stopped" : "stopped (drain timeout: some requests were cut off)");
+      Deno.exit(0);
+    },
   };
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(signal, () => void stop(signal));
+    Deno.addSignalListener(signal, () => void state.stop(signal));
   }
   // Reloads run one after another, each planned against the settings the one before left.
   let reloading = Promise.resolve();
@@ -323,13 +394,17 @@ function handleSignals(): { running: Running | null } {
 
 async function run(given: Config, workerUrl: URL): Promise<void> {
   const signals = handleSignals();
-  const port = claimPort(given.listen, "--listen");
+  const target = await predecessorOf(given);
+  // Taking over, the running goround holds these ports: the proxy and redirect ports are shared
+  // with it (SO_REUSEPORT), the admin port is handed over.
+  const port = target ? given.listen.port : claimPort(given.listen, "--listen");
   const listening = { hostname: given.listen.hostname, port };
   // With --listen :0 the port is known only now (a fixed one was checked with the flags).
   const own = ownBackend(given.backends, listening);
   if (own && !given.discover) fail(`--backends: ${ownAddressMessage(own, listening)}`);
   const { config, answer } = await discoverBackends(readPems(given), listening);
-  if (config.admin) claimPort(config.admin, "--admin");
+  if (!target && config.admin) claimPort(config.admin, "--admin");
+  if (!target && config.redirectHttp) claimPort(config.redirectHttp, "--redirect-http");
   const started = await startSupervisor(config, port, workerUrl);
   if (!("pool" in started)) {
     if (started.name === "AddrInUse") {
@@ -338,7 +413,6 @@ async function run(given: Config, workerUrl: URL): Promise<void> {
     throw new Error(`a worker failed to start: ${started.name}: ${started.message}`);
   }
   const sup = started;
-  const admin = config.admin ? serveAdmin(sup, config.admin) : null;
   let discovery = followDns(sup, answer);
   const dns: DnsFollower = {
     start: () => (discovery = followDns(sup, sup.config.backends)),
@@ -347,15 +421,25 @@ async function run(given: Config, workerUrl: URL): Promise<void> {
       discovery = null;
     },
   };
-  signals.running = {
+  const running: Running = {
     sup,
-    admin,
+    admin: null,
     redirect: config.redirectHttp ? serveRedirect(config.redirectHttp, port) : null,
     dns,
     // The count of a flood of repeated log lines is written once its second is over.
     flusher: setInterval(() => flushRepeats(), REPEAT_WINDOW_MS),
   };
-  for (const line of banner(sup, admin)) console.log(line);
+  signals.running = running;
+  const onTakeover = (pid: number | null): Handover | null => {
+    if (signals.stopping()) return null;
+    // After the 202 is on its way.
+    setTimeout(() => void signals.stop(`takeover by pid ${pid ?? "?"}`));
+    return { pid: Deno.pid, drainTimeout: sup.config.drainTimeout };
+  };
+  const serve = (listen: Listen) => serveAdmin(sup, listen, { onTakeover });
+  if (target) running.admin = await takeOver(sup, target, serve);
+  else if (config.admin) running.admin = serve(config.admin);
+  for (const line of banner(sup, running.admin)) console.log(line);
   warnUnknownVariables();
 }
 

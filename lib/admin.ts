@@ -9,7 +9,8 @@
  *
  * Routes: `GET /` (dashboard), `GET /status` (JSON), `GET /metrics` (Prometheus),
  * `POST /backends` (`{"url": …}`), `POST /backends/{id}/drain`, `POST /backends/{id}/enable`,
- * `DELETE /backends/{id}`.
+ * `DELETE /backends/{id}`, `POST /takeover` (`{"pid": …}`: a new goround serving the same port
+ * asks this one to hand over: it answers 202, then drains and exits as on SIGTERM).
  *
  * @module
  */
@@ -81,6 +82,8 @@ const WAITING = "waiting for its first health check";
 export interface Status {
   /** goround's version. */
   readonly version: string;
+  /** The process id (after a takeover, the new process's). */
+  readonly pid: number;
   /** Seconds since start. */
   readonly uptimeSeconds: number;
   /** The proxy's address. */
@@ -110,6 +113,7 @@ export function statusOf(sup: Supervisor): Status {
   const host = config.listen.hostname === "0.0.0.0" ? "" : config.listen.hostname;
   return {
     version: VERSION,
+    pid: Deno.pid,
     uptimeSeconds: Math.floor((Date.now() - sup.started) / 1000),
     listen: `${host.includes(":") ? `[${host}]` : host}:${sup.port}`,
     workers: config.workers,
@@ -169,6 +173,40 @@ function problem(status: number, message: string, headers: Record<string, string
   });
 }
 
+/** What `POST /takeover` answers (202): who hands over, and how long its drain may take. */
+export interface Handover {
+  /** The process id of the goround handing over. */
+  readonly pid: number;
+  /** Its drain timeout, ms: it has exited by then. */
+  readonly drainTimeout: number;
+}
+
+/** Admin options beyond the supervisor and the address. */
+export interface AdminOptions {
+  /** Starts the handover to the process `pid` (`null`: not given), or returns `null` when this
+   * goround is already stopping. Without it, `POST /takeover` is 404. */
+  readonly onTakeover?: (pid: number | null) => Handover | null;
+}
+
+/** `POST /takeover`: a successor already serves the port; this goround drains and exits. */
+async function takeover(req: Request, options: AdminOptions): Promise<Response> {
+  if (req.method !== "POST") return problem(405, "use POST", { allow: "POST" });
+  if (!options.onTakeover) return problem(404, "not found: this listener cannot hand over");
+  let body: unknown;
+  try {
+    body = await req.json();
+  } catch {
+    return problem(400, 'expected a JSON body like {"pid": 1234}');
+  }
+  const pid = (body as { pid?: unknown } | null)?.pid;
+  if (typeof body !== "object" || body === null || (pid !== undefined && !Number.isInteger(pid))) {
+    return problem(400, 'expected {"pid": N}, N the process id of the new goround');
+  }
+  const handover = options.onTakeover((pid as number | undefined) ?? null);
+  if (!handover) return problem(409, "already stopping");
+  return json(202, handover);
+}
+
 /** The admin listener's names, recomputed when a reload changes `--admin-hosts`. */
 function namesOf(
   sup: Supervisor,
@@ -191,15 +229,15 @@ function namesOf(
  *
  * @param sup The supervisor.
  * @param options `address`: where the listener is bound (its port resolved), whose names `Host`
- *   must carry.
+ *   must carry; `onTakeover`, for `POST /takeover`.
  * @returns The handler.
  */
 export function createAdminHandler(
   sup: Supervisor,
-  options: { readonly address: Listen },
+  options: { readonly address: Listen } & AdminOptions,
 ): (req: Request) => Promise<Response> {
   const names = namesOf(sup, options.address);
-  const handle = route(sup, names);
+  const handle = route(sup, names, options);
   return async (req) => withGuards(await handle(req));
 }
 
@@ -215,6 +253,7 @@ function withGuards(response: Response): Response {
 function route(
   sup: Supervisor,
   names: ReturnType<typeof namesOf>,
+  options: AdminOptions,
 ): (req: Request) => Promise<Response> {
   return async (req) => {
     const refused = refusalOf(req, names());
@@ -240,6 +279,7 @@ function route(
         if (req.method !== "GET") return problem(405, "use GET", { allow: "GET" });
         return json(200, statusOf(sup));
       }
+      if (pathname === "/takeover") return await takeover(req, options);
       if (pathname === "/metrics") {
         if (req.method !== "GET") return problem(405, "use GET", { allow: "GET" });
         return new Response(renderMetrics(sup), {
@@ -299,9 +339,10 @@ export interface Admin {
  *
  * @param sup The supervisor.
  * @param listen Where to listen.
+ * @param options `onTakeover`, for `POST /takeover`.
  * @returns The listener.
  */
-export function serveAdmin(sup: Supervisor, listen: Listen): Admin {
+export function serveAdmin(sup: Supervisor, listen: Listen, options: AdminOptions = {}): Admin {
   // The names `Host` must carry include the bound port, known once bound; requests are served
   // only after this function returns.
   let handler: (req: Request) => Promise<Response> = () => {
@@ -312,6 +353,6 @@ export function serveAdmin(sup: Supervisor, listen: Listen): Admin {
     (req) => handler(req),
   );
   const address = { hostname: listen.hostname, port: server.addr.port };
-  handler = createAdminHandler(sup, { address });
+  handler = createAdminHandler(sup, { address, ...options });
   return { port: server.addr.port, shutdown: () => server.shutdown() };
 }

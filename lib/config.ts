@@ -148,6 +148,9 @@ export interface Config {
   /** This goround process's random id, named in the `Via` it adds (`loop.ts`); not a setting:
    * `""` until the supervisor makes one at start, then kept by every reload. */
   readonly instanceId: string;
+  /** Whether to take over `listen` from the goround whose admin API is at `admin` (an upgrade
+   * or restart without a gap). @default {false} */
+  readonly takeover: boolean;
 }
 
 /** What `--underscore-headers` does with request fields whose name has a `_`. */
@@ -473,6 +476,12 @@ export const FLAGS: readonly FlagSpec[] = [
     kind: "underscore-headers",
     fallback: "drop",
     help: "request fields named with _ (X_Forwarded_For): drop or keep",
+  },
+  {
+    name: "takeover",
+    kind: "switch",
+    fallback: "false",
+    help: "take over --listen from the goround whose admin API is at --admin (true/false)",
   },
 ];
 
@@ -914,6 +923,8 @@ export function parseCommandLine(
       `--admin: "${admin.hostname}:${admin.port}" is not a loopback address: expected --admin-token (or GOROUND_ADMIN_TOKEN) too`,
     );
   }
+  const takeover = switchValue("takeover");
+  if (takeover) checkTakeover(value<Listen>("listen"), admin);
   return {
     kind: "run",
     config: {
@@ -963,8 +974,25 @@ export function parseCommandLine(
       ejectionTime: value<number>("ejection-time"),
       underscoreHeaders: value<UnderscoreHeaders>("underscore-headers"),
       instanceId: "",
+      takeover,
     },
   };
+}
+
+/** A takeover needs both ports of the running goround: it finds it through its admin API. */
+function checkTakeover(listen: Listen, admin: Listen | "off"): void {
+  if (admin === "off") {
+    throw new ConfigError(
+      `--takeover: --admin is off: expected the admin address of the goround to take over from`,
+    );
+  }
+  for (const [flag, where] of [["--listen", listen], ["--admin", admin]] as const) {
+    if (where.port === 0) {
+      throw new ConfigError(
+        `--takeover: ${flag} port is 0: expected the port the running goround uses`,
+      );
+    }
+  }
 }
 
 function hashKeyOf(text: string): HashKey {

@@ -92,6 +92,8 @@ export const RELOAD_RULES: Readonly<Record<string, ReloadRule>> = {
   "max-ejection-percent": onReload("maxEjectionPercent"),
   "ejection-time": onReload("ejectionTime"),
   "underscore-headers": onReload("underscoreHeaders"),
+  // It acts once, at start: a reload that changes it names it as waiting for a restart.
+  takeover: onRestart("takeover"),
 };
 
 /** What a reload does. */

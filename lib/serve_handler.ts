@@ -99,7 +99,9 @@ export function toResponse(reply: Reply): Response {
  *
  * @param forward The proxy core.
  * @param options `proto`: `https` when `Deno.serve` terminates TLS; `accessLog`: where each
- *   request is logged (read at each request, so the caller may change it).
+ *   request is logged (read at each request, so the caller may change it); `closing`: whether
+ *   the server is shutting down (each reply then says `Connection: close`, so an HTTP/1.1
+ *   client sends no further request on its connection).
  * @returns The handler.
  * @example
  * ```ts ignore
@@ -112,6 +114,7 @@ export function createServeHandler(
     proto?: "http" | "https";
     accessLog?: AccessLog | null;
     webSocket?: (req: Request, incoming: Incoming) => Promise<Response>;
+    closing?: () => boolean;
   } = {},
 ): Handler {
   const proto = options.proto ?? "http";
@@ -162,6 +165,8 @@ export function createServeHandler(
     }
     const reply = await forward(incoming);
     const response = toResponse(reply);
+    // RFC 9112 §9.6; over HTTP/2 the server drops the field and its shutdown sends GOAWAY.
+    if (options.closing?.()) response.headers.set("connection", "close");
     // Read at each request: a reload may switch the log (the options object is the worker's).
     const accessLog = options.accessLog;
     if (accessLog) {

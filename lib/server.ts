@@ -75,13 +75,25 @@ export interface ServerOptions {
   readonly upgrade?: Upgrader;
 }
 
+/** How long, by default, a connection waiting for its next request may still send it once
+ * shutdown has begun, ms. */
+export const IDLE_GRACE = 1000;
+
 /** A running front end. */
 export interface Http1Server {
   /** The bound address. */
   readonly addr: Deno.NetAddr;
-  /** Stops accepting; requests in progress finish (their connections then close), idle
-   * connections close now. Resolves when every connection is closed. */
-  readonly shutdown: () => Promise<void>;
+  /**
+   * Stops accepting at once; requests in progress finish, each with `Connection: close`. A
+   * connection waiting for its next request has `idleGrace` ms to send it (it is answered,
+   * with `Connection: close`), then is closed: closing it at once would race with a client
+   * sending on it, and lose that request. WebSocket tunnels are told 1001 (going away).
+   * Resolves when every connection is closed.
+   */
+  readonly shutdown: (idleGrace?: number) => Promise<void>;
+  /** Closes the listener and nothing else: connections keep being served as before (see
+   * {@linkcode shutdown}, which follows). */
+  readonly stopAccepting: () => void;
   /** Closes every connection at once. */
   readonly abort: () => void;
   /** Open client connections. */
@@ -119,6 +131,14 @@ const SPARE_LIMIT = 128;
 const spareReads: Bytes[] = [];
 const spareWrites: Bytes[] = [];
 const SWEEP_MS = 100;
+
+/** A server's shutdown state, shared by its connections. */
+interface Drain {
+  /** Set once shutdown has begun: every reply says `Connection: close`. */
+  stopping: boolean;
+  /** Epoch ms at which a connection still waiting for its next request is closed (0: none). */
+  idleUntil: number;
+}
 const CONTINUE = encodeLatin1("HTTP/1.1 100 Continue\r\n\r\n");
 const ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
 
@@ -176,10 +196,16 @@ async function writeAll(client: Client, bytes: Uint8Array): Promise<void> {
  * has the header timeout once a head has begun. The deadline is set once per phase, so
  * trickling bytes does not extend it (slowloris).
  */
-function awaitHead(client: Client, options: ServerOptions): void {
+function awaitHead(client: Client, options: ServerOptions, drain: Drain): void {
   client.headBegun = client.end > client.start;
   client.deadline = Date.now() +
     (client.headBegun || client.requests === 0 ? options.headerTimeout : options.keepAliveTimeout);
+  if (!client.headBegun) idleAtMost(client, drain);
+}
+
+/** While shutting down, a connection waits for its next request only until the grace ends. */
+function idleAtMost(client: Client, drain: Drain): void {
+  if (drain.idleUntil !== 0 && client.deadline > drain.idleUntil) client.deadline = drain.idleUntil;
 }
 
 /**
@@ -588,7 +614,7 @@ async function answer(
   client: Client,
   head: RequestHead,
   options: ServerOptions,
-  stopping: () => boolean,
+  drain: Drain,
 ): Promise<boolean> {
   const started = performance.now();
   if (head.method === "CONNECT") {
@@ -631,7 +657,7 @@ async function answer(
   try {
     reply = await options.forward(incoming);
     // The connection carries another request only if this one was read to its end.
-    const keepAlive = head.keepAlive && !stopping() && state.done;
+    const keepAlive = head.keepAlive && !drain.stopping && state.done;
     // writeReply's work, inline (keep the two alike): one async function fewer on every
     // request's path.
     const whole = frameWhole(client, head, reply, keepAlive);
@@ -728,14 +754,16 @@ async function tunnel(
 async function session(
   client: Client,
   options: ServerOptions,
-  stopping: () => boolean,
+  drain: Drain,
 ): Promise<void> {
   try {
-    while (!client.closed && !stopping()) {
+    // Not ended by shutdown: a reply that went out without `Connection: close` lets the client
+    // send another request, which is answered (with it) rather than cut off.
+    while (!client.closed) {
       client.busy = false;
       let head: RequestHead | null;
       try {
-        awaitHead(client, options);
+        awaitHead(client, options, drain);
         head = takeHead(client, options);
         while (head === null) {
           const n = await readMore(client);
@@ -752,7 +780,7 @@ async function session(
       client.deadline = 0;
       let again: boolean;
       try {
-        again = await answer(client, head, options, stopping);
+        again = await answer(client, head, options, drain);
       } catch (error) {
         if (!(error instanceof RequestError)) throw error;
         await writeReply(client, head, errorReply(error), false);
@@ -800,8 +828,8 @@ function isConnectionError(error: unknown): boolean {
 export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Http1Server {
   const clients = new Set<Client>();
   const sessions = new Set<Promise<void>>();
-  let stopping = false;
-  const isStopping = () => stopping;
+  const drain: Drain = { stopping: false, idleUntil: 0 };
+  let accepts = true;
   const timer = setInterval(() => {
     const now = Date.now();
     for (const client of clients) {
@@ -825,12 +853,12 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
       wake = done;
     });
   const accepting = (async () => {
-    while (!stopping) {
+    while (accepts) {
       let conn: Deno.Conn;
       try {
         conn = await listener.accept();
       } catch (error) {
-        if (stopping || error instanceof Deno.errors.BadResource) return;
+        if (!accepts || error instanceof Deno.errors.BadResource) return;
         if (isPeerGone(error)) continue; // reset in the backlog: routine, and nothing to wait for
         if (backoff.failures === 0) logLine(backoffBegins(error));
         await pause(acceptFailed(backoff));
@@ -860,7 +888,7 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
         closed: false,
       };
       clients.add(client);
-      const running = session(client, options, isStopping).finally(() => {
+      const running = session(client, options, drain).finally(() => {
         clients.delete(client);
         sessions.delete(running);
         recycle(client);
@@ -870,35 +898,40 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
     }
   })();
 
+  // Until shutdown, replies still keep their connections alive.
+  const stopAccepting = () => {
+    if (!accepts) return;
+    accepts = false;
+    try {
+      listener.close();
+    } catch {
+      // Closed already.
+    }
+    wake?.(); // a wait after a failed accept ends now
+  };
+
   return {
     addr: listener.addr as Deno.NetAddr,
     connections: () => clients.size,
-    shutdown: async () => {
-      stopping = true;
-      try {
-        listener.close();
-      } catch {
-        // Closed already.
-      }
-      wake?.();
+    stopAccepting,
+    shutdown: async (idleGrace = IDLE_GRACE) => {
+      stopAccepting();
+      drain.stopping = true;
+      drain.idleUntil = Date.now() + Math.max(0, idleGrace);
       await accepting;
-      // Idle connections close now; busy ones finish their request first (then close, since
-      // the session sees `stopping`); WebSocket tunnels are told the server is going away.
+      // Busy connections finish their request, answered with close; idle ones are closed by the
+      // sweep once the grace is over, unless their next request comes first; WebSocket tunnels
+      // are told the server is going away.
       for (const client of clients) {
         if (client.goingAway) client.goingAway();
-        else if (!client.busy) closeClient(client);
+        else if (!client.busy && !client.headBegun) idleAtMost(client, drain);
       }
       await Promise.all([...sessions]);
       clearInterval(timer);
     },
     abort: () => {
-      stopping = true;
-      try {
-        listener.close();
-      } catch {
-        // Closed already.
-      }
-      wake?.();
+      drain.stopping = true;
+      stopAccepting();
       for (const client of clients) closeClient(client);
       clearInterval(timer);
     },

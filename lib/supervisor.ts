@@ -417,6 +417,9 @@ export function changedAt(sup: Supervisor, slot: number): number {
 }
 
 async function stopWorkers(sup: Supervisor, drainTimeout: number): Promise<boolean> {
+  // Every listener closes before any connection is told to close, so no client that
+  // reconnects lands on another worker's listener just before that one closes too.
+  await Promise.all(sup.workers.map((serving) => ask(serving, { type: "close" })));
   const replies = await Promise.all(sup.workers.map(async (serving) => {
     const reply = await ask(serving, { type: "stop", drainTimeout });
     serving.worker.terminate();

@@ -20,7 +20,7 @@ import { attachPool } from "./pool.ts";
 import { createForwarder, type Forwarder, type Incoming, type ProxyContext } from "./proxy.ts";
 import { createServeHandler, serveRestarting } from "./serve_handler.ts";
 import { needsNewFront } from "./reload.ts";
-import { serveHttp1, type ServerOptions } from "./server.ts";
+import { IDLE_GRACE, serveHttp1, type ServerOptions } from "./server.ts";
 import {
   closeUpstreams,
   createUpstreams,
@@ -66,12 +66,20 @@ export interface StopMessage {
   readonly drainTimeout: number;
 }
 
+/** Tells a worker to close its listener and nothing else. Every worker does so before any
+ * drains: a client told to reconnect must not land on a listener that is about to close. */
+export interface CloseMessage {
+  /** Message kind. */
+  readonly type: "close";
+}
+
 /** What a worker reports back. */
 export type WorkerReply =
   | { readonly type: "listening"; readonly port: number }
   | { readonly type: "error"; readonly name: string; readonly message: string }
   | { readonly type: "updated"; readonly problem?: string }
-  | { readonly type: "stopped"; readonly drained: boolean };
+  | { readonly type: "stopped"; readonly drained: boolean }
+  | { readonly type: "closed" };
 
 /** What a worker tells the main thread unasked: a backend it took down or ejected. */
 export type WorkerEvent =
@@ -79,7 +87,7 @@ export type WorkerEvent =
   | { readonly type: "ejected"; readonly slot: number; readonly reason: string };
 
 /** The messages a worker accepts. */
-export type WorkerMessage = StartMessage | UpdateMessage | StopMessage;
+export type WorkerMessage = StartMessage | UpdateMessage | StopMessage | CloseMessage;
 
 function reply(message: WorkerReply): void {
   self.postMessage(message);
@@ -88,8 +96,12 @@ function reply(message: WorkerReply): void {
 /** A running front end, whichever engine. */
 interface Front {
   readonly port: number;
-  /** Stops accepting and resolves once in-flight requests are answered. */
-  readonly shutdown: () => Promise<void>;
+  /** Stops accepting and resolves once in-flight requests are answered; a connection waiting
+   * for its next request may send it within `idleGrace` ms (it is answered with
+   * `Connection: close`), then is closed. */
+  readonly shutdown: (idleGrace: number) => Promise<void>;
+  /** Closes the listener, if the engine can without closing idle connections too. */
+  readonly stopAccepting: () => void;
 }
 
 function internalError(error: unknown): void {
@@ -134,7 +146,8 @@ function listen(message: StartMessage, settings: FrontSettings): Front {
     ? { cert: config.pems.cert, key: config.pems.key }
     : null;
   if (config.engine === "deno" || tls) {
-    return serveRestarting(
+    let closing = false;
+    const server = serveRestarting(
       {
         ...address,
         ...(tls ?? {}),
@@ -145,11 +158,35 @@ function listen(message: StartMessage, settings: FrontSettings): Front {
           return new Response("bad gateway\n", { status: 502 });
         },
       },
-      createServeHandler(settings.http1.forward, settings.serve),
+      // This server's own `closing`; the rest is read live from the settings (a reload may
+      // switch the access log).
+      createServeHandler(settings.http1.forward, {
+        get accessLog() {
+          return settings.serve.accessLog ?? null;
+        },
+        ...(settings.serve.webSocket ? { webSocket: settings.serve.webSocket } : {}),
+        proto: tls ? "https" : "http",
+        closing: () => closing,
+      }),
     );
+    return {
+      port: server.port,
+      // Deno.serve closes its listener only with its idle connections (at once): so first,
+      // for the grace, every reply says close, then the listener and the rest close.
+      stopAccepting: () => {},
+      shutdown: async (idleGrace) => {
+        closing = true;
+        await new Promise((resolve) => setTimeout(resolve, idleGrace));
+        await server.shutdown();
+      },
+    };
   }
   const server = serveHttp1(Deno.listen(address), settings.http1);
-  return { port: server.addr.port, shutdown: () => server.shutdown() };
+  return {
+    port: server.addr.port,
+    stopAccepting: () => server.stopAccepting(),
+    shutdown: (idleGrace) => server.shutdown(idleGrace),
+  };
 }
 
 /** The worker's state once started. */
@@ -226,10 +263,11 @@ function start(message: StartMessage, options: WorkerOptions): void {
     } catch (error) {
       return `kept the old front end: ${error instanceof Error ? error.message : error}`;
     }
-    const retired = front.shutdown();
+    const retired = front.shutdown(IDLE_GRACE);
     front = {
       port: next.port,
-      shutdown: () => Promise.all([next.shutdown(), retired]).then(() => {}),
+      stopAccepting: () => next.stopAccepting(),
+      shutdown: (idleGrace) => Promise.all([next.shutdown(idleGrace), retired]).then(() => {}),
     };
     served = config;
     return undefined;
@@ -262,8 +300,10 @@ function start(message: StartMessage, options: WorkerOptions): void {
     },
     stop: async (drainTimeout) => {
       let timer = 0 as unknown as ReturnType<typeof setTimeout>;
+      // Half the drain timeout at most, so requests sent in the grace can still finish.
+      const idleGrace = Math.min(IDLE_GRACE, drainTimeout / 2);
       const drained = await Promise.race([
-        front.shutdown().then(() => true),
+        front.shutdown(idleGrace).then(() => true),
         new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), drainTimeout))),
       ]);
       clearTimeout(timer);
@@ -298,6 +338,10 @@ async function handle(message: WorkerMessage, options: WorkerOptions): Promise<v
       reply(problem ? { type: "updated", problem } : { type: "updated" });
       break;
     }
+    case "close":
+      running?.front.stopAccepting();
+      reply({ type: "closed" });
+      break;
     case "stop": {
       const drained = running ? await running.stop(message.drainTimeout) : true;
       reply({ type: "stopped", drained });

@@ -368,3 +368,35 @@ Deno.test("goround's own listen address is refused as a backend, naming its sour
     equal(configOf(["--listen", ":0", "--backend", "http://localhost:0"]).backends.length, 1);
   });
 });
+
+Deno.test("--takeover is a switch that needs both ports of the running goround", async (t) => {
+  await t.step("off by default; bare, by value, or from GOROUND_TAKEOVER", () => {
+    equal(configOf([]).takeover, false);
+    equal(configOf(["--takeover"]).takeover, true);
+    equal(configOf(["--takeover=false"]).takeover, false);
+    equal(configOf([], { GOROUND_TAKEOVER: "yes" }).takeover, true);
+  });
+  const cases: [string[], string][] = [
+    [
+      ["--takeover", "--admin", "off"],
+      "--takeover: --admin is off: expected the admin address of the goround to take over from",
+    ],
+    [
+      ["--takeover", "--listen", "127.0.0.1:0"],
+      "--takeover: --listen port is 0: expected the port the running goround uses",
+    ],
+    [
+      ["--takeover", "--admin", "127.0.0.1:0"],
+      "--takeover: --admin port is 0: expected the port the running goround uses",
+    ],
+    [["--takeover=maybe"], '--takeover: "maybe" is not a switch: expected true or false'],
+  ];
+  for (const [args, message] of cases) {
+    await t.step(args.join(" "), () => {
+      throws(
+        () => configOf(args),
+        (error) => error instanceof ConfigError && error.message === message,
+      );
+    });
+  }
+});

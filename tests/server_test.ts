@@ -1135,7 +1135,7 @@ test("`serveHttp1()` never ends a broken response body cleanly", async (t) => {
   });
 });
 
-test("`serveHttp1()` shuts down gracefully", async () => {
+test("`serveHttp1()` shuts down gracefully", async (t) => {
   let slowCalled = false;
   await withServer(async (incoming) => {
     if (incoming.target === "/slow") {
@@ -1147,17 +1147,21 @@ test("`serveHttp1()` shuts down gracefully", async () => {
     const idle = await connect();
     await idle.send(get("/first"));
     equal((await idle.response()).status, 200);
+    const silent = await connect();
+    await silent.send(get("/first"));
+    equal((await silent.response()).status, 200);
     const busy = await connect();
     await busy.send(get("/slow"));
     await waitFor(() => slowCalled, { timeout: 2000, what: "the slow request" });
 
-    const stopped = server.shutdown();
+    const started = Date.now();
+    const stopped = server.shutdown(600);
     let done = false;
     stopped.then(() => (done = true), () => {});
 
-    // No new connections.
-    const late = await Deno.connect({ hostname: "127.0.0.1", port }).then((c) => c, () => null);
-    if (late !== null) {
+    await t.step("no new connection is served", async () => {
+      const late = await Deno.connect({ hostname: "127.0.0.1", port }).then((c) => c, () => null);
+      if (late === null) return;
       const wire = new Wire(late);
       try {
         await wire.send(get("/late")).catch(() => {});
@@ -1165,18 +1169,57 @@ test("`serveHttp1()` shuts down gracefully", async () => {
       } finally {
         wire.close();
       }
-    }
-    // The idle keep-alive connection is closed at once.
-    equal(await idle.closed(500), "");
-    // The request in flight completes, and its connection then closes.
-    const res = await busy.response();
-    equal(res.status, 200);
-    equal(res.body, "GET /slow\n");
-    equal(field(res, "connection"), "close");
-    equal(await busy.closed(), "");
+    });
+    await t.step("the request in flight completes, told to close", async () => {
+      const res = await busy.response();
+      equal(res.status, 200);
+      equal(res.body, "GET /slow\n");
+      equal(field(res, "connection"), "close");
+      equal(await busy.closed(), "");
+    });
+    await t.step(
+      "an idle connection's next request, in the grace, is answered with close",
+      async () => {
+        await idle.send(get("/second"));
+        const res = await idle.response();
+        equal(res.status, 200);
+        equal(res.body, "GET /second\n");
+        equal(field(res, "connection"), "close");
+        equal(await idle.closed(), "");
+      },
+    );
+    await t.step("a connection idle for the whole grace is closed after it", async () => {
+      equal(await silent.closed(2000), "");
+      const after = Date.now() - started;
+      assert(after >= 550, `closed ${after} ms into the shutdown, before the grace was over`);
+    });
     await stopped;
     assert(done);
     equal(server.connections(), 0);
+  });
+});
+
+test("`serveHttp1()` stopAccepting() closes the listener and keeps connections alive", async () => {
+  await withServer(echo, async ({ connect, port, server }) => {
+    const kept = await connect();
+    await kept.send(get("/first"));
+    equal((await kept.response()).status, 200);
+    server.stopAccepting();
+    // Refused, or reset once the closing socket is gone: either way, never served.
+    const late = await Deno.connect({ hostname: "127.0.0.1", port }).then((c) => c, () => null);
+    if (late !== null) {
+      const wire = new Wire(late);
+      try {
+        await wire.send(get("/late")).catch(() => {});
+        equal(await wire.closed(1000), "", "a connection after stopAccepting() is not served");
+      } finally {
+        wire.close();
+      }
+    }
+    await kept.send(get("/second"));
+    const res = await kept.response();
+    equal(res.status, 200);
+    equal(field(res, "connection"), undefined, "still kept alive");
   });
 });
 

@@ -1,0 +1,183 @@
+/**
+ * The new process's side of `--takeover`: find the goround running on the same `--listen`
+ * through its admin API, and, once this process serves the port too (`SO_REUSEPORT`), ask it
+ * to hand over (`POST /takeover`); it then closes its admin listener, drains and exits, and
+ * this process binds the admin port once it is free. No signal is sent: that would need
+ * `--allow-run`, which goround does not ask for.
+ *
+ * @module
+ */
+
+import { type Listen, parseListen } from "./config.ts";
+import { ConfigError } from "./errors.ts";
+
+/** How long one admin request to the running goround may take, ms. */
+const REQUEST_TIMEOUT = 5000;
+
+/** The running goround, as its admin API describes itself. */
+export interface Predecessor {
+  /** Its admin API's base URL. */
+  readonly admin: string;
+  /** Its process id, or `null` when its status does not say. */
+  readonly pid: number | null;
+}
+
+/** How the new process reaches the running one. */
+export interface TakeoverTarget {
+  /** This process's `--listen` (the running one must serve the same). */
+  readonly listen: Listen;
+  /** The shared `--admin` address. */
+  readonly admin: Listen;
+  /** The shared `--admin-token`, or `""`. */
+  readonly token: string;
+}
+
+/**
+ * The base URL that reaches a listener bound to `listen` from this machine: a wildcard
+ * address (`0.0.0.0`, `::`) is reached on loopback.
+ *
+ * @param listen The bound address.
+ * @returns For example `http://127.0.0.1:9000`.
+ */
+export function localUrl(listen: Listen): string {
+  const host = listen.hostname === "0.0.0.0"
+    ? "127.0.0.1"
+    : listen.hostname === "::"
+    ? "::1"
+    : listen.hostname;
+  return `http://${host.includes(":") ? `[${host}]` : host}:${listen.port}`;
+}
+
+/** One admin request, answered or turned into a one-line `--takeover:` error. */
+async function ask(
+  target: TakeoverTarget,
+  path: string,
+  init: { method: string; body?: string },
+): Promise<{ status: number; text: string }> {
+  const base = localUrl(target.admin);
+  const headers: Record<string, string> = { accept: "application/json" };
+  if (init.body !== undefined) headers["content-type"] = "application/json";
+  if (target.token !== "") headers["authorization"] = `Bearer ${target.token}`;
+  // A fresh connection, closed after: nothing is left open on the admin port being handed over.
+  const client = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+  try {
+    const res = await fetch(`${base}${path}`, {
+      ...init,
+      headers,
+      client,
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT),
+    });
+    return { status: res.status, text: await res.text() };
+  } catch (error) {
+    const cause = (error as { cause?: unknown }).cause;
+    const detail = /refused/i.test(String(cause ?? error))
+      ? "connection refused"
+      : (error as Error).name === "TimeoutError"
+      ? `no answer within ${REQUEST_TIMEOUT / 1000}s`
+      : String((cause as Error | undefined)?.message ?? (error as Error).message).split("\n")[0];
+    throw new ConfigError(
+      `--takeover: nothing answers at ${base} (${detail}): expected the admin API (--admin) of the running goround`,
+    );
+  } finally {
+    client.close();
+  }
+}
+
+/** Turns an admin answer that is not `expected` into a one-line error. */
+function refused(target: TakeoverTarget, answer: { status: number; text: string }): ConfigError {
+  const base = localUrl(target.admin);
+  if (answer.status === 401) {
+    return new ConfigError(
+      `--takeover: the goround at ${base} refused the admin token (HTTP 401): expected its --admin-token`,
+    );
+  }
+  const why = answer.text.trim().split("\n")[0]!.slice(0, 120);
+  return new ConfigError(
+    `--takeover: ${base} answered HTTP ${answer.status}${
+      why ? ` (${why})` : ""
+    }: expected the admin API of a goround that can hand over`,
+  );
+}
+
+/**
+ * Checks, before this process binds anything, that a goround answers at the admin address and
+ * serves the same `--listen`.
+ *
+ * @param target Where to find it, and this process's `--listen`.
+ * @returns The running goround.
+ * @throws {ConfigError} One line saying why there is nothing to take over.
+ */
+export async function findPredecessor(target: TakeoverTarget): Promise<Predecessor> {
+  const answer = await ask(target, "/status", { method: "GET" });
+  if (answer.status !== 200) throw refused(target, answer);
+  let status: { listen?: unknown; pid?: unknown };
+  try {
+    status = JSON.parse(answer.text);
+  } catch {
+    throw refused(target, answer);
+  }
+  const base = localUrl(target.admin);
+  if (typeof status?.listen !== "string") throw refused(target, answer);
+  const serves = parseListen(status.listen);
+  const { listen } = target;
+  if (serves.port !== listen.port || serves.hostname !== listen.hostname) {
+    const host = listen.hostname === "0.0.0.0" ? "" : listen.hostname;
+    const mine = `${host.includes(":") ? `[${host}]` : host}:${listen.port}`;
+    throw new ConfigError(
+      `--takeover: the goround at ${base} serves "${status.listen}", not "${mine}": expected the same --listen`,
+    );
+  }
+  return { admin: base, pid: Number.isInteger(status.pid) ? status.pid as number : null };
+}
+
+/**
+ * Asks the running goround to hand over: it answers 202, then stops accepting, drains and
+ * exits. Call once this process serves the port.
+ *
+ * @param target Where it is.
+ * @returns Its process id and drain timeout (ms).
+ * @throws {ConfigError} When it does not agree.
+ */
+export async function requestHandover(
+  target: TakeoverTarget,
+): Promise<{ pid: number | null; drainTimeout: number }> {
+  const answer = await ask(target, "/takeover", {
+    method: "POST",
+    body: JSON.stringify({ pid: Deno.pid }),
+  });
+  if (answer.status !== 202) throw refused(target, answer);
+  let body: { pid?: unknown; drainTimeout?: unknown } = {};
+  try {
+    body = JSON.parse(answer.text);
+  } catch {
+    // Agreed, with no details.
+  }
+  return {
+    pid: Number.isInteger(body.pid) ? body.pid as number : null,
+    drainTimeout: typeof body.drainTimeout === "number" ? body.drainTimeout : 30_000,
+  };
+}
+
+/**
+ * Calls `bind` until it stops throwing `AddrInUse` (the old process is freeing the port), or
+ * the time is up.
+ *
+ * @param bind Binds the port.
+ * @param options `timeout`: longest wait, ms; `every`: pause between tries, ms (default 20).
+ * @returns What `bind` returned, or `null` when the port stayed in use.
+ */
+export async function bindWhenFree<T>(
+  bind: () => T,
+  options: { timeout: number; every?: number },
+): Promise<T | null> {
+  const deadline = Date.now() + options.timeout;
+  while (true) {
+    try {
+      return bind();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AddrInUse)) throw error;
+      if (Date.now() >= deadline) return null;
+    }
+    await new Promise((resolve) => setTimeout(resolve, options.every ?? 20));
+  }
+}
