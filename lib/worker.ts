@@ -102,6 +102,8 @@ interface Front {
   readonly shutdown: (idleGrace: number) => Promise<void>;
   /** Closes the listener, if the engine can without closing idle connections too. */
   readonly stopAccepting: () => void;
+  /** Whether its listener accepts until the end of `shutdown`'s grace (`Deno.serve`). */
+  readonly acceptsInGrace: boolean;
 }
 
 function internalError(error: unknown): void {
@@ -174,6 +176,7 @@ function listen(message: StartMessage, settings: FrontSettings): Front {
       // Deno.serve closes its listener only with its idle connections (at once): so first,
       // for the grace, every reply says close, then the listener and the rest close.
       stopAccepting: () => {},
+      acceptsInGrace: true,
       shutdown: async (idleGrace) => {
         closing = true;
         await new Promise((resolve) => setTimeout(resolve, idleGrace));
@@ -185,6 +188,7 @@ function listen(message: StartMessage, settings: FrontSettings): Front {
   return {
     port: server.addr.port,
     stopAccepting: () => server.stopAccepting(),
+    acceptsInGrace: false,
     shutdown: (idleGrace) => server.shutdown(idleGrace),
   };
 }
@@ -263,10 +267,13 @@ function start(message: StartMessage, options: WorkerOptions): void {
     } catch (error) {
       return `kept the old front end: ${error instanceof Error ? error.message : error}`;
     }
-    const retired = front.shutdown(IDLE_GRACE);
+    // A Deno.serve front would take new connections through its grace, with the old
+    // certificate: it goes at once (its idle connections too; clients open new ones).
+    const retired = front.shutdown(front.acceptsInGrace ? 0 : IDLE_GRACE);
     front = {
       port: next.port,
       stopAccepting: () => next.stopAccepting(),
+      acceptsInGrace: next.acceptsInGrace,
       shutdown: (idleGrace) => Promise.all([next.shutdown(idleGrace), retired]).then(() => {}),
     };
     served = config;
