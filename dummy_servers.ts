@@ -25,7 +25,8 @@
  * `GET /_dummy/stats` returns the request counts (and request body bytes received) as JSON;
  * `GET /_dummy/bytes/<n>` answers with `n` bytes, for download tests. With `--record`, the backend prints
  * `seen <id>` for each request carrying an `X-Chaos-Id` field, so a harness can prove no request
- * reached two backends even if one is killed.
+ * reached two backends even if one is killed. A path under `/attack/500` is an application route
+ * that always fails (500), for the poison requests of `deno task chaos --load`.
  *
  * @module
  */
@@ -201,7 +202,9 @@ export function serveBackend(port: number, options: BackendOptions = {}): LocalB
     }
     const current = mode;
     if (current.kind === "slow") await new Promise((resolve) => setTimeout(resolve, current.ms));
-    if (current.kind === "500") {
+    // A route of the application that fails whatever the mode (`deno task chaos --load`'s
+    // poison requests): an application's 500, not a sign the backend is down.
+    if (current.kind === "500" || path.startsWith("/attack/500")) {
       return new Response(`Internal Server Error from ${actualPort}`, { status: 500 });
     }
     return new Response(`Hello from Server ${actualPort}`);
@@ -394,7 +397,8 @@ At run time (only straight to a backend, never through a proxy):
   curl -X POST -H 'Connection: x-dummy-control' -H 'X-Dummy-Control: 1' \\
     localhost:8082/_dummy/mode/hang
   GET /_dummy/stats     request counts as JSON
-  GET /_dummy/bytes/N   N bytes, for download tests`;
+  GET /_dummy/bytes/N   N bytes, for download tests
+  GET /attack/500       a route that always fails: 500`;
 
 function usage(message: string): never {
   console.error(`dummy_servers: ${message}`);

@@ -5,12 +5,19 @@
  * traffic, which must see no failure at all, then POST traffic, where no request may reach two
  * backends (the backends record every `X-Chaos-Id` they receive, even the ones that get killed).
  *
+ * Throughout both runs an attacker sends the poison requests of issue 13: a route every backend
+ * answers 500, one that makes an application close the connection without an answer, and one
+ * that makes it write a stray response after a 204 (a fourth backend, `support/buggy_app.ts`,
+ * has those bugs). None of it may fail a legitimate request, empty the pool, or reach another
+ * client: every legitimate answer must be a backend's own `Hello from Server`.
+ *
  * @module
  */
 
 import { type BackendProcess, CONTROL_HEADERS, spawnBackend } from "../dummy_servers.ts";
 import { startGoround } from "./helpers.ts";
 import { type LoadReport, quantile, runLoad } from "./load_generator.ts";
+import { serveBuggyApp } from "./support/buggy_app.ts";
 
 /** Options of a chaos-under-load run. */
 export interface LoadChaosOptions {
@@ -48,6 +55,42 @@ export const SCHEDULE: readonly Fault[] = [
   { at: 0.88, backend: 1, action: "ok" },
 ];
 
+/** The poison requests, one of each every `ATTACK_EVERY_MS`. */
+export const ATTACKS: readonly string[] = ["/attack/500", "/attack/drop", "/attack/stray"];
+const ATTACK_EVERY_MS = 100;
+
+/** Sends the poison requests until `stop` resolves; returns the statuses they got, by path. */
+async function attack(
+  port: number,
+  stop: Promise<void>,
+): Promise<Record<string, Record<string, number>>> {
+  const seen: Record<string, Record<string, number>> = {};
+  let stopped = false;
+  stop.then(() => (stopped = true));
+  while (!stopped) {
+    await Promise.all(ATTACKS.map(async (path) => {
+      const client = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+      let outcome: string;
+      try {
+        const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+          client,
+          signal: AbortSignal.timeout(2000),
+        });
+        await res.body?.cancel();
+        outcome = String(res.status);
+      } catch {
+        outcome = "no answer";
+      } finally {
+        client.close();
+      }
+      const counts = seen[path] ??= {};
+      counts[outcome] = (counts[outcome] ?? 0) + 1;
+    }));
+    await new Promise((resolve) => setTimeout(resolve, ATTACK_EVERY_MS));
+  }
+  return seen;
+}
+
 /** What one run found. */
 export interface RunResult {
   /** The client side. */
@@ -60,6 +103,8 @@ export interface RunResult {
   readonly unique: number;
   /** goround's log lines about backend transitions during the run. */
   readonly transitions: string[];
+  /** What the poison requests got, by path and status. */
+  readonly attacks: Record<string, Record<string, number>>;
 }
 
 async function setMode(port: number, mode: string): Promise<void> {
@@ -71,7 +116,7 @@ async function setMode(port: number, mode: string): Promise<void> {
 }
 
 function countDuplicates(
-  backends: readonly BackendProcess[],
+  backends: readonly Pick<BackendProcess, "ids">[],
 ): { received: number; unique: number; duplicates: number } {
   const seen = new Map<string, number>();
   let received = 0;
@@ -107,12 +152,14 @@ export async function runLoadChaos(
     everyProcess.push(backend);
   }
   const ports = backends.map((b) => b.port);
+  const buggy = serveBuggyApp();
   print(`Backends on ${ports.join(", ")} (one process each, recording request ids)`);
+  print(`A buggy application on ${buggy.port} (drops connections, writes after a 204)`);
   const proxy = await startGoround([
     "--listen",
     `127.0.0.1:${options.proxyPort}`,
     "--backends",
-    ports.map((p) => `http://127.0.0.1:${p}`).join(","),
+    [...ports, buggy.port].map((p) => `http://127.0.0.1:${p}`).join(","),
     "--workers",
     String(options.workers),
     "--health-path",
@@ -166,6 +213,9 @@ export async function runLoadChaos(
         })());
       }, fault.at * options.duration));
     }
+    let loadDone = () => {};
+    const attacking = attack(proxy.port, new Promise<void>((resolve) => (loadDone = resolve)));
+    const buggyBefore = buggy.ids.length;
     const load = await runLoad({
       port: proxy.port,
       connections: options.connections,
@@ -173,18 +223,22 @@ export async function runLoadChaos(
       method,
       idPrefix: `${method.toLowerCase()}-`,
       timeout: 5000,
+      bodyStartsWith: "Hello from Server ",
     });
+    loadDone();
+    const attacks = await attacking;
     for (const timer of timers) clearTimeout(timer);
     await Promise.all(actions);
     // Let the backends' "seen" lines drain through their stdout pipes.
     await new Promise((resolve) => setTimeout(resolve, 300));
-    const counted = countDuplicates(
-      everyProcess.map((b, i) => ({ ...b, ids: b.ids.slice(before[i] ?? 0) })),
-    );
+    const counted = countDuplicates([
+      ...everyProcess.map((b, i) => ({ ids: b.ids.slice(before[i] ?? 0) })),
+      { ids: buggy.ids.slice(buggyBefore) },
+    ]);
     const transitions = proxy.stderr.slice(start).filter((l) =>
       / (UP|DOWN|EJECTED|back from ejection)/.test(l)
     );
-    return { load, ...counted, transitions };
+    return { load, ...counted, transitions, attacks };
   };
 
   const report = (method: string, result: RunResult) => {
@@ -203,6 +257,10 @@ export async function runLoadChaos(
       `  backends received ${result.received} requests for ${result.unique} ids: ` +
         `${result.received - result.unique} retries; ${result.duplicates} ids reached two backends`,
     );
+    for (const [path, counts] of Object.entries(result.attacks)) {
+      const shown = Object.entries(counts).map(([status, n]) => `${n} × ${status}`).join(", ");
+      print(`  attack ${path}: ${shown}`);
+    }
     print(`  transitions:`);
     for (const line of result.transitions) print(`    ${line.replace(/^\S+ /, "")}`);
   };
@@ -247,5 +305,6 @@ export async function runLoadChaos(
       }
     }
     await Promise.all(everyProcess.map((b) => b.exited));
+    await buggy.close();
   }
 }

@@ -30,6 +30,9 @@ export interface LoadOptions {
   readonly timeout?: number;
   /** Each request carries `X-Chaos-Id: <prefix><n>`. @default {"r"} */
   readonly idPrefix?: string;
+  /** A 2xx whose body does not start with this is a failure (`wrong body`): a response meant
+   * for someone else. @default {"" (any body)} */
+  readonly bodyStartsWith?: string;
 }
 
 /** The outcome of a run. */
@@ -58,11 +61,14 @@ export function quantile(sorted: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
-/** Reads one response off `conn`; returns its status, or throws. */
+const decoder = new TextDecoder();
+
+/** Reads one response off `conn`; returns its status and the start of a length-framed body
+ * (up to 64 bytes), or throws. */
 async function readResponse(
   conn: Deno.Conn,
   buf: { bytes: Uint8Array; start: number; end: number },
-): Promise<number> {
+): Promise<{ status: number; start: string }> {
   const more = async () => {
     if (buf.end === buf.bytes.length) {
       const bigger = new Uint8Array(buf.bytes.length * 2);
@@ -84,8 +90,12 @@ async function readResponse(
     buf.start += head.size;
     if (head.status < 200) continue;
     const framing = responseFraming(head, "GET");
+    let start = "";
     if (framing.kind === "length") {
       while (buf.end - buf.start < framing.length) await more();
+      start = decoder.decode(
+        buf.bytes.subarray(buf.start, buf.start + Math.min(64, framing.length)),
+      );
       buf.start += framing.length;
     } else if (framing.kind === "chunked") {
       const state = chunkedDecoder();
@@ -98,7 +108,7 @@ async function readResponse(
       throw new Error("close-delimited response");
     }
     if (head.close) throw new Error("server closed the connection");
-    return head.status;
+    return { status: head.status, start };
   }
 }
 
@@ -144,9 +154,11 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
         await open.write(encodeLatin1(
           `${options.method} /chaos/${id} HTTP/1.1\r\nHost: chaos\r\nX-Chaos-Id: ${id}\r\n${framing}\r\n${body}`,
         ));
-        const status = await readResponse(open, buf);
+        const { status, start } = await readResponse(open, buf);
         clearTimeout(timer);
-        if (status >= 200 && status < 300) {
+        if (status >= 200 && status < 300 && !start.startsWith(options.bodyStartsWith ?? "")) {
+          fail("wrong body");
+        } else if (status >= 200 && status < 300) {
           successes++;
           latencies.push(performance.now() - started);
         } else {
