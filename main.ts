@@ -49,7 +49,7 @@ import {
   requestHandover,
   type TakeoverTarget,
 } from "./lib/takeover.ts";
-import { VERSION } from "./lib/version.ts";
+import { versionLines } from "./lib/version.ts";
 
 /** Exit status for a configuration error (bad flag, variable, file, or a port that is taken). */
 export const EXIT_CONFIG = 2;
@@ -495,7 +495,7 @@ export async function main(
     return;
   }
   if (command.kind === "version") {
-    console.log(`goround ${VERSION}`);
+    for (const line of versionLines()) console.log(line);
     return;
   }
   await run(command.config, options.workerUrl ?? new URL("./lib/worker.ts", import.meta.url));

@@ -8,6 +8,7 @@
  * deno task chaos --proxy-port 0 --ports 0,0,0 # free ports (what the tests use)
  * deno task chaos --load                       # chaos under load (see chaos_load.ts)
  * deno task chaos --load --duration 5s         # a short one
+ * deno task chaos --goround ~/.deno/bin/goround # through an installed goround command
  * ```
  *
  * @module
@@ -28,6 +29,9 @@ export interface ChaosOptions {
   readonly healthInterval: string;
   /** goround's `--workers`. */
   readonly workers: number;
+  /** A `goround` command to run (e.g. one `deno task install` made); default: `main.ts` with
+   * `deno run`. */
+  readonly goround?: string;
 }
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -84,13 +88,13 @@ export async function runChaos(
     const [first, victim, third] = backends as [BackendProcess, BackendProcess, BackendProcess];
 
     print("# 2. Start the load balancer");
-    goround = new Deno.Command(Deno.execPath(), {
+    const program = options.goround ?? Deno.execPath();
+    const run = options.goround
+      ? []
+      : ["run", "--unstable-net", "--allow-net", `--allow-read=${ROOT}`, `${ROOT}main.ts`];
+    goround = new Deno.Command(program, {
       args: [
-        "run",
-        "--unstable-net",
-        "--allow-net",
-        `--allow-read=${ROOT}`,
-        `${ROOT}main.ts`,
+        ...run,
         "--listen",
         `127.0.0.1:${options.proxyPort}`,
         "--backends",
@@ -210,6 +214,7 @@ async function main(): Promise<void> {
       load: { type: "boolean", default: false },
       duration: { type: "string", default: "30s" },
       connections: { type: "string", default: "64" },
+      goround: { type: "string" },
     },
     strict: true,
   });
@@ -232,7 +237,11 @@ async function main(): Promise<void> {
       duration: parseDuration(values.duration),
       connections: Number(values.connections),
     }, print)
-    : await runChaos({ ...common, healthInterval: values["health-interval"] }, print);
+    : await runChaos({
+      ...common,
+      healthInterval: values["health-interval"],
+      ...(values.goround ? { goround: values.goround } : {}),
+    }, print);
   Deno.exit(ok ? 0 : 1);
 }
 

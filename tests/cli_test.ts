@@ -1,4 +1,4 @@
-import { equal, match, ok as assert } from "node:assert/strict";
+import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
 import { FLAGS } from "../lib/config.ts";
 import { VERSION } from "../lib/version.ts";
 import { recordingBackend, ROOT, runGoround, startGoround, waitFor } from "./helpers.ts";
@@ -15,12 +15,17 @@ Deno.test("--help lists every flag with its default and variable", async () => {
   match(stdout, /GOROUND_BACKENDS/);
 });
 
-Deno.test("--version prints the version from deno.json", async () => {
+Deno.test("--version prints goround's version from deno.json and the runtime's", async () => {
   const { code, stdout } = await runGoround(["--version"]);
   equal(code, 0);
   const manifest = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));
   equal(VERSION, manifest.version);
-  equal(stdout.trim(), `goround ${manifest.version}`);
+  deepEqual(stdout.trim().split("\n"), [
+    `goround ${manifest.version}`,
+    `deno ${Deno.version.deno}`,
+    `v8 ${Deno.version.v8}`,
+    `typescript ${Deno.version.typescript}`,
+  ]);
 });
 
 Deno.test("a bad value exits 2 with one line naming the flag, the value and what is expected", async (t) => {

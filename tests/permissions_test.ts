@@ -5,7 +5,7 @@ import { deepEqual, equal, ok } from "node:assert/strict";
 import { ROOT, startGoround, startTaskFlags } from "./helpers.ts";
 import { serveBackend } from "../dummy_servers.ts";
 
-Deno.test("deno task start and compile ask for net, read and GOROUND_* only", () => {
+Deno.test("deno task start, install and compile ask for net, read and GOROUND_* only", () => {
   const flags = startTaskFlags();
   const permissions = flags.filter((flag) => flag.startsWith("--allow"));
   deepEqual(permissions.sort(), ["--allow-env=GOROUND_*", "--allow-net", "--allow-read"]);
@@ -18,6 +18,12 @@ Deno.test("deno task start and compile ask for net, read and GOROUND_* only", ()
     compiled.filter((w) => w.startsWith("--allow")).sort(),
     permissions,
     "the compiled binary bakes in the same permissions",
+  );
+  const installed = (tasks.install as string).split(/\s+/).map((w) => w.replaceAll("'", ""));
+  deepEqual(
+    installed.filter((w) => w.startsWith("--allow")).sort(),
+    permissions,
+    "the installed command asks for the same permissions",
   );
 });
 
