@@ -32,8 +32,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { parseDuration } from "./lib/duration.ts";
-import { connectionTokens } from "./lib/headers.ts";
+import { parseDuration } from "./lib/config/duration.ts";
+import { connectionTokens } from "./lib/http/headers.ts";
 
 /** The fields a mode switch must carry (see the module's notes): `X-Dummy-Control`, named in
  * `Connection` so that any proxy on the way drops it. */

@@ -4,7 +4,7 @@
  * `main.ts` only wires things: it reads the settings, claims the port, starts the supervisor
  * (shared pool, health checks, one serving worker per core) and the admin listener, prints the
  * banner, and turns signals into actions: SIGHUP re-reads the settings and the files they name
- * (`lib/reload.ts` decides what applies), SIGTERM/SIGINT drain and exit. With `--takeover` it
+ * (`lib/config/reload_plan.ts` decides what applies), SIGTERM/SIGINT drain and exit. With `--takeover` it
  * starts alongside a running goround on the same port and asks it, through its admin API, to
  * hand over (`POST /takeover`: the same drain). Everything else is in
  * `lib/`.
@@ -17,7 +17,7 @@
  * @module
  */
 
-import { type Admin, type Handover, serveAdmin } from "./lib/admin.ts";
+import { type Admin, type Handover, serveAdmin } from "./lib/admin/api.ts";
 import {
   type Backend,
   type Command,
@@ -28,27 +28,32 @@ import {
   helpText,
   type Listen,
   parseCommandLine,
-} from "./lib/config.ts";
+} from "./lib/config/config.ts";
 import {
   type Discovery,
   DiscoveryError,
   resolveBackends,
   startDiscovery,
-} from "./lib/discovery.ts";
-import { denoEnv, unknownVariables, unknownVariableWarning } from "./lib/env_check.ts";
+} from "./lib/control/discovery.ts";
+import { denoEnv, unknownVariables, unknownVariableWarning } from "./lib/config/env_check.ts";
 import { ConfigError } from "./lib/errors.ts";
 import { flushRepeats, logLine, REPEAT_WINDOW_MS } from "./lib/log.ts";
-import { type Address, isOwnAddress, ownAddressMessage, ownBackend } from "./lib/loop.ts";
-import { readPemFiles } from "./lib/pem_files.ts";
-import { isAlive } from "./lib/pool.ts";
-import { describeReload, planReload } from "./lib/reload.ts";
-import { applyConfig, drainAndStop, startSupervisor, type Supervisor } from "./lib/supervisor.ts";
+import { type Address, isOwnAddress, ownAddressMessage, ownBackend } from "./lib/proxy/via.ts";
+import { readPemFiles } from "./lib/config/pem_files.ts";
+import { isAlive } from "./lib/balance/pool.ts";
+import { describeReload, planReload } from "./lib/config/reload_plan.ts";
+import {
+  applyConfig,
+  drainAndStop,
+  startSupervisor,
+  type Supervisor,
+} from "./lib/control/supervisor.ts";
 import {
   bindWhenFree,
   findPredecessor,
   requestHandover,
   type TakeoverTarget,
-} from "./lib/takeover.ts";
+} from "./lib/control/takeover.ts";
 import { versionLines } from "./lib/version.ts";
 
 /** Exit status for a configuration error (bad flag, variable, file, or a port that is taken). */
@@ -476,7 +481,7 @@ function check(args: readonly string[]): void {
  * Runs goround with the process's arguments and environment.
  *
  * @param options `workerUrl`: the serving worker's module (a test fixture may wrap the real
- *   one). @default {lib/worker.ts}
+ *   one). @default {lib/control/worker.ts}
  * @returns When the proxy is serving (it keeps running until a signal).
  */
 export async function main(
@@ -498,7 +503,10 @@ export async function main(
     for (const line of versionLines()) console.log(line);
     return;
   }
-  await run(command.config, options.workerUrl ?? new URL("./lib/worker.ts", import.meta.url));
+  await run(
+    command.config,
+    options.workerUrl ?? new URL("./lib/control/worker.ts", import.meta.url),
+  );
 }
 
 if (import.meta.main) await main();

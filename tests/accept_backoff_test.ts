@@ -7,7 +7,7 @@ import {
   backoffEnds,
   isPeerGone,
   MAX_DELAY_MS,
-} from "../lib/accept_backoff.ts";
+} from "../lib/front/accept_backoff.ts";
 
 Deno.test("acceptFailed() waits 10 ms doubling to 1 s; acceptWorked() starts over", () => {
   const state = acceptBackoff();

@@ -1,7 +1,7 @@
 // The admin API cannot be read or steered by a web page the operator opens: not by a page on
 // another port of this machine (no-cors fetch, fetch, form posts), not through DNS rebinding.
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
-import { adminNames, normalHost, refusalOf } from "../lib/admin_guard.ts";
+import { adminNames, normalHost, refusalOf } from "../lib/admin/guard.ts";
 import {
   type Goround,
   rawRequest,

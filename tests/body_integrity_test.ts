@@ -1,9 +1,9 @@
 import { equal, match } from "node:assert/strict";
-import { ENGINES } from "../lib/config.ts";
+import { ENGINES } from "../lib/config/config.ts";
 import { goroundFor, recordingBackend, startGoround } from "./helpers.ts";
 
 /**
- * Bodies stream through recycled buffers (`lib/buffers.ts`): a buffer handed back a moment too
+ * Bodies stream through recycled buffers (`lib/http/buffers.ts`): a buffer handed back a moment too
  * early would be overwritten by another transfer while its bytes were still on their way. So
  * many transfers of distinct random bytes run at once, both ways, with and without
  * `Content-Length`, and every byte is checked.

@@ -1,5 +1,12 @@
 import { equal, ok as assert } from "node:assert/strict";
-import { BODY_BUFFER, borrow, footprint, giveBack, POOL_LIMIT, pooled } from "../lib/buffers.ts";
+import {
+  BODY_BUFFER,
+  borrow,
+  footprint,
+  giveBack,
+  POOL_LIMIT,
+  pooled,
+} from "../lib/http/buffers.ts";
 
 Deno.test("borrow() lends body-sized buffers, and reuses one given back", () => {
   const first = borrow();

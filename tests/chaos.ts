@@ -16,7 +16,7 @@
 
 import { parseArgs } from "node:util";
 import { type BackendProcess, lineSplitter, spawnBackend } from "../dummy_servers.ts";
-import { parseDuration } from "../lib/duration.ts";
+import { parseDuration } from "../lib/config/duration.ts";
 import { runLoadChaos } from "./chaos_load.ts";
 
 /** Options of a chaos run. */

@@ -1,5 +1,5 @@
 import { deepEqual, equal, throws } from "node:assert/strict";
-import { ipInCidrs, parseCidr, parseIp } from "../lib/cidr.ts";
+import { ipInCidrs, parseCidr, parseIp } from "../lib/config/cidr.ts";
 
 Deno.test("parseIp() reads IPv4, IPv6 and IPv4-mapped IPv6", () => {
   deepEqual(parseIp("10.1.2.3"), [10, 1, 2, 3]);

@@ -1,5 +1,5 @@
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
-import { FLAGS } from "../lib/config.ts";
+import { FLAGS } from "../lib/config/config.ts";
 import { VERSION } from "../lib/version.ts";
 import { recordingBackend, ROOT, runGoround, startGoround, waitFor } from "./helpers.ts";
 

@@ -7,7 +7,7 @@ import {
   parseBackend,
   parseCommandLine,
   parseListen,
-} from "../lib/config.ts";
+} from "../lib/config/config.ts";
 import { ConfigError } from "../lib/errors.ts";
 
 const noEnv = () => undefined;

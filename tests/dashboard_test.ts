@@ -1,6 +1,6 @@
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
-import type { Status } from "../lib/admin.ts";
-import { DASHBOARD_HTML } from "../lib/dashboard.ts";
+import type { Status } from "../lib/admin/api.ts";
+import { DASHBOARD_HTML } from "../lib/admin/dashboard.ts";
 import { get, type Goround, recordingBackend, startGoround, waitFor } from "./helpers.ts";
 import {
   type Chromium,

@@ -1,5 +1,5 @@
 import { deepEqual, equal, ok as assert, rejects, throws } from "node:assert/strict";
-import { type Backend, parseBackend } from "../lib/config.ts";
+import { type Backend, parseBackend } from "../lib/config/config.ts";
 import {
   backendAt,
   DiscoveryError,
@@ -11,7 +11,7 @@ import {
   sameBackends,
   startDiscovery,
   weightFromSrv,
-} from "../lib/discovery.ts";
+} from "../lib/control/discovery.ts";
 import { waitFor } from "./helpers.ts";
 import { type DnsServer, startDnsServer } from "./support/dns_server.ts";
 

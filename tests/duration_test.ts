@@ -1,5 +1,5 @@
 import { equal, throws } from "node:assert/strict";
-import { formatDuration, MAX_DURATION_MS, parseDuration } from "../lib/duration.ts";
+import { formatDuration, MAX_DURATION_MS, parseDuration } from "../lib/config/duration.ts";
 
 Deno.test("parseDuration() reads ms, s, m and h", () => {
   equal(parseDuration("500ms"), 500);

@@ -1,5 +1,5 @@
 import { deepEqual, equal } from "node:assert/strict";
-import { ejectionLimit, MAX_EJECTION_FACTOR, nextEjection } from "../lib/ejection.ts";
+import { ejectionLimit, MAX_EJECTION_FACTOR, nextEjection } from "../lib/balance/ejection.ts";
 
 Deno.test("ejectionLimit(): a share of the pool, at least one of two or more, none of one", () => {
   const table: [size: number, percent: number, limit: number][] = [

@@ -1,5 +1,5 @@
 import { deepEqual, equal } from "node:assert/strict";
-import { envName, FLAGS } from "../lib/config.ts";
+import { envName, FLAGS } from "../lib/config/config.ts";
 import {
   closestVariable,
   editDistance,
@@ -7,7 +7,7 @@ import {
   forEachTypo,
   unknownVariables,
   unknownVariableWarning,
-} from "../lib/env_check.ts";
+} from "../lib/config/env_check.ts";
 
 const SETTINGS = FLAGS.map((flag) => envName(flag.name));
 

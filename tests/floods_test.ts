@@ -7,7 +7,7 @@
 // descriptors and CPU time).
 
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
-import { ENGINES } from "../lib/config.ts";
+import { ENGINES } from "../lib/config/config.ts";
 import {
   get,
   type Goround,

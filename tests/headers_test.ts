@@ -4,7 +4,7 @@ import {
   forwardRequestFields,
   forwardRequestHeaders,
   forwardResponseHeaders,
-} from "../lib/headers.ts";
+} from "../lib/http/headers.ts";
 
 const via = "1.1 goround-3f9a1c2e";
 const untrusted = {

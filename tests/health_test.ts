@@ -1,6 +1,12 @@
 import { deepEqual, equal, ok as assert } from "node:assert/strict";
-import type { Backend } from "../lib/config.ts";
-import { jittered, probeHttp, probeTcp, startHealthChecks, type Target } from "../lib/health.ts";
+import type { Backend } from "../lib/config/config.ts";
+import {
+  jittered,
+  probeHttp,
+  probeTcp,
+  startHealthChecks,
+  type Target,
+} from "../lib/control/health.ts";
 import {
   createPool,
   isAlive,
@@ -8,7 +14,7 @@ import {
   recordProbe,
   setAlive,
   setMembers,
-} from "../lib/pool.ts";
+} from "../lib/balance/pool.ts";
 import { rawBackend, recordingBackend, waitFor } from "./helpers.ts";
 
 function backendAt(port: number): Backend {

@@ -1,6 +1,6 @@
 import { deepEqual, equal, ok as assert } from "node:assert/strict";
-import { ENGINES } from "../lib/config.ts";
-import { encodeLatin1 } from "../lib/http1.ts";
+import { ENGINES } from "../lib/config/config.ts";
+import { encodeLatin1 } from "../lib/http/http1.ts";
 import {
   get,
   goroundFor,

@@ -17,9 +17,9 @@ import {
   requestHead,
   responseFraming,
   reusableAfter,
-} from "../lib/http1.ts";
-import { joinParts } from "../lib/streaming.ts";
-import { forwardResponseHeaders } from "../lib/headers.ts";
+} from "../lib/http/http1.ts";
+import { joinParts } from "../lib/http/streaming.ts";
+import { forwardResponseHeaders } from "../lib/http/headers.ts";
 
 const bytes = (text: string) => encodeLatin1(text);
 

@@ -12,7 +12,7 @@ import {
   encodeLatin1,
   parseResponseHead,
   responseFraming,
-} from "../lib/http1.ts";
+} from "../lib/http/http1.ts";
 
 /** What to send. */
 export interface LoadOptions {

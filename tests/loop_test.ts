@@ -5,7 +5,7 @@ import {
   ownAddressMessage,
   ownBackend,
   viaEntry,
-} from "../lib/loop.ts";
+} from "../lib/proxy/via.ts";
 
 Deno.test("isOwnAddress() knows goround's listener from the address alone", async (t) => {
   const cases: [string, number, string, number, boolean][] = [

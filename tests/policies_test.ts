@@ -7,7 +7,7 @@ import {
   setAdminState,
   setAlive,
   setMembers,
-} from "../lib/pool.ts";
+} from "../lib/balance/pool.ts";
 import {
   ALGORITHMS,
   maglevTable,
@@ -16,7 +16,7 @@ import {
   type Selector,
   selectorFor,
   smoothCycle,
-} from "../lib/selection.ts";
+} from "../lib/balance/selection.ts";
 
 function ctx(extra: Partial<SelectionContext> = {}): SelectionContext {
   return { avoid: [], key: "", maxConns: 0, slowStart: 0, ...extra };

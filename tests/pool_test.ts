@@ -24,7 +24,7 @@ import {
   setCounter,
   setMembers,
   totals,
-} from "../lib/pool.ts";
+} from "../lib/balance/pool.ts";
 
 Deno.test("createPool() starts empty; setMembers() makes members alive and enabled", () => {
   const pool = createPool(8);

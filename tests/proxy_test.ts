@@ -1,8 +1,8 @@
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
-import { ENGINES, parseCommandLine } from "../lib/config.ts";
-import { createPool, setMembers } from "../lib/pool.ts";
-import { createForwarder } from "../lib/proxy.ts";
-import { closeUpstreams, createUpstreams } from "../lib/upstream.ts";
+import { ENGINES, parseCommandLine } from "../lib/config/config.ts";
+import { createPool, setMembers } from "../lib/balance/pool.ts";
+import { createForwarder } from "../lib/proxy/forward.ts";
+import { closeUpstreams, createUpstreams } from "../lib/upstream/client.ts";
 import { gzipSync } from "node:zlib";
 import {
   get,

@@ -1,6 +1,11 @@
 import { deepEqual, equal, ok as assert } from "node:assert/strict";
-import { type Config, FLAGS, parseCommandLine } from "../lib/config.ts";
-import { describeReload, needsNewFront, planReload, RELOAD_RULES } from "../lib/reload.ts";
+import { type Config, FLAGS, parseCommandLine } from "../lib/config/config.ts";
+import {
+  describeReload,
+  needsNewFront,
+  planReload,
+  RELOAD_RULES,
+} from "../lib/config/reload_plan.ts";
 
 const PEMS = { cert: "", key: "", ca: "" };
 

@@ -1,6 +1,6 @@
 import { deepEqual, equal } from "node:assert/strict";
-import { isHostPort, isHostPortAt, targetProblem } from "../lib/request_target.ts";
-import { splitTarget } from "../lib/proxy.ts";
+import { isHostPort, isHostPortAt, targetProblem } from "../lib/http/request_target.ts";
+import { splitTarget } from "../lib/proxy/forward.ts";
 
 Deno.test("isHostPort() follows RFC 3986's host and port", async (t) => {
   const valid = [

@@ -1,5 +1,5 @@
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
-import { ENGINES } from "../lib/config.ts";
+import { ENGINES } from "../lib/config/config.ts";
 import {
   get,
   goroundFor,

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { encodeLatin1, parseResponseHead, responseFraming } from "../lib/http1.ts";
+import { encodeLatin1, parseResponseHead, responseFraming } from "../lib/http/http1.ts";
 
 /** What to send, and for how long. */
 export interface RestartLoadOptions {

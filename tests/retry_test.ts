@@ -1,6 +1,12 @@
 import { equal } from "node:assert/strict";
 import { UpstreamError } from "../lib/errors.ts";
-import { canRetry, countsAgainst, failedAlike, failureSignature, marksDown } from "../lib/retry.ts";
+import {
+  canRetry,
+  countsAgainst,
+  failedAlike,
+  failureSignature,
+  marksDown,
+} from "../lib/proxy/retry.ts";
 
 const refused = new UpstreamError("connect", "connection refused", { sent: false, reused: false });
 const reset = new UpstreamError("reset", "connection closed before a response", {

@@ -7,8 +7,13 @@ import {
   setAlive,
   setCounter,
   setMembers,
-} from "../lib/pool.ts";
-import { type Algorithm, ALGORITHMS, roundRobin, type SelectionContext } from "../lib/selection.ts";
+} from "../lib/balance/pool.ts";
+import {
+  type Algorithm,
+  ALGORITHMS,
+  roundRobin,
+  type SelectionContext,
+} from "../lib/balance/selection.ts";
 
 function ctx(avoid: number[] = [], extra: Partial<SelectionContext> = {}): SelectionContext {
   return { avoid, key: "", maxConns: 0, slowStart: 0, ...extra };

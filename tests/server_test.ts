@@ -1,15 +1,15 @@
 /**
- * Tests for goround's own HTTP/1.1 front end, `serveHttp1()` (`lib/server.ts`), run in-process
+ * Tests for goround's own HTTP/1.1 front end, `serveHttp1()` (`lib/front/server.ts`), run in-process
  * with a forwarder written here, over real loopback sockets and raw bytes.
  *
  * @module
  */
 
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
-import type { Framing } from "../lib/http1.ts";
-import { type Forwarder, type Incoming, localReply, type Reply } from "../lib/proxy.ts";
-import { type Http1Server, serveHttp1 } from "../lib/server.ts";
-import type { Bytes } from "../lib/upstream.ts";
+import type { Framing } from "../lib/http/http1.ts";
+import { type Forwarder, type Incoming, localReply, type Reply } from "../lib/proxy/forward.ts";
+import { type Http1Server, serveHttp1 } from "../lib/front/server.ts";
+import type { Bytes } from "../lib/upstream/client.ts";
 import { waitFor } from "./helpers.ts";
 
 const encoder = new TextEncoder();

@@ -6,8 +6,8 @@ import {
   READ_AHEAD_BYTES,
   readAhead,
   readAheadFor,
-} from "../lib/streaming.ts";
-import { BODY_BUFFER, borrow, footprint, giveBack } from "../lib/buffers.ts";
+} from "../lib/http/streaming.ts";
+import { BODY_BUFFER, borrow, footprint, giveBack } from "../lib/http/buffers.ts";
 
 const text = (parts: Uint8Array[]) => parts.map((p) => new TextDecoder().decode(p)).join("");
 

@@ -1,7 +1,7 @@
 import { deepEqual, equal, ok as assert, rejects } from "node:assert/strict";
-import type { Backend } from "../lib/config.ts";
+import type { Backend } from "../lib/config/config.ts";
 import { UpstreamError } from "../lib/errors.ts";
-import { encodeLatin1, requestHead } from "../lib/http1.ts";
+import { encodeLatin1, requestHead } from "../lib/http/http1.ts";
 import {
   type Bytes,
   closeUpstreams,
@@ -11,7 +11,7 @@ import {
   roundTrip,
   type UpstreamResponse,
   type Upstreams,
-} from "../lib/upstream.ts";
+} from "../lib/upstream/client.ts";
 import { rawBackend, waitFor } from "./helpers.ts";
 
 function backendAt(port: number): Backend {

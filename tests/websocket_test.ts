@@ -1,6 +1,6 @@
 import { deepEqual, equal, ok as assert } from "node:assert/strict";
-import { ENGINES } from "../lib/config.ts";
-import { closeFrame, frameTracker } from "../lib/websocket.ts";
+import { ENGINES } from "../lib/config/config.ts";
+import { closeFrame, frameTracker } from "../lib/proxy/websocket.ts";
 import { rawBackend, recordingBackend, startGoround, waitFor } from "./helpers.ts";
 
 /** An echo backend: text and binary come back as they went; the close code is recorded. */

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { encodeLatin1, parseRequestHead, parseResponseHead } from "../../lib/http1.ts";
+import { encodeLatin1, parseRequestHead, parseResponseHead } from "../../lib/http/http1.ts";
 
 /** A request as `wrk` sends it by default. */
 const WRK_REQUEST = "GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n";

@@ -24,11 +24,11 @@
  * @module
  */
 
-import { type Backend, parseCommandLine } from "../../lib/config.ts";
-import { createPool, setMembers } from "../../lib/pool.ts";
-import { createForwarder, localReply, type Reply } from "../../lib/proxy.ts";
-import { serveHttp1 } from "../../lib/server.ts";
-import { createUpstreams, roundTrip } from "../../lib/upstream.ts";
+import { type Backend, parseCommandLine } from "../../lib/config/config.ts";
+import { createPool, setMembers } from "../../lib/balance/pool.ts";
+import { createForwarder, localReply, type Reply } from "../../lib/proxy/forward.ts";
+import { serveHttp1 } from "../../lib/front/server.ts";
+import { createUpstreams, roundTrip } from "../../lib/upstream/client.ts";
 
 /** The rungs this module serves. */
 export const RUNGS = ["least", "front", "client", "core"] as const;

@@ -1,16 +1,21 @@
 /**
  * What closing a backend connection after a bodiless response costs: goround's upstream client
  * against a `Deno.serve` backend on loopback, one request at a time, `200` (the connection is
- * reused) against `204` (a new connection after each, see `reusableAfter` in lib/http1.ts).
+ * reused) against `204` (a new connection after each, see `reusableAfter` in lib/http/http1.ts).
  *
  * Run: `deno run --allow-net=127.0.0.1 tests/bench_support/reuse_cost.ts [requests] [rounds]`
  *
  * @module
  */
 
-import { requestHead } from "../../lib/http1.ts";
-import { closeUpstreams, createUpstreams, roundTrip, type Upstreams } from "../../lib/upstream.ts";
-import type { Backend } from "../../lib/config.ts";
+import { requestHead } from "../../lib/http/http1.ts";
+import {
+  closeUpstreams,
+  createUpstreams,
+  roundTrip,
+  type Upstreams,
+} from "../../lib/upstream/client.ts";
+import type { Backend } from "../../lib/config/config.ts";
 
 /** Mean µs per exchange of `count` sequential requests for `path`. */
 async function perRequest(

@@ -25,7 +25,7 @@ import {
   isPeerGone,
 } from "./accept_backoff.ts";
 import type { AccessLog } from "./access_log.ts";
-import { forwardResponseHeaders } from "./headers.ts";
+import { forwardResponseHeaders } from "../http/headers.ts";
 import {
   chunkedDecoder,
   type ChunkedState,
@@ -40,7 +40,7 @@ import {
   RequestError,
   type RequestHead,
   writeLatin1,
-} from "./http1.ts";
+} from "../http/http1.ts";
 import {
   type Forwarder,
   type Incoming,
@@ -48,12 +48,12 @@ import {
   REPLAY_LIMIT,
   type Reply,
   splitTarget,
-} from "./proxy.ts";
-import { logLine } from "./log.ts";
-import { batches, FRAME_ROOM } from "./streaming.ts";
-import { BODY_BUFFER, borrow, giveBack } from "./buffers.ts";
-import { closeFrame, isWebSocketUpgrade, splice, type Upgrader } from "./websocket.ts";
-import type { Bytes, UpstreamResponse } from "./upstream.ts";
+} from "../proxy/forward.ts";
+import { logLine } from "../log.ts";
+import { batches, FRAME_ROOM } from "../http/streaming.ts";
+import { BODY_BUFFER, borrow, giveBack } from "../http/buffers.ts";
+import { closeFrame, isWebSocketUpgrade, splice, type Upgrader } from "../proxy/websocket.ts";
+import type { Bytes, UpstreamResponse } from "../upstream/client.ts";
 
 /** Settings of the front end. The server reads them at each use, so the caller may change the
  * timeouts and the access log of a running server (a reload). */

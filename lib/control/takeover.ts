@@ -8,8 +8,8 @@
  * @module
  */
 
-import { type Listen, parseListen } from "./config.ts";
-import { ConfigError } from "./errors.ts";
+import { type Listen, parseListen } from "../config/config.ts";
+import { ConfigError } from "../errors.ts";
 
 /** How long one admin request to the running goround may take, ms. */
 const REQUEST_TIMEOUT = 5000;

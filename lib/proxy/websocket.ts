@@ -8,13 +8,13 @@
  * @module
  */
 
-import type { Backend } from "./config.ts";
-import { UpstreamError } from "./errors.ts";
-import { connectionTokens, forwardRequestFields } from "./headers.ts";
-import { requestHead } from "./http1.ts";
-import { logLine } from "./log.ts";
-import { viaEntry } from "./loop.ts";
-import { beginRequest, endRequest, setAlive } from "./pool.ts";
+import type { Backend } from "../config/config.ts";
+import { UpstreamError } from "../errors.ts";
+import { connectionTokens, forwardRequestFields } from "../http/headers.ts";
+import { requestHead } from "../http/http1.ts";
+import { logLine } from "../log.ts";
+import { viaEntry } from "./via.ts";
+import { beginRequest, endRequest, setAlive } from "../balance/pool.ts";
 import {
   forwardContext,
   type Incoming,
@@ -24,10 +24,10 @@ import {
   type ProxyContext,
   type Reply,
   STATUS_LOOP,
-} from "./proxy.ts";
+} from "./forward.ts";
 import { marksDown } from "./retry.ts";
-import { type SelectionContext, selectorFor } from "./selection.ts";
-import { type Switched, upgrade } from "./upstream.ts";
+import { type SelectionContext, selectorFor } from "../balance/selection.ts";
+import { type Switched, upgrade } from "../upstream/client.ts";
 
 /** Close code for a backend that went away without closing properly (RFC 6455 §7.4.1). */
 export const CLOSE_BACKEND_GONE = 1011;

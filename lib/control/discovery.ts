@@ -18,8 +18,8 @@
  * @module
  */
 
-import { type Backend, parseBackend } from "./config.ts";
-import { describeError } from "./errors.ts";
+import { type Backend, parseBackend } from "../config/config.ts";
+import { describeError } from "../errors.ts";
 
 export type { Backend };
 

@@ -14,10 +14,10 @@ import {
   type NameServer,
   parseDiscoverySpec,
   parseNameServer,
-} from "./discovery.ts";
-import { ConfigError } from "./errors.ts";
-import { ownAddressMessage, ownBackend } from "./loop.ts";
-import { type Algorithm, ALGORITHMS } from "./selection.ts";
+} from "../control/discovery.ts";
+import { ConfigError } from "../errors.ts";
+import { ownAddressMessage, ownBackend } from "../proxy/via.ts";
+import { type Algorithm, ALGORITHMS } from "../balance/selection.ts";
 
 /** Where the proxy listens. */
 export interface Listen {

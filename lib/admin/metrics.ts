@@ -5,8 +5,14 @@
  * @module
  */
 
-import { DURATION_BUCKETS, inFlight, noBackendCount, responseStats, totals } from "./pool.ts";
-import { backendState, type Supervisor } from "./supervisor.ts";
+import {
+  DURATION_BUCKETS,
+  inFlight,
+  noBackendCount,
+  responseStats,
+  totals,
+} from "../balance/pool.ts";
+import { backendState, type Supervisor } from "../control/supervisor.ts";
 
 /** Escapes a label value (backslash, double quote, newline). */
 function label(value: string): string {

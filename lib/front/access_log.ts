@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { AccessLogFormat } from "./config.ts";
+import type { AccessLogFormat } from "../config/config.ts";
 
 /** What one line says. */
 export interface AccessEntry {

@@ -16,8 +16,8 @@ import {
   backoffEnds,
 } from "./accept_backoff.ts";
 import type { AccessLog } from "./access_log.ts";
-import { forwardResponseHeaders } from "./headers.ts";
-import { logLine } from "./log.ts";
+import { forwardResponseHeaders } from "../http/headers.ts";
+import { logLine } from "../log.ts";
 import {
   type Forwarder,
   type Incoming,
@@ -25,9 +25,9 @@ import {
   REPLAY_LIMIT,
   type Reply,
   splitTarget,
-} from "./proxy.ts";
-import { isHostPort, targetProblem } from "./request_target.ts";
-import type { Bytes } from "./upstream.ts";
+} from "../proxy/forward.ts";
+import { isHostPort, targetProblem } from "../http/request_target.ts";
+import type { Bytes } from "../upstream/client.ts";
 
 /** A `Deno.serve` handler. */
 export type Handler = (

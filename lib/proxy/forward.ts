@@ -8,14 +8,14 @@
  * @module
  */
 
-import { ipInCidrs } from "./cidr.ts";
-import type { Backend, Config } from "./config.ts";
-import { STATUS_NO_BACKEND, statusForFailure, UpstreamError } from "./errors.ts";
-import { type ForwardContext, forwardRequestFields } from "./headers.ts";
-import { logLine } from "./log.ts";
-import { viaEntry } from "./loop.ts";
-import { formatDuration } from "./duration.ts";
-import { ejectionLimit, nextEjection } from "./ejection.ts";
+import { ipInCidrs } from "../config/cidr.ts";
+import type { Backend, Config } from "../config/config.ts";
+import { STATUS_NO_BACKEND, statusForFailure, UpstreamError } from "../errors.ts";
+import { type ForwardContext, forwardRequestFields } from "../http/headers.ts";
+import { logLine } from "../log.ts";
+import { viaEntry } from "./via.ts";
+import { formatDuration } from "../config/duration.ts";
+import { ejectionLimit, nextEjection } from "../balance/ejection.ts";
 import {
   beginRequest,
   eject,
@@ -35,7 +35,7 @@ import {
   recordResponse,
   setAlive,
   setPanic,
-} from "./pool.ts";
+} from "../balance/pool.ts";
 import {
   canRetry,
   canRetryStatus,
@@ -45,16 +45,16 @@ import {
   marksDown,
   retryFresh,
 } from "./retry.ts";
-import { authorityEnd } from "./request_target.ts";
-import { type SelectionContext, selectorFor } from "./selection.ts";
-import { cookieValue, createSticky, STICKY_COOKIE } from "./sticky.ts";
+import { authorityEnd } from "../http/request_target.ts";
+import { type SelectionContext, selectorFor } from "../balance/selection.ts";
+import { cookieValue, createSticky, STICKY_COOKIE } from "../balance/sticky.ts";
 import {
   type Bytes,
   type OutgoingRequest,
   roundTrip,
   type UpstreamResponse,
   type Upstreams,
-} from "./upstream.ts";
+} from "../upstream/client.ts";
 
 /** Request bodies up to this size (with a `Content-Length`) are read whole before forwarding,
  * so an idempotent request can be replayed on another backend. Larger ones are streamed. */

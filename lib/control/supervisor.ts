@@ -7,7 +7,7 @@
  * @module
  */
 
-import { type Backend, type Config, parseBackend } from "./config.ts";
+import { type Backend, type Config, parseBackend } from "../config/config.ts";
 import {
   type HealthChecker,
   type HealthOptions,
@@ -15,8 +15,8 @@ import {
   startHealthChecks,
   type Target,
 } from "./health.ts";
-import { logLine } from "./log.ts";
-import { newInstanceId, ownAddressMessage, ownBackend } from "./loop.ts";
+import { logLine } from "../log.ts";
+import { newInstanceId, ownAddressMessage, ownBackend } from "../proxy/via.ts";
 import {
   adminState,
   createPool,
@@ -29,7 +29,7 @@ import {
   type Pool,
   setAdminState,
   setMembers,
-} from "./pool.ts";
+} from "../balance/pool.ts";
 import type {
   SlotTable,
   StartMessage,
@@ -184,7 +184,7 @@ function launch(sup: Supervisor, index: number, workerUrl: URL): Promise<WorkerR
  *
  * @param config The settings.
  * @param port The port the workers serve (already claimed).
- * @param workerUrl The worker module (`lib/worker.ts`).
+ * @param workerUrl The worker module (`lib/control/worker.ts`).
  * @returns The supervisor, or the first worker's error reply.
  */
 export async function startSupervisor(

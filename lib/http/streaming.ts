@@ -16,7 +16,7 @@
  */
 
 import { BODY_BUFFER, borrow, footprint } from "./buffers.ts";
-import type { Engine } from "./config.ts";
+import type { Engine } from "../config/config.ts";
 
 /** Bytes read ahead before reading pauses for the writer to catch up (counting whole recycled
  * buffers, see `footprint`), for a body that comes in small pieces (Deno's HTTP server). */

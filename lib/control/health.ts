@@ -10,10 +10,10 @@
  * @module
  */
 
-import type { Backend } from "./config.ts";
-import { describeError } from "./errors.ts";
-import { encodeLatin1, parseResponseHead, ProtocolError } from "./http1.ts";
-import { isAlive, type Pool, recordProbe, setAlive, totals } from "./pool.ts";
+import type { Backend } from "../config/config.ts";
+import { describeError } from "../errors.ts";
+import { encodeLatin1, parseResponseHead, ProtocolError } from "../http/http1.ts";
+import { isAlive, type Pool, recordProbe, setAlive, totals } from "../balance/pool.ts";
 
 /** A backend and the pool slot holding its state. */
 export interface Target {

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { UpstreamError } from "./errors.ts";
+import type { UpstreamError } from "../errors.ts";
 
 /** Methods whose repetition has the same effect as one request (RFC 9110 §9.2.2). */
 const IDEMPOTENT: ReadonlySet<string> = new Set([
@@ -40,7 +40,7 @@ export function isIdempotent(method: string): boolean {
  * @returns `true` when a retry is safe.
  * @example
  * ```ts
- * import { UpstreamError } from "./errors.ts";
+ * import { UpstreamError } from "../errors.ts";
  * const refused = new UpstreamError("connect", "connection refused", { sent: false, reused: false });
  * canRetry(refused, "POST", false); // true: the backend never saw it
  * ```

@@ -12,24 +12,29 @@
 
 /// <reference lib="deno.worker" />
 
-import { type AccessLog, createAccessLog, writeStdout } from "./access_log.ts";
-import type { Backend, Config } from "./config.ts";
-import { BodyBrokeOff } from "./errors.ts";
-import { flushRepeats, logLine, REPEAT_WINDOW_MS } from "./log.ts";
-import { attachPool } from "./pool.ts";
-import { createForwarder, type Forwarder, type Incoming, type ProxyContext } from "./proxy.ts";
-import { createServeHandler, serveRestarting } from "./serve_handler.ts";
-import { needsNewFront } from "./reload.ts";
-import { IDLE_GRACE, serveHttp1, type ServerOptions } from "./server.ts";
+import { type AccessLog, createAccessLog, writeStdout } from "../front/access_log.ts";
+import type { Backend, Config } from "../config/config.ts";
+import { BodyBrokeOff } from "../errors.ts";
+import { flushRepeats, logLine, REPEAT_WINDOW_MS } from "../log.ts";
+import { attachPool } from "../balance/pool.ts";
+import {
+  createForwarder,
+  type Forwarder,
+  type Incoming,
+  type ProxyContext,
+} from "../proxy/forward.ts";
+import { createServeHandler, serveRestarting } from "../front/serve_handler.ts";
+import { needsNewFront } from "../config/reload_plan.ts";
+import { IDLE_GRACE, serveHttp1, type ServerOptions } from "../front/server.ts";
 import {
   closeUpstreams,
   createUpstreams,
   retainHosts,
   setUpstreamOptions,
   type UpstreamOptions,
-} from "./upstream.ts";
-import { readAheadFor } from "./streaming.ts";
-import { createUpgrader, relayWebSocket, type Upgrader } from "./websocket.ts";
+} from "../upstream/client.ts";
+import { readAheadFor } from "../http/streaming.ts";
+import { createUpgrader, relayWebSocket, type Upgrader } from "../proxy/websocket.ts";
 
 /** The backend in each pool slot (`null` for an empty slot). */
 export type SlotTable = readonly (Backend | null)[];

@@ -17,8 +17,8 @@
  * @module
  */
 
-import type { Backend } from "./config.ts";
-import { BodyBrokeOff, describeError, UpstreamError } from "./errors.ts";
+import type { Backend } from "../config/config.ts";
+import { BodyBrokeOff, describeError, UpstreamError } from "../errors.ts";
 import {
   chunkedDecoder,
   type ChunkedState,
@@ -33,9 +33,15 @@ import {
   type ResponseHead,
   reusableAfter,
   writeLatin1,
-} from "./http1.ts";
-import { batches, FRAME_ROOM, READ_AHEAD_BYTES, type ReadAhead, readAhead } from "./streaming.ts";
-import { BODY_BUFFER, borrow, giveBack } from "./buffers.ts";
+} from "../http/http1.ts";
+import {
+  batches,
+  FRAME_ROOM,
+  READ_AHEAD_BYTES,
+  type ReadAhead,
+  readAhead,
+} from "../http/streaming.ts";
+import { BODY_BUFFER, borrow, giveBack } from "../http/buffers.ts";
 
 /** Bytes backed by a plain `ArrayBuffer` (what `Response` and `conn.read` take). */
 export type Bytes = Uint8Array<ArrayBuffer>;

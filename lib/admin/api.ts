@@ -15,8 +15,8 @@
  * @module
  */
 
-import { adminNames, refusalOf } from "./admin_guard.ts";
-import type { Listen } from "./config.ts";
+import { adminNames, refusalOf } from "./guard.ts";
+import type { Listen } from "../config/config.ts";
 import { DASHBOARD_HTML } from "./dashboard.ts";
 import { renderMetrics } from "./metrics.ts";
 import {
@@ -27,7 +27,7 @@ import {
   noBackendCount,
   probeStreak,
   totals,
-} from "./pool.ts";
+} from "../balance/pool.ts";
 import {
   addBackend,
   type BackendState,
@@ -36,8 +36,8 @@ import {
   removeBackend,
   setDraining,
   type Supervisor,
-} from "./supervisor.ts";
-import { VERSION } from "./version.ts";
+} from "../control/supervisor.ts";
+import { VERSION } from "../version.ts";
 
 /** One backend in `GET /status`. */
 export interface BackendStatus {

@@ -8,7 +8,7 @@
  */
 
 import type { Config } from "./config.ts";
-import { ConfigError } from "./errors.ts";
+import { ConfigError } from "../errors.ts";
 
 /** Reads a file as text (throws when it cannot). */
 export type TextReader = (path: string) => string;
