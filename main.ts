@@ -38,7 +38,12 @@ import {
 import { denoEnv, unknownVariables, unknownVariableWarning } from "./lib/config/env_check.ts";
 import { ConfigError } from "./lib/errors.ts";
 import { flushRepeats, logLine, REPEAT_WINDOW_MS } from "./lib/log.ts";
-import { type Address, isOwnAddress, ownAddressMessage, ownBackend } from "./lib/proxy/via.ts";
+import {
+  type Address,
+  isOwnAddress,
+  ownAddressMessage,
+  ownBackend,
+} from "./lib/config/own_address.ts";
 import { readPemFiles } from "./lib/config/pem_files.ts";
 import { isAlive } from "./lib/balance/pool.ts";
 import { describeReload, planReload } from "./lib/config/reload_plan.ts";

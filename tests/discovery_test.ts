@@ -3,15 +3,17 @@ import { type Backend, parseBackend } from "../lib/config/config.ts";
 import {
   backendAt,
   DiscoveryError,
-  formatDiscoverySpec,
   normaliseBackends,
-  parseDiscoverySpec,
-  parseNameServer,
   resolveBackends,
   sameBackends,
   startDiscovery,
   weightFromSrv,
 } from "../lib/control/discovery.ts";
+import {
+  formatDiscoverySpec,
+  parseDiscoverySpec,
+  parseNameServer,
+} from "../lib/config/discovery_spec.ts";
 import { waitFor } from "./helpers.ts";
 import { type DnsServer, startDnsServer } from "./support/dns_server.ts";
 

@@ -1,11 +1,6 @@
 import { equal, match } from "node:assert/strict";
-import {
-  isOwnAddress,
-  newInstanceId,
-  ownAddressMessage,
-  ownBackend,
-  viaEntry,
-} from "../lib/proxy/via.ts";
+import { isOwnAddress, ownAddressMessage, ownBackend } from "../lib/config/own_address.ts";
+import { newInstanceId, viaEntry } from "../lib/proxy/via.ts";
 
 Deno.test("isOwnAddress() knows goround's listener from the address alone", async (t) => {
   const cases: [string, number, string, number, boolean][] = [

@@ -8,8 +8,8 @@ import {
   setAlive,
   setMembers,
 } from "../lib/balance/pool.ts";
+import { ALGORITHMS } from "../lib/config/config.ts";
 import {
-  ALGORITHMS,
   maglevTable,
   rampShare,
   type SelectionContext,

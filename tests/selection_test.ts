@@ -8,12 +8,8 @@ import {
   setCounter,
   setMembers,
 } from "../lib/balance/pool.ts";
-import {
-  type Algorithm,
-  ALGORITHMS,
-  roundRobin,
-  type SelectionContext,
-} from "../lib/balance/selection.ts";
+import { type Algorithm, ALGORITHMS } from "../lib/config/config.ts";
+import { roundRobin, type SelectionContext } from "../lib/balance/selection.ts";
 
 function ctx(avoid: number[] = [], extra: Partial<SelectionContext> = {}): SelectionContext {
   return { avoid, key: "", maxConns: 0, slowStart: 0, ...extra };

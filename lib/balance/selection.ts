@@ -17,6 +17,7 @@
  * @module
  */
 
+import type { Algorithm } from "../config/config.ts";
 import {
   inFlight,
   isUsable,
@@ -46,12 +47,6 @@ export interface SelectionContext {
 
 /** A selection policy. */
 export type Selector = (pool: Pool, context: SelectionContext) => number;
-
-/** The names accepted by `--algorithm`. */
-export const ALGORITHMS = ["round-robin", "weighted", "least-conn", "p2c", "hash"] as const;
-
-/** A policy name. */
-export type Algorithm = typeof ALGORITHMS[number];
 
 /**
  * Whether a slot may take this request: usable (up, enabled), not tried yet, below

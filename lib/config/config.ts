@@ -14,10 +14,15 @@ import {
   type NameServer,
   parseDiscoverySpec,
   parseNameServer,
-} from "../control/discovery.ts";
+} from "./discovery_spec.ts";
 import { ConfigError } from "../errors.ts";
-import { ownAddressMessage, ownBackend } from "../proxy/via.ts";
-import { type Algorithm, ALGORITHMS } from "../balance/selection.ts";
+import { ownAddressMessage, ownBackend } from "./own_address.ts";
+
+/** The names accepted by `--algorithm` (the policies are in `balance/selection.ts`). */
+export const ALGORITHMS = ["round-robin", "weighted", "least-conn", "p2c", "hash"] as const;
+
+/** A policy name. */
+export type Algorithm = typeof ALGORITHMS[number];
 
 /** Where the proxy listens. */
 export interface Listen {

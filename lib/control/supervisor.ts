@@ -16,7 +16,8 @@ import {
   type Target,
 } from "./health.ts";
 import { logLine } from "../log.ts";
-import { newInstanceId, ownAddressMessage, ownBackend } from "../proxy/via.ts";
+import { ownAddressMessage, ownBackend } from "../config/own_address.ts";
+import { newInstanceId } from "../proxy/via.ts";
 import {
   adminState,
   createPool,
