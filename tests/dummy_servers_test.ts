@@ -6,7 +6,7 @@ import {
   serveBackend,
   spawnBackend,
 } from "../dummy_servers.ts";
-import { get, ROOT, startGoround, waitFor } from "./helpers.ts";
+import { get, ROOT, startGoround, waitFor } from "./support/helpers.ts";
 
 const RUN = `--allow-run=${Deno.execPath()}`;
 

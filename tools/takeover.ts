@@ -22,7 +22,7 @@
 
 import { parseArgs } from "node:util";
 import { type BackendProcess, lineSplitter, spawnBackend } from "../dummy_servers.ts";
-import { nginxProxyConf } from "../tests/bench_support/configs.ts";
+import { nginxProxyConf } from "./bench/configs.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MIGRATE_REQ = "net.ipv4.tcp_migrate_req";

@@ -3,7 +3,7 @@
  * function over the shared {@linkcode Pool} and a small per-request context, and returns a
  * slot id, or `-1` when no backend can take the request. All of them skip backends that are
  * down, draining, already tried by this request, or at `--max-conns`, and all pass the same
- * conformance tests (`tests/selection_test.ts`).
+ * conformance tests (`tests/balance/selection_test.ts`).
  *
  * - `round-robin`: `ticket % size` over one shared cursor (the brief's algorithm).
  * - `weighted`: smooth weighted round-robin, as nginx does it (weights 5,1,1 give

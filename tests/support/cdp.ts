@@ -11,7 +11,7 @@
  */
 
 import { lineSplitter } from "../../dummy_servers.ts";
-import { waitFor } from "../helpers.ts";
+import { waitFor } from "./helpers.ts";
 
 /** Where Debian's `chromium` package puts the browser. */
 export const CHROMIUM_PATH = "/usr/bin/chromium";

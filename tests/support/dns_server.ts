@@ -25,7 +25,7 @@
  */
 
 import { lineSplitter } from "../../dummy_servers.ts";
-import { waitFor } from "../helpers.ts";
+import { waitFor } from "./helpers.ts";
 import { ensureDebianPackage } from "./cdp.ts";
 
 /** Where Debian's `dnsmasq-base` package puts the server. */

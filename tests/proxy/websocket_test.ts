@@ -1,0 +1,240 @@
+import { deepEqual, equal, ok as assert } from "node:assert/strict";
+import { ENGINES } from "../../lib/config/config.ts";
+import { closeFrame, frameTracker } from "../../lib/proxy/websocket.ts";
+import { rawBackend, recordingBackend, startGoround, waitFor } from "../support/helpers.ts";
+
+/** An echo backend: text and binary come back as they went; the close code is recorded. */
+function echoBackend(name: string) {
+  const closes: { code: number; reason: string }[] = [];
+  const backend = recordingBackend((req) => {
+    if (req.headers.get("upgrade") !== "websocket") return new Response(`plain ${name}`);
+    const protocol = req.headers.get("sec-websocket-protocol")?.split(",")[0]?.trim();
+    const { socket, response } = Deno.upgradeWebSocket(req, protocol ? { protocol } : {});
+    socket.onmessage = (event) => {
+      if (event.data === "close-me") socket.close(4001, "as asked");
+      else socket.send(typeof event.data === "string" ? `${name}: ${event.data}` : event.data);
+    };
+    socket.onclose = (event) => closes.push({ code: event.code, reason: event.reason });
+    return response;
+  });
+  return { ...backend, closes };
+}
+
+function open(url: string, protocols?: string[]): Promise<WebSocket> {
+  const ws = new WebSocket(url, protocols);
+  ws.binaryType = "arraybuffer";
+  return new Promise((resolve, reject) => {
+    ws.onopen = () => resolve(ws);
+    ws.onerror = (event) => reject(new Error(`websocket failed: ${(event as ErrorEvent).message}`));
+  });
+}
+
+function next(ws: WebSocket): Promise<string | ArrayBuffer> {
+  return new Promise((resolve) => (ws.onmessage = (event) => resolve(event.data)));
+}
+
+function closed(ws: WebSocket): Promise<{ code: number; reason: string }> {
+  if (ws.readyState === WebSocket.CLOSED) return Promise.resolve({ code: 1006, reason: "" });
+  return new Promise((
+    resolve,
+  ) => (ws.onclose = (event) => resolve({ code: event.code, reason: event.reason })));
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`[${engine}] WebSocket: messages both ways, subprotocol, close codes, round-robin selection`, async () => {
+    const a = echoBackend("a");
+    const b = echoBackend("b");
+    const proxy = await startGoround([
+      "--engine",
+      engine,
+      "--backend",
+      a.url,
+      "--backend",
+      b.url,
+      "--workers",
+      "1",
+    ]);
+    const wsUrl = `ws://127.0.0.1:${proxy.port}/chat?room=1`;
+    try {
+      const first = await open(wsUrl, ["chat.v1"]);
+      equal(first.protocol, "chat.v1");
+      const second = await open(wsUrl);
+      first.send("hello");
+      equal(await next(first), "a: hello");
+      second.send("hi");
+      equal(await next(second), "b: hi", "the second connection went to the other backend");
+      first.send(new Uint8Array([1, 2, 3]));
+      deepEqual(new Uint8Array(await next(first) as ArrayBuffer), new Uint8Array([1, 2, 3]));
+      const handshake = a.requests.find((r) => r.headers.get("upgrade") === "websocket")!;
+      equal(handshake.headers.get("x-forwarded-for"), "127.0.0.1");
+      equal(new URL(handshake.url).pathname + new URL(handshake.url).search, "/chat?room=1");
+      // The client closes with a code and reason: the backend sees them.
+      const done = closed(first);
+      first.close(4000, "bye");
+      await done;
+      await waitFor(() => a.closes.length === 1, { what: "the backend to see the close" });
+      deepEqual(a.closes[0], { code: 4000, reason: "bye" });
+      // The backend closes with a code and reason: the client sees them.
+      const byBackend = closed(second);
+      second.send("close-me");
+      deepEqual(await byBackend, { code: 4001, reason: "as asked" });
+    } finally {
+      await proxy.stop();
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  Deno.test(`[${engine}] WebSocket: a backend that dies mid-session closes the client with 1011`, async () => {
+    const backend = rawBackend(async (request, conn) => {
+      const key = /sec-websocket-key: *(\S+)/i.exec(request)?.[1];
+      if (!key) return;
+      const digest = await crypto.subtle.digest(
+        "SHA-1",
+        new TextEncoder().encode(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`),
+      );
+      const accept = btoa(String.fromCharCode(...new Uint8Array(digest)));
+      await conn.write(new TextEncoder().encode(
+        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`,
+      ));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      // …and the backend process "dies": the connection drops without a close frame.
+    });
+    const proxy = await startGoround([
+      "--engine",
+      engine,
+      "--backend",
+      backend.url,
+      "--workers",
+      "1",
+    ]);
+    try {
+      const ws = await open(`ws://127.0.0.1:${proxy.port}/`);
+      const result = await closed(ws);
+      equal(result.code, 1011);
+      await waitFor(() => proxy.stderr.some((l) => /websocket: backend .* went away/.test(l)), {
+        what: "the log",
+      });
+    } finally {
+      await proxy.stop();
+      await backend.close();
+    }
+  });
+
+  Deno.test(`[${engine}] server-sent events reach the client chunk by chunk, without added delay`, async () => {
+    const encoder = new TextEncoder();
+    const backend = recordingBackend(() =>
+      new Response(
+        new ReadableStream({
+          async start(controller) {
+            controller.enqueue(encoder.encode("data: one\n\n"));
+            await new Promise((resolve) => setTimeout(resolve, 400));
+            controller.enqueue(encoder.encode("data: two\n\n"));
+            controller.close();
+          },
+        }),
+        { headers: { "content-type": "text/event-stream", "cache-control": "no-cache" } },
+      )
+    );
+    const proxy = await startGoround([
+      "--engine",
+      engine,
+      "--backend",
+      backend.url,
+      "--workers",
+      "1",
+    ]);
+    try {
+      const started = performance.now();
+      const res = await fetch(proxy.url);
+      equal(res.headers.get("content-type"), "text/event-stream");
+      const reader = res.body!.getReader();
+      const first = await reader.read();
+      const firstAt = performance.now() - started;
+      equal(new TextDecoder().decode(first.value), "data: one\n\n");
+      assert(
+        firstAt < 200,
+        `first event after ${firstAt.toFixed(0)} ms (the second comes at 400 ms)`,
+      );
+      let rest = "";
+      for (let part = await reader.read(); !part.done; part = await reader.read()) {
+        rest += new TextDecoder().decode(part.value);
+      }
+      equal(rest, "data: two\n\n");
+      assert(performance.now() - started >= 380);
+    } finally {
+      await proxy.stop();
+      await backend.close();
+    }
+  });
+}
+
+Deno.test("[goround] shutdown ends open WebSocket tunnels with 1001 instead of waiting for them", async () => {
+  const backend = echoBackend("a");
+  const proxy = await startGoround(["--backend", backend.url, "--workers", "1"]);
+  try {
+    const ws = await open(`ws://127.0.0.1:${proxy.port}/`);
+    const result = closed(ws);
+    const started = Date.now();
+    const status = await proxy.stop();
+    equal(status.code, 0);
+    equal((await result).code, 1001);
+    assert(Date.now() - started < 5000, "not held for the drain timeout");
+  } finally {
+    await proxy.stop();
+    await backend.close();
+  }
+});
+
+Deno.test("[goround] ping and pong frames pass through the tunnel untouched", async () => {
+  const backend = echoBackend("a");
+  const proxy = await startGoround(["--backend", backend.url, "--workers", "1"]);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+  try {
+    await conn.write(new TextEncoder().encode(
+      "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    ));
+    const buf = new Uint8Array(4096);
+    let got = new Uint8Array();
+    const readMore = async () => {
+      const n = await conn.read(buf);
+      if (n === null) throw new Error("closed");
+      got = new Uint8Array([...got, ...buf.subarray(0, n)]);
+    };
+    while (!new TextDecoder().decode(got).includes("\r\n\r\n")) await readMore();
+    const text = new TextDecoder().decode(got);
+    equal(text.split("\r\n")[0], "HTTP/1.1 101 Switching Protocols");
+    got = got.subarray(text.indexOf("\r\n\r\n") + 4);
+    // A masked ping from the client (RFC 6455 §5.5.2) with payload "hb".
+    const mask = [1, 2, 3, 4];
+    const payload = [..."hb"].map((c, i) => c.charCodeAt(0) ^ mask[i % 4]!);
+    await conn.write(new Uint8Array([0x89, 0x80 | 2, ...mask, ...payload]));
+    while (got.length < 4) await readMore();
+    deepEqual(
+      [...got.subarray(0, 4)],
+      [0x8a, 2, 104, 98],
+      "the backend's pong, with the ping's payload",
+    );
+  } finally {
+    conn.close();
+    await proxy.stop();
+    await backend.close();
+  }
+});
+
+Deno.test("closeFrame() and frameTracker() follow RFC 6455 framing", () => {
+  deepEqual([...closeFrame(1011, "x")], [0x88, 3, 0x03, 0xf3, 0x78]);
+  const tracker = frameTracker();
+  // A text frame "hi", then a 200-byte binary frame (16-bit length), split at odd places.
+  const text = [0x81, 2, 104, 105];
+  const binary = [0x82, 126, 0, 200, ...new Array(200).fill(7)];
+  const all = new Uint8Array([...text, ...binary]);
+  tracker.feed(all.subarray(0, 3));
+  tracker.feed(all.subarray(3, 7));
+  tracker.feed(all.subarray(7));
+  equal(tracker.closed(), false);
+  tracker.feed(closeFrame(1000, "").subarray(0, 1));
+  equal(tracker.closed(), false);
+  tracker.feed(closeFrame(1000, "").subarray(1));
+  equal(tracker.closed(), true);
+});
