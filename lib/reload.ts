@@ -92,6 +92,11 @@ export const RELOAD_RULES: Readonly<Record<string, ReloadRule>> = {
   "max-ejection-percent": onReload("maxEjectionPercent"),
   "ejection-time": onReload("ejectionTime"),
   "underscore-headers": onReload("underscoreHeaders"),
+  "send-timeout": onReload("sendTimeout"),
+  "request-buffer": onReload("requestBuffer"),
+  "request-buffer-total": onReload("requestBufferTotal"),
+  "body-timeout": onReload("bodyTimeout"),
+  "body-min-rate": onReload("bodyMinRate"),
 };
 
 /** What a reload does. */

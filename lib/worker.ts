@@ -14,12 +14,14 @@
 
 import { type AccessLog, createAccessLog, writeStdout } from "./access_log.ts";
 import type { Backend, Config } from "./config.ts";
-import { BodyBrokeOff } from "./errors.ts";
+import { BodyBrokeOff, ClientStalled } from "./errors.ts";
 import { logLine } from "./log.ts";
 import { attachPool } from "./pool.ts";
 import { createForwarder, type Forwarder, type Incoming, type ProxyContext } from "./proxy.ts";
 import { createServeHandler } from "./serve_handler.ts";
 import { needsNewFront } from "./reload.ts";
+import { type BufferBudget, poolBudget } from "./request_buffer.ts";
+import type { BodyLimits } from "./serve_body.ts";
 import { serveHttp1, type ServerOptions } from "./server.ts";
 import {
   closeUpstreams,
@@ -107,22 +109,41 @@ interface Core {
 interface FrontSettings {
   readonly http1: { -readonly [K in keyof ServerOptions]: ServerOptions[K] };
   readonly serve: { -readonly [K in keyof ServeOptions]: ServeOptions[K] };
+  readonly limits: { -readonly [K in keyof BodyLimits]: BodyLimits[K] };
 }
 
 type ServeOptions = NonNullable<Parameters<typeof createServeHandler>[1]>;
 
-function frontSettings(config: Config, core: Core, accessLog: AccessLog | null): FrontSettings {
+function frontSettings(
+  config: Config,
+  core: Core,
+  options: { accessLog: AccessLog | null; budget: BufferBudget },
+): FrontSettings {
+  const { accessLog, budget } = options;
+  const limits = { ...bodyLimits(config), budget };
   return {
     http1: {
       forward: core.forward,
       upgrade: core.upgrade,
       headerTimeout: config.headerTimeout,
       keepAliveTimeout: config.keepAliveTimeout,
+      ...limits,
       onError: internalError,
       accessLog,
     },
     // TLS is on or off for the life of the process (turning it on or off waits for a restart).
-    serve: { accessLog, webSocket: core.relay, proto: config.tlsCert ? "https" : "http" },
+    serve: { accessLog, webSocket: core.relay, proto: config.tlsCert ? "https" : "http", limits },
+    limits,
+  };
+}
+
+/** The body limits of the settings (both fronts take them). */
+function bodyLimits(config: Config): Omit<BodyLimits, "budget"> {
+  return {
+    sendTimeout: config.sendTimeout,
+    requestBuffer: config.requestBuffer,
+    bodyTimeout: config.bodyTimeout,
+    bodyMinRate: config.bodyMinRate,
   };
 }
 
@@ -140,8 +161,11 @@ function listen(message: StartMessage, settings: FrontSettings): Front {
         ...(tls ?? {}),
         onListen: () => {},
         onError: (error) => {
-          // A backend breaking off mid-body was logged where it happened; anything else is a bug.
-          if (!(error instanceof BodyBrokeOff)) internalError(error);
+          // A backend breaking off mid-body, or a client that stopped reading, was logged where it
+          // happened; anything else is a bug.
+          if (!(error instanceof BodyBrokeOff || error instanceof ClientStalled)) {
+            internalError(error);
+          }
           return new Response("bad gateway\n", { status: 502 });
         },
       },
@@ -201,11 +225,13 @@ function start(message: StartMessage, options: WorkerOptions): void {
   let accessLog = createAccessLog(message.config.accessLog, writeStdout);
   // The front calls through `forward`, so an update swaps the proxy core under it.
   const core: Forwarder = (incoming) => forward(incoming);
+  // Read at each use, so a reload's --request-buffer-total applies to the next body.
+  const budget = poolBudget(pool, () => current.requestBufferTotal);
   const settings = frontSettings(message.config, {
     forward: options.wrapForward ? options.wrapForward(core) : core,
     upgrade: (incoming) => upgrader(incoming),
     relay: (req, incoming) => relayWebSocket(context, req, incoming),
-  }, accessLog);
+  }, { accessLog, budget });
   let front: Front;
   try {
     front = listen(message, settings);
@@ -250,6 +276,8 @@ function start(message: StartMessage, options: WorkerOptions): void {
       upgrader = createUpgrader(context);
       settings.http1.headerTimeout = config.headerTimeout;
       settings.http1.keepAliveTimeout = config.keepAliveTimeout;
+      Object.assign(settings.http1, bodyLimits(config));
+      Object.assign(settings.limits, bodyLimits(config));
       if (config.accessLog !== current.accessLog) {
         const previous = accessLog;
         accessLog = createAccessLog(config.accessLog, writeStdout);
