@@ -59,6 +59,16 @@ export class BodyBrokeOff extends Error {
   }
 }
 
+/** A client that stopped reading its response for longer than `--send-timeout`, already logged
+ * where it was noticed: the front end closes the connection and need not report it again. */
+export class ClientStalled extends Error {
+  /** @param message What stalled, e.g. `client 127.0.0.1 stopped reading … (GET /x)`. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ClientStalled";
+  }
+}
+
 /** Status for a request no backend could take (all down or draining). */
 export const STATUS_NO_BACKEND = 503;
 

@@ -20,6 +20,7 @@ import type { Listen } from "../config/config.ts";
 import { DASHBOARD_HTML } from "./dashboard.ts";
 import { renderMetrics } from "./metrics.ts";
 import {
+  bufferedBytes,
   ejectedUntil,
   inFlight,
   isAlive,
@@ -100,6 +101,8 @@ export interface Status {
   readonly panic: boolean;
   /** The backends, in round-robin order. */
   readonly backends: readonly BackendStatus[];
+  /** Request body bytes all workers hold in memory now (`--request-buffer-total` bounds it). */
+  readonly bufferedBytes: number;
 }
 
 /**
@@ -147,6 +150,7 @@ export function statusOf(sup: Supervisor): Status {
         ejectedUntil: until === 0 ? null : new Date(until).toISOString(),
       };
     }),
+    bufferedBytes: bufferedBytes(pool),
   };
 }
 

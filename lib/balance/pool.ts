@@ -14,6 +14,8 @@
  * │ 3 CAPACITY  number of slots                              │
  * │ 4 NO_BACKEND requests answered 503: no backend usable    │
  * │ 5 PANIC     1 while every backend looks down (--panic)   │
+ * │ 7 BUFFERED  request body bytes held in memory, all       │
+ * │             workers together (--request-buffer-total)    │
  * ├──────────── members: CAPACITY words ─────────────────────┤
  * │ slot id of member 0, 1, … SIZE-1, in selection order     │
  * ├──────────── slots: CAPACITY × 16 words (a line each) ────┤
@@ -68,6 +70,8 @@ const H_CAPACITY = 3;
 const H_NO_BACKEND = 4;
 /** 1 while panic mode is on. */
 const H_PANIC = 5;
+/** Request body bytes held in memory by every worker together. */
+const H_BUFFERED = 7;
 /** Words in the header. */
 const HEADER_WORDS = 16;
 
@@ -761,6 +765,45 @@ export function isPending(pool: Pool, slot: number): boolean {
  */
 export function noBackendCount(pool: Pool): number {
   return Atomics.load(pool.u32, H_NO_BACKEND);
+}
+
+/**
+ * Takes `bytes` of the process's request-buffer budget, unless that would hold more than
+ * `limit` in all. A compare-and-swap loop, so concurrent takers never overshoot the limit.
+ *
+ * @param pool The pool.
+ * @param bytes Bytes about to be held.
+ * @param limit The most all workers may hold together (`--request-buffer-total`).
+ * @returns Whether the bytes were taken (give them back with {@linkcode giveBuffered}).
+ */
+export function takeBuffered(pool: Pool, bytes: number, limit: number): boolean {
+  let held = Atomics.load(pool.u32, H_BUFFERED);
+  while (held + bytes <= limit) {
+    const seen = Atomics.compareExchange(pool.u32, H_BUFFERED, held, held + bytes);
+    if (seen === held) return true;
+    held = seen;
+  }
+  return false;
+}
+
+/**
+ * Gives back bytes taken with {@linkcode takeBuffered}.
+ *
+ * @param pool The pool.
+ * @param bytes Bytes no longer held.
+ */
+export function giveBuffered(pool: Pool, bytes: number): void {
+  Atomics.sub(pool.u32, H_BUFFERED, bytes);
+}
+
+/**
+ * Request body bytes held in memory now, by every worker together.
+ *
+ * @param pool The pool.
+ * @returns Bytes.
+ */
+export function bufferedBytes(pool: Pool): number {
+  return Atomics.load(pool.u32, H_BUFFERED);
 }
 
 /** Client responses a backend gave, by class, and their response-time histogram. */

@@ -9,6 +9,7 @@
 import { parseArgs } from "node:util";
 import { type Cidr, parseCidr } from "./cidr.ts";
 import { formatDuration, parseDuration } from "./duration.ts";
+import { formatSize, parseSize } from "./size.ts";
 import {
   type DiscoverySpec,
   type NameServer,
@@ -156,6 +157,19 @@ export interface Config {
   /** Whether to take over `listen` from the goround whose admin API is at `admin` (an upgrade
    * or restart without a gap). @default {false} */
   readonly takeover: boolean;
+  /** Longest wait for a write to a client to make progress, ms. @default {60000} */
+  readonly sendTimeout: number;
+  /** Request body bytes read into memory before a backend is contacted (0: none, every body
+   * streams). @default {1048576} */
+  readonly requestBuffer: number;
+  /** Request body bytes all workers may hold in memory together. @default {67108864} */
+  readonly requestBufferTotal: number;
+  /** Longest wait for more of a request body, and the window of `bodyMinRate`, ms.
+   * @default {60000} */
+  readonly bodyTimeout: number;
+  /** Least bytes per second a request body must average over each `bodyTimeout` of waiting
+   * (0: no minimum). @default {500} */
+  readonly bodyMinRate: number;
 }
 
 /** What `--underscore-headers` does with request fields whose name has a `_`. */
@@ -206,7 +220,8 @@ type Kind =
   | "sticky"
   | "hosts"
   | "percent"
-  | "underscore-headers";
+  | "underscore-headers"
+  | "size";
 
 interface FlagSpec {
   readonly name: string;
@@ -488,6 +503,36 @@ export const FLAGS: readonly FlagSpec[] = [
     fallback: "false",
     help: "take over --listen from the goround whose admin API is at --admin (true/false)",
   },
+  {
+    name: "send-timeout",
+    kind: "duration",
+    fallback: "60s",
+    help: "longest wait for a write to a client to make progress (then it is closed)",
+  },
+  {
+    name: "request-buffer",
+    kind: "size",
+    fallback: "1MiB",
+    help: "request body bytes read before a backend is contacted (0: stream every body)",
+  },
+  {
+    name: "request-buffer-total",
+    kind: "size",
+    fallback: "64MiB",
+    help: "request body bytes all workers may buffer at once (beyond it, bodies stream)",
+  },
+  {
+    name: "body-timeout",
+    kind: "duration",
+    fallback: "60s",
+    help: "longest wait for more of a request body (then 408)",
+  },
+  {
+    name: "body-min-rate",
+    kind: "size",
+    fallback: "500",
+    help: "bytes per second a request body must average over each --body-timeout (0: any)",
+  },
 ];
 
 /**
@@ -692,6 +737,8 @@ function parseValue(kind: Kind, text: string): Parsed {
       return Number(text);
     case "underscore-headers":
       return oneOf(text, UNDERSCORE_HEADERS, "an underscore-headers mode");
+    case "size":
+      return parseSize(text);
     case "discover":
       if (text.trim() !== "") parseDiscoverySpec(text);
       return text.trim();
@@ -930,6 +977,15 @@ export function parseCommandLine(
   }
   const takeover = switchValue("takeover");
   if (takeover) checkTakeover(value<Listen>("listen"), admin);
+  const requestBuffer = value<number>("request-buffer");
+  const requestBufferTotal = value<number>("request-buffer-total");
+  if (requestBuffer > requestBufferTotal) {
+    throw new ConfigError(
+      `--request-buffer: "${formatSize(requestBuffer)}" is more than --request-buffer-total ${
+        formatSize(requestBufferTotal)
+      }: expected at most the total`,
+    );
+  }
   return {
     kind: "run",
     config: {
@@ -980,6 +1036,11 @@ export function parseCommandLine(
       underscoreHeaders: value<UnderscoreHeaders>("underscore-headers"),
       instanceId: "",
       takeover,
+      sendTimeout: value<number>("send-timeout"),
+      requestBuffer,
+      requestBufferTotal,
+      bodyTimeout: value<number>("body-timeout"),
+      bodyMinRate: value<number>("body-min-rate"),
     },
   };
 }
@@ -1056,6 +1117,7 @@ export function helpText(): string {
     admin: "ADDR|off",
     cidrs: "CIDRS",
     hosts: "HOSTS",
+    size: "SIZE",
   };
   const names = FLAGS.map((flag) => `  --${flag.name} ${placeholder[flag.kind] ?? "VALUE"}`);
   const width = Math.max(...names.map((n) => n.length)) + 2;
@@ -1067,7 +1129,8 @@ export function helpText(): string {
   lines.push("  --version".padEnd(width) + "print the version");
   lines.push(
     "",
-    "Durations: 500ms, 10s, 1m, 1h. Backends: http://host:port or https://host:port, with ,weight=N.",
+    "Durations: 500ms, 10s, 1m, 1h. Sizes: 500, 64KiB, 1MiB (or 64k, 1m).",
+    "Backends: http://host:port or https://host:port, with ,weight=N.",
     'Config file: {"backends": ["http://a:8081", {"url": "http://b:8081", "weight": 2}], "health-interval": "5s"}',
   );
   return lines.join("\n") + "\n";

@@ -94,6 +94,11 @@ export const RELOAD_RULES: Readonly<Record<string, ReloadRule>> = {
   "underscore-headers": onReload("underscoreHeaders"),
   // It acts once, at start: a reload that changes it names it as waiting for a restart.
   takeover: onRestart("takeover"),
+  "send-timeout": onReload("sendTimeout"),
+  "request-buffer": onReload("requestBuffer"),
+  "request-buffer-total": onReload("requestBufferTotal"),
+  "body-timeout": onReload("bodyTimeout"),
+  "body-min-rate": onReload("bodyMinRate"),
 };
 
 /** What a reload does. */

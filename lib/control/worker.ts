@@ -14,7 +14,7 @@
 
 import { type AccessLog, createAccessLog, writeStdout } from "../front/access_log.ts";
 import type { Backend, Config } from "../config/config.ts";
-import { BodyBrokeOff } from "../errors.ts";
+import { BodyBrokeOff, ClientStalled } from "../errors.ts";
 import { flushRepeats, logLine, REPEAT_WINDOW_MS } from "../log.ts";
 import { attachPool } from "../balance/pool.ts";
 import {
@@ -25,6 +25,8 @@ import {
 } from "../proxy/forward.ts";
 import { createServeHandler, serveRestarting } from "../front/serve_handler.ts";
 import { needsNewFront } from "../config/reload_plan.ts";
+import { type BufferBudget, poolBudget } from "../front/request_buffer.ts";
+import type { BodyLimits } from "../front/serve_body.ts";
 import { IDLE_GRACE, serveHttp1, type ServerOptions } from "../front/server.ts";
 import {
   closeUpstreams,
@@ -126,22 +128,41 @@ interface Core {
 interface FrontSettings {
   readonly http1: { -readonly [K in keyof ServerOptions]: ServerOptions[K] };
   readonly serve: { -readonly [K in keyof ServeOptions]: ServeOptions[K] };
+  readonly limits: { -readonly [K in keyof BodyLimits]: BodyLimits[K] };
 }
 
 type ServeOptions = NonNullable<Parameters<typeof createServeHandler>[1]>;
 
-function frontSettings(config: Config, core: Core, accessLog: AccessLog | null): FrontSettings {
+function frontSettings(
+  config: Config,
+  core: Core,
+  options: { accessLog: AccessLog | null; budget: BufferBudget },
+): FrontSettings {
+  const { accessLog, budget } = options;
+  const limits = { ...bodyLimits(config), budget };
   return {
     http1: {
       forward: core.forward,
       upgrade: core.upgrade,
       headerTimeout: config.headerTimeout,
       keepAliveTimeout: config.keepAliveTimeout,
+      ...limits,
       onError: internalError,
       accessLog,
     },
     // TLS is on or off for the life of the process (turning it on or off waits for a restart).
-    serve: { accessLog, webSocket: core.relay, proto: config.tlsCert ? "https" : "http" },
+    serve: { accessLog, webSocket: core.relay, proto: config.tlsCert ? "https" : "http", limits },
+    limits,
+  };
+}
+
+/** The body limits of the settings (both fronts take them). */
+function bodyLimits(config: Config): Omit<BodyLimits, "budget"> {
+  return {
+    sendTimeout: config.sendTimeout,
+    requestBuffer: config.requestBuffer,
+    bodyTimeout: config.bodyTimeout,
+    bodyMinRate: config.bodyMinRate,
   };
 }
 
@@ -160,8 +181,11 @@ function listen(message: StartMessage, settings: FrontSettings): Front {
         ...(tls ?? {}),
         onListen: () => {},
         onError: (error) => {
-          // A backend breaking off mid-body was logged where it happened; anything else is a bug.
-          if (!(error instanceof BodyBrokeOff)) internalError(error);
+          // A backend breaking off mid-body, or a client that stopped reading, was logged where it
+          // happened; anything else is a bug.
+          if (!(error instanceof BodyBrokeOff || error instanceof ClientStalled)) {
+            internalError(error);
+          }
           return new Response("bad gateway\n", { status: 502 });
         },
       },
@@ -173,6 +197,7 @@ function listen(message: StartMessage, settings: FrontSettings): Front {
         },
         ...(settings.serve.webSocket ? { webSocket: settings.serve.webSocket } : {}),
         proto: tls ? "https" : "http",
+        limits: settings.limits,
         closing: () => closing,
       }),
     );
@@ -246,11 +271,13 @@ function start(message: StartMessage, options: WorkerOptions): void {
   let accessLog = createAccessLog(message.config.accessLog, writeStdout);
   // The front calls through `forward`, so an update swaps the proxy core under it.
   const core: Forwarder = (incoming) => forward(incoming);
+  // Read at each use, so a reload's --request-buffer-total applies to the next body.
+  const budget = poolBudget(pool, () => current.requestBufferTotal);
   const settings = frontSettings(message.config, {
     forward: options.wrapForward ? options.wrapForward(core) : core,
     upgrade: (incoming) => upgrader(incoming),
     relay: (req, incoming) => relayWebSocket(context, req, incoming),
-  }, accessLog);
+  }, { accessLog, budget });
   let front: Front;
   try {
     front = listen(message, settings);
@@ -301,6 +328,8 @@ function start(message: StartMessage, options: WorkerOptions): void {
       upgrader = createUpgrader(context);
       settings.http1.headerTimeout = config.headerTimeout;
       settings.http1.keepAliveTimeout = config.keepAliveTimeout;
+      Object.assign(settings.http1, bodyLimits(config));
+      Object.assign(settings.limits, bodyLimits(config));
       if (config.accessLog !== current.accessLog) {
         const previous = accessLog;
         accessLog = createAccessLog(config.accessLog, writeStdout);

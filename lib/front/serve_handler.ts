@@ -3,7 +3,8 @@
  * `Response`. Used with `--engine deno` (and wherever Deno's own server is needed). hyper, under
  * `Deno.serve`, has already refused malformed requests (obs-fold, `Content-Length` with
  * `Transfer-Encoding`, a target neither origin-form, absolute-form nor `*`, bytes outside ASCII
- * in it) with 400 and decoded chunked bodies.
+ * in it) with 400 and decoded chunked bodies. Request bodies are read ahead and streamed
+ * responses watched for a stalled client in `serve_body.ts`.
  *
  * @module
  */
@@ -17,17 +18,23 @@ import {
 } from "./accept_backoff.ts";
 import type { AccessLog } from "./access_log.ts";
 import { forwardResponseHeaders } from "../http/headers.ts";
+import { formatDuration } from "../config/duration.ts";
 import { logLine } from "../log.ts";
 import {
   type Forwarder,
   type Incoming,
   localReply,
-  REPLAY_LIMIT,
   type Reply,
   splitTarget,
 } from "../proxy/forward.ts";
 import { isHostPort, targetProblem } from "../http/request_target.ts";
-import type { Bytes } from "../upstream/client.ts";
+import {
+  type BodyLimits,
+  type BufferedBody,
+  bufferRequestBody,
+  sendWatched,
+} from "./serve_body.ts";
+import type { RequestBody } from "../upstream/client.ts";
 
 /** A `Deno.serve` handler. */
 export type Handler = (
@@ -40,6 +47,36 @@ const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 
 /** Methods a reverse proxy forwards; `CONNECT` would ask it to open a tunnel. */
 const ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
+
+/** The flags' defaults, for a handler made without them. */
+const DEFAULT_LIMITS: BodyLimits = {
+  requestBuffer: 1024 * 1024,
+  sendTimeout: 60_000,
+  bodyTimeout: 60_000,
+  bodyMinRate: 500,
+};
+
+/** What a refused body gets; the connection is not kept (hyper still reads the body out). */
+function refusal(status: 400 | 408, text: string): Response {
+  return toResponse(localReply(status, text, [["connection", "close"]]));
+}
+
+/** The send timeout of one streamed response, and its log line. */
+function stallWatch(limits: BodyLimits, client: string, req: Request, target: string): {
+  readonly sendTimeout: () => number;
+  readonly onStall: () => string;
+} {
+  return {
+    sendTimeout: () => limits.sendTimeout,
+    onStall: () => {
+      const line = `client ${client} stopped reading the response for ${
+        formatDuration(limits.sendTimeout)
+      } (--send-timeout): connection closed (${req.method} ${target})`;
+      logLine(line);
+      return line;
+    },
+  };
+}
 
 /** Parses a `Content-Length` the front accepted (a list of identical values is one value). */
 function contentLength(value: string): number {
@@ -70,7 +107,10 @@ export function requestProblem(req: Request): string | null {
  * @param reply The proxy's reply.
  * @returns The response.
  */
-export function toResponse(reply: Reply): Response {
+export function toResponse(
+  reply: Reply,
+  watched?: { readonly sendTimeout: () => number; readonly onStall: () => string },
+): Response {
   const extra = reply.extra ?? [];
   if (reply.kind === "local") {
     return new Response(reply.text, {
@@ -90,6 +130,7 @@ export function toResponse(reply: Reply): Response {
   // A whole body may be a view into the backend connection's buffer: copy it, then let the
   // connection go back to the pool.
   if (body instanceof Uint8Array) body = body.slice();
+  else if (body !== null && watched) body = sendWatched(body, watched);
   response.release();
   return new Response(body, { status: response.status, headers });
 }
@@ -115,6 +156,9 @@ export function createServeHandler(
     accessLog?: AccessLog | null;
     webSocket?: (req: Request, incoming: Incoming) => Promise<Response>;
     closing?: () => boolean;
+    /** Request buffering, body pace and send timeout (read at each request). @default {the
+     * flags' defaults, no budget bound} */
+    limits?: BodyLimits;
   } = {},
 ): Handler {
   const proto = options.proto ?? "http";
@@ -132,23 +176,30 @@ export function createServeHandler(
     // req.url is absolute: its authority is the client's Host (origin-form), or the request
     // target's own authority for absolute-form, which RFC 9112 §3.2.2 prefers over Host.
     const { target, authority } = splitTarget(req.url);
-    let body: Bytes | ReadableStream<Bytes> | null = null;
+    const limits = options.limits ?? DEFAULT_LIMITS;
+    let body: RequestBody = null;
     let bodyLength = 0;
+    let buffered: BufferedBody | null = null;
     const length = req.headers.get("content-length");
-    if (length !== null) {
-      bodyLength = contentLength(length);
-      if (bodyLength > 0 && bodyLength <= REPLAY_LIMIT) {
-        try {
-          body = new Uint8Array(await req.arrayBuffer());
-        } catch {
-          return toResponse(localReply(400, "request body ended early"));
-        }
-      } else {
-        body = bodyLength > 0 ? req.body : new Uint8Array(0);
-      }
+    const declared = length === null ? -1 : contentLength(length);
+    if (declared === 0) {
+      body = new Uint8Array(0);
     } else if (req.body !== null) {
-      bodyLength = -1; // the front decoded a chunked body; it goes on chunked
-      body = req.body;
+      buffered = await bufferRequestBody(req.body, limits);
+      if (buffered.kind === "refused") {
+        logLine(
+          `client ${info.remoteAddr.hostname}: ${buffered.text}: ${buffered.status} (${req.method} ${target})`,
+        );
+        return refusal(buffered.status, buffered.text);
+      }
+      if (buffered.kind === "whole") {
+        // A chunked body read whole goes on with a Content-Length, as nginx sends it.
+        body = buffered.parts.length === 1 ? buffered.parts[0]! : buffered.parts;
+        bodyLength = buffered.length;
+      } else {
+        body = buffered.body;
+        bodyLength = declared; // the rest of a chunked body goes on chunked (-1)
+      }
     }
     const incoming: Incoming = {
       method: req.method,
@@ -163,8 +214,26 @@ export function createServeHandler(
     if (options.webSocket && req.headers.get("upgrade")?.toLowerCase() === "websocket") {
       return await options.webSocket(req, incoming);
     }
-    const reply = await forward(incoming);
-    const response = toResponse(reply);
+    let reply: Reply;
+    try {
+      reply = await forward(incoming);
+    } finally {
+      // The exchange with the backends is over: no retry is left to send the body again.
+      buffered?.done();
+    }
+    if (buffered?.kind === "stream" && buffered.timedOut()) {
+      if (reply.kind === "upstream") {
+        if (reply.response.body instanceof ReadableStream) {
+          reply.response.body.cancel().catch(() => {});
+        }
+        reply.response.release();
+      }
+      return refusal(408, "request body too slow");
+    }
+    // Only a streamed body holds a backend while the client reads: only that one is watched.
+    const response = reply.kind === "upstream" && reply.response.body instanceof ReadableStream
+      ? toResponse(reply, stallWatch(limits, `${info.remoteAddr.hostname}`, req, target))
+      : toResponse(reply);
     // RFC 9112 §9.6; over HTTP/2 the server drops the field and its shutdown sends GOAWAY.
     if (options.closing?.()) response.headers.set("connection", "close");
     // Read at each request: a reload may switch the log (the options object is the worker's).

@@ -10,8 +10,12 @@
  * could smuggle a request (see `http1.ts`).
  *
  * Slow clients: each connection is a pending read, not a thread, so many slow connections do not
- * stop others being served; a request head must arrive within the header timeout and an idle
- * keep-alive connection is closed after the keep-alive timeout, both checked by one sweep.
+ * stop others being served; a request head must arrive within the header timeout, an idle
+ * keep-alive connection is closed after the keep-alive timeout, a request body must keep its pace
+ * (`body_pace.ts`: else 408), and a write to a client that stops reading is cut off after the
+ * send timeout, all checked by one sweep. Request bodies are read into memory before a backend is
+ * contacted, up to the request buffer (`request_buffer.ts`), so a slow upload holds goround's
+ * memory, not a backend's worker.
  *
  * @module
  */
@@ -25,6 +29,7 @@ import {
   isPeerGone,
 } from "./accept_backoff.ts";
 import type { AccessLog } from "./access_log.ts";
+import { noteRead, type PaceLimits, readAllowance, resetPace } from "./body_pace.ts";
 import { forwardResponseHeaders } from "../http/headers.ts";
 import {
   chunkedDecoder,
@@ -41,29 +46,36 @@ import {
   type RequestHead,
   writeLatin1,
 } from "../http/http1.ts";
+import { logLine } from "../log.ts";
+import { formatDuration } from "../config/duration.ts";
 import {
   type Forwarder,
   type Incoming,
   localReply,
-  REPLAY_LIMIT,
   type Reply,
   splitTarget,
 } from "../proxy/forward.ts";
-import { logLine } from "../log.ts";
+import { type BufferBudget, UNBOUNDED } from "./request_buffer.ts";
 import { batches, FRAME_ROOM } from "../http/streaming.ts";
 import { BODY_BUFFER, borrow, giveBack } from "../http/buffers.ts";
 import { closeFrame, isWebSocketUpgrade, splice, type Upgrader } from "../proxy/websocket.ts";
-import type { Bytes, UpstreamResponse } from "../upstream/client.ts";
+import type { Bytes, RequestBody, UpstreamResponse } from "../upstream/client.ts";
 
 /** Settings of the front end. The server reads them at each use, so the caller may change the
- * timeouts and the access log of a running server (a reload). */
-export interface ServerOptions {
+ * timeouts, the buffer sizes and the access log of a running server (a reload). */
+export interface ServerOptions extends PaceLimits {
   /** The proxy core. */
   readonly forward: Forwarder;
   /** Time a client has to send a complete request head, ms. */
   readonly headerTimeout: number;
   /** Time an idle keep-alive connection is kept open, ms. */
   readonly keepAliveTimeout: number;
+  /** Longest wait for a write to the client to make progress, ms (`--send-timeout`). */
+  readonly sendTimeout: number;
+  /** Request body bytes read before the request is forwarded (0: every body streams). */
+  readonly requestBuffer: number;
+  /** The budget buffered bodies take from. @default {UNBOUNDED} */
+  readonly budget?: BufferBudget;
   /** `https` when the listener terminates TLS. @default {"http"} */
   readonly proto?: "http" | "https";
   /** Called with unexpected errors (a bug, not a client's or backend's fault). */
@@ -104,14 +116,33 @@ export interface Http1Server {
 interface Client {
   readonly conn: Deno.Conn;
   readonly ip: string;
+  readonly options: ServerOptions;
   /** Read buffer; `buf[start..end)` is unread. */
   buf: Bytes;
   /** Write buffer for response heads and whole bodies. */
   wbuf: Bytes;
   start: number;
   end: number;
-  /** Epoch ms after which the sweep closes the connection (0: none). */
+  /** Epoch ms after which the sweep closes the connection (0: none): a read's deadline. */
   deadline: number;
+  /** Epoch ms after which the sweep closes the connection while a write is pending (0: none). */
+  sendDeadline: number;
+  /** When the pending read of a request body began, epoch ms (0: no body read pending). */
+  readSince: number;
+  /** The request body's pace (see `body_pace.ts`). */
+  paceBytes: number;
+  paceWait: number;
+  /** Whether every byte of the request body has been read (the connection can carry another
+   * request). */
+  bodyDone: boolean;
+  /** Whether a response to the current request has begun (or a 408 took its place). */
+  replied: boolean;
+  /** The request being answered (for log lines). */
+  head: RequestHead | null;
+  /** Bytes of the buffer budget the current request holds. */
+  reserved: number;
+  /** A 408 being written; the connection closes once it is out. */
+  farewell: Promise<void> | null;
   /** A request is being answered. */
   busy: boolean;
   /** Request heads read so far. */
@@ -139,7 +170,22 @@ interface Drain {
   /** Epoch ms at which a connection still waiting for its next request is closed (0: none). */
   idleUntil: number;
 }
+/** Epoch ms as of the last sweep or request start, on this thread: write deadlines are set from
+ * it, so a write costs no clock read (the sweep is 100 ms coarse anyway). */
+let clock = Date.now();
 const CONTINUE = encodeLatin1("HTTP/1.1 100 Continue\r\n\r\n");
+const TOO_SLOW_TEXT = "request body too slow\n";
+/** What a client whose body broke the pace gets (RFC 9110 §15.5.9), the connection then closed. */
+const TOO_SLOW = encodeLatin1(
+  "HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n" +
+    `content-length: ${TOO_SLOW_TEXT.length}\r\nconnection: close\r\n\r\n${TOO_SLOW_TEXT}`,
+);
+/** Room in a recycled buffer for a chunked body's payload (framing room is left, should the
+ * piece be sent on chunked). */
+const CHUNK_ROOM = BODY_BUFFER - FRAME_ROOM;
+/** A buffer with less room than this left is done with: a new one takes the next read. */
+const MIN_READ = 4096;
+const NO_PARTS: readonly Bytes[] = [];
 const ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
 
 /** Reason phrases for the statuses goround itself answers. */
@@ -185,9 +231,54 @@ function readMore(client: Client): Promise<number | null> {
   return client.conn.read(client.buf.subarray(client.end));
 }
 
+/** Writes all of `bytes`; each write must make progress within the send timeout. */
 async function writeAll(client: Client, bytes: Uint8Array): Promise<void> {
+  const timeout = client.options.sendTimeout;
+  client.sendDeadline = clock + timeout;
   let offset = await client.conn.write(bytes);
-  while (offset < bytes.length) offset += await client.conn.write(bytes.subarray(offset));
+  while (offset < bytes.length) {
+    client.sendDeadline = clock + timeout;
+    offset += await client.conn.write(bytes.subarray(offset));
+  }
+  client.sendDeadline = 0;
+}
+
+/** A write made no progress within the send timeout (the client stopped reading): the
+ * connection is closed, which fails the write, and the writer lets the backend go. */
+function sendTimedOut(client: Client): void {
+  if (client.closed) return;
+  const head = client.head;
+  logLine(
+    `client ${client.ip} stopped reading the response for ${
+      formatDuration(client.options.sendTimeout)
+    } (--send-timeout): connection closed${head ? ` (${head.method} ${head.target})` : ""}`,
+  );
+  closeClient(client);
+}
+
+/** A request body broke its pace (see `body_pace.ts`): 408, unless a response has begun, then
+ * the connection is closed. Whoever waits on the body then fails and finds `replied` set. */
+function bodyTimedOut(client: Client): void {
+  client.deadline = 0;
+  client.readSince = 0;
+  if (client.closed || client.farewell) return;
+  const { head, options } = client;
+  logLine(
+    `client ${client.ip} sent its request body too slowly (--body-timeout ${
+      formatDuration(options.bodyTimeout)
+    }, --body-min-rate ${options.bodyMinRate}): 408${
+      head ? ` (${head.method} ${head.target})` : ""
+    }`,
+  );
+  if (client.replied) {
+    closeClient(client);
+    return;
+  }
+  client.replied = true;
+  client.sendDeadline = Date.now() + options.sendTimeout;
+  client.farewell = client.conn.write(TOO_SLOW).then(() => {}, () => {}).finally(() =>
+    closeClient(client)
+  );
 }
 
 /**
@@ -198,7 +289,10 @@ async function writeAll(client: Client, bytes: Uint8Array): Promise<void> {
  */
 function awaitHead(client: Client, options: ServerOptions, drain: Drain): void {
   client.headBegun = client.end > client.start;
-  client.deadline = Date.now() +
+  client.replied = false;
+  const now = Date.now();
+  clock = now;
+  client.deadline = now +
     (client.headBegun || client.requests === 0 ? options.headerTimeout : options.keepAliveTimeout);
   if (!client.headBegun) idleAtMost(client, drain);
 }
@@ -231,50 +325,149 @@ function takeHead(client: Client, options: ServerOptions): RequestHead | null {
   return null;
 }
 
-/** Incremental state of a request body being read off the client connection. */
-interface BodyReader {
-  /** Whether every byte of the body has been read (the connection can carry another request). */
-  done: boolean;
-  /** Longest pause allowed between two reads of the body, ms. */
-  readonly timeout: number;
+/** Arms the deadline while a body read waits on the client (its pace decides how long); call
+ * {@linkcode bodyRead} after. */
+function bodyDeadline(client: Client): void {
+  const now = Date.now();
+  client.readSince = now;
+  client.deadline = now + readAllowance(client, client.options);
 }
 
-/** Arms the deadline while a body read waits on the client; call {@linkcode bodyRead} after. */
-function bodyDeadline(client: Client, state: BodyReader): void {
-  client.deadline = Date.now() + state.timeout;
-}
-
-/** Clears the body deadline: between reads the time is the consumer's (the backend's), not the
- * client's, and the response timeout covers that. */
-function bodyRead(client: Client): void {
+/**
+ * Clears the body deadline and counts the read in the body's pace: between reads the time is
+ * the consumer's (the backend's), not the client's, and the response timeout covers that.
+ *
+ * @throws {RequestError} 408 when the body has fallen below its pace (the 408 is sent already).
+ */
+function bodyRead(client: Client, bytes: number): void {
+  const since = client.readSince;
+  client.readSince = 0;
   client.deadline = 0;
-}
-
-/** Reads a `Content-Length` body whole (it is small enough to replay on a retry), into a
- * recycled buffer when it fits one: the caller gives it back once the exchange is over. */
-async function readWhole(client: Client, length: number, state: BodyReader): Promise<Bytes> {
-  const body = length <= BODY_BUFFER ? borrow().subarray(0, length) : new Uint8Array(length);
-  const buffered = Math.min(length, client.end - client.start);
-  body.set(client.buf.subarray(client.start, client.start + buffered));
-  client.start += buffered;
-  let at = buffered;
-  while (at < length) {
-    bodyDeadline(client, state);
-    const n = await client.conn.read(body.subarray(at));
-    bodyRead(client);
-    if (n === null) throw new RequestError(400, "request body ended early");
-    at += n;
+  if (since === 0) return; // the sweep found it past its deadline: the 408 is on its way
+  if (!noteRead(client, bytes, Date.now() - since, client.options)) {
+    bodyTimedOut(client);
+    throw new RequestError(408, "request body too slow");
   }
-  state.done = true;
-  bodyRead(client);
-  return body;
 }
 
-/** Streams a `Content-Length` body off the connection. */
-function lengthBody(client: Client, length: number, state: BodyReader): ReadableStream<Bytes> {
+/** Gives back the budget the request's buffered bytes held. */
+function releaseBudget(client: Client): void {
+  if (client.reserved === 0) return;
+  (client.options.budget ?? UNBOUNDED).give(client.reserved);
+  client.reserved = 0;
+}
+
+/** Takes budget for `bytes` more of the request's body; `false` when the budget is spent. */
+function reserve(client: Client, bytes: number): boolean {
+  if (!(client.options.budget ?? UNBOUNDED).take(bytes)) return false;
+  client.reserved += bytes;
+  return true;
+}
+
+/** Total length of parts. */
+function lengthOf(parts: readonly Bytes[]): number {
+  let size = 0;
+  for (let i = 0; i < parts.length; i++) size += parts[i]!.length;
+  return size;
+}
+
+/**
+ * Reads up to `want` bytes of a `Content-Length` body before the request is forwarded, into
+ * recycled buffers (`buffers.ts`), each taken from the budget first. Stops early when the budget
+ * is spent (the rest then streams). The caller gives the parts back once the exchange is over.
+ */
+async function bufferLength(client: Client, want: number): Promise<Bytes[]> {
+  const parts: Bytes[] = [];
+  let got = 0;
+  while (got < want) {
+    const size = Math.min(BODY_BUFFER, want - got);
+    if (!reserve(client, size)) break;
+    const part = borrow().subarray(0, size);
+    parts.push(part);
+    let at = Math.min(size, client.end - client.start);
+    part.set(client.buf.subarray(client.start, client.start + at));
+    client.start += at;
+    while (at < size) {
+      bodyDeadline(client);
+      const n = await client.conn.read(part.subarray(at));
+      bodyRead(client, n ?? 0);
+      if (n === null) throw new RequestError(400, "request body ended early");
+      at += n;
+    }
+    got += size;
+  }
+  return parts;
+}
+
+/**
+ * Reads and decodes a chunked body before the request is forwarded, until it ends or more than
+ * the request buffer has arrived (or the budget is spent), into recycled buffers. A malformed
+ * chunk is a 400 here, before any backend has seen the request. Bytes after the body's end stay
+ * buffered for the next request.
+ */
+async function bufferChunked(client: Client, decoder: ChunkedState): Promise<Bytes[]> {
+  const limit = client.options.requestBuffer;
+  const parts: Bytes[] = [];
+  let payload = 0;
+  let out: Bytes | null = null;
+  let used = 0;
+  const keep = (data: Uint8Array) => {
+    out!.set(data, used);
+    used += data.length;
+  };
+  try {
+    while (decoder.phase !== "done" && payload <= limit) {
+      if (out === null || used > CHUNK_ROOM - MIN_READ) {
+        if (out !== null) parts.push(out.subarray(0, used));
+        out = null;
+        if (!reserve(client, CHUNK_ROOM)) break;
+        out = borrow().subarray(0, CHUNK_ROOM);
+        used = 0;
+      }
+      const before = used;
+      // The payload decoded is never longer than the input, so it fits in `out`; and no more is
+      // taken than could bring the payload one byte past the limit (which then streams).
+      const room = Math.min(CHUNK_ROOM - used, limit + 1 - payload);
+      if (client.end > client.start) {
+        const input = client.buf.subarray(client.start, Math.min(client.end, client.start + room));
+        client.start += decodeChunked(decoder, input, keep);
+      } else {
+        bodyDeadline(client);
+        const n = await client.conn.read(out.subarray(used, used + room));
+        bodyRead(client, n ?? 0);
+        if (n === null) throw new RequestError(400, "chunked body ended early");
+        const region = out.subarray(used, used + n);
+        const decoded = decodeChunkedInPlace(decoder, region);
+        used += decoded.payload;
+        if (decoded.consumed < n) putBack(client, region.subarray(decoded.consumed)); // the next request
+      }
+      payload += used - before;
+    }
+  } catch (error) {
+    if (error instanceof ProtocolError) throw new RequestError(400, error.message);
+    throw error;
+  }
+  if (out !== null && used > 0) parts.push(out.subarray(0, used));
+  else if (out !== null) giveBack(out);
+  if (decoder.phase === "done") {
+    // Whole: the budget holds what the body takes, not the buffers' spare room.
+    (client.options.budget ?? UNBOUNDED).give(client.reserved - payload);
+    client.reserved = payload;
+  }
+  return parts;
+}
+
+/** Streams the rest of a `Content-Length` body off the connection, after the parts buffered
+ * already (their budget is given back once the consumer has taken them). */
+function lengthBody(
+  client: Client,
+  length: number,
+  prefix: readonly Bytes[],
+): ReadableStream<Bytes> {
   let remaining = length;
   return new ReadableStream<Bytes>({
     start(controller) {
+      for (const part of prefix) controller.enqueue(part);
       const buffered = Math.min(remaining, client.end - client.start);
       if (buffered > 0) {
         controller.enqueue(client.buf.slice(client.start, client.start + buffered));
@@ -282,16 +475,23 @@ function lengthBody(client: Client, length: number, state: BodyReader): Readable
         remaining -= buffered;
       }
       if (remaining === 0) {
-        state.done = true;
+        client.bodyDone = true;
         controller.close();
       }
     },
     async pull(controller) {
+      releaseBudget(client);
       const chunk = borrow();
-      bodyDeadline(client, state);
+      bodyDeadline(client);
       const n = await client.conn.read(chunk.subarray(0, Math.min(chunk.length, remaining)))
         .catch(() => null);
-      bodyRead(client);
+      try {
+        bodyRead(client, n ?? 0);
+      } catch (error) {
+        giveBack(chunk);
+        controller.error(error);
+        return;
+      }
       if (n === null) {
         giveBack(chunk);
         controller.error(new RequestError(400, "request body ended early"));
@@ -300,7 +500,7 @@ function lengthBody(client: Client, length: number, state: BodyReader): Readable
       remaining -= n;
       controller.enqueue(n === chunk.length ? chunk : chunk.subarray(0, n));
       if (remaining === 0) {
-        state.done = true;
+        client.bodyDone = true;
         controller.close();
       }
     },
@@ -308,17 +508,24 @@ function lengthBody(client: Client, length: number, state: BodyReader): Readable
 }
 
 /**
- * Streams a chunked body off the connection, decoded; bytes after its end stay buffered. Each
- * piece is a recycled buffer (`buffers.ts`): what the client buffer held of the body, or one
- * large read straight off the connection decoded in place, so a large body takes large reads,
- * not the client buffer's small ones.
+ * Streams the rest of a chunked body off the connection, decoded, after the parts buffered
+ * already; bytes after its end stay buffered. Each piece is a recycled buffer (`buffers.ts`):
+ * what the client buffer held of the body, or one large read straight off the connection
+ * decoded in place, so a large body takes large reads, not the client buffer's small ones.
  */
-function chunkedBody(client: Client, state: BodyReader): ReadableStream<Bytes> {
-  const decoder: ChunkedState = chunkedDecoder();
+function chunkedBody(
+  client: Client,
+  decoder: ChunkedState,
+  prefix: readonly Bytes[],
+): ReadableStream<Bytes> {
   return new ReadableStream<Bytes>({
+    start(controller) {
+      for (const part of prefix) controller.enqueue(part);
+    },
     pull: async (controller) => {
+      releaseBudget(client);
       // Leave room for the chunk framing, should the piece be sent on chunked.
-      const out = borrow().subarray(0, BODY_BUFFER - FRAME_ROOM);
+      const out = borrow().subarray(0, CHUNK_ROOM);
       let used = 0;
       try {
         while (used === 0 && decoder.phase !== "done") {
@@ -334,9 +541,9 @@ function chunkedBody(client: Client, state: BodyReader): ReadableStream<Bytes> {
             });
             continue;
           }
-          bodyDeadline(client, state);
+          bodyDeadline(client);
           const n = await client.conn.read(out);
-          bodyRead(client);
+          bodyRead(client, n ?? 0);
           if (n === null) throw new RequestError(400, "chunked body ended early");
           const { payload, consumed } = decodeChunkedInPlace(decoder, out.subarray(0, n));
           used = payload;
@@ -352,12 +559,52 @@ function chunkedBody(client: Client, state: BodyReader): ReadableStream<Bytes> {
       if (used > 0) controller.enqueue(out.subarray(0, used));
       else giveBack(out);
       if (decoder.phase === "done") {
-        state.done = true;
+        client.bodyDone = true;
         controller.close();
       }
     },
   }, { highWaterMark: 0 });
 }
+
+/**
+ * Reads what the request buffer takes of the request's body, then gives the body to forward:
+ * whole (bytes, or parts), or a stream of the parts read and the rest. Sets `bodyLength` to
+ * what goes out as `Content-Length` (-1: the rest streams chunked).
+ */
+async function requestBody(
+  client: Client,
+  head: RequestHead,
+): Promise<{ body: RequestBody; bodyLength: number }> {
+  const limit = client.options.requestBuffer;
+  if (head.bodyLength > 0) {
+    const parts = limit > 0
+      ? await bufferLength(client, Math.min(head.bodyLength, limit))
+      : NO_PARTS;
+    const got = lengthOf(parts);
+    if (got < head.bodyLength) {
+      return {
+        body: lengthBody(client, head.bodyLength - got, parts),
+        bodyLength: head.bodyLength,
+      };
+    }
+    client.bodyDone = true;
+    return { body: parts.length === 1 ? parts[0]! : parts, bodyLength: head.bodyLength };
+  }
+  const decoder = chunkedDecoder();
+  const parts = limit > 0 ? await bufferChunked(client, decoder) : NO_PARTS;
+  if (decoder.phase !== "done") {
+    return { body: chunkedBody(client, decoder, parts), bodyLength: -1 };
+  }
+  // Decoded whole: it goes on with a Content-Length, as nginx sends a buffered body.
+  client.bodyDone = true;
+  const length = lengthOf(parts);
+  return {
+    body: parts.length === 1 ? parts[0]! : parts.length === 0 ? EMPTY : parts,
+    bodyLength: length,
+  };
+}
+
+const EMPTY: Bytes = new Uint8Array(0);
 
 /** Puts bytes read past a body back in the (empty) client buffer, for the next request. */
 function putBack(client: Client, bytes: Uint8Array): void {
@@ -422,8 +669,10 @@ async function writeReply(
   }
   const bytes = client.wbuf.subarray(0, whole.size);
   // One write nearly always takes it all: awaited directly, without writeAll's promise.
+  client.sendDeadline = clock + client.options.sendTimeout;
   const n = await client.conn.write(bytes);
   if (n < bytes.length) await writeAll(client, bytes.subarray(n));
+  client.sendDeadline = 0;
   return whole;
 }
 
@@ -624,15 +873,14 @@ async function answer(
     return false;
   }
   const { target, authority } = splitTarget(head.target);
-  const state: BodyReader = { done: head.bodyLength === 0, timeout: options.keepAliveTimeout };
-  let body: Bytes | ReadableStream<Bytes> | null = null;
-  if (head.bodyLength !== 0 && head.expectContinue) await writeAll(client, CONTINUE);
-  if (head.bodyLength > 0 && head.bodyLength <= REPLAY_LIMIT) {
-    body = await readWhole(client, head.bodyLength, state);
-  } else if (head.bodyLength > 0) {
-    body = lengthBody(client, head.bodyLength, state);
-  } else if (head.bodyLength < 0) {
-    body = chunkedBody(client, state);
+  client.head = head;
+  client.bodyDone = head.bodyLength === 0;
+  let body: RequestBody = null;
+  let bodyLength = 0;
+  if (head.bodyLength !== 0) {
+    if (head.expectContinue) await writeAll(client, CONTINUE);
+    resetPace(client);
+    ({ body, bodyLength } = await requestBody(client, head));
   } else if (hasField(head.headers, "content-length")) {
     body = new Uint8Array(0); // an explicit "Content-Length: 0" is passed on as such
   }
@@ -642,7 +890,7 @@ async function answer(
     authority: authority ?? head.host ?? "",
     headers: head.headers,
     body,
-    bodyLength: head.bodyLength,
+    bodyLength,
     clientIp: client.ip,
     proto: options.proto ?? "http",
     arrived: started,
@@ -656,8 +904,18 @@ async function answer(
   let written: Written;
   try {
     reply = await options.forward(incoming);
+    if (client.replied) {
+      // The body fell below its pace and got 408 meanwhile; the connection is closing.
+      if (reply.kind === "upstream") {
+        const { response } = reply;
+        if (response.body instanceof ReadableStream) response.body.cancel().catch(() => {});
+        response.release();
+      }
+      return false;
+    }
+    client.replied = true;
     // The connection carries another request only if this one was read to its end.
-    const keepAlive = head.keepAlive && !drain.stopping && state.done;
+    const keepAlive = head.keepAlive && !drain.stopping && client.bodyDone;
     // writeReply's work, inline (keep the two alike): one async function fewer on every
     // request's path.
     const whole = frameWhole(client, head, reply, keepAlive);
@@ -665,16 +923,20 @@ async function answer(
       written = await writeStreamed(client, head, reply as UpstreamReply, keepAlive);
     } else {
       const bytes = client.wbuf.subarray(0, whole.size);
+      client.sendDeadline = clock + options.sendTimeout;
       const n = await client.conn.write(bytes);
       if (n < bytes.length) await writeAll(client, bytes.subarray(n));
+      client.sendDeadline = 0;
       written = whole;
     }
   } finally {
     // The exchange is over: no retry is left to replay a whole body, and the reply (which a
-    // forwarder could have built from it) is written, so its recycled buffer can go back.
+    // forwarder could have built from it) is written, so its recycled buffers can go back.
     if (body instanceof Uint8Array) giveBack(body);
+    else if (Array.isArray(body)) { for (const part of body) giveBack(part); }
+    if (client.reserved !== 0) releaseBudget(client);
   }
-  if (!state.done && body instanceof ReadableStream) body.cancel().catch(() => {});
+  if (!client.bodyDone && body instanceof ReadableStream) body.cancel().catch(() => {});
   if (options.accessLog) {
     const field = (name: string) => head.headers.find(([n]) => n === name)?.[1] ?? null;
     const now = performance.now();
@@ -694,7 +956,7 @@ async function answer(
       userAgent: field("user-agent"),
     });
   }
-  return written.keep && state.done;
+  return written.keep && client.bodyDone;
 }
 
 /** Whether a field is among `fields`. */
@@ -783,7 +1045,7 @@ async function session(
         again = await answer(client, head, options, drain);
       } catch (error) {
         if (!(error instanceof RequestError)) throw error;
-        await writeReply(client, head, errorReply(error), false);
+        if (!client.replied) await writeReply(client, head, errorReply(error), false);
         return;
       }
       if (!again) return;
@@ -792,6 +1054,7 @@ async function session(
     // A client that went away mid-exchange is routine; anything else is reported.
     if (!client.closed && !isConnectionError(error)) options.onError?.(error);
   } finally {
+    if (client.farewell) await client.farewell;
     closeClient(client);
   }
 }
@@ -832,8 +1095,15 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
   let accepts = true;
   const timer = setInterval(() => {
     const now = Date.now();
+    clock = now;
     for (const client of clients) {
-      if (client.deadline !== 0 && now > client.deadline) closeClient(client);
+      if (client.deadline !== 0 && now > client.deadline) {
+        // A body read past its pace gets 408; a head or an idle connection is just closed.
+        if (client.readSince !== 0) bodyTimedOut(client);
+        else closeClient(client);
+      } else if (client.sendDeadline !== 0 && now > client.sendDeadline) {
+        sendTimedOut(client);
+      }
     }
   }, SWEEP_MS);
   Deno.unrefTimer(timer);
@@ -876,11 +1146,21 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
       const client: Client = {
         conn,
         ip: (conn.remoteAddr as Deno.NetAddr).hostname,
+        options,
         buf: spareReads.pop() ?? new Uint8Array(READ_BUFFER),
         wbuf: spareWrites.pop() ?? new Uint8Array(WRITE_BUFFER),
         start: 0,
         end: 0,
         deadline: Date.now() + options.headerTimeout,
+        sendDeadline: 0,
+        readSince: 0,
+        paceBytes: 0,
+        paceWait: 0,
+        bodyDone: true,
+        replied: false,
+        head: null,
+        reserved: 0,
+        farewell: null,
         busy: false,
         requests: 0,
         headBegun: false,

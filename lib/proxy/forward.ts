@@ -49,16 +49,12 @@ import { authorityEnd } from "../http/request_target.ts";
 import { type SelectionContext, selectorFor } from "../balance/selection.ts";
 import { cookieValue, createSticky, STICKY_COOKIE } from "../balance/sticky.ts";
 import {
-  type Bytes,
   type OutgoingRequest,
+  type RequestBody,
   roundTrip,
   type UpstreamResponse,
   type Upstreams,
 } from "../upstream/client.ts";
-
-/** Request bodies up to this size (with a `Content-Length`) are read whole before forwarding,
- * so an idempotent request can be replayed on another backend. Larger ones are streamed. */
-export const REPLAY_LIMIT = 64 * 1024;
 
 /** What the proxy works with; one per worker thread. */
 export interface ProxyContext {
@@ -86,9 +82,11 @@ export interface Incoming {
   readonly authority: string;
   /** The client's fields, names lowercased. */
   readonly headers: Iterable<readonly [string, string]>;
-  /** The body: whole bytes (replayable), a stream, or none. */
-  readonly body: Bytes | ReadableStream<Bytes> | null;
-  /** The body's `Content-Length`, -1 when it is chunked, 0 when there is none. */
+  /** The body: whole bytes or parts (buffered, so replayable: see `request_buffer.ts`), a
+   * stream, or none. */
+  readonly body: RequestBody;
+  /** The body's length (sent as `Content-Length`), -1 when it streams chunked, 0 when there is
+   * none. */
   readonly bodyLength: number;
   /** The TCP peer. */
   readonly clientIp: string;

@@ -46,6 +46,15 @@ import { BODY_BUFFER, borrow, giveBack } from "../http/buffers.ts";
 /** Bytes backed by a plain `ArrayBuffer` (what `Response` and `conn.read` take). */
 export type Bytes = Uint8Array<ArrayBuffer>;
 
+/** A request body: whole bytes, whole bytes in parts (a buffered body, in the recycled buffers
+ * it was read into), a stream, or none. Whole bodies can be sent again on a retry. */
+export type RequestBody = Bytes | readonly Bytes[] | ReadableStream<Bytes> | null;
+
+/** A whole body up to this size goes out in one write with the head (copied after it into the
+ * connection's write buffer); a larger one is written after the head, so that write buffer
+ * never grows past it. */
+const INLINE_BODY = 64 * 1024;
+
 /** Settings of the upstream client. */
 export interface UpstreamOptions {
   /** Time to establish a connection, ms. */
@@ -70,8 +79,8 @@ export interface OutgoingRequest {
   readonly method: string;
   /** The serialised head (a byte string), including the framing field for the body. */
   readonly head: string;
-  /** The body: bytes (sent with the head), a stream, or none. */
-  readonly body: Bytes | ReadableStream<Bytes> | null;
+  /** The body: whole bytes (sent with the head when small), whole parts, a stream, or none. */
+  readonly body: RequestBody;
   /** Whether a stream body is sent with chunked framing (else it has a `Content-Length`). */
   readonly chunked: boolean;
   /** Called once when a streamed response body ends: with no argument when it completed or the
@@ -410,6 +419,17 @@ async function pump(
   if (!headArrived()) link.deadline = Date.now() + timeout;
 }
 
+/** Writes a whole body's parts after the head. The deadline runs while each write is pending
+ * (a backend that stops reading times out), then for the response. The parts stay the
+ * caller's: a retry sends them again. */
+async function sendWhole(link: Link, parts: readonly Bytes[], timeout: number): Promise<void> {
+  for (const part of parts) {
+    link.deadline = Date.now() + timeout;
+    await writeAll(link, part);
+  }
+  link.deadline = Date.now() + timeout;
+}
+
 /** The next parts of the client's body. Its failure is the client's, not the backend's, so it
  * is told apart (`client`): a client going away mid-upload must not take a backend down. */
 async function clientParts(ahead: ReadAhead): Promise<Uint8Array[] | null> {
@@ -453,12 +473,15 @@ export async function roundTrip(
   try {
     const { body } = request;
     sent = true;
-    if (!(body instanceof ReadableStream)) {
+    if (body === null || (body instanceof Uint8Array && body.length <= INLINE_BODY)) {
       // One write nearly always takes it all: awaited directly, without writeAll's promise.
       const bytes = frame(link, request.head, body);
       const n = await link.conn.write(bytes);
       if (n < bytes.length) await writeAll(link, bytes.subarray(n));
       link.deadline = Date.now() + timeout;
+    } else if (!(body instanceof ReadableStream)) {
+      await writeAll(link, frame(link, request.head, null));
+      await sendWhole(link, body instanceof Uint8Array ? [body] : body, timeout);
     } else {
       await writeAll(link, frame(link, request.head, null));
       pumpDone = false;

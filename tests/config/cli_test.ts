@@ -38,6 +38,19 @@ Deno.test("a bad value exits 2 with one line naming the flag, the value and what
     [["--health-interval", "-5s"], {}, /^goround: --health-interval: "-5s" is not a duration/],
     [["--workers", "many"], {}, /^goround: --workers: "many" is not a count/],
     [["--frobnicate"], {}, /^goround: --frobnicate: unknown flag/],
+    [["--request-buffer", "1XB"], {}, /^goround: --request-buffer: "1XB" is not a size: expected/],
+    [
+      ["--request-buffer-total", "3GiB"],
+      {},
+      /^goround: --request-buffer-total: "3GiB" is too large/,
+    ],
+    [
+      ["--request-buffer", "2MiB", "--request-buffer-total", "1MiB"],
+      {},
+      /^goround: --request-buffer: "2MiB" is more than --request-buffer-total 1MiB: expected at most the total$/,
+    ],
+    [[], { GOROUND_BODY_MIN_RATE: "-1" }, /^goround: GOROUND_BODY_MIN_RATE: "-1" is not a size/],
+    [["--send-timeout", "0s"], {}, /^goround: --send-timeout: "0s" must be longer than 0ms$/],
     [
       [],
       { GOROUND_BACKENDS: "http://ok:1,::bad" },

@@ -486,7 +486,9 @@ for (const engine of ENGINES) {
       await req.arrayBuffer().catch(() => {});
       return new Response("ok");
     });
-    const proxy = await goroundFor(engine, backend.url);
+    // Without request buffering, so the upload streams at once (a body past --request-buffer
+    // streams the same way, after its buffered start).
+    const proxy = await goroundFor(engine, backend.url, ["--request-buffer", "0"]);
     try {
       const heads = {
         chunked: "transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",

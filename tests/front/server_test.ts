@@ -8,7 +8,7 @@
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
 import type { Framing } from "../../lib/http/http1.ts";
 import { type Forwarder, type Incoming, localReply, type Reply } from "../../lib/proxy/forward.ts";
-import { type Http1Server, serveHttp1 } from "../../lib/front/server.ts";
+import { type Http1Server, serveHttp1, type ServerOptions } from "../../lib/front/server.ts";
 import type { Bytes } from "../../lib/upstream/client.ts";
 import { waitFor } from "../support/helpers.ts";
 
@@ -267,7 +267,7 @@ interface Harness {
 async function withServer(
   forward: (incoming: Incoming) => Reply | Promise<Reply>,
   fn: (harness: Harness) => Promise<void>,
-  options: { headerTimeout?: number; keepAliveTimeout?: number } = {},
+  options: Partial<Omit<ServerOptions, "forward" | "onError">> = {},
 ): Promise<void> {
   const seen: Incoming[] = [];
   const errors: unknown[] = [];
@@ -278,8 +278,13 @@ async function withServer(
   };
   const server = serveHttp1(Deno.listen({ hostname: "127.0.0.1", port: 0 }), {
     forward: forwarder,
-    headerTimeout: options.headerTimeout ?? 3000,
-    keepAliveTimeout: options.keepAliveTimeout ?? 3000,
+    headerTimeout: 3000,
+    keepAliveTimeout: 3000,
+    sendTimeout: 3000,
+    requestBuffer: 1024 * 1024,
+    bodyTimeout: 3000,
+    bodyMinRate: 0,
+    ...options,
     onError: (error) => errors.push(error),
   });
   const port = server.addr.port;
@@ -370,10 +375,22 @@ function streamOf(
   });
 }
 
+/** How a body reached the forwarder. */
+function kindOf(body: Incoming["body"]): string {
+  return body === null
+    ? "null"
+    : body instanceof Uint8Array
+    ? "bytes"
+    : Array.isArray(body)
+    ? "parts"
+    : "stream";
+}
+
 async function bodyText(body: Incoming["body"]): Promise<string> {
   if (body === null) return "";
   if (body instanceof Uint8Array) return decoder.decode(body);
-  const reader = body.getReader();
+  if (Array.isArray(body)) return body.map((part) => decoder.decode(part)).join("");
+  const reader = (body as ReadableStream<Bytes>).getReader();
   let text = "";
   while (true) {
     const { done, value } = await reader.read();
@@ -530,13 +547,8 @@ test("`serveHttp1()` keeps each connection's bytes its own as connections come a
 test("`serveHttp1()` hands request bodies to the forwarder", async (t) => {
   const bodies = new Map<string, { kind: string; text: string }>();
   await withServer(async (incoming) => {
-    const kind = incoming.body === null
-      ? "null"
-      : incoming.body instanceof Uint8Array
-      ? "bytes"
-      : "stream";
     const text = await bodyText(incoming.body);
-    bodies.set(incoming.target, { kind, text });
+    bodies.set(incoming.target, { kind: kindOf(incoming.body), text });
     return localReply(200, `${incoming.target} ${text.length}`);
   }, async ({ connect, seen }) => {
     await t.step("a small Content-Length body arrives as bytes", async () => {
@@ -558,25 +570,25 @@ test("`serveHttp1()` hands request bodies to the forwarder", async (t) => {
     });
 
     await t.step(
-      "a body over 64 KiB arrives as a stream; a pipelined request after it is kept",
+      "a body up to the request buffer arrives whole; a pipelined request after it is kept",
       async () => {
         const wire = await connect();
         let body = "";
-        for (let i = 0; body.length < 100_000; i++) body += `${i},`;
+        for (let i = 0; body.length < 300_000; i++) body += `${i},`;
         await wire.send(
           `POST /large HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n${body}` +
             get("/after-large"),
         );
         equal((await wire.response()).body, `/large ${body.length}\n`);
-        equal(bodies.get("/large")?.kind, "stream");
-        assert(bodies.get("/large")?.text === body, "the streamed body arrives intact");
+        equal(bodies.get("/large")?.kind, "parts", "300 KB is three recycled buffers");
+        assert(bodies.get("/large")?.text === body, "the buffered body arrives intact");
         equal(seen.find((s) => s.target === "/large")?.bodyLength, body.length);
         equal((await wire.response()).body, "/after-large 0\n");
       },
     );
 
     await t.step(
-      "a chunked body arrives decoded as a stream; the next pipelined request is kept",
+      "a chunked body is decoded whole and goes on with its length; the next request is kept",
       async () => {
         const wire = await connect();
         await wire.send(
@@ -584,12 +596,23 @@ test("`serveHttp1()` hands request bodies to the forwarder", async (t) => {
             "3\r\nabc\r\n5;ext=1\r\nde fg\r\n0\r\nX-Trailer: t\r\n\r\n" + get("/after-chunked"),
         );
         equal((await wire.response()).body, "/chunked 8\n");
-        deepEqual(bodies.get("/chunked"), { kind: "stream", text: "abcde fg" });
-        equal(seen.find((s) => s.target === "/chunked")?.bodyLength, -1);
+        deepEqual(bodies.get("/chunked"), { kind: "bytes", text: "abcde fg" });
+        equal(seen.find((s) => s.target === "/chunked")?.bodyLength, 8);
         equal((await wire.response()).body, "/after-chunked 0\n");
         equal(seen.at(-1)!.target, "/after-chunked");
       },
     );
+
+    await t.step("an empty chunked body goes on as Content-Length: 0", async () => {
+      const wire = await connect();
+      await wire.send(
+        "POST /empty-chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+      );
+      equal((await wire.response()).body, "/empty-chunked 0\n");
+      const empty = seen.find((s) => s.target === "/empty-chunked")!;
+      equal(empty.bodyLength, 0);
+      assert(empty.body instanceof Uint8Array);
+    });
 
     await t.step(
       "a large chunked body, read in large reads past its end, keeps the requests after it",
@@ -616,7 +639,7 @@ test("`serveHttp1()` hands request bodies to the forwarder", async (t) => {
     );
 
     await t.step(
-      "a chunked body sent piece by piece is streamed before it has all arrived",
+      "a chunked body sent piece by piece is forwarded only once it has all arrived",
       async () => {
         const wire = await connect();
         const before = seen.length;
@@ -624,17 +647,30 @@ test("`serveHttp1()` hands request bodies to the forwarder", async (t) => {
           "POST /slow-chunks HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
         );
         await wire.send("4\r\nab");
-        await waitFor(() => seen.length === before + 1, { timeout: 2000, what: "the forwarder" });
-        await sleep(20);
+        await sleep(50);
         await wire.send("cd\r\n2\r\nef\r\n0\r\n");
-        await sleep(20);
+        await sleep(50);
+        equal(seen.length, before, "nothing is forwarded before the body's end");
         await wire.send("\r\n");
         equal((await wire.response()).body, "/slow-chunks 6\n");
-        deepEqual(bodies.get("/slow-chunks"), { kind: "stream", text: "abcdef" });
+        deepEqual(bodies.get("/slow-chunks"), { kind: "bytes", text: "abcdef" });
         await wire.send(get("/after-slow"));
         equal((await wire.response()).body, "/after-slow 0\n");
       },
     );
+
+    await t.step("a malformed chunk gets 400 and is never forwarded", async () => {
+      const wire = await connect();
+      const before = seen.length;
+      await wire.send(
+        "POST /bad-chunk HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" +
+          "4\r\nabcd\r\nzz\r\nnope\r\n0\r\n\r\n",
+      );
+      const res = await wire.response();
+      equal(res.status, 400);
+      equal(await wire.closed(), "");
+      equal(seen.length, before, "the forwarder never saw it");
+    });
 
     await t.step("Content-Length: 0 gives an empty byte body; no framing gives none", async () => {
       const wire = await connect();
@@ -652,6 +688,96 @@ test("`serveHttp1()` hands request bodies to the forwarder", async (t) => {
   });
 });
 
+test("`serveHttp1()` streams bodies beyond the request buffer", async (t) => {
+  const bodies = new Map<string, { kind: string; text: string }>();
+  await withServer(async (incoming) => {
+    const text = await bodyText(incoming.body);
+    bodies.set(incoming.target, { kind: kindOf(incoming.body), text });
+    return localReply(200, `${incoming.target} ${text.length}`);
+  }, async ({ connect, seen }) => {
+    await t.step(
+      "the buffered start, then the rest; a pipelined request after it is kept",
+      async () => {
+        const wire = await connect();
+        let body = "";
+        for (let i = 0; body.length < 100_000; i++) body += `${i},`;
+        await wire.send(
+          `POST /large HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n${body}` +
+            get("/after-large"),
+        );
+        equal((await wire.response()).body, `/large ${body.length}\n`);
+        equal(bodies.get("/large")?.kind, "stream");
+        assert(bodies.get("/large")?.text === body, "the streamed body arrives intact");
+        equal(seen.find((s) => s.target === "/large")?.bodyLength, body.length);
+        equal((await wire.response()).body, "/after-large 0\n");
+      },
+    );
+
+    await t.step("a chunked body past the buffer streams on chunked", async () => {
+      const wire = await connect();
+      const piece = "z".repeat(40_000);
+      await wire.send(
+        "POST /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" +
+          `${piece.length.toString(16)}\r\n${piece}\r\n`.repeat(3) + "0\r\n\r\n" +
+          get("/after-chunked"),
+      );
+      equal((await wire.response()).body, `/chunked ${piece.length * 3}\n`);
+      deepEqual(bodies.get("/chunked"), { kind: "stream", text: piece.repeat(3) });
+      equal(seen.find((s) => s.target === "/chunked")?.bodyLength, -1);
+      equal((await wire.response()).body, "/after-chunked 0\n");
+    });
+
+    await t.step("a chunked body sent piece by piece streams once past the buffer", async () => {
+      const wire = await connect();
+      const before = seen.length;
+      const piece = "q".repeat(70_000);
+      await wire.send(
+        "POST /slow-chunks HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" +
+          `${piece.length.toString(16)}\r\n${piece}\r\n`,
+      );
+      await waitFor(() => seen.length === before + 1, { timeout: 2000, what: "the forwarder" });
+      await wire.send("2\r\nef\r\n0\r\n\r\n");
+      equal((await wire.response()).body, `/slow-chunks ${piece.length + 2}\n`);
+      equal(bodies.get("/slow-chunks")?.text, `${piece}ef`);
+    });
+  }, { requestBuffer: 64 * 1024 });
+});
+
+test("`serveHttp1()` with no request buffer streams every body as it arrives", async (t) => {
+  const bodies = new Map<string, { kind: string; text: string }>();
+  await withServer(async (incoming) => {
+    const text = await bodyText(incoming.body);
+    bodies.set(incoming.target, { kind: kindOf(incoming.body), text });
+    return localReply(200, `${incoming.target} ${text.length}`);
+  }, async ({ connect, seen }) => {
+    await t.step(
+      "a chunked body sent piece by piece is streamed before it has all arrived",
+      async () => {
+        const wire = await connect();
+        const before = seen.length;
+        await wire.send(
+          "POST /slow-chunks HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        await wire.send("4\r\nab");
+        await waitFor(() => seen.length === before + 1, { timeout: 2000, what: "the forwarder" });
+        await wire.send("cd\r\n2\r\nef\r\n0\r\n");
+        await sleep(20);
+        await wire.send("\r\n");
+        equal((await wire.response()).body, "/slow-chunks 6\n");
+        deepEqual(bodies.get("/slow-chunks"), { kind: "stream", text: "abcdef" });
+        equal(seen.at(-1)!.bodyLength, -1);
+      },
+    );
+
+    await t.step("a small Content-Length body streams too", async () => {
+      const wire = await connect();
+      await wire.send("POST /small HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
+      equal((await wire.response()).body, "/small 3\n");
+      deepEqual(bodies.get("/small"), { kind: "stream", text: "abc" });
+    });
+  }, { requestBuffer: 0 });
+});
+
 test("`serveHttp1()` ends a connection whose streamed body the forwarder left unread", async () => {
   await withServer(() => localReply(413, "not reading that"), async ({ connect }) => {
     const wire = await connect();
@@ -661,7 +787,7 @@ test("`serveHttp1()` ends a connection whose streamed body the forwarder left un
     equal(res.status, 413);
     equal(field(res, "connection"), "close", "the unread body cannot be skipped");
     equal(await wire.closed(), "");
-  });
+  }, { requestBuffer: 0 });
 });
 
 test("`serveHttp1()` answers Expect: 100-continue", async (t) => {
@@ -1084,7 +1210,7 @@ test("`serveHttp1()` closes idle keep-alive connections", async (t) => {
       equal((await wire.response()).body, "GET /next\n");
     });
 
-    await t.step("a client stalling mid-body is closed after the timeout", async () => {
+    await t.step("a client stalling mid-body gets 408 after the body timeout", async () => {
       const before = seen.length;
       const small = await connect();
       await small.send("POST /stall HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nabc");
@@ -1093,17 +1219,39 @@ test("`serveHttp1()` closes idle keep-alive connections", async (t) => {
         "POST /stall-large HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nabc",
       );
       const started = Date.now();
-      equal(await small.closed(1500), "");
-      equal(await large.closed(1500), "");
+      for (const wire of [small, large]) {
+        const res = await wire.response("POST", 1500);
+        equal(res.status, 408);
+        equal(field(res, "connection"), "close");
+        equal(await wire.closed(1500), "");
+      }
       const took = Date.now() - started;
-      assert(took >= 200 && took < 1000, `closed after ${took} ms`);
-      deepEqual(seen.slice(before).map((s) => s.target), ["/stall-large"]);
-      await waitFor(() => bodyErrors.length === 1, {
-        timeout: 1000,
-        what: "the body stream error",
-      });
+      assert(took >= 400 && took < 1500, `answered after ${took} ms`);
+      deepEqual(seen.slice(before), [], "a buffered body never reached the forwarder");
     });
-  }, { headerTimeout: 3000, keepAliveTimeout: 300 });
+
+    await t.step("a client trickling its body below the minimum rate gets 408", async () => {
+      const before = seen.length;
+      const wire = await connect();
+      await wire.send("POST /trickle HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n");
+      const started = Date.now();
+      let trickling = true;
+      const trickle = (async () => {
+        while (trickling) {
+          await wire.send("x").catch(() => (trickling = false));
+          await sleep(100);
+        }
+      })();
+      const res = await wire.response("POST", 3000);
+      trickling = false;
+      await trickle;
+      equal(res.status, 408);
+      const took = Date.now() - started;
+      // Every wait is well within the 500 ms timeout: the rate rule cut it, at a window's end.
+      assert(took >= 400 && took < 1500, `answered after ${took} ms`);
+      deepEqual(seen.slice(before), []);
+    });
+  }, { headerTimeout: 3000, keepAliveTimeout: 300, bodyTimeout: 500, bodyMinRate: 100 });
 });
 
 test("`serveHttp1()` never ends a broken response body cleanly", async (t) => {
@@ -1338,8 +1486,11 @@ test("`serveHttp1()` shrugs off clients that go away", async (t) => {
 
     await t.step("mid-way through a chunked body", async () => {
       const wire = await connect();
+      // Past the 512-byte request buffer, so the body streams to the forwarder.
       await wire.send(
-        `POST /chunks HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab`,
+        `POST /chunks HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n${
+          "a".repeat(600)
+        }`,
       );
       await waitFor(() => seen.at(-1)?.target === "/chunks", { what: "the forwarder" });
       wire.close();
@@ -1392,5 +1543,5 @@ test("`serveHttp1()` shrugs off clients that go away", async (t) => {
       await waitFor(() => cancelled === 1, { timeout: 2000, what: "the stream to be cancelled" });
       await gone("the connection to end");
     });
-  });
+  }, { requestBuffer: 512 });
 });

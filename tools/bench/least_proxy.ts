@@ -174,7 +174,14 @@ export function serveRung(
   listener: Deno.TcpListener,
   backends: readonly number[],
 ): void {
-  const timeouts = { headerTimeout: 30_000, keepAliveTimeout: 60_000 };
+  const timeouts = {
+    headerTimeout: 30_000,
+    keepAliveTimeout: 60_000,
+    sendTimeout: 60_000,
+    requestBuffer: 1024 * 1024,
+    bodyTimeout: 60_000,
+    bodyMinRate: 500,
+  };
   if (rung === "least") {
     const pools: Pools = { ports: backends, idle: backends.map(() => []), next: 0 };
     (async () => {

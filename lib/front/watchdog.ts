@@ -1,0 +1,55 @@
+/**
+ * Deadlines for the `Deno.serve` front, which has no connection of its own to sweep: one sweep
+ * per thread (every 100 ms, running only while something is watched) fires each entry past its
+ * deadline once. goround's own front checks its deadlines in its connection sweep instead.
+ *
+ * @module
+ */
+
+/** Something with a deadline. */
+export interface Watched {
+  /** Epoch ms after which {@linkcode Watched.expire} is called (0: none for now). */
+  deadline: number;
+  /** Called once, from the sweep, when the deadline has passed; the entry is unwatched first. */
+  readonly expire: () => void;
+}
+
+const SWEEP_MS = 100;
+const entries = new Set<Watched>();
+let timer: ReturnType<typeof setInterval> | null = null;
+
+function sweep(): void {
+  const now = Date.now();
+  for (const entry of entries) {
+    if (entry.deadline !== 0 && now > entry.deadline) {
+      unwatch(entry);
+      entry.expire();
+    }
+  }
+}
+
+/**
+ * Starts watching an entry (again: watching a watched entry is a no-op).
+ *
+ * @param entry The entry; set its `deadline` as it changes.
+ */
+export function watch(entry: Watched): void {
+  entries.add(entry);
+  if (timer === null) {
+    timer = setInterval(sweep, SWEEP_MS);
+    Deno.unrefTimer(timer as unknown as number);
+  }
+}
+
+/**
+ * Stops watching an entry; the sweep stops when nothing is watched.
+ *
+ * @param entry The entry.
+ */
+export function unwatch(entry: Watched): void {
+  entries.delete(entry);
+  if (entries.size === 0 && timer !== null) {
+    clearInterval(timer);
+    timer = null;
+  }
+}
