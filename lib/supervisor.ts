@@ -26,6 +26,7 @@ import {
   isAlive,
   lastChange,
   type Pool,
+  reclaimShare,
   setAdminState,
   setMembers,
 } from "./pool.ts";
@@ -114,9 +115,10 @@ function ask(serving: Serving, message: WorkerMessage): Promise<WorkerReply> {
   return reply;
 }
 
-function startMessage(sup: Supervisor): StartMessage {
+function startMessage(sup: Supervisor, index: number): StartMessage {
   return {
     type: "start",
+    worker: index,
     buffer: sup.pool.buffer,
     config: sup.config,
     table: sup.table,
@@ -166,15 +168,19 @@ function launch(sup: Supervisor, index: number, workerUrl: URL): Promise<WorkerR
   worker.onerror = (event) => {
     event.preventDefault();
     if (sup.stopping) return;
-    logLine(`worker ${index} crashed (${event.message}); restarting it`);
     worker.terminate();
+    // Its requests died with it (its event loop ended with the error): their counts go before
+    // the new worker serves from the same row.
+    const lost = reclaimShare(sup.pool, index);
+    const counts = lost === 0 ? "" : ` (${lost} requests in flight lost, their counts taken back)`;
+    logLine(`worker ${index} crashed (${event.message}); restarting it${counts}`);
     for (const waiter of serving.replies.splice(0)) waiter({ type: "updated" });
     launch(sup, index, workerUrl).then((reply) => {
       if (reply.type === "error") logLine(`worker ${index} failed to restart: ${reply.message}`);
     });
   };
   sup.workers[index] = serving;
-  return ask(serving, startMessage(sup));
+  return ask(serving, startMessage(sup, index));
 }
 
 /**
@@ -195,7 +201,9 @@ export async function startSupervisor(
   if (config.sticky === "cookie" && config.stickyKey === "") {
     config = { ...config, stickyKey: crypto.randomUUID() };
   }
-  const pool = createPool(Math.max(DEFAULT_CAPACITY, 2 * config.backends.length));
+  const pool = createPool(Math.max(DEFAULT_CAPACITY, 2 * config.backends.length), {
+    workers: config.workers,
+  });
   const slots = config.backends.map((_, slot) => slot);
   const table: (Backend | null)[] = new Array(pool.capacity).fill(null);
   config.backends.forEach((backend, slot) => (table[slot] = backend));
