@@ -334,7 +334,10 @@ export function createForwarder(context: ProxyContext): Forwarder {
    * backend looks down and --panic is set, any enabled one (logged once per episode). -1: none.
    */
   const choose = (selection: Selection, retry: boolean): number | Promise<number> => {
-    if (waiting.size() > 0) return queue(selection, retry); // first come, first served
+    // First come, first served: behind the waiters, unless nothing is full any more (all down).
+    if (waiting.size() > 0 && anyFull(pool, selection.avoid, config.maxConns)) {
+      return queue(selection, retry);
+    }
     const slot = select(pool, selection);
     if (slot >= 0) {
       // A load first: the compare-and-swap (a write to a shared line) only while panicking.
