@@ -14,6 +14,7 @@
  * │ 3 CAPACITY  number of slots                              │
  * │ 4 NO_BACKEND requests answered 503: no backend usable    │
  * │ 5 PANIC     1 while every backend looks down (--panic)   │
+ * │ 6 WAKE      capacity wake-ups: count | 2^31 while waited │
  * │ 7 BUFFERED  request body bytes held in memory, all       │
  * │             workers together (--request-buffer-total)    │
  * ├──────────── members: CAPACITY words ─────────────────────┤
@@ -42,6 +43,10 @@
  * │ +26 UP_SINCE epoch ms of the last down→up transition     │
  * │ +27 EJECT_UNTIL epoch ms the (last) ejection ends        │
  * │ +28..31     reserved                                     │
+ * ├──────────── shares: WORKERS × ROW Uint32 (after totals) ─┤
+ * │ row w, word s: requests worker w has in flight on slot s │
+ * │ (ROW = CAPACITY rounded up to 16 words: each worker's    │
+ * │ row is its own cache lines); Σ rows = slot +2 INFLIGHT   │
  * └──────────────────────────────────────────────────────────┘
  * ```
  *
@@ -54,6 +59,17 @@
  * active probes, and connections that could not be opened) and passive ejection (`EJECT`:
  * failures that requests met, for a while that `EJECT_UNTIL` bounds). An ejection ends by
  * itself: the first reader that finds its time passed moves the word back to "in".
+ *
+ * In-flight counts are kept twice: the total per slot (`INFLIGHT`, one load on the hot path for
+ * least-conn, p2c, `--max-conns` and sticky) and each worker's share of it (its row). A worker
+ * that dies takes its requests with it; {@linkcode reclaimShare} subtracts its row from the
+ * totals before its replacement serves, so no count leaks. Every change adds the same amount to
+ * both words, so `Σ rows = INFLIGHT` holds modulo 2^32 whatever the interleaving.
+ *
+ * Requests waiting for room under `--max-conns` sleep on `WAKE` ({@linkcode watchCapacity},
+ * {@linkcode waitForCapacity}): a waiter sets its top bit, and a request that ends while it is
+ * set bumps the count below it, clears the bit and notifies. With nobody waiting, ending a
+ * request costs one more load.
  *
  * @module
  */
@@ -70,6 +86,10 @@ const H_CAPACITY = 3;
 const H_NO_BACKEND = 4;
 /** 1 while panic mode is on. */
 const H_PANIC = 5;
+/** Capacity wake-ups: a count in the low 31 bits, {@linkcode WAKE_WAITED} while someone waits. */
+const H_WAKE = 6;
+/** Top bit of `H_WAKE`: a thread waits for room and wants to be notified. */
+const WAKE_WAITED = 0x8000_0000;
 /** Request body bytes held in memory by every worker together. */
 const H_BUFFERED = 7;
 /** Words in the header. */
@@ -162,6 +182,9 @@ export const COUNTER_WRAP = 0x8000_0000;
 /** The default and largest number of backend slots. */
 export const DEFAULT_CAPACITY = 64;
 
+/** The most serving workers a pool keeps shares for (as `--workers` allows). */
+export const MAX_WORKERS = 1024;
+
 /** Administrative state of a backend slot. */
 export type AdminState = "enabled" | "draining" | "removed";
 const ADMIN_STATES: readonly AdminState[] = ["enabled", "draining", "removed"];
@@ -178,6 +201,14 @@ export interface Pool {
   readonly totals: BigUint64Array;
   /** Word index where the slots start. */
   readonly slotBase: number;
+  /** 32-bit signed view of the header (`Atomics.waitAsync` takes no unsigned array). */
+  readonly header: Int32Array;
+  /** Each worker's in-flight share, one row per worker. */
+  readonly shares: Uint32Array;
+  /** Number of worker rows. */
+  readonly workers: number;
+  /** Where this thread's row starts in `shares` (its requests are counted there). */
+  readonly row: number;
 }
 
 /** Per-backend totals, read from shared memory. */
@@ -202,25 +233,48 @@ function words32(capacity: number): number {
   return Math.ceil(raw / 16) * 16;
 }
 
+/** Words in one worker's row of shares: a whole number of cache lines, so rows share none. */
+function rowWords(capacity: number): number {
+  return Math.ceil(capacity / 16) * 16;
+}
+
+/** Bytes before the shares area: the 32-bit area, then the totals. */
+function sharesOffset(capacity: number): number {
+  return words32(capacity) * 4 + capacity * TOTAL_WORDS * 8;
+}
+
+/** How a pool is made. */
+export interface PoolOptions {
+  /** Serving workers that will count requests in it, each in its own row. @default {1} */
+  readonly workers?: number;
+}
+
 /**
- * Allocates the shared pool memory for up to `capacity` backends, all slots empty.
+ * Allocates the shared pool memory for up to `capacity` backends, all slots empty, with a row
+ * of in-flight shares for each of `options.workers` workers. The view it returns counts its own
+ * requests as worker 0's (the main thread forwards none).
  *
  * @param capacity How many backend slots to reserve.
+ * @param options How many workers share it.
  * @returns A view of the new memory.
  * @example
  * ```ts
- * const pool = createPool(8);
+ * const pool = createPool(8, { workers: 2 });
  * setMembers(pool, [0, 1, 2]);
  * ```
  */
-export function createPool(capacity: number = DEFAULT_CAPACITY): Pool {
+export function createPool(capacity: number = DEFAULT_CAPACITY, options: PoolOptions = {}): Pool {
   if (!Number.isInteger(capacity) || capacity < 1 || capacity > 4096) {
     throw new RangeError(`pool capacity ${capacity} must be an integer from 1 to 4096`);
   }
-  const w32 = words32(capacity);
-  const buffer = new SharedArrayBuffer(w32 * 4 + capacity * TOTAL_WORDS * 8);
-  const pool = attachPool(buffer, capacity);
-  Atomics.store(pool.u32, H_CAPACITY, capacity);
+  const workers = options.workers ?? 1;
+  if (!Number.isInteger(workers) || workers < 1 || workers > MAX_WORKERS) {
+    throw new RangeError(`pool workers ${workers} must be an integer from 1 to ${MAX_WORKERS}`);
+  }
+  const bytes = sharesOffset(capacity) + workers * rowWords(capacity) * 4;
+  const buffer = new SharedArrayBuffer(bytes);
+  Atomics.store(new Uint32Array(buffer, 0, HEADER_WORDS), H_CAPACITY, capacity);
+  const pool = attachPool(buffer);
   for (let slot = 0; slot < capacity; slot++) {
     Atomics.store(pool.u32, pool.slotBase + slot * SLOT_WORDS + S_ADMIN, 2);
   }
@@ -228,21 +282,37 @@ export function createPool(capacity: number = DEFAULT_CAPACITY): Pool {
 }
 
 /**
- * Maps memory made by {@linkcode createPool} (in a worker, after `postMessage`).
+ * Maps memory made by {@linkcode createPool} (in a worker, after `postMessage`). Capacity and
+ * the number of worker rows are read from the memory itself.
  *
  * @param buffer The shared memory.
- * @param capacity The capacity it was created with (read from the header when omitted).
+ * @param options `worker`: the index of the worker whose row this thread counts its requests
+ *   in (from its start message). @default {0}
  * @returns A view of the same memory.
+ * @throws {RangeError} When the worker has no row.
  */
-export function attachPool(buffer: SharedArrayBuffer, capacity?: number): Pool {
-  const cap = capacity ?? Atomics.load(new Uint32Array(buffer, 0, HEADER_WORDS), H_CAPACITY);
+export function attachPool(
+  buffer: SharedArrayBuffer,
+  options: { readonly worker?: number } = {},
+): Pool {
+  const cap = Atomics.load(new Uint32Array(buffer, 0, HEADER_WORDS), H_CAPACITY);
   const w32 = words32(cap);
+  const row = rowWords(cap);
+  const workers = (buffer.byteLength - sharesOffset(cap)) / (row * 4);
+  const worker = options.worker ?? 0;
+  if (!Number.isInteger(worker) || worker < 0 || worker >= workers) {
+    throw new RangeError(`worker ${worker} is outside 0..${workers - 1}`);
+  }
   return {
     buffer,
     capacity: cap,
     u32: new Uint32Array(buffer, 0, w32),
     totals: new BigUint64Array(buffer, w32 * 4, cap * TOTAL_WORDS),
     slotBase: HEADER_WORDS + cap,
+    header: new Int32Array(buffer, 0, HEADER_WORDS),
+    shares: new Uint32Array(buffer, sharesOffset(cap), workers * row),
+    workers,
+    row: worker * row,
   };
 }
 
@@ -313,6 +383,7 @@ export function setMembers(
     if (!slots.includes(slot)) Atomics.store(u32, slotWord(pool, slot, S_ADMIN), 2);
   }
   Atomics.add(u32, H_VERSION, 1);
+  wakeWaiters(pool); // new members may have room
 }
 
 /**
@@ -586,6 +657,7 @@ export function setAlive(pool: Pool, slot: number, alive: boolean): boolean {
       Atomics.store(pool.u32, slotWord(pool, slot, S_FAILS), 0);
       Atomics.store(pool.u32, slotWord(pool, slot, S_MISSES), 0);
       Atomics.store(pool.totals, slot * TOTAL_WORDS + T_UP_SINCE, BigInt(Date.now()));
+      wakeWaiters(pool);
     } else {
       Atomics.store(pool.u32, slotWord(pool, slot, S_PASSES), 0);
     }
@@ -624,6 +696,7 @@ export function adminState(pool: Pool, slot: number): AdminState {
  */
 export function setAdminState(pool: Pool, slot: number, state: AdminState): void {
   Atomics.store(pool.u32, slotWord(pool, slot, S_ADMIN), ADMIN_STATES.indexOf(state));
+  if (state === "enabled") wakeWaiters(pool);
 }
 
 /**
@@ -636,12 +709,14 @@ export function setAdminState(pool: Pool, slot: number, state: AdminState): void
  */
 export function beginRequest(pool: Pool, slot: number, retry: boolean): void {
   Atomics.add(pool.u32, slotWord(pool, slot, S_INFLIGHT), 1);
+  Atomics.add(pool.shares, pool.row + slot, 1);
   Atomics.add(pool.totals, slot * TOTAL_WORDS + T_REQUESTS, 1n);
   if (retry) Atomics.add(pool.totals, slot * TOTAL_WORDS + T_RETRIES, 1n);
 }
 
 /**
- * Counts a request attempt ending on the backend: in-flight -1 (and failures +1 when `failed`).
+ * Counts a request attempt ending on the backend: in-flight -1 (and failures +1 when `failed`),
+ * and wakes the requests waiting for room, if any.
  *
  * @param pool The pool.
  * @param slot The backend's slot.
@@ -649,7 +724,11 @@ export function beginRequest(pool: Pool, slot: number, retry: boolean): void {
  */
 export function endRequest(pool: Pool, slot: number, failed: boolean): void {
   Atomics.sub(pool.u32, slotWord(pool, slot, S_INFLIGHT), 1);
+  Atomics.sub(pool.shares, pool.row + slot, 1);
   if (failed) Atomics.add(pool.totals, slot * TOTAL_WORDS + T_FAILURES, 1n);
+  // After the count went down (sequentially consistent): a waiter that armed before this load
+  // is notified, one that arms after it sees the room.
+  if (Atomics.load(pool.u32, H_WAKE) >= WAKE_WAITED) wakeWaiters(pool);
 }
 
 /**
@@ -660,7 +739,100 @@ export function endRequest(pool: Pool, slot: number, failed: boolean): void {
  * @returns The in-flight count.
  */
 export function inFlight(pool: Pool, slot: number): number {
-  return Atomics.load(pool.u32, slotWord(pool, slot, S_INFLIGHT));
+  const count = Atomics.load(pool.u32, slotWord(pool, slot, S_INFLIGHT));
+  // Never negative: a dead worker's late decrement after its share was taken back reads as 0.
+  return count < 0x8000_0000 ? count : 0;
+}
+
+/**
+ * Requests worker `worker` has in flight, over all backends (its row of shares).
+ *
+ * @param pool The pool.
+ * @param worker The worker's index.
+ * @returns The count.
+ */
+export function workerInFlight(pool: Pool, worker: number): number {
+  const base = workerRow(pool, worker);
+  let count = 0;
+  for (let slot = 0; slot < pool.capacity; slot++) {
+    count += Atomics.load(pool.shares, base + slot) | 0;
+  }
+  return count;
+}
+
+/**
+ * Takes back a dead worker's share of every backend's in-flight count: its row is zeroed and
+ * subtracted from the totals, and waiters for room are woken. Call once the worker has stopped
+ * (its requests died with it) and before its replacement serves from the same row.
+ *
+ * @param pool The pool.
+ * @param worker The dead worker's index.
+ * @returns How many requests it had in flight.
+ */
+export function reclaimShare(pool: Pool, worker: number): number {
+  const base = workerRow(pool, worker);
+  let count = 0;
+  for (let slot = 0; slot < pool.capacity; slot++) {
+    const share = Atomics.exchange(pool.shares, base + slot, 0);
+    if (share === 0) continue;
+    Atomics.sub(pool.u32, slotWord(pool, slot, S_INFLIGHT), share);
+    count += share | 0;
+  }
+  if (count !== 0) wakeWaiters(pool);
+  return count;
+}
+
+function workerRow(pool: Pool, worker: number): number {
+  if (!Number.isInteger(worker) || worker < 0 || worker >= pool.workers) {
+    throw new RangeError(`worker ${worker} is outside 0..${pool.workers - 1}`);
+  }
+  return worker * rowWords(pool.capacity);
+}
+
+/**
+ * Announces a thread waiting for room under `--max-conns`: from now on the next request to end
+ * (anywhere in the pool) notifies. Look for room after this call, then sleep with
+ * {@linkcode waitForCapacity} on the token: room freed in between wakes it at once.
+ *
+ * @param pool The pool.
+ * @returns The token to wait on.
+ */
+export function watchCapacity(pool: Pool): number {
+  return Atomics.or(pool.header, H_WAKE, WAKE_WAITED | 0) | WAKE_WAITED;
+}
+
+/**
+ * Sleeps until room may have been freed since {@linkcode watchCapacity} gave `token`, or
+ * `timeoutMs` pass. No CPU is spent meanwhile (`Atomics.waitAsync`). A pending wait does not
+ * keep a thread's event loop alive by itself.
+ *
+ * @param pool The pool.
+ * @param token What `watchCapacity` returned.
+ * @param timeoutMs Longest sleep, ms.
+ * @returns `"ok"` when woken, `"not-equal"` when room was freed before the call, or
+ *   `"timed-out"`.
+ */
+export function waitForCapacity(
+  pool: Pool,
+  token: number,
+  timeoutMs: number,
+): Promise<"ok" | "not-equal" | "timed-out"> {
+  const result = Atomics.waitAsync(pool.header, H_WAKE, token, timeoutMs);
+  return result.async ? result.value : Promise.resolve(result.value);
+}
+
+/** Counts a wake-up (the waited bit cleared) and notifies every waiting thread. */
+function wakeWaiters(pool: Pool): void {
+  let seen = Atomics.load(pool.u32, H_WAKE);
+  while (seen >= WAKE_WAITED) {
+    const next = (seen + 1) & (WAKE_WAITED - 1);
+    const found = Atomics.compareExchange(pool.u32, H_WAKE, seen, next);
+    if (found === seen) {
+      Atomics.notify(pool.header, H_WAKE);
+      return;
+    }
+    seen = found;
+  }
 }
 
 /**

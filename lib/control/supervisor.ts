@@ -28,6 +28,7 @@ import {
   isAlive,
   lastChange,
   type Pool,
+  reclaimShare,
   setAdminState,
   setMembers,
 } from "../balance/pool.ts";
@@ -116,9 +117,10 @@ function ask(serving: Serving, message: WorkerMessage): Promise<WorkerReply> {
   return reply;
 }
 
-function startMessage(sup: Supervisor): StartMessage {
+function startMessage(sup: Supervisor, index: number): StartMessage {
   return {
     type: "start",
+    worker: index,
     buffer: sup.pool.buffer,
     config: sup.config,
     table: sup.table,
@@ -168,15 +170,19 @@ function launch(sup: Supervisor, index: number, workerUrl: URL): Promise<WorkerR
   worker.onerror = (event) => {
     event.preventDefault();
     if (sup.stopping) return;
-    logLine(`worker ${index} crashed (${event.message}); restarting it`);
     worker.terminate();
+    // Its requests died with it (its event loop ended with the error): their counts go before
+    // the new worker serves from the same row.
+    const lost = reclaimShare(sup.pool, index);
+    const counts = lost === 0 ? "" : ` (${lost} requests in flight lost, their counts taken back)`;
+    logLine(`worker ${index} crashed (${event.message}); restarting it${counts}`);
     for (const waiter of serving.replies.splice(0)) waiter({ type: "updated" });
     launch(sup, index, workerUrl).then((reply) => {
       if (reply.type === "error") logLine(`worker ${index} failed to restart: ${reply.message}`);
     });
   };
   sup.workers[index] = serving;
-  return ask(serving, startMessage(sup));
+  return ask(serving, startMessage(sup, index));
 }
 
 /**
@@ -199,7 +205,9 @@ export async function startSupervisor(
   }
   // So is the id in goround's Via, by which a request that comes back round a loop is known.
   if (config.instanceId === "") config = { ...config, instanceId: newInstanceId() };
-  const pool = createPool(Math.max(DEFAULT_CAPACITY, 2 * config.backends.length));
+  const pool = createPool(Math.max(DEFAULT_CAPACITY, 2 * config.backends.length), {
+    workers: config.workers,
+  });
   const slots = config.backends.map((_, slot) => slot);
   const table: (Backend | null)[] = new Array(pool.capacity).fill(null);
   config.backends.forEach((backend, slot) => (table[slot] = backend));

@@ -45,6 +45,8 @@ export type SlotTable = readonly (Backend | null)[];
 export interface StartMessage {
   /** Message kind. */
   readonly type: "start";
+  /** This worker's index (0-based): the row of the pool it counts its requests in. */
+  readonly worker: number;
   /** The pool's shared memory. */
   readonly buffer: SharedArrayBuffer;
   /** Settings. */
@@ -250,7 +252,7 @@ function upstreamOptions(config: Config): UpstreamOptions {
 }
 
 function start(message: StartMessage, options: WorkerOptions): void {
-  const pool = attachPool(message.buffer);
+  const pool = attachPool(message.buffer, { worker: message.worker });
   const upstreams = createUpstreams(upstreamOptions(message.config));
   // Passive DOWN transitions go to the main thread, which logs them and keeps the reason.
   const onDown = (slot: number, _backend: Backend, reason: string) =>

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { createCapacityQueue } from "../balance/capacity_queue.ts";
 import { ipInCidrs } from "../config/cidr.ts";
 import type { Backend, Config } from "../config/config.ts";
 import { STATUS_NO_BACKEND, statusForFailure, UpstreamError } from "../errors.ts";
@@ -193,6 +194,11 @@ export function loopDetected(via: string, requestId: string): Reply {
   };
 }
 
+/** The forwarder's selection context, whose avoid list it grows. */
+interface Selection extends SelectionContext {
+  readonly avoid: number[];
+}
+
 /** Whether some usable backend (not yet tried) is only held back by --max-conns. */
 function anyFull(pool: Pool, avoid: readonly number[], maxConns: number): boolean {
   for (let i = 0; i < poolSize(pool); i++) {
@@ -332,13 +338,40 @@ export function createForwarder(context: ProxyContext): Forwarder {
   const sticky = config.sticky === "cookie" ? createSticky(config.stickyKey) : null;
   const stickyIds = sticky ? backends.map((b) => (b ? sticky.idOf(b.url) : "")) : [];
 
+  const waiting = createCapacityQueue(pool);
+  /** A backend for a queued request, counted on it at once (see `Attempt`). */
+  const claim = (selection: Selection, retry: boolean): number => {
+    while (true) {
+      const slot = select(pool, selection);
+      if (slot < 0) return -1;
+      if (backends[slot] === undefined) {
+        selection.avoid.push(slot); // a member this forwarder does not know (a reload under way)
+        continue;
+      }
+      beginRequest(pool, slot, retry);
+      return slot;
+    }
+  };
+  /** Waits up to --queue-timeout for a backend at --max-conns to get room, behind the requests
+   * queued before. The slot it resolves with is already counted. */
+  const queue = (selection: Selection, retry: boolean): Promise<number> =>
+    waiting.wait(() => claim(selection, retry), {
+      timeoutMs: config.queueTimeout,
+      restricted: selection.avoid.length > 0,
+    });
+
   /**
-   * The backend for the next attempt: the policy's choice; when every usable backend is at
-   * --max-conns, the first one to get room within --queue-timeout; when the only ones left are
+   * The backend for the next attempt: the policy's choice (behind the queue, while requests
+   * wait); when every usable backend is at --max-conns, the first one to get room within
+   * --queue-timeout (a promise: that slot is already counted); when the only ones left are
    * out by passive ejection, one of them (a passive verdict never empties the pool); when every
    * backend looks down and --panic is set, any enabled one (logged once per episode). -1: none.
    */
-  const choose = (selection: SelectionContext): number | Promise<number> => {
+  const choose = (selection: Selection, retry: boolean): number | Promise<number> => {
+    // First come, first served: behind the waiters, unless nothing is full any more (all down).
+    if (waiting.size() > 0 && anyFull(pool, selection.avoid, config.maxConns)) {
+      return queue(selection, retry);
+    }
     const slot = select(pool, selection);
     if (slot >= 0) {
       // A load first: the compare-and-swap (a write to a shared line) only while panicking.
@@ -347,8 +380,11 @@ export function createForwarder(context: ProxyContext): Forwarder {
       }
       return slot; // the common case answers at once, without a promise
     }
-    if (config.maxConns > 0 && anyFull(pool, selection.avoid, config.maxConns)) {
-      return queue(selection);
+    if (
+      config.maxConns > 0 && config.queueTimeout > 0 &&
+      anyFull(pool, selection.avoid, config.maxConns)
+    ) {
+      return queue(selection, retry);
     }
     const { avoid, maxConns } = selection;
     const ejected = fallbackPick(pool, avoid, { anyHealth: false, maxConns });
@@ -358,17 +394,6 @@ export function createForwarder(context: ProxyContext): Forwarder {
       return fallbackPick(pool, avoid, { anyHealth: true, maxConns });
     }
     return -1;
-  };
-
-  /** Waits up to --queue-timeout for a backend at --max-conns to get room. */
-  const queue = async (selection: SelectionContext): Promise<number> => {
-    const deadline = Date.now() + config.queueTimeout;
-    let slot = -1;
-    while (slot < 0 && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 2));
-      slot = select(pool, selection);
-    }
-    return slot;
   };
 
   const onDown = context.onDown ??
@@ -460,7 +485,7 @@ export function createForwarder(context: ProxyContext): Forwarder {
 
     const limit = config.retries < 0 ? poolSize(pool) - 1 : config.retries;
     const avoid: number[] = [];
-    const selection: SelectionContext = {
+    const selection: Selection = {
       avoid,
       key: config.algorithm === "hash" ? hashKey(config.hashKey, incoming) : "",
       maxConns: config.maxConns,
@@ -498,8 +523,13 @@ export function createForwarder(context: ProxyContext): Forwarder {
         ? again
         : pinned >= 0 && !avoid.includes(pinned)
         ? pinned
-        : choose(selection);
-      if (typeof slot !== "number") slot = await slot;
+        : choose(selection, retries > 0);
+      // A slot from the queue is counted already (its waiters are served in one pass).
+      let counted = false;
+      if (typeof slot !== "number") {
+        slot = await slot;
+        counted = true;
+      }
       const fresh = slot === again;
       again = -1;
       const backend = slot < 0 ? undefined : backends[slot];
@@ -540,7 +570,7 @@ export function createForwarder(context: ProxyContext): Forwarder {
           end(error !== undefined);
         },
       };
-      beginRequest(pool, slot, retries > 0);
+      if (!counted) beginRequest(pool, slot, retries > 0);
       let response: UpstreamResponse;
       try {
         response = await roundTrip(upstreams, backend, outgoing, fresh);

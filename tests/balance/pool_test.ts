@@ -17,6 +17,7 @@ import {
   nextTicket,
   poolSize,
   probeStreak,
+  reclaimShare,
   recordFailure,
   recordProbe,
   setAdminState,
@@ -24,7 +25,11 @@ import {
   setCounter,
   setMembers,
   totals,
+  waitForCapacity,
+  watchCapacity,
+  workerInFlight,
 } from "../../lib/balance/pool.ts";
+import type { ShareRequest } from "../fixtures/share_worker.ts";
 
 Deno.test("createPool() starts empty; setMembers() makes members alive and enabled", () => {
   const pool = createPool(8);
@@ -269,4 +274,139 @@ Deno.test("recordProbe() keeps consecutive streaks and the last duration", () =>
   deepEqual(probeStreak(pool, 0), { passes: 0, misses: 1, micros: 2_000_000 });
   equal(totals(pool, 0).probesOk, 2n);
   equal(totals(pool, 0).probesFailed, 1n);
+});
+
+Deno.test("in-flight counts are kept per worker; reclaimShare() takes back one worker's share", () => {
+  const pool = createPool(20, { workers: 3 });
+  setMembers(pool, [0, 17]);
+  const [a, b] = [0, 1].map((worker) => attachPool(pool.buffer, { worker }));
+  for (let i = 0; i < 3; i++) beginRequest(a!, 0, false);
+  beginRequest(a!, 17, true);
+  beginRequest(b!, 0, false);
+  beginRequest(b!, 17, false);
+  deepEqual([inFlight(pool, 0), inFlight(pool, 17)], [4, 2]);
+  deepEqual([workerInFlight(pool, 0), workerInFlight(pool, 1), workerInFlight(pool, 2)], [4, 2, 0]);
+  equal(reclaimShare(pool, 0), 4, "worker 0 died with 4 requests");
+  deepEqual([inFlight(pool, 0), inFlight(pool, 17)], [1, 1], "worker 1's stay");
+  equal(reclaimShare(pool, 0), 0, "taken back once");
+  endRequest(b!, 0, false);
+  endRequest(b!, 17, false);
+  deepEqual([inFlight(pool, 0), inFlight(pool, 17), workerInFlight(pool, 1)], [0, 0, 0]);
+  equal(totals(pool, 0).requests, 4n, "the attempts still count");
+});
+
+Deno.test("a dead worker's late decrement never makes inFlight() read as a huge count", () => {
+  const pool = createPool(4, { workers: 2 });
+  setMembers(pool, [0]);
+  const dead = attachPool(pool.buffer, { worker: 1 });
+  beginRequest(dead, 0, false);
+  reclaimShare(pool, 1);
+  endRequest(dead, 0, false);
+  equal(inFlight(pool, 0), 0);
+  beginRequest(pool, 0, false);
+  equal(inFlight(pool, 0), 0, "one below the truth, never 2^32 - 1");
+  equal(reclaimShare(pool, 1), -1, "the next reclaim sets it right");
+  equal(inFlight(pool, 0), 1);
+});
+
+Deno.test("createPool() and attachPool() refuse a worker without a row", () => {
+  throws(() => createPool(4, { workers: 0 }), /pool workers 0 must be an integer from 1 to 1024/);
+  throws(() => createPool(4, { workers: 1025 }), /from 1 to 1024/);
+  const pool = createPool(4, { workers: 2 });
+  equal(attachPool(pool.buffer, { worker: 1 }).workers, 2);
+  throws(() => attachPool(pool.buffer, { worker: 2 }), /worker 2 is outside 0\.\.1/);
+  throws(() => reclaimShare(pool, -1), /worker -1 is outside 0\.\.1/);
+});
+
+Deno.test("watchCapacity(): a request that ends after it wakes the waiter; none waiting, no write", async () => {
+  // A pending Atomics.waitAsync does not keep the event loop alive; this timer does.
+  const keepAlive = setInterval(() => {}, 60_000);
+  try {
+    const pool = createPool(4);
+    setMembers(pool, [0]);
+    beginRequest(pool, 0, false);
+    beginRequest(pool, 0, false);
+    const first = watchCapacity(pool);
+    equal(watchCapacity(pool), first, "a second waiter shares the token");
+    endRequest(pool, 0, false);
+    equal(await waitForCapacity(pool, first, 10_000), "not-equal", "room freed after arming");
+    const second = watchCapacity(pool);
+    assert(second !== first);
+    const woken = waitForCapacity(pool, second, 10_000);
+    endRequest(pool, 0, false);
+    equal(await woken, "ok");
+    // Nobody armed since: ending a request leaves the word alone (one load, no write).
+    beginRequest(pool, 0, false);
+    endRequest(pool, 0, false);
+    equal(watchCapacity(pool), (second + 1) | 0x8000_0000, "one wake-up counted since");
+    equal(await waitForCapacity(pool, watchCapacity(pool), 20), "timed-out");
+  } finally {
+    clearInterval(keepAlive);
+  }
+});
+
+/** Runs tests/fixtures/share_worker.ts with `request`; resolves with its messages as they come. */
+function shareWorker(request: ShareRequest): {
+  readonly worker: Worker;
+  readonly next: () => Promise<unknown>;
+} {
+  const worker = new Worker(new URL("../fixtures/share_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  const inbox: unknown[] = [];
+  const waiting: ((message: unknown) => void)[] = [];
+  let failure: Error | null = null;
+  worker.onmessage = (event) => {
+    const waiter = waiting.shift();
+    if (waiter) waiter(event.data);
+    else inbox.push(event.data);
+  };
+  worker.onerror = (event) => {
+    event.preventDefault();
+    failure = new Error(event.message);
+  };
+  worker.postMessage(request);
+  return {
+    worker,
+    next: () => {
+      if (failure) return Promise.reject(failure);
+      if (inbox.length > 0) return Promise.resolve(inbox.shift());
+      return new Promise((resolve) => waiting.push(resolve));
+    },
+  };
+}
+
+Deno.test("across two real workers: one dies with requests in flight, its share is taken back", async () => {
+  const pool = createPool(8, { workers: 2 });
+  setMembers(pool, [0, 1]);
+  const dying = shareWorker({ kind: "begin", buffer: pool.buffer, worker: 0, slot: 1, count: 7 });
+  const living = shareWorker({ kind: "begin", buffer: pool.buffer, worker: 1, slot: 1, count: 2 });
+  try {
+    deepEqual(await Promise.all([dying.next(), living.next()]), ["counted", "counted"]);
+    equal(inFlight(pool, 1), 9);
+    dying.worker.terminate();
+    equal(reclaimShare(pool, 0), 7);
+    equal(inFlight(pool, 1), 2, "the living worker's requests still count");
+    equal(workerInFlight(pool, 1), 2);
+  } finally {
+    dying.worker.terminate();
+    living.worker.terminate();
+  }
+});
+
+Deno.test("across threads: a request that ends in one thread wakes a waiter in another at once", async () => {
+  const pool = createPool(4, { workers: 2 });
+  setMembers(pool, [0]);
+  beginRequest(pool, 0, false);
+  const waiter = shareWorker({ kind: "wait", buffer: pool.buffer, worker: 1, timeoutMs: 20_000 });
+  try {
+    equal(await waiter.next(), "armed");
+    endRequest(pool, 0, false);
+    const { outcome, ms } = await waiter.next() as { outcome: string; ms: number };
+    // "not-equal" when the end came before the worker's waitAsync call: woken all the same.
+    assert(outcome === "ok" || outcome === "not-equal", outcome);
+    assert(ms < 10_000, `woken after ${ms} ms, not by the timeout`);
+  } finally {
+    waiter.worker.terminate();
+  }
 });

@@ -2,6 +2,7 @@ import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
 import { ENGINES } from "../../lib/config/config.ts";
 import {
   get,
+  type Goround,
   goroundFor,
   rawBackend,
   rawRequest,
@@ -322,6 +323,98 @@ Deno.test("a worker that crashes is restarted and logged; goround keeps serving"
   } finally {
     const status = await proxy.stop();
     equal(status.code, 0);
+    await backend.close();
+  }
+});
+
+/** A backend that holds requests for `/hold` until released, and answers the others at once. */
+function holdingBackend() {
+  let release = () => {};
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const backend = recordingBackend(async (req) => {
+    if (new URL(req.url).pathname === "/hold") await gate;
+    return new Response("ok");
+  });
+  return { ...backend, release };
+}
+
+/** The first backend's line of `GET /status`. */
+async function firstBackend(adminUrl: string): Promise<{ inFlight: number; state: string }> {
+  const report = await (await fetch(`${adminUrl}/status`)).json();
+  return report.backends[0];
+}
+
+/** Crashes goround's one worker through the fixture and waits until it has been restarted. */
+async function crashWorker(proxy: Goround, crashes: number): Promise<void> {
+  await get(`${proxy.url}/__crash`).catch(() => null);
+  await waitFor(() => proxy.stderr.filter((l) => /worker 0 crashed/.test(l)).length === crashes, {
+    what: `crash ${crashes} in the log`,
+  });
+}
+
+Deno.test("a worker that crashes with requests in flight gives their counts back: in-flight 0, drain completes", async () => {
+  const backend = holdingBackend();
+  const proxy = await startGoround(["--backend", backend.url, "--workers", "1"], {
+    entry: "tests/fixtures/crash_main.ts",
+  });
+  const lost: Promise<unknown>[] = [];
+  try {
+    for (let i = 0; i < 5; i++) lost.push(get(`${proxy.url}/hold`).catch(() => null));
+    await waitFor(async () => (await firstBackend(proxy.adminUrl)).inFlight === 5, {
+      what: "5 requests in flight",
+    });
+    await crashWorker(proxy, 1);
+    await waitFor(async () => (await firstBackend(proxy.adminUrl)).inFlight === 0, {
+      what: "the dead worker's in-flight count taken back",
+    });
+    match(proxy.stderr.find((l) => /worker 0 crashed/.test(l))!, /in flight lost/);
+    const drain = await fetch(`${proxy.adminUrl}/backends/0/drain`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+    });
+    equal(drain.status, 200);
+    await drain.body?.cancel();
+    await waitFor(async () => (await firstBackend(proxy.adminUrl)).state === "drained", {
+      what: "the drain to complete",
+    });
+  } finally {
+    backend.release();
+    await Promise.all(lost);
+    equal((await proxy.stop()).code, 0);
+    await backend.close();
+  }
+});
+
+Deno.test("--max-conns: requests keep succeeding after crashes with requests in flight", async () => {
+  const backend = holdingBackend();
+  const proxy = await startGoround([
+    "--backend",
+    backend.url,
+    "--workers",
+    "1",
+    "--max-conns",
+    "3",
+    "--queue-timeout",
+    "100ms",
+  ], { entry: "tests/fixtures/crash_main.ts" });
+  const lost: Promise<unknown>[] = [];
+  try {
+    for (let crash = 1; crash <= 3; crash++) {
+      for (let i = 0; i < 2; i++) lost.push(get(`${proxy.url}/hold`).catch(() => null));
+      await waitFor(async () => (await firstBackend(proxy.adminUrl)).inFlight === 2, {
+        what: `2 requests in flight before crash ${crash}`,
+      });
+      await crashWorker(proxy, crash);
+      // Leaked counts would add up to the limit by the second crash: every request 503.
+      await waitFor(async () => (await get(proxy.url).catch(() => null))?.status === 200, {
+        what: `a 200 after crash ${crash}`,
+      });
+    }
+    equal((await firstBackend(proxy.adminUrl)).inFlight, 0);
+  } finally {
+    backend.release();
+    await Promise.all(lost);
+    equal((await proxy.stop()).code, 0);
     await backend.close();
   }
 });

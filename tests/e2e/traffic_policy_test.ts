@@ -172,6 +172,72 @@ Deno.test("--max-conns: a full backend is skipped; when all are full a request w
   }
 });
 
+/** CPU seconds a process has used so far (utime + stime of /proc/<pid>/stat, all threads). */
+async function cpuSeconds(pid: number): Promise<number> {
+  // Deno asks for --allow-all to read /proc/<pid>; cat needs --allow-run=cat only.
+  const { stdout } = await new Deno.Command("cat", { args: [`/proc/${pid}/stat`] }).output();
+  const fields = new TextDecoder().decode(stdout).split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // fields 14 and 15, in 1/100 s
+}
+
+Deno.test("--max-conns 1 with 200 requests queued: goround sleeps while they wait, then serves them in order", async () => {
+  let release = () => {};
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  // The order each request entered goround's forwarder: the counter ending its X-Request-Id.
+  const served: number[] = [];
+  const only = recordingBackend(async (req) => {
+    served.push(parseInt(req.headers.get("x-request-id")!.split("-").at(-1)!, 36));
+    await gate;
+    return new Response("done");
+  });
+  const proxy = await startGoround([
+    "--backend",
+    only.url,
+    "--max-conns",
+    "1",
+    "--queue-timeout",
+    "60s",
+    "--workers",
+    "1",
+    "--access-log",
+    "off",
+  ]);
+  const queued = 200;
+  const ask = async (n: number) => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+    const request = `GET /${n} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+    await conn.write(new TextEncoder().encode(request));
+    return conn;
+  };
+  const answer = async (conn: Deno.Conn) => {
+    const text = await new Response(conn.readable).text();
+    return Number(text.split(" ")[1]);
+  };
+  const conns: Deno.Conn[] = [];
+  try {
+    conns.push(await ask(-1));
+    await waitFor(() => served.length === 1, { what: "the request that holds the backend" });
+    for (let n = 0; n < queued; n++) conns.push(await ask(n));
+    // Polling every 2 ms per waiting request, this window cost 18% of a core (200 waiters).
+    const before = await cpuSeconds(proxy.pid);
+    const started = performance.now();
+    await new Promise((resolve) => setTimeout(resolve, 2000)); // the measurement window
+    const used = (await cpuSeconds(proxy.pid) - before) / ((performance.now() - started) / 1000);
+    assert(used < 0.08, `goround used ${(used * 100).toFixed(1)}% of a core while they waited`);
+    equal(served.length, 1, "--max-conns 1: the backend still has only the first");
+    release();
+    const statuses = await Promise.all(conns.map(answer));
+    deepEqual(statuses, statuses.map(() => 200), "every queued request was served");
+    // First come, first served, by arrival at the forwarder (connections whose heads are read
+    // in one turn of the event loop may arrive in any order, so not by the client's send order).
+    deepEqual(served, [...served].sort((a, b) => a - b), "served in the order they arrived");
+  } finally {
+    release();
+    await proxy.stop();
+    await only.close();
+  }
+});
+
 Deno.test("--panic (the default): when every backend looks down, goround tries them all", async () => {
   // Healthy for traffic, failing its health check: the health view says down, but it answers.
   const backend = recordingBackend((req) =>
