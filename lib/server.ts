@@ -43,6 +43,8 @@ import {
 } from "./proxy.ts";
 import { batches, FRAME_ROOM } from "./streaming.ts";
 import { BODY_BUFFER, borrow, giveBack } from "./buffers.ts";
+import { bufferSize, keepBuffer, takeBuffer } from "./spare_buffers.ts";
+import { reclaimed, reclaimMemory, type ReclaimState, shouldReclaim } from "./reclaim.ts";
 import { closeFrame, isWebSocketUpgrade, splice, type Upgrader } from "./websocket.ts";
 import type { Bytes, UpstreamResponse } from "./upstream.ts";
 
@@ -83,12 +85,16 @@ export interface Http1Server {
 interface Client {
   readonly conn: Deno.Conn;
   readonly ip: string;
-  /** Read buffer; `buf[start..end)` is unread. */
+  /** Read buffer; `buf[start..end)` is unread. Between requests it is sized to the last
+   * request ({@linkcode fitBuffers}). */
   buf: Bytes;
-  /** Write buffer for response heads and whole bodies. */
+  /** Write buffer for response heads and whole bodies: borrowed by a reply that needs one,
+   * given back once the connection waits for its next request ({@linkcode EMPTY} then). */
   wbuf: Bytes;
   start: number;
   end: number;
+  /** Read buffer size to wait for the next request with (see {@linkcode fitBuffers}). */
+  waitSize: number;
   /** Epoch ms after which the sweep closes the connection (0: none). */
   deadline: number;
   /** A request is being answered. */
@@ -102,13 +108,13 @@ interface Client {
   closed: boolean;
 }
 
+/** A new connection's first read buffer (nginx's `client_header_buffer_size`). */
+const FIRST_READ = 1024;
+/** Largest read buffer kept between requests: what a body is read ahead with. */
 const READ_BUFFER = 16 * 1024;
 const WRITE_BUFFER = 4 * 1024;
-/** Connection buffers kept for the next connections (per thread): with a connection per
- * request, fresh buffers for each left garbage enough to add ~30 MiB of peak memory. */
-const SPARE_LIMIT = 128;
-const spareReads: Bytes[] = [];
-const spareWrites: Bytes[] = [];
+/** No buffer: an idle connection's write buffer. */
+const EMPTY: Bytes = new Uint8Array(0);
 const SWEEP_MS = 100;
 const CONTINUE = encodeLatin1("HTTP/1.1 100 Continue\r\n\r\n");
 const ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
@@ -147,12 +153,39 @@ function readMore(client: Client): Promise<number | null> {
       client.end -= client.start;
       client.start = 0;
     } else {
-      const bigger = new Uint8Array(Math.min(client.buf.length * 2, MAX_HEAD_BYTES * 2));
+      // A head longer than the buffer (an idle connection's is small): a bigger one.
+      const bigger = takeBuffer(Math.min(client.buf.length * 2, MAX_HEAD_BYTES * 2));
       bigger.set(client.buf);
+      keepBuffer(client.buf);
       client.buf = bigger;
     }
   }
   return client.conn.read(client.buf.subarray(client.end));
+}
+
+/**
+ * Between requests (nothing buffered): gives the write buffer back, and sizes the read buffer
+ * to the last request with room to spare. The pending read of an idle connection then holds
+ * little, and a busy connection whose requests are alike keeps its read buffer (and still
+ * reads a request in one read).
+ */
+function fitBuffers(client: Client): void {
+  if (client.wbuf !== EMPTY) {
+    keepBuffer(client.wbuf);
+    client.wbuf = EMPTY;
+  }
+  if (client.buf.length === client.waitSize) return;
+  keepBuffer(client.buf);
+  client.buf = takeBuffer(client.waitSize);
+}
+
+/** The client's write buffer, with room for `size` bytes (an idle connection has none). */
+function writeRoom(client: Client, size: number): Bytes {
+  if (client.wbuf.length < size) {
+    keepBuffer(client.wbuf);
+    client.wbuf = takeBuffer(Math.max(size, WRITE_BUFFER));
+  }
+  return client.wbuf;
 }
 
 async function writeAll(client: Client, bytes: Uint8Array): Promise<void> {
@@ -180,12 +213,17 @@ function takeHead(client: Client, options: ServerOptions): RequestHead | null {
   if (client.end === client.start) {
     client.start = 0;
     client.end = 0;
+    fitBuffers(client); // every write of the last reply is over
     return null;
   }
   const head = parseRequestHead(client.buf, client.start, client.end);
   if (head !== null) {
     client.start += head.size;
     client.requests++;
+    // The next request's head and body in one read, if like this one (half again for a longer
+    // target or field); a chunked body's size is unknown: room for a full read of it.
+    const size = head.size + (head.bodyLength < 0 ? READ_BUFFER : head.bodyLength);
+    client.waitSize = Math.min(bufferSize(size + (size >> 1)), READ_BUFFER);
     return head;
   }
   if (!client.headBegun) {
@@ -514,12 +552,10 @@ interface Written {
 /** Serialises a head, and a whole body after it, into the client's write buffer. */
 function frame(client: Client, head: string, body: Uint8Array | null): Uint8Array {
   const size = head.length + (body === null ? 0 : body.length);
-  if (client.wbuf.length < size) {
-    client.wbuf = new Uint8Array(Math.max(size, client.wbuf.length * 2));
-  }
-  const at = writeLatin1(head, client.wbuf, 0);
-  if (body !== null) client.wbuf.set(body, at);
-  return client.wbuf.subarray(0, size);
+  const out = writeRoom(client, size);
+  const at = writeLatin1(head, out, 0);
+  if (body !== null) out.set(body, at);
+  return out.subarray(0, size);
 }
 
 /**
@@ -545,10 +581,7 @@ function frameResponse(
   // A copied line can be one byte longer than it came (a bare LF becomes CRLF).
   const room = line.length + raw.size + raw.count + tail.length + 2 +
     (body === null ? 0 : body.length);
-  if (client.wbuf.length < room) {
-    client.wbuf = new Uint8Array(Math.max(room, client.wbuf.length * 2));
-  }
-  const out = client.wbuf;
+  const out = writeRoom(client, room);
   let at = writeLatin1(line, out, 0);
   at = copyFields(raw, keepLength, out, at);
   at = writeLatin1(tail, out, at);
@@ -690,6 +723,7 @@ async function tunnel(
     await writeAll(client, frame(client, responseHead(101, "Switching Protocols", fields), null));
     const leftover = client.buf.slice(client.start, client.end);
     client.start = client.end;
+    recycle(client); // a tunnel may idle for hours: it reads and writes with buffers of its own
     // On shutdown a tunnel is not drained (it may live for hours): both ends are told 1001.
     client.goingAway = () => {
       client.conn.write(closeFrame(1001, "goround is shutting down")).catch(() => 0).finally(() => {
@@ -758,15 +792,13 @@ async function session(
   }
 }
 
-/** Keeps a finished connection's buffers for the next one (nothing refers to them any more:
- * request bodies are handed on as copies or as recycled body buffers). */
+/** Keeps a connection's buffers for the next ones once it needs them no more (nothing refers
+ * to them: request bodies are handed on as copies or as recycled body buffers). */
 function recycle(client: Client): void {
-  if (client.buf.length === READ_BUFFER && spareReads.length < SPARE_LIMIT) {
-    spareReads.push(client.buf);
-  }
-  if (client.wbuf.length === WRITE_BUFFER && spareWrites.length < SPARE_LIMIT) {
-    spareWrites.push(client.wbuf);
-  }
+  keepBuffer(client.buf);
+  keepBuffer(client.wbuf);
+  client.buf = EMPTY;
+  client.wbuf = EMPTY;
 }
 
 function isConnectionError(error: unknown): boolean {
@@ -792,10 +824,16 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
   const sessions = new Set<Promise<void>>();
   let stopping = false;
   const isStopping = () => stopping;
+  const reclaim: ReclaimState = { peak: 0, last: 0 };
   const timer = setInterval(() => {
     const now = Date.now();
     for (const client of clients) {
       if (client.deadline !== 0 && now > client.deadline) closeClient(client);
+    }
+    // Many connections gone: what they held goes back to the system (see reclaim.ts).
+    if (shouldReclaim(reclaim, clients.size, now)) {
+      reclaimMemory();
+      reclaimed(reclaim, clients.size, now);
     }
   }, SWEEP_MS);
   Deno.unrefTimer(timer);
@@ -814,10 +852,11 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
       const client: Client = {
         conn,
         ip: (conn.remoteAddr as Deno.NetAddr).hostname,
-        buf: spareReads.pop() ?? new Uint8Array(READ_BUFFER),
-        wbuf: spareWrites.pop() ?? new Uint8Array(WRITE_BUFFER),
+        buf: takeBuffer(FIRST_READ),
+        wbuf: EMPTY,
         start: 0,
         end: 0,
+        waitSize: FIRST_READ,
         deadline: Date.now() + options.headerTimeout,
         busy: false,
         requests: 0,

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { borrow, giveBack } from "./buffers.ts";
 import type { Backend } from "./config.ts";
 import { UpstreamError } from "./errors.ts";
 import { connectionTokens, forwardRequestHeaders } from "./headers.ts";
@@ -25,6 +26,10 @@ import {
 import { marksDown } from "./retry.ts";
 import { type SelectionContext, selectorFor } from "./selection.ts";
 import { type Switched, upgrade } from "./upstream.ts";
+
+/** What each direction of an idle tunnel reads with, bytes (a message of a chat or a game fits;
+ * a longer burst is read with body buffers). */
+const IDLE_READ = 1024;
 
 /** Close code for a backend that went away without closing properly (RFC 6455 §7.4.1). */
 export const CLOSE_BACKEND_GONE = 1011;
@@ -236,13 +241,26 @@ async function pipe(
     watch?.feed(first);
     await writeAll(to, first);
   }
-  const buf = new Uint8Array(64 * 1024);
-  while (true) {
-    const n = await from.read(buf);
-    if (n === null) return;
-    const chunk = buf.subarray(0, n);
-    watch?.feed(chunk);
-    await writeAll(to, chunk);
+  // An idle tunnel waits with a small buffer (its pending read holds it); a read that fills it
+  // means a burst, read on with a recycled body buffer until the reads are small again.
+  const small = new Uint8Array(IDLE_READ);
+  let buf = small;
+  try {
+    while (true) {
+      const n = await from.read(buf);
+      if (n === null) return;
+      const chunk = buf.subarray(0, n);
+      watch?.feed(chunk);
+      await writeAll(to, chunk);
+      if (buf === small && n === small.length) {
+        buf = borrow();
+      } else if (buf !== small && n < small.length) {
+        giveBack(buf);
+        buf = small;
+      }
+    }
+  } finally {
+    if (buf !== small) giveBack(buf); // no read or write is pending into it any more
   }
 }
 

@@ -51,12 +51,17 @@ async function collect(stream: ReadableStream<Uint8Array>, into: string[]): Prom
   for await (const line of lines) into.push(line);
 }
 
+function entryPath(entry: string): string {
+  return entry.startsWith("/") ? entry : `${ROOT}${entry}`;
+}
+
 /**
  * Starts goround on a free loopback port with `args` and waits for its banner.
  *
  * @param args Flags (the listen address is added unless given).
  * @param options Extra environment variables; more paths to read; the entry point instead of
- *   `main.ts` (a test fixture's), relative to the repository root.
+ *   `main.ts` (a test fixture's), relative to the repository root unless absolute (another
+ *   checkout's).
  * @returns The running process.
  */
 export async function startGoround(
@@ -74,7 +79,7 @@ export async function startGoround(
     )
     : GOROUND_FLAGS;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, `${ROOT}${options.entry ?? "main.ts"}`, ...listen, ...args],
+    args: ["run", ...flags, entryPath(options.entry ?? "main.ts"), ...listen, ...args],
     stdout: "piped",
     stderr: "piped",
     stdin: "null",
