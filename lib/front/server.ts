@@ -58,6 +58,8 @@ import {
 import { type BufferBudget, UNBOUNDED } from "./request_buffer.ts";
 import { batches, FRAME_ROOM } from "../http/streaming.ts";
 import { BODY_BUFFER, borrow, giveBack } from "../http/buffers.ts";
+import { bufferSize, keepBuffer, takeBuffer } from "../http/spare_buffers.ts";
+import { reclaimed, reclaimMemory, type ReclaimState, shouldReclaim } from "./reclaim.ts";
 import { closeFrame, isWebSocketUpgrade, splice, type Upgrader } from "../proxy/websocket.ts";
 import type { Bytes, RequestBody, UpstreamResponse } from "../upstream/client.ts";
 
@@ -117,12 +119,16 @@ interface Client {
   readonly conn: Deno.Conn;
   readonly ip: string;
   readonly options: ServerOptions;
-  /** Read buffer; `buf[start..end)` is unread. */
+  /** Read buffer; `buf[start..end)` is unread. Between requests it is sized to the last
+   * request ({@linkcode fitBuffers}). */
   buf: Bytes;
-  /** Write buffer for response heads and whole bodies. */
+  /** Write buffer for response heads and whole bodies: borrowed by a reply that needs one,
+   * given back once the connection waits for its next request ({@linkcode EMPTY} then). */
   wbuf: Bytes;
   start: number;
   end: number;
+  /** Read buffer size to wait for the next request with (see {@linkcode fitBuffers}). */
+  waitSize: number;
   /** Epoch ms after which the sweep closes the connection (0: none): a read's deadline. */
   deadline: number;
   /** Epoch ms after which the sweep closes the connection while a write is pending (0: none). */
@@ -154,13 +160,13 @@ interface Client {
   closed: boolean;
 }
 
+/** A new connection's first read buffer (nginx's `client_header_buffer_size`). */
+const FIRST_READ = 1024;
+/** Largest read buffer kept between requests: what a body is read ahead with. */
 const READ_BUFFER = 16 * 1024;
 const WRITE_BUFFER = 4 * 1024;
-/** Connection buffers kept for the next connections (per thread): with a connection per
- * request, fresh buffers for each left garbage enough to add ~30 MiB of peak memory. */
-const SPARE_LIMIT = 128;
-const spareReads: Bytes[] = [];
-const spareWrites: Bytes[] = [];
+/** No buffer: an idle connection's write buffer. */
+const EMPTY: Bytes = new Uint8Array(0);
 const SWEEP_MS = 100;
 
 /** A server's shutdown state, shared by its connections. */
@@ -223,12 +229,39 @@ function readMore(client: Client): Promise<number | null> {
       client.end -= client.start;
       client.start = 0;
     } else {
-      const bigger = new Uint8Array(Math.min(client.buf.length * 2, MAX_HEAD_BYTES * 2));
+      // A head longer than the buffer (an idle connection's is small): a bigger one.
+      const bigger = takeBuffer(Math.min(client.buf.length * 2, MAX_HEAD_BYTES * 2));
       bigger.set(client.buf);
+      keepBuffer(client.buf);
       client.buf = bigger;
     }
   }
   return client.conn.read(client.buf.subarray(client.end));
+}
+
+/**
+ * Between requests (nothing buffered): gives the write buffer back, and sizes the read buffer
+ * to the last request with room to spare. The pending read of an idle connection then holds
+ * little, and a busy connection whose requests are alike keeps its read buffer (and still
+ * reads a request in one read).
+ */
+function fitBuffers(client: Client): void {
+  if (client.wbuf !== EMPTY) {
+    keepBuffer(client.wbuf);
+    client.wbuf = EMPTY;
+  }
+  if (client.buf.length === client.waitSize) return;
+  keepBuffer(client.buf);
+  client.buf = takeBuffer(client.waitSize);
+}
+
+/** The client's write buffer, with room for `size` bytes (an idle connection has none). */
+function writeRoom(client: Client, size: number): Bytes {
+  if (client.wbuf.length < size) {
+    keepBuffer(client.wbuf);
+    client.wbuf = takeBuffer(Math.max(size, WRITE_BUFFER));
+  }
+  return client.wbuf;
 }
 
 /** Writes all of `bytes`; each write must make progress within the send timeout. */
@@ -310,12 +343,17 @@ function takeHead(client: Client, options: ServerOptions): RequestHead | null {
   if (client.end === client.start) {
     client.start = 0;
     client.end = 0;
+    fitBuffers(client); // every write of the last reply is over
     return null;
   }
   const head = parseRequestHead(client.buf, client.start, client.end);
   if (head !== null) {
     client.start += head.size;
     client.requests++;
+    // The next request's head and body in one read, if like this one (half again for a longer
+    // target or field); a chunked body's size is unknown: room for a full read of it.
+    const size = head.size + (head.bodyLength < 0 ? READ_BUFFER : head.bodyLength);
+    client.waitSize = Math.min(bufferSize(size + (size >> 1)), READ_BUFFER);
     return head;
   }
   if (!client.headBegun) {
@@ -604,11 +642,12 @@ async function requestBody(
   };
 }
 
-const EMPTY: Bytes = new Uint8Array(0);
-
 /** Puts bytes read past a body back in the (empty) client buffer, for the next request. */
 function putBack(client: Client, bytes: Uint8Array): void {
-  if (bytes.length > client.buf.length) client.buf = new Uint8Array(bytes.length);
+  if (bytes.length > client.buf.length) {
+    keepBuffer(client.buf);
+    client.buf = takeBuffer(bytes.length);
+  }
   client.buf.set(bytes);
   client.start = 0;
   client.end = bytes.length;
@@ -624,7 +663,7 @@ function responseHead(
   return `HTTP/1.1 ${status} ${reason}\r\n${fieldLines(fields)}${tail}\r\n`;
 }
 
-/** Writes a stream body, chunk-framed or raw; false when the stream broke (client aborted). */
+/** Writes a stream body, chunk-framed or raw: the bytes sent, or -1 when the backend broke off. */
 async function writeStream(
   client: Client,
   body: ReadableStream<Bytes>,
@@ -799,12 +838,10 @@ interface Written {
 /** Serialises a head, and a whole body after it, into the client's write buffer. */
 function frame(client: Client, head: string, body: Uint8Array | null): Uint8Array {
   const size = head.length + (body === null ? 0 : body.length);
-  if (client.wbuf.length < size) {
-    client.wbuf = new Uint8Array(Math.max(size, client.wbuf.length * 2));
-  }
-  const at = writeLatin1(head, client.wbuf, 0);
-  if (body !== null) client.wbuf.set(body, at);
-  return client.wbuf.subarray(0, size);
+  const out = writeRoom(client, size);
+  const at = writeLatin1(head, out, 0);
+  if (body !== null) out.set(body, at);
+  return out.subarray(0, size);
 }
 
 /**
@@ -830,10 +867,7 @@ function frameResponse(
   // A copied line can be one byte longer than it came (a bare LF becomes CRLF).
   const room = line.length + raw.size + raw.count + tail.length + 2 +
     (body === null ? 0 : body.length);
-  if (client.wbuf.length < room) {
-    client.wbuf = new Uint8Array(Math.max(room, client.wbuf.length * 2));
-  }
-  const out = client.wbuf;
+  const out = writeRoom(client, room);
   let at = writeLatin1(line, out, 0);
   at = copyFields(raw, keepLength, out, at);
   at = writeLatin1(tail, out, at);
@@ -988,6 +1022,7 @@ async function tunnel(
     await writeAll(client, frame(client, responseHead(101, "Switching Protocols", fields), null));
     const leftover = client.buf.slice(client.start, client.end);
     client.start = client.end;
+    recycle(client); // a tunnel may idle for hours: it reads and writes with buffers of its own
     // On shutdown a tunnel is not drained (it may live for hours): both ends are told 1001.
     client.goingAway = () => {
       client.conn.write(closeFrame(1001, "goround is shutting down")).catch(() => 0).finally(() => {
@@ -1059,15 +1094,13 @@ async function session(
   }
 }
 
-/** Keeps a finished connection's buffers for the next one (nothing refers to them any more:
- * request bodies are handed on as copies or as recycled body buffers). */
+/** Keeps a connection's buffers for the next ones once it needs them no more (nothing refers
+ * to them: request bodies are handed on as copies or as recycled body buffers). */
 function recycle(client: Client): void {
-  if (client.buf.length === READ_BUFFER && spareReads.length < SPARE_LIMIT) {
-    spareReads.push(client.buf);
-  }
-  if (client.wbuf.length === WRITE_BUFFER && spareWrites.length < SPARE_LIMIT) {
-    spareWrites.push(client.wbuf);
-  }
+  keepBuffer(client.buf);
+  keepBuffer(client.wbuf);
+  client.buf = EMPTY;
+  client.wbuf = EMPTY;
 }
 
 function isConnectionError(error: unknown): boolean {
@@ -1093,6 +1126,7 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
   const sessions = new Set<Promise<void>>();
   const drain: Drain = { stopping: false, idleUntil: 0 };
   let accepts = true;
+  const reclaim: ReclaimState = { peak: 0, last: 0 };
   const timer = setInterval(() => {
     const now = Date.now();
     clock = now;
@@ -1104,6 +1138,11 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
       } else if (client.sendDeadline !== 0 && now > client.sendDeadline) {
         sendTimedOut(client);
       }
+    }
+    // Many connections gone: what they held goes back to the system (see reclaim.ts).
+    if (shouldReclaim(reclaim, clients.size, now)) {
+      reclaimMemory();
+      reclaimed(reclaim, clients.size, now);
     }
   }, SWEEP_MS);
   Deno.unrefTimer(timer);
@@ -1147,10 +1186,11 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
         conn,
         ip: (conn.remoteAddr as Deno.NetAddr).hostname,
         options,
-        buf: spareReads.pop() ?? new Uint8Array(READ_BUFFER),
-        wbuf: spareWrites.pop() ?? new Uint8Array(WRITE_BUFFER),
+        buf: takeBuffer(FIRST_READ),
+        wbuf: EMPTY,
         start: 0,
         end: 0,
+        waitSize: FIRST_READ,
         deadline: Date.now() + options.headerTimeout,
         sendDeadline: 0,
         readSince: 0,

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { borrow, giveBack } from "../http/buffers.ts";
 import type { Backend } from "../config/config.ts";
 import { UpstreamError } from "../errors.ts";
 import { connectionTokens, forwardRequestFields } from "../http/headers.ts";
@@ -28,6 +29,10 @@ import {
 import { marksDown } from "./retry.ts";
 import { type SelectionContext, selectorFor } from "../balance/selection.ts";
 import { type Switched, upgrade } from "../upstream/client.ts";
+
+/** What each direction of an idle tunnel reads with, bytes (a message of a chat or a game fits;
+ * a longer burst is read with body buffers). */
+const IDLE_READ = 1024;
 
 /** Close code for a backend that went away without closing properly (RFC 6455 §7.4.1). */
 export const CLOSE_BACKEND_GONE = 1011;
@@ -253,13 +258,26 @@ async function pipe(
     watch?.feed(first);
     await writeAll(to, first);
   }
-  const buf = new Uint8Array(64 * 1024);
-  while (true) {
-    const n = await from.read(buf);
-    if (n === null) return;
-    const chunk = buf.subarray(0, n);
-    watch?.feed(chunk);
-    await writeAll(to, chunk);
+  // An idle tunnel waits with a small buffer (its pending read holds it); a read that fills it
+  // means a burst, read on with a recycled body buffer until the reads are small again.
+  const small = new Uint8Array(IDLE_READ);
+  let buf = small;
+  try {
+    while (true) {
+      const n = await from.read(buf);
+      if (n === null) return;
+      const chunk = buf.subarray(0, n);
+      watch?.feed(chunk);
+      await writeAll(to, chunk);
+      if (buf === small && n === small.length) {
+        buf = borrow();
+      } else if (buf !== small && n < small.length) {
+        giveBack(buf);
+        buf = small;
+      }
+    }
+  } finally {
+    if (buf !== small) giveBack(buf); // no read or write is pending into it any more
   }
 }
 

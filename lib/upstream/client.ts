@@ -42,6 +42,7 @@ import {
   readAhead,
 } from "../http/streaming.ts";
 import { BODY_BUFFER, borrow, giveBack } from "../http/buffers.ts";
+import { keepBuffer, takeBuffer } from "../http/spare_buffers.ts";
 
 /** Bytes backed by a plain `ArrayBuffer` (what `Response` and `conn.read` take). */
 export type Bytes = Uint8Array<ArrayBuffer>;
@@ -297,8 +298,8 @@ async function dial(host: Host): Promise<Link> {
       if (link.idle) closeLink(link);
     },
     spans: [],
-    buf: new Uint8Array(HEAD_BUFFER),
-    wbuf: new Uint8Array(WRITE_BUFFER),
+    buf: takeBuffer(HEAD_BUFFER),
+    wbuf: takeBuffer(WRITE_BUFFER),
     start: 0,
     end: 0,
     uses: 0,
@@ -613,6 +614,9 @@ export async function upgrade(
       upstreams.links.delete(link);
       link.closed = true; // not ours any more: the pool and the sweep let it be
       const leftover = link.buf.slice(link.start, link.end);
+      // The tunnel reads and writes with buffers of its own; no read or write is pending here.
+      keepBuffer(link.buf);
+      keepBuffer(link.wbuf);
       return { kind: "switched", switched: { headers: head.headers, conn: link.conn, leftover } };
     }
     // Not switching: an ordinary answer, and the connection is not reused after it.

@@ -1545,3 +1545,50 @@ test("`serveHttp1()` shrugs off clients that go away", async (t) => {
     });
   }, { requestBuffer: 512 });
 });
+
+test("`serveHttp1()` reads requests of any size on a connection that idled small", async (t) => {
+  // An idle connection waits with a read buffer sized to its last request: a longer head, a body
+  // that arrives with its head, pipelined requests and a long reply must all still come whole.
+  await withServer(async (incoming) => {
+    const body = await bodyText(incoming.body);
+    const big = [...incoming.headers].find(([name]) => name === "x-big")?.[1] ?? "";
+    if (incoming.target === "/long") return localReply(200, "z".repeat(20_000));
+    return localReply(200, `${incoming.method} ${incoming.target} big=${big.length} ${body}`);
+  }, async ({ connect }) => {
+    const wire = await connect();
+    const exchange = async (request: string, expected: string) => {
+      await wire.send(request);
+      equal((await wire.response()).body, `${expected}\n`);
+    };
+
+    await t.step("a small request, then a head far longer than the first", async () => {
+      await exchange(get("/a"), "GET /a big=0 ");
+      await exchange(get("/b"), "GET /b big=0 ");
+      await exchange(get("/c", `X-Big: ${"x".repeat(12_000)}\r\n`), "GET /c big=12000 ");
+      await exchange(get("/d"), "GET /d big=0 ");
+    });
+
+    await t.step("a body sent with its head, larger than the last request", async () => {
+      const body = "b".repeat(3000);
+      await exchange(
+        `POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+        `POST /e big=0 ${body}`,
+      );
+      await exchange(get("/f"), "GET /f big=0 ");
+    });
+
+    await t.step("pipelined requests in one write, after a small one", async () => {
+      await wire.send(get("/g") + get("/h", `X-Big: ${"y".repeat(900)}\r\n`) + get("/i"));
+      equal((await wire.response()).body, "GET /g big=0 \n");
+      equal((await wire.response()).body, "GET /h big=900 \n");
+      equal((await wire.response()).body, "GET /i big=0 \n");
+    });
+
+    await t.step("a reply longer than the write buffer, between short ones", async () => {
+      await exchange(get("/j"), "GET /j big=0 ");
+      await exchange(get("/long"), "z".repeat(20_000));
+      await exchange(get("/k"), "GET /k big=0 ");
+    });
+    wire.close();
+  });
+});

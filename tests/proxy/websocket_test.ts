@@ -238,3 +238,26 @@ Deno.test("closeFrame() and frameTracker() follow RFC 6455 framing", () => {
   tracker.feed(closeFrame(1000, "").subarray(1));
   equal(tracker.closed(), true);
 });
+
+Deno.test("[goround] a tunnel relays bursts larger than its idle buffer, and small messages after", async () => {
+  // Each direction of an idle tunnel reads with a small buffer and switches to body buffers
+  // for a burst: large and small messages alternate here, byte for byte.
+  const backend = echoBackend("e");
+  const proxy = await startGoround(["--backend", backend.url, "--workers", "1"]);
+  try {
+    const ws = await open(`ws://127.0.0.1:${proxy.port}/`);
+    for (const size of [5, 300_000, 7, 1024, 1025, 70_000, 3]) {
+      const message = new Uint8Array(size).map((_, i) => (i * 31 + size) & 0xff);
+      ws.send(message);
+      deepEqual(new Uint8Array(await next(ws) as ArrayBuffer), message, `${size} bytes`);
+    }
+    ws.send("done?");
+    equal(await next(ws), "e: done?");
+    const done = closed(ws);
+    ws.close(1000, "bye");
+    await done;
+  } finally {
+    await proxy.stop();
+    await backend.close();
+  }
+});

@@ -51,13 +51,18 @@ async function collect(stream: ReadableStream<Uint8Array>, into: string[]): Prom
   for await (const line of lines) into.push(line);
 }
 
+function entryPath(entry: string): string {
+  return entry.startsWith("/") ? entry : `${ROOT}${entry}`;
+}
+
 /**
  * Starts goround on a free loopback port with `args` and waits for its banner.
  *
  * @param args Flags (the listen address is added unless given).
  * @param options Extra environment variables; more paths to read; the entry point instead of
- *   `main.ts` (a test fixture's), relative to the repository root; `fdLimit`: the most file
- *   descriptors it may open (`ulimit -n`, set by `sh` before it becomes goround).
+ *   `main.ts` (a test fixture's), relative to the repository root unless absolute (another
+ *   checkout's); `fdLimit`: the most file descriptors it may open (`ulimit -n`, set by `sh`
+ *   before it becomes goround).
  * @returns The running process.
  */
 export async function startGoround(
@@ -83,7 +88,7 @@ export async function startGoround(
     Deno.execPath(),
     "run",
     ...flags,
-    `${ROOT}${options.entry ?? "main.ts"}`,
+    entryPath(options.entry ?? "main.ts"),
     ...listen,
     ...args,
   ];
