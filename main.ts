@@ -36,7 +36,7 @@ import {
   startDiscovery,
 } from "./lib/control/discovery.ts";
 import { denoEnv, unknownVariables, unknownVariableWarning } from "./lib/config/env_check.ts";
-import { ConfigError } from "./lib/errors.ts";
+import { ConfigError, ValidationError } from "./lib/errors.ts";
 import { flushRepeats, logLine, REPEAT_WINDOW_MS } from "./lib/log.ts";
 import {
   type Address,
@@ -182,7 +182,7 @@ async function reload(sup: Supervisor, dns: DnsFollower): Promise<void> {
       problems,
     }));
   } catch (error) {
-    if (!(error instanceof RangeError)) throw error;
+    if (!(error instanceof ValidationError)) throw error;
     logLine(`reload failed, keeping the running config: ${error.message}`);
   } finally {
     if (plan.rediscover) dns.start();

@@ -4,8 +4,21 @@
  * @module
  */
 
-/** A bad setting: the message is one line naming the flag, the value and what was expected. */
-export class ConfigError extends Error {
+/**
+ * A value from outside goround (a flag, a file, an admin request's body) that is not what was
+ * expected: the message is one line quoting the value and saying what was expected. Only these
+ * become exit status 2 or a 400; any other error is a bug and is reported as one.
+ */
+export class ValidationError extends Error {
+  /** @param message The one-line explanation. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ValidationError";
+  }
+}
+
+/** A bad setting: the message also names the flag (or variable, or file and key). */
+export class ConfigError extends ValidationError {
   /** @param message The one-line explanation. */
   constructor(message: string) {
     super(message);

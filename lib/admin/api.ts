@@ -39,6 +39,7 @@ import {
   type Supervisor,
 } from "../control/supervisor.ts";
 import { VERSION } from "../version.ts";
+import { ValidationError } from "../errors.ts";
 
 /** One backend in `GET /status`. */
 export interface BackendStatus {
@@ -321,7 +322,7 @@ function route(
         return new Response(null, { status: 204 });
       }
     } catch (error) {
-      if (error instanceof TypeError || error instanceof RangeError) {
+      if (error instanceof ValidationError) {
         return problem(400, error.message);
       }
       throw error;

@@ -4,6 +4,8 @@
  * @module
  */
 
+import { ValidationError } from "../errors.ts";
+
 /** A parsed CIDR range; a plain record, so it can be posted to workers. */
 export interface Cidr {
   /** The range as written, normalised (e.g. `10.0.0.0/8`). */
@@ -76,7 +78,7 @@ export function parseIp(text: string): number[] | null {
  *
  * @param text The range.
  * @returns The parsed range.
- * @throws {SyntaxError} When it is not a valid range.
+ * @throws {ValidationError} When it is not a valid range.
  * @example
  * ```ts
  * const lan = parseCidr("192.168.0.0/16");
@@ -89,7 +91,7 @@ export function parseCidr(text: string): Cidr {
   const max = bytes ? bytes.length * 8 : 0;
   const bits = prefix === undefined ? max : /^\d{1,3}$/.test(prefix) ? Number(prefix) : -1;
   if (!bytes || extra !== undefined || bits < 0 || bits > max) {
-    throw new SyntaxError(
+    throw new ValidationError(
       `"${text}" is not a CIDR range: expected an address with an optional prefix, like 10.0.0.0/8 or ::1/128`,
     );
   }

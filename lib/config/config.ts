@@ -16,7 +16,7 @@ import {
   parseDiscoverySpec,
   parseNameServer,
 } from "./discovery_spec.ts";
-import { ConfigError } from "../errors.ts";
+import { ConfigError, ValidationError } from "../errors.ts";
 import { ownAddressMessage, ownBackend } from "./own_address.ts";
 
 /** The names accepted by `--algorithm` (the policies are in `balance/selection.ts`). */
@@ -550,13 +550,15 @@ export function envName(flag: string): string {
  *
  * @param text The address.
  * @returns Hostname (`0.0.0.0` when omitted) and port.
- * @throws {SyntaxError} When it is not one of those forms.
+ * @throws {ValidationError} When it is not one of those forms.
  */
 export function parseListen(text: string): Listen {
   const match = /^(?:(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]*):)?(\d{1,5})$/.exec(text.trim());
   const port = match ? Number(match[2]) : NaN;
   if (!match || port > 65535) {
-    throw new SyntaxError(`"${text}" is not a listen address: expected :8000, 8000 or host:port`);
+    throw new ValidationError(
+      `"${text}" is not a listen address: expected :8000, 8000 or host:port`,
+    );
   }
   const host = (match[1] ?? "").replace(/^\[|\]$/g, "");
   return { hostname: host === "" ? "0.0.0.0" : host, port };
@@ -571,14 +573,14 @@ const HOST_NAME =
  *
  * @param text The name.
  * @returns It, lowercased.
- * @throws {SyntaxError} When it is not a host with an optional port from 1 to 65535.
+ * @throws {ValidationError} When it is not a host with an optional port from 1 to 65535.
  */
 export function parseHostName(text: string): string {
   const host = text.trim().toLowerCase();
   const match = HOST_NAME.exec(host);
   const port = match?.[1] === undefined ? 1 : Number(match[1]);
   if (!match || port < 1 || port > 65535 || !URL.canParse(`http://${host}/`)) {
-    throw new SyntaxError(
+    throw new ValidationError(
       `"${text}" is not a host: expected host or host:port, comma-separated, like admin.example.com,10.0.0.5:9000`,
     );
   }
@@ -591,7 +593,7 @@ export function parseHostName(text: string): string {
  *
  * @param text The backend, e.g. `http://localhost:8081` or `http://localhost:8081,weight=3`.
  * @returns The backend.
- * @throws {TypeError} When the URL is not a plain http origin or an option is unknown.
+ * @throws {ValidationError} When the URL is not a plain http origin or an option is unknown.
  * @example
  * ```ts
  * parseBackend("http://10.0.0.5:8080,weight=3").weight; // 3
@@ -603,17 +605,17 @@ export function parseBackend(text: string): Backend {
   try {
     url = new URL(address);
   } catch {
-    throw new TypeError(`"${text}" is not a URL: expected http://host:port`);
+    throw new ValidationError(`"${text}" is not a URL: expected http://host:port`);
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") {
-    throw new TypeError(
+    throw new ValidationError(
       `"${text}" has scheme ${
         url.protocol.slice(0, -1)
       }: expected http://host:port or https://host:port`,
     );
   }
   if (url.pathname !== "/" || url.search || url.hash || url.username || url.password) {
-    throw new TypeError(
+    throw new ValidationError(
       `"${text}" has a path, query or credentials: expected just http://host:port`,
     );
   }
@@ -621,7 +623,9 @@ export function parseBackend(text: string): Backend {
   for (const option of options) {
     const match = /^weight=(\d{1,4})$/.exec(option);
     if (!match || Number(match[1]) < 1 || Number(match[1]) > 1000) {
-      throw new TypeError(`"${option}" is not a backend option: expected weight=N (1 to 1000)`);
+      throw new ValidationError(
+        `"${option}" is not a backend option: expected weight=N (1 to 1000)`,
+      );
     }
     weight = Number(match[1]);
   }
@@ -653,7 +657,9 @@ export function splitBackends(text: string): string[] {
 
 function parseCount(text: string, min: number): number {
   if (!/^\d+$/.test(text.trim()) || Number(text) > 1024 || Number(text) < min) {
-    throw new RangeError(`"${text}" is not a count: expected a whole number from ${min} to 1024`);
+    throw new ValidationError(
+      `"${text}" is not a count: expected a whole number from ${min} to 1024`,
+    );
   }
   return Number(text);
 }
@@ -667,7 +673,7 @@ type Parsed = Listen | Backend[] | number | number[] | string | Cidr[] | string[
 
 function oneOf<T extends string>(text: string, allowed: readonly T[], what: string): T {
   if (!(allowed as readonly string[]).includes(text)) {
-    throw new RangeError(`"${text}" is not ${what}: expected one of ${allowed.join(", ")}`);
+    throw new ValidationError(`"${text}" is not ${what}: expected one of ${allowed.join(", ")}`);
   }
   return text as T;
 }
@@ -680,7 +686,7 @@ function parseValue(kind: Kind, text: string): Parsed {
       return splitBackends(text).map(parseBackend);
     case "duration": {
       const ms = parseDuration(text);
-      if (ms <= 0) throw new RangeError(`"${text}" must be longer than 0ms`);
+      if (ms <= 0) throw new ValidationError(`"${text}" must be longer than 0ms`);
       return ms;
     }
     case "count":
@@ -695,7 +701,7 @@ function parseValue(kind: Kind, text: string): Parsed {
       return oneOf(text, ENGINES, "an engine");
     case "path":
       if (text !== "" && !/^\/[\x21-\x7e]*$/.test(text)) {
-        throw new SyntaxError(
+        throw new ValidationError(
           `"${text}" is not a path: expected one starting with /, like /healthz`,
         );
       }
@@ -710,7 +716,7 @@ function parseValue(kind: Kind, text: string): Parsed {
     case "hash-key": {
       const match = /^(ip)$|^(header|cookie):([!#$%&'*+.^_`|~0-9A-Za-z-]+)$/.exec(text.trim());
       if (!match) {
-        throw new SyntaxError(
+        throw new ValidationError(
           `"${text}" is not a hash key: expected ip, header:NAME or cookie:NAME`,
         );
       }
@@ -718,7 +724,9 @@ function parseValue(kind: Kind, text: string): Parsed {
     }
     case "connections": {
       if (!/^\d{1,7}$/.test(text.trim())) {
-        throw new RangeError(`"${text}" is not a count: expected a whole number from 0 to 9999999`);
+        throw new ValidationError(
+          `"${text}" is not a count: expected a whole number from 0 to 9999999`,
+        );
       }
       return Number(text);
     }
@@ -730,7 +738,7 @@ function parseValue(kind: Kind, text: string): Parsed {
       return splitList(text).map(parseHostName);
     case "percent":
       if (!/^\d{1,3}$/.test(text.trim()) || Number(text) > 100) {
-        throw new RangeError(
+        throw new ValidationError(
           `"${text}" is not a percentage: expected a whole number from 0 to 100`,
         );
       }
@@ -747,14 +755,16 @@ function parseValue(kind: Kind, text: string): Parsed {
       return text.trim();
     case "switch":
       if (!/^(true|false|1|0|yes|no|on|off)?$/i.test(text)) {
-        throw new RangeError(`"${text}" is not a switch: expected true or false`);
+        throw new ValidationError(`"${text}" is not a switch: expected true or false`);
       }
       return /^(true|1|yes|on)?$/i.test(text) ? "true" : "false";
     case "statuses": {
       if (text.trim() === "none") return [];
       return splitList(text).map((item) => {
         if (!/^[1-5]\d\d$/.test(item)) {
-          throw new RangeError(`"${item}" is not a status: expected codes like 502,503 or none`);
+          throw new ValidationError(
+            `"${item}" is not a status: expected codes like 502,503 or none`,
+          );
         }
         return Number(item);
       });
@@ -1071,7 +1081,7 @@ function parseOne(flag: FlagSpec, source: string, text: string): Parsed {
   try {
     return parseValue(flag.kind, text);
   } catch (error) {
-    if (error instanceof TypeError || error instanceof RangeError || error instanceof SyntaxError) {
+    if (error instanceof ValidationError) {
       throw new ConfigError(`${source}: ${error.message}`);
     }
     throw error;

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { ValidationError } from "../errors.ts";
+
 /** What to discover: addresses of a name on a fixed port, or SRV records. */
 export type DiscoverySpec =
   | { readonly kind: "dns"; readonly name: string; readonly port: number }
@@ -30,7 +32,7 @@ const HOST_NAME = new RegExp(`^(?=.{1,253}\\.?$)${LABEL}(?:\\.${LABEL})*\\.?$`);
  *
  * @param text The target, e.g. `dns:app.internal:8080` or `srv:_http._tcp.app.service.consul`.
  * @returns The parsed target.
- * @throws {SyntaxError} When it is neither form, the name is not a DNS name, or the port is not
+ * @throws {ValidationError} When it is neither form, the name is not a DNS name, or the port is not
  *   1 to 65535.
  * @example
  * ```ts
@@ -46,7 +48,7 @@ export function parseDiscoverySpec(text: string): DiscoverySpec {
   }
   const srv = /^srv:(.+)$/.exec(trimmed);
   if (srv && HOST_NAME.test(srv[1]!)) return { kind: "srv", name: srv[1]! };
-  throw new SyntaxError(
+  throw new ValidationError(
     `"${text}" is not a discovery target: expected dns:NAME:PORT or srv:NAME`,
   );
 }
@@ -82,7 +84,7 @@ function isIpv6(text: string): boolean {
  *
  * @param text For example `127.0.0.1:5353`, `10.0.0.2`, `[::1]:5353` or `::1`.
  * @returns The address and port, as `Deno.resolveDns`'s `nameServer` option takes them.
- * @throws {SyntaxError} When it is not an IP address, or the port is not 1 to 65535.
+ * @throws {ValidationError} When it is not an IP address, or the port is not 1 to 65535.
  * @example
  * ```ts
  * parseNameServer("127.0.0.1:5353"); // { ipAddr: "127.0.0.1", port: 5353 }
@@ -99,7 +101,7 @@ export function parseNameServer(text: string): NameServer {
   const port = match?.[2] ? Number(match[2]) : 53;
   const valid = bracketed || address.includes(":") ? isIpv6(address) : isIpv4(address);
   if (!match || !valid || port < 1 || port > 65535) {
-    throw new SyntaxError(
+    throw new ValidationError(
       `"${text}" is not a name server: expected an IP address and optional port, like ` +
         `127.0.0.1:5353 or [::1]:53`,
     );

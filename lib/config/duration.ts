@@ -4,6 +4,8 @@
  * @module
  */
 
+import { ValidationError } from "../errors.ts";
+
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
 /** The longest duration a timer can wait: `setTimeout` and friends treat anything above
@@ -16,8 +18,8 @@ const PATTERN = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
  *
  * @param text A number followed by `ms`, `s`, `m` or `h`, e.g. `500ms` or `10s`.
  * @returns Whole milliseconds (rounded), at most {@linkcode MAX_DURATION_MS}.
- * @throws {SyntaxError} When the text is not a non-negative number with a unit.
- * @throws {RangeError} When it is longer than a timer can wait.
+ * @throws {ValidationError} When the text is not a non-negative number with a unit.
+ * @throws {ValidationError} When it is longer than a timer can wait.
  * @example
  * ```ts
  * parseDuration("1.5s"); // 1500
@@ -26,13 +28,13 @@ const PATTERN = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
 export function parseDuration(text: string): number {
   const match = PATTERN.exec(text.trim());
   if (!match) {
-    throw new SyntaxError(
+    throw new ValidationError(
       `"${text}" is not a duration: expected a non-negative number and a unit, like 500ms, 10s or 1m`,
     );
   }
   const ms = Math.round(Number(match[1]) * UNITS[match[2]!]!);
   if (ms > MAX_DURATION_MS) {
-    throw new RangeError(
+    throw new ValidationError(
       `"${text}" is longer than a timer can wait: expected at most ${MAX_DURATION_MS}ms (about 24.8 days)`,
     );
   }

@@ -4,6 +4,8 @@
  * @module
  */
 
+import { ValidationError } from "../errors.ts";
+
 /** Multipliers by unit (powers of 1024, as nginx reads `k` and `m`). */
 const UNITS: Record<string, number> = {
   "": 1,
@@ -29,8 +31,8 @@ export const MAX_SIZE = 2 * 1024 ** 3;
  * @param text A whole number, optionally followed by a unit: `B`, `k`/`KiB`, `m`/`MiB` or
  *   `g`/`GiB` (any case; each a power of 1024).
  * @returns Bytes, at most {@linkcode MAX_SIZE}.
- * @throws {SyntaxError} When the text is not a whole number with a known unit.
- * @throws {RangeError} When it is above {@linkcode MAX_SIZE}.
+ * @throws {ValidationError} When the text is not a whole number with a known unit.
+ * @throws {ValidationError} When it is above {@linkcode MAX_SIZE}.
  * @example
  * ```ts
  * parseSize("1MiB"); // 1048576
@@ -41,12 +43,12 @@ export function parseSize(text: string): number {
   const match = PATTERN.exec(text.trim().toLowerCase());
   const unit = match ? UNITS[match[2]!] : undefined;
   if (!match || unit === undefined) {
-    throw new SyntaxError(
+    throw new ValidationError(
       `"${text}" is not a size: expected a whole number of bytes, optionally with a unit, like 0, 512KiB, 1MiB or 64m`,
     );
   }
   const bytes = Number(match[1]) * unit;
-  if (bytes > MAX_SIZE) throw new RangeError(`"${text}" is too large: expected at most 2GiB`);
+  if (bytes > MAX_SIZE) throw new ValidationError(`"${text}" is too large: expected at most 2GiB`);
   return bytes;
 }
 

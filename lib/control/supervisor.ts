@@ -7,6 +7,7 @@
  * @module
  */
 
+import { ValidationError } from "../errors.ts";
 import { type Backend, type Config, parseBackend } from "../config/config.ts";
 import {
   type HealthChecker,
@@ -277,7 +278,7 @@ export interface BackendChange {
  * @param next The settings to run with from now on, or a function that makes them from the
  *   running ones when this change's turn comes (so concurrent changes never undo each other).
  * @returns What changed.
- * @throws {RangeError} When there are more backends than slots, or one is goround's own
+ * @throws {ValidationError} When there are more backends than slots, or one is goround's own
  *   listen address (nothing changes then).
  */
 export function applyConfig(
@@ -292,7 +293,7 @@ export function applyConfig(
     const config = { ...wanted, stickyKey, instanceId: sup.config.instanceId };
     const listening = { hostname: sup.config.listen.hostname, port: sup.port };
     const own = ownBackend(config.backends, listening);
-    if (own) throw new RangeError(ownAddressMessage(own, listening));
+    if (own) throw new ValidationError(ownAddressMessage(own, listening));
     const bySlot = new Map(sup.slots.map((slot) => [sup.table[slot]!.url, slot]));
     const taken = new Set<number>();
     const slots: number[] = [];
@@ -300,7 +301,7 @@ export function applyConfig(
     for (const backend of config.backends) {
       let slot = bySlot.get(backend.url);
       if (slot === undefined) slot = freeSlot(sup.pool, taken);
-      if (slot < 0) throw new RangeError(`more backends than the ${sup.pool.capacity} slots`);
+      if (slot < 0) throw new ValidationError(`more backends than the ${sup.pool.capacity} slots`);
       taken.add(slot);
       slots.push(slot);
       table[slot] = backend;
@@ -345,13 +346,13 @@ export function applyConfig(
  * @param sup The supervisor.
  * @param url The backend's URL.
  * @returns The new backend's slot, or -1 when another change removed it meanwhile.
- * @throws {TypeError} For a bad URL; {@linkcode RangeError} when it is already in the pool.
+ * @throws {ValidationError} For a bad URL; {@linkcode ValidationError} when it is already in the pool.
  */
 export async function addBackend(sup: Supervisor, url: string): Promise<number> {
   const backend = parseBackend(url);
   const change = await applyConfig(sup, (running) => {
     if (running.backends.some((b) => b.url === backend.url)) {
-      throw new RangeError(`${backend.url} is already in the pool`);
+      throw new ValidationError(`${backend.url} is already in the pool`);
     }
     return { ...running, backends: [...running.backends, backend] };
   });
@@ -372,7 +373,7 @@ export async function removeBackend(sup: Supervisor, slot: number): Promise<bool
   await applyConfig(sup, (running) => {
     const backend = sup.slots.includes(slot) ? sup.table[slot] : null;
     if (!backend) return running;
-    if (sup.slots.length === 1) throw new RangeError("the last backend cannot be removed");
+    if (sup.slots.length === 1) throw new ValidationError("the last backend cannot be removed");
     found = true;
     return { ...running, backends: running.backends.filter((b) => b.url !== backend.url) };
   });

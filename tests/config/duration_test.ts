@@ -1,6 +1,7 @@
 import { equal, throws } from "node:assert/strict";
 import { formatDuration, MAX_DURATION_MS, parseDuration } from "../../lib/config/duration.ts";
 
+import { ValidationError } from "../../lib/errors.ts";
 Deno.test("parseDuration() reads ms, s, m and h", () => {
   equal(parseDuration("500ms"), 500);
   equal(parseDuration("10s"), 10_000);
@@ -29,7 +30,7 @@ Deno.test("parseDuration() refuses what a timer cannot wait (above 2^31-1 ms)", 
     throws(
       () => parseDuration(long),
       (e) =>
-        e instanceof RangeError &&
+        e instanceof ValidationError &&
         e.message ===
           `"${long}" is longer than a timer can wait: expected at most 2147483647ms (about 24.8 days)`,
       long,

@@ -15,6 +15,7 @@ import {
   parseNameServer,
 } from "../../lib/config/discovery_spec.ts";
 import { waitFor } from "../support/helpers.ts";
+import { ValidationError } from "../../lib/errors.ts";
 import { type DnsServer, startDnsServer } from "../support/dns_server.ts";
 
 // Every test here runs against a real dnsmasq on 127.0.0.1 (tests/support/dns_server.ts), which
@@ -83,7 +84,7 @@ Deno.test("parseDiscoverySpec() and parseNameServer() read the flags' values", a
       equal(formatDiscoverySpec(parseDiscoverySpec(text)), text);
     }
   });
-  await t.step("anything else is a SyntaxError that quotes the value", () => {
+  await t.step("anything else is a ValidationError that quotes the value", () => {
     for (
       const text of [
         "",
@@ -104,7 +105,7 @@ Deno.test("parseDiscoverySpec() and parseNameServer() read the flags' values", a
       ]
     ) {
       throws(() => parseDiscoverySpec(text), {
-        name: "SyntaxError",
+        name: "ValidationError",
         message: `"${text}" is not a discovery target: expected dns:NAME:PORT or srv:NAME`,
       });
     }
@@ -131,7 +132,7 @@ Deno.test("parseDiscoverySpec() and parseNameServer() read the flags' values", a
       ]
     ) {
       throws(() => parseNameServer(text), {
-        name: "SyntaxError",
+        name: "ValidationError",
         message: `"${text}" is not a name server: expected an IP address and optional port, ` +
           `like 127.0.0.1:5353 or [::1]:53`,
       });
@@ -441,7 +442,7 @@ Deno.test("startDiscovery() offers a set again when onChange threw, and honours 
       initial: current,
       onChange: (backends) => {
         calls.push(urls(backends));
-        if (fail) throw new RangeError("more backends than the 16 slots");
+        if (fail) throw new ValidationError("more backends than the 16 slots");
       },
       onError: (message) => errors.push(message),
     });
