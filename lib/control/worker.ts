@@ -22,6 +22,7 @@ import {
   type Forwarder,
   type Incoming,
   type ProxyContext,
+  type Reply,
 } from "../proxy/forward.ts";
 import { createServeHandler, serveRestarting } from "../front/serve_handler.ts";
 import { needsNewFront } from "../config/reload_plan.ts";
@@ -123,7 +124,7 @@ function internalError(error: unknown): void {
 interface Core {
   readonly forward: Forwarder;
   readonly upgrade: Upgrader;
-  readonly relay: (req: Request, incoming: Incoming) => Promise<Response>;
+  readonly relay: (req: Request, incoming: Incoming) => Promise<Response | Reply>;
 }
 
 /** What the front ends read at each use, so an update changes it in place. */
@@ -270,6 +271,7 @@ function start(message: StartMessage, options: WorkerOptions): void {
   let context = contextOf(message.config, message.table);
   let forward = createForwarder(context);
   let upgrader = createUpgrader(context);
+  let bridgeUpgrader = createUpgrader(context, { bridged: true });
   let accessLog = createAccessLog(message.config.accessLog, writeStdout);
   // The front calls through `forward`, so an update swaps the proxy core under it.
   const core: Forwarder = (incoming) => forward(incoming);
@@ -278,7 +280,7 @@ function start(message: StartMessage, options: WorkerOptions): void {
   const settings = frontSettings(message.config, {
     forward: options.wrapForward ? options.wrapForward(core) : core,
     upgrade: (incoming) => upgrader(incoming),
-    relay: (req, incoming) => relayWebSocket(context, req, incoming),
+    relay: (req, incoming) => relayWebSocket(bridgeUpgrader, req, incoming),
   }, { accessLog, budget });
   let front: Front;
   try {
@@ -328,6 +330,7 @@ function start(message: StartMessage, options: WorkerOptions): void {
       context = contextOf(config, table);
       forward = createForwarder(context);
       upgrader = createUpgrader(context);
+      bridgeUpgrader = createUpgrader(context, { bridged: true });
       settings.http1.headerTimeout = config.headerTimeout;
       settings.http1.keepAliveTimeout = config.keepAliveTimeout;
       Object.assign(settings.http1, bodyLimits(config));

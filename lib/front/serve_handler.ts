@@ -154,7 +154,7 @@ export function createServeHandler(
   options: {
     proto?: "http" | "https";
     accessLog?: AccessLog | null;
-    webSocket?: (req: Request, incoming: Incoming) => Promise<Response>;
+    webSocket?: (req: Request, incoming: Incoming) => Promise<Response | Reply>;
     closing?: () => boolean;
     /** Request buffering, body pace and send timeout (read at each request). @default {the
      * flags' defaults, no budget bound} */
@@ -211,12 +211,16 @@ export function createServeHandler(
       clientIp: info.remoteAddr.hostname,
       proto,
     };
-    if (options.webSocket && req.headers.get("upgrade")?.toLowerCase() === "websocket") {
-      return await options.webSocket(req, incoming);
-    }
     let reply: Reply;
     try {
-      reply = await forward(incoming);
+      if (options.webSocket && req.headers.get("upgrade")?.toLowerCase() === "websocket") {
+        // A refused handshake (no 101) is answered and logged like any other reply.
+        const answer = await options.webSocket(req, incoming);
+        if (answer instanceof Response) return answer;
+        reply = answer;
+      } else {
+        reply = await forward(incoming);
+      }
     } finally {
       // The exchange with the backends is over: no retry is left to send the body again.
       buffered?.done();

@@ -2,8 +2,10 @@
  * WebSocket proxying (RFC 6455). The upgrade request goes through the same backend selection
  * as any request, on a fresh backend connection. goround's own front then splices the two TCP
  * connections byte for byte (messages, pings and close frames pass untouched); under
- * `Deno.serve` (`--engine deno`), messages are relayed between two WebSocket objects. Either
- * way, a backend that dies without a close frame closes the client's socket with 1011.
+ * `Deno.serve` (`--engine deno`, TLS), the same handshake is made, and messages are relayed
+ * between the client's WebSocket and the backend's frames (`ws_bridge.ts`). Either way, a
+ * refused handshake reaches the client as the backend answered it, and a backend that dies
+ * without a close frame closes the client's socket with 1011.
  *
  * @module
  */
@@ -24,18 +26,17 @@ import {
   nextRequestId,
   type ProxyContext,
   type Reply,
-  STATUS_LOOP,
 } from "./forward.ts";
 import { marksDown } from "./retry.ts";
 import { type SelectionContext, selectorFor } from "../balance/selection.ts";
 import { type Switched, upgrade } from "../upstream/client.ts";
+import { bridge, CLOSE_BACKEND_GONE } from "./ws_bridge.ts";
+
+export { CLOSE_BACKEND_GONE };
 
 /** What each direction of an idle tunnel reads with, bytes (a message of a chat or a game fits;
  * a longer burst is read with body buffers). */
 const IDLE_READ = 1024;
-
-/** Close code for a backend that went away without closing properly (RFC 6455 §7.4.1). */
-export const CLOSE_BACKEND_GONE = 1011;
 
 /**
  * Whether a request asks to switch to WebSocket: `GET` with `Upgrade: websocket` and
@@ -155,13 +156,17 @@ function handshakeFields(
   context: ProxyContext,
   incoming: Incoming,
   requestId: string,
+  bridged: boolean,
 ): [string, string][] | null {
   const fields: [string, string][] = [];
   const via = viaEntry(context.config.instanceId);
   const looped = forwardRequestFields(
     incoming.headers,
     forwardContext(context.config, incoming, via),
-    (name, value) => fields.push([name, value]),
+    (name, value) => {
+      // A bridge relays messages, not frames: it could not undo a compression (RFC 7692).
+      if (!(bridged && name === "sec-websocket-extensions")) fields.push([name, value]);
+    },
   );
   if (looped) return null;
   fields.push(["x-request-id", requestId], ["upgrade", "websocket"], ["connection", "upgrade"]);
@@ -202,12 +207,18 @@ async function* candidates(
  * and a 101 hands that connection over for splicing.
  *
  * @param context The worker's proxy context.
+ * @param options `bridged`: for `Deno.serve`'s relay, which needs a handshake without
+ *   extensions.
  * @returns The upgrader.
  */
-export function createUpgrader(context: ProxyContext): Upgrader {
+export function createUpgrader(
+  context: ProxyContext,
+  options: { readonly bridged?: boolean } = {},
+): Upgrader {
+  const bridged = options.bridged ?? false;
   return async (incoming) => {
     const requestId = nextRequestId();
-    const fields = handshakeFields(context, incoming, requestId);
+    const fields = handshakeFields(context, incoming, requestId, bridged);
     if (fields === null) {
       const reply = loopDetected(viaEntry(context.config.instanceId), requestId);
       return { kind: "reply", reply };
@@ -327,94 +338,34 @@ export async function splice(
   await Promise.all([up, down]);
 }
 
-/** Close codes that may not be sent in a close frame (RFC 6455 §7.4.1): 1005, 1006, 1015. */
-function sendable(code: number): number {
-  return code === 1005 || code === 1006 || code === 1015 ? 1000 : code;
-}
-
 /**
- * The `Deno.serve` front's WebSocket relay: connects to a backend first (the next one if it
- * cannot), then upgrades the client and relays messages both ways, close codes included.
+ * The `Deno.serve` front's WebSocket relay: the handshake goes to a backend through the same
+ * upgrader as on goround's own front (so a refusal such as 403 reaches the client as it was,
+ * and only an unreachable backend counts against it); a 101 upgrades the client, and
+ * `ws_bridge.ts` relays messages both ways, close codes included.
  *
- * @param context The worker's proxy context.
+ * @param upgrader An upgrader made with `bridged: true` (no extension is negotiated).
  * @param req The client's handshake request.
  * @param incoming The same request as the proxy core sees it.
- * @returns The response that completes the client's handshake, or an error reply.
+ * @returns The response that completes the client's handshake, or the reply to send instead.
  */
 export async function relayWebSocket(
-  context: ProxyContext,
+  upgrader: Upgrader,
   req: Request,
   incoming: Incoming,
-): Promise<Response> {
-  const requestId = nextRequestId();
-  const protocols = (req.headers.get("sec-websocket-protocol") ?? "")
-    .split(",").map((p) => p.trim()).filter((p) => p !== "");
-  const skip = new Set([
-    "sec-websocket-key",
-    "sec-websocket-version",
-    "sec-websocket-extensions",
-    "sec-websocket-protocol",
-    "upgrade",
-    "connection",
-    "host",
-  ]);
-  const fields = handshakeFields(context, incoming, requestId);
-  if (fields === null) {
-    loopDetected(viaEntry(context.config.instanceId), requestId); // logs it
-    return new Response("loop detected: this request has been through this goround before\n", {
-      status: STATUS_LOOP,
-      headers: { "x-request-id": requestId },
-    });
-  }
-  const headers = fields.filter(([name]) => !skip.has(name));
-  for await (const { slot, backend } of candidates(context, incoming)) {
-    const url = `${backend.url.replace(/^http/, "ws")}${incoming.target}`;
-    const back = new WebSocket(url, { protocols, headers });
-    back.binaryType = "arraybuffer";
-    const opened = await new Promise<boolean>((resolve) => {
-      back.onopen = () => resolve(true);
-      back.onerror = () => resolve(false);
-    });
-    if (!opened) {
-      if (setAlive(context.pool, slot, false)) {
-        context.onDown?.(slot, backend, "websocket connection failed");
-      }
-      continue;
-    }
-    beginRequest(context.pool, slot, false);
-    const { socket: front, response } = Deno.upgradeWebSocket(
-      req,
-      back.protocol ? { protocol: back.protocol } : {},
-    );
-    front.binaryType = "arraybuffer";
-    let finished = false;
-    const finish = () => {
-      if (!finished) endRequest(context.pool, slot, false);
-      finished = true;
-    };
-    front.onmessage = (event) => back.readyState === WebSocket.OPEN && back.send(event.data);
-    back.onmessage = (event) => front.readyState === WebSocket.OPEN && front.send(event.data);
-    front.onclose = (event) => {
-      finish();
-      if (back.readyState <= WebSocket.OPEN) back.close(sendable(event.code), event.reason);
-    };
-    back.onclose = (event) => {
-      finish();
-      if (front.readyState > WebSocket.OPEN) return;
-      // An abrupt end: 1006 by the standard, 0 in Deno's client when the TCP stream just ends.
-      if (!event.wasClean || event.code === 1006 || event.code === 0) {
-        logLine(
-          `websocket: backend ${backend.url} went away without closing; closing the client with ${CLOSE_BACKEND_GONE}`,
-        );
-        front.close(CLOSE_BACKEND_GONE, "backend went away");
-      } else {
-        front.close(sendable(event.code), event.reason);
-      }
-    };
-    front.onerror = () => {};
-    back.onerror = () => {};
-    response.headers.set("x-request-id", requestId);
-    return response;
-  }
-  return new Response("no backend available\n", { status: 503 });
+): Promise<Response | Reply> {
+  const outcome = await upgrader(incoming);
+  if (outcome.kind === "reply") return outcome.reply;
+  const { switched, backend, requestId, done } = outcome;
+  const protocol = switched.headers.find(([name]) => name === "sec-websocket-protocol")?.[1];
+  const { socket, response } = Deno.upgradeWebSocket(req, protocol ? { protocol } : {});
+  bridge(socket, switched, {
+    done,
+    gone: () =>
+      logLine(
+        `websocket: backend ${backend.url} went away without closing; closing the client with ${CLOSE_BACKEND_GONE}`,
+      ),
+  });
+  response.headers.set("x-request-id", requestId);
+  return response;
 }

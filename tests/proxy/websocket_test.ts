@@ -40,6 +40,20 @@ function closed(ws: WebSocket): Promise<{ code: number; reason: string }> {
   ) => (ws.onclose = (event) => resolve({ code: event.code, reason: event.reason })));
 }
 
+/** Reads one HTTP/1.1 answer with a Content-Length (the connection may stay open). */
+async function readAnswer(conn: Deno.Conn): Promise<string> {
+  const buf = new Uint8Array(4096);
+  let text = "";
+  while (true) {
+    const n = await conn.read(buf);
+    if (n === null) return text;
+    text += new TextDecoder().decode(buf.subarray(0, n));
+    const end = text.indexOf("\r\n\r\n");
+    const length = /content-length: *(\d+)/i.exec(text)?.[1];
+    if (end >= 0 && length !== undefined && text.length >= end + 4 + Number(length)) return text;
+  }
+}
+
 for (const engine of ENGINES) {
   Deno.test(`[${engine}] WebSocket: messages both ways, subprotocol, close codes, round-robin selection`, async () => {
     const a = echoBackend("a");
@@ -81,6 +95,55 @@ for (const engine of ENGINES) {
     } finally {
       await proxy.stop();
       await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  Deno.test(`[${engine}] WebSocket: a handshake the backend refuses gets its answer, and the backend stays up`, async () => {
+    const backend = recordingBackend((req) =>
+      req.headers.get("upgrade") === "websocket"
+        ? new Response("not for you\n", { status: 403, headers: { "x-app": "refused" } })
+        : new Response("plain")
+    );
+    const proxy = await startGoround(["--engine", engine, "--backend", backend.url]);
+    try {
+      for (let i = 0; i < 3; i++) {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+        const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
+        await conn.write(new TextEncoder().encode(
+          `GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+            `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+        ));
+        const answer = await readAnswer(conn);
+        conn.close();
+        assert(answer.startsWith("HTTP/1.1 403"), `refused handshake answered: ${answer}`);
+        assert(/x-app: refused/i.test(answer) && answer.endsWith("not for you\n"), answer);
+      }
+      const status = await (await fetch(`${proxy.adminUrl}/status`)).json();
+      equal(status.backends[0].state, "up", "a refusal is the application's answer, not a failure");
+      equal(await (await fetch(proxy.url)).text(), "plain");
+    } finally {
+      await proxy.stop();
+      await backend.close();
+    }
+  });
+
+  Deno.test(`[${engine}] WebSocket: a 3 MiB message and a UTF-8 text cross intact both ways`, async () => {
+    const a = echoBackend("a");
+    const proxy = await startGoround(["--engine", engine, "--backend", a.url]);
+    try {
+      const ws = await open(`ws://127.0.0.1:${proxy.port}/`);
+      const big = crypto.getRandomValues(new Uint8Array(65536));
+      const message = new Uint8Array(3 * 1024 * 1024).map((_, i) => big[i % big.length]!);
+      ws.send(message);
+      deepEqual(new Uint8Array(await next(ws) as ArrayBuffer), message);
+      ws.send("héllo ✓");
+      equal(await next(ws), "a: héllo ✓");
+      const done = closed(ws);
+      ws.close(1000, "done");
+      await done;
+    } finally {
+      await proxy.stop();
+      await a.close();
     }
   });
 
