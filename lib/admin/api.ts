@@ -5,9 +5,12 @@
  * changes only from its own pages, as `application/json`), so no web page the operator opens
  * can read or steer it. Off loopback it requires `--admin-token`, checked in constant time on
  * every request (`Authorization: Bearer <token>`); the dashboard page itself holds no data and
- * is served without it (its script sends the token it is given in the URL fragment).
+ * is served without it (its script sends the token it is given in the URL fragment), and so are
+ * the probes, as Kubernetes and Envoy do: a probe carries no secret, and they tell only whether
+ * goround serves and how many backends are out.
  *
  * Routes: `GET /` (dashboard), `GET /status` (JSON), `GET /metrics` (Prometheus),
+ * `GET /healthz` (liveness: 200 `ok`), `GET /readyz` (readiness: 503 while no backend is usable),
  * `POST /backends` (`{"url": …}`), `POST /backends/{id}/drain`, `POST /backends/{id}/enable`,
  * `DELETE /backends/{id}`, `POST /takeover` (`{"pid": …}`: a new goround serving the same port
  * asks this one to hand over: it answers 202, then drains and exits as on SIGTERM).
@@ -19,12 +22,14 @@ import { adminNames, refusalOf } from "./guard.ts";
 import type { Listen } from "../config/config.ts";
 import { DASHBOARD_HTML } from "./dashboard.ts";
 import { renderMetrics } from "./metrics.ts";
+import { readiness } from "./readiness.ts";
 import {
   bufferedBytes,
   ejectedUntil,
   inFlight,
   isAlive,
   isPanicking,
+  isUsable,
   noBackendCount,
   probeStreak,
   totals,
@@ -178,6 +183,28 @@ function problem(status: number, message: string, headers: Record<string, string
   });
 }
 
+/** Methods that only read (RFC 9110 §9.3.2: HEAD answers as GET would, without the body). */
+function isRead(method: string): boolean {
+  return method === "GET" || method === "HEAD";
+}
+
+function useGet(): Response {
+  return problem(405, "use GET or HEAD", { allow: "GET, HEAD" });
+}
+
+/** `GET /healthz` and `GET /readyz`, or `null` for any other path. */
+function probe(sup: Supervisor, req: Request, pathname: string): Response | null {
+  if (pathname !== "/healthz" && pathname !== "/readyz") return null;
+  if (!isRead(req.method)) return useGet();
+  // Liveness: this thread answers, so the process serves (Kubernetes restarts it otherwise).
+  if (pathname === "/healthz") return problem(200, "ok", { "cache-control": "no-store" });
+  const { ready, reason } = readiness(
+    sup.slots.map((slot) => ({ usable: isUsable(sup.pool, slot), state: backendState(sup, slot) })),
+    { panic: isPanicking(sup.pool) },
+  );
+  return problem(ready ? 200 : 503, reason, { "cache-control": "no-store" });
+}
+
 /** What `POST /takeover` answers (202): who hands over, and how long its drain may take. */
 export interface Handover {
   /** The process id of the goround handing over. */
@@ -269,6 +296,8 @@ function route(
         headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" },
       });
     }
+    const probed = probe(sup, req, pathname);
+    if (probed) return probed;
     const token = sup.config.adminToken;
     if (token !== "") {
       const given = /^Bearer (.+)$/.exec(req.headers.get("authorization") ?? "")?.[1] ?? "";
@@ -281,7 +310,7 @@ function route(
     const action = /^\/backends\/(\d+)(?:\/(drain|enable))?$/.exec(pathname);
     try {
       if (pathname === "/status") {
-        if (req.method !== "GET") return problem(405, "use GET", { allow: "GET" });
+        if (!isRead(req.method)) return useGet();
         return json(200, statusOf(sup));
       }
       if (pathname === "/takeover") return await takeover(req, options);
@@ -327,7 +356,7 @@ function route(
       }
       throw error;
     }
-    return problem(404, "not found: see GET /status, GET /metrics, GET /");
+    return problem(404, "not found: see GET /status, /metrics, /healthz, /readyz, /");
   };
 }
 
