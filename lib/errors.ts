@@ -10,7 +10,11 @@
  * become exit status 2 or a 400; any other error is a bug and is reported as one.
  */
 export class ValidationError extends Error {
-  /** @param message The one-line explanation. */
+  /**
+   * Creates the error.
+   *
+   * @param message The one-line explanation.
+   */
   constructor(message: string) {
     super(message);
     this.name = "ValidationError";
@@ -19,7 +23,11 @@ export class ValidationError extends Error {
 
 /** A bad setting: the message also names the flag (or variable, or file and key). */
 export class ConfigError extends ValidationError {
-  /** @param message The one-line explanation. */
+  /**
+   * Creates the error.
+   *
+   * @param message The one-line explanation.
+   */
   constructor(message: string) {
     super(message);
     this.name = "ConfigError";
@@ -49,6 +57,8 @@ export class UpstreamError extends Error {
   readonly reused: boolean;
 
   /**
+   * Creates the error.
+   *
    * @param kind What went wrong.
    * @param message Human-readable detail (used in logs and the `DOWN:` reason).
    * @param options Whether bytes were sent and whether the connection was reused.
@@ -65,7 +75,11 @@ export class UpstreamError extends Error {
 /** A response body that broke off mid-way, already logged where it happened: the front end
  * cuts the client's response short and need not report it again. */
 export class BodyBrokeOff extends Error {
-  /** @param message What broke, e.g. `backend http://… closed the connection 986 bytes short`. */
+  /**
+   * Creates the error.
+   *
+   * @param message What broke, e.g. `backend http://… closed the connection 986 bytes short`.
+   */
   constructor(message: string) {
     super(message);
     this.name = "BodyBrokeOff";
@@ -75,7 +89,11 @@ export class BodyBrokeOff extends Error {
 /** A client that stopped reading its response for longer than `--send-timeout`, already logged
  * where it was noticed: the front end closes the connection and need not report it again. */
 export class ClientStalled extends Error {
-  /** @param message What stalled, e.g. `client 127.0.0.1 stopped reading … (GET /x)`. */
+  /**
+   * Creates the error.
+   *
+   * @param message What stalled, e.g. `client 127.0.0.1 stopped reading … (GET /x)`.
+   */
   constructor(message: string) {
     super(message);
     this.name = "ClientStalled";

@@ -196,7 +196,7 @@ export function isLoopback(hostname: string): boolean {
 }
 
 /** What kind of value a setting takes. */
-type Kind =
+export type Kind =
   | "listen"
   | "urls"
   | "duration"
@@ -223,11 +223,17 @@ type Kind =
   | "underscore-headers"
   | "size";
 
-interface FlagSpec {
+/** One setting: its flag, how its value is read, its default and its `--help` line. */
+export interface FlagSpec {
+  /** The flag without `--`; also the config-file key and, in capitals, the variable. */
   readonly name: string;
+  /** How the value is read and checked. */
   readonly kind: Kind;
+  /** Whether the flag may be given more than once (the values add up). */
   readonly multiple?: boolean;
+  /** The value when none is given. */
   readonly fallback: string;
+  /** The `--help` line. */
   readonly help: string;
 }
 

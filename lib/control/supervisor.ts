@@ -43,8 +43,10 @@ import type {
 } from "./worker.ts";
 
 /** A serving thread and the replies it owes. */
-interface Serving {
+export interface Serving {
+  /** The thread. */
   worker: Worker;
+  /** Who waits for its next replies, in order. */
   replies: ((reply: WorkerReply) => void)[];
 }
 

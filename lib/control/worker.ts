@@ -10,8 +10,6 @@
  * @module
  */
 
-/// <reference lib="deno.worker" />
-
 import { type AccessLog, createAccessLog, writeStdout } from "../front/access_log.ts";
 import type { Backend, Config } from "../config/config.ts";
 import { BodyBrokeOff, ClientStalled } from "../errors.ts";
@@ -38,6 +36,13 @@ import {
 } from "../upstream/client.ts";
 import { readAheadFor } from "../http/streaming.ts";
 import { createUpgrader, relayWebSocket, type Upgrader } from "../proxy/websocket.ts";
+
+/** The worker's own scope (typed here rather than with a global `deno.worker` lib directive,
+ * which a published module may not carry). */
+const scope = self as unknown as {
+  postMessage(message: unknown): void;
+  onmessage: ((event: MessageEvent<WorkerMessage>) => void) | null;
+};
 
 /** The backend in each pool slot (`null` for an empty slot). */
 export type SlotTable = readonly (Backend | null)[];
@@ -100,7 +105,7 @@ export type WorkerEvent =
 export type WorkerMessage = StartMessage | UpdateMessage | StopMessage | CloseMessage;
 
 function reply(message: WorkerReply): void {
-  self.postMessage(message);
+  scope.postMessage(message);
 }
 
 /** A running front end, whichever engine. */
@@ -257,9 +262,9 @@ function start(message: StartMessage, options: WorkerOptions): void {
   const upstreams = createUpstreams(upstreamOptions(message.config));
   // Passive DOWN transitions go to the main thread, which logs them and keeps the reason.
   const onDown = (slot: number, _backend: Backend, reason: string) =>
-    self.postMessage({ type: "down", slot, reason } satisfies WorkerEvent);
+    scope.postMessage({ type: "down", slot, reason } satisfies WorkerEvent);
   const onEject = (slot: number, _backend: Backend, reason: string) =>
-    self.postMessage({ type: "ejected", slot, reason } satisfies WorkerEvent);
+    scope.postMessage({ type: "ejected", slot, reason } satisfies WorkerEvent);
   const contextOf = (config: Config, table: SlotTable): ProxyContext => ({
     pool,
     config,
@@ -371,7 +376,7 @@ function start(message: StartMessage, options: WorkerOptions): void {
  * @param options How to run.
  */
 export function serveMessages(options: WorkerOptions = {}): void {
-  self.onmessage = (event: MessageEvent<WorkerMessage>) => handle(event.data, options);
+  scope.onmessage = (event) => handle(event.data, options);
 }
 
 async function handle(message: WorkerMessage, options: WorkerOptions): Promise<void> {

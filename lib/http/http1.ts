@@ -100,7 +100,11 @@ function hasBadTargetChar(text: string): boolean {
 
 /** A response the parser refused (garbage, bad framing, over-large head). */
 export class ProtocolError extends Error {
-  /** @param message What was wrong. */
+  /**
+   * Creates the error.
+   *
+   * @param message What was wrong.
+   */
   constructor(message: string) {
     super(message);
     this.name = "ProtocolError";
@@ -530,6 +534,8 @@ export class RequestError extends Error {
   readonly status: number;
 
   /**
+   * Creates the error.
+   *
    * @param status The status to answer.
    * @param message What was wrong (sent to the client as the body).
    */

@@ -59,8 +59,11 @@ export function maskedFrame(opcode: number, payload: Uint8Array): Uint8Array {
 
 /** One frame read from the backend. */
 export interface Frame {
+  /** Whether it ends its message. */
   readonly fin: boolean;
+  /** Its opcode (RFC 6455 §5.2). */
   readonly opcode: number;
+  /** Its payload, unmasked. */
   readonly payload: Uint8Array;
 }
 

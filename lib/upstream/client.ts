@@ -115,24 +115,32 @@ export interface UpstreamResponse {
 }
 
 /** One TCP connection to a backend. */
-interface Link {
+export interface Link {
+  /** The connection. */
   readonly conn: Deno.Conn;
+  /** The backend's pool it belongs to. */
   readonly host: Host;
   /** Read buffer for response heads; `buf[start..end)` is unread. */
   buf: Bytes;
   /** Write buffer for request heads (and whole bodies). */
   wbuf: Bytes;
+  /** Start of the unread bytes in `buf`. */
   start: number;
+  /** End of the unread bytes in `buf`. */
   end: number;
   /** Requests completed on this connection. */
   uses: number;
   /** A read started while idle, whose result belongs to the next response. */
   pending: Promise<number | null> | null;
+  /** Whether it waits in its pool for the next request. */
   idle: boolean;
+  /** Whether it has been closed. */
   closed: boolean;
   /** Epoch ms after which the sweep closes the connection (0: none). */
   deadline: number;
+  /** Whether the sweep closed it for its deadline. */
   timedOut: boolean;
+  /** When it last became idle (epoch ms). */
   idleSince: number;
   /** Offsets of the current response head's field lines, reused for each response. */
   readonly spans: number[];
@@ -141,20 +149,26 @@ interface Link {
 }
 
 /** Per-backend connection pool. */
-interface Host {
+export interface Host {
+  /** The backend. */
   readonly backend: Backend;
+  /** Its idle connections, the most recently used last. */
   readonly idle: Link[];
+  /** The thread's client it belongs to. */
   readonly owner: Upstreams;
 }
 
 /** The upstream client of one thread: a pool per backend and the deadline sweep. */
 export interface Upstreams {
+  /** The settings (a reload replaces them). */
   options: Required<UpstreamOptions>;
+  /** The pools, by backend URL. */
   readonly hosts: Map<string, Host>;
   /** Every open connection, idle or busy, from dial to close: the sweep and shutdown walk it.
    * (Membership changes per connection, not per request: a set of the busy ones, added to and
    * deleted from on every request, cost ~2% of the CPU in V8's hash-table upkeep.) */
   readonly links: Set<Link>;
+  /** The deadline sweep. */
   timer: ReturnType<typeof setInterval>;
 }
 
