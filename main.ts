@@ -121,9 +121,9 @@ function hostPort(hostname: string, port: number): string {
   return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
 }
 
-/** ANSI colour, only when stdout is a terminal. */
+/** ANSI colour, only when stderr is a terminal. */
 function paint(code: number, text: string): string {
-  return Deno.stdout.isTerminal() ? `\x1b[${code}m${text}\x1b[0m` : text;
+  return Deno.stderr.isTerminal() ? `\x1b[${code}m${text}\x1b[0m` : text;
 }
 
 function banner(sup: Supervisor, admin: Admin | null): string[] {
@@ -449,7 +449,8 @@ async function run(given: Config, workerUrl: URL): Promise<void> {
   const serve = (listen: Listen) => serveAdmin(sup, listen, { onTakeover });
   if (target) running.admin = await takeOver(sup, target, serve);
   else if (config.admin) running.admin = serve(config.admin);
-  for (const line of banner(sup, running.admin)) console.log(line);
+  // stdout carries only the access log (so `| jq .` reads it); the banner is operational.
+  for (const line of banner(sup, running.admin)) console.error(line);
   warnUnknownVariables();
 }
 

@@ -165,12 +165,15 @@ Deno.test("deno task demo: backends and goround together; Ctrl-C (SIGINT) stops 
     "--workers",
     "1",
   ]);
-  await waitFor(() => parent.lines.some((l) => l.startsWith("Load Balancer started at")), {
+  // goround's banner is on its stderr, which the demo passes through.
+  await waitFor(() => parent.errors.some((l) => l.startsWith("Load Balancer started at")), {
     what: "goround's banner",
     exited: parent.done,
     timeout: 20_000,
   });
-  const port = Number(/:(\d+)$/.exec(parent.lines.find((l) => l.startsWith("Load Balancer"))!)![1]);
+  const port = Number(
+    /:(\d+)$/.exec(parent.errors.find((l) => l.startsWith("Load Balancer"))!)![1],
+  );
   const backendPorts = /^Listening on (\d+), (\d+), (\d+)\.\.\.$/.exec(parent.lines[0]!)!.slice(1);
   const replies = [];
   for (let i = 0; i < 4; i++) replies.push((await get(`http://127.0.0.1:${port}/`)).text);

@@ -181,7 +181,7 @@ export async function runLoadChaos(
   ]);
   print(
     `${
-      proxy.stdout[0]
+      proxy.stderr[0]
     } (HTTP checks every 250ms, response timeout 500ms, max 3 fails in 2s, ejection 2s)`,
   );
 

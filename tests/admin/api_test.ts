@@ -1,5 +1,6 @@
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
 import {
+  bannerAt,
   get,
   recordingBackend,
   ROOT,
@@ -387,14 +388,14 @@ Deno.test("the banner lists each backend with its first probe result, the worker
     "1",
   ]);
   try {
-    match(proxy.stdout[0]!, /^Load Balancer started at 127\.0\.0\.1:\d+$/);
+    match(proxy.stderr[bannerAt(proxy.stderr)]!, /^Load Balancer started at 127\.0\.0\.1:\d+$/);
     equal(
-      proxy.stdout[1],
+      proxy.stderr[bannerAt(proxy.stderr) + 1],
       `  backends: ${up.url} up, http://127.0.0.1:${deadPort} down (connection refused)`,
-      "no colour codes when stdout is not a terminal",
+      "no colour codes when stderr is not a terminal",
     );
-    match(proxy.stdout.join("\n"), /workers: 1/);
-    match(proxy.stdout.join("\n"), /^ {2}admin: http:\/\/127\.0\.0\.1:\d+\/$/m);
+    match(proxy.stderr.join("\n"), /workers: 1/);
+    match(proxy.stderr.join("\n"), /^ {2}admin: http:\/\/127\.0\.0\.1:\d+\/$/m);
   } finally {
     await proxy.stop();
     await up.close();

@@ -27,7 +27,7 @@ const COLOURS: Record<string, string> = {
 async function adminUrlOf(proxy: Goround): Promise<string> {
   let url = proxy.adminUrl;
   await waitFor(() => {
-    url ||= proxy.stdout.map((line) => /^ {2}admin: (http:\/\/\S+)\/$/.exec(line)?.[1])
+    url ||= proxy.stderr.map((line) => /^ {2}admin: (http:\/\/\S+)\/$/.exec(line)?.[1])
       .find((found) => found !== undefined) ?? "";
     return url !== "";
   }, { what: "goround's admin address", exited: proxy.exited });

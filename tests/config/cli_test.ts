@@ -1,7 +1,14 @@
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
 import { FLAGS } from "../../lib/config/config.ts";
 import { VERSION } from "../../lib/version.ts";
-import { recordingBackend, ROOT, runGoround, startGoround, waitFor } from "../support/helpers.ts";
+import {
+  bannerAt,
+  recordingBackend,
+  ROOT,
+  runGoround,
+  startGoround,
+  waitFor,
+} from "../support/helpers.ts";
 
 Deno.test("--help lists every flag with its default and variable", async () => {
   const { code, stdout } = await runGoround(["--help"]);
@@ -111,10 +118,10 @@ Deno.test("the banner, then settings; SIGTERM exits 0", async () => {
     "500ms",
   ]);
   try {
-    match(proxy.stdout[0]!, /^Load Balancer started at 127\.0\.0\.1:\d+$/);
-    assert(proxy.stdout.some((l) => l.includes(`backends: ${backend.url}`)));
-    assert(proxy.stdout.some((l) => l.includes("workers: 2")));
-    assert(proxy.stdout.some((l) => l.includes("health: TCP every 500ms")));
+    match(proxy.stderr[bannerAt(proxy.stderr)]!, /^Load Balancer started at 127\.0\.0\.1:\d+$/);
+    assert(proxy.stderr.some((l) => l.includes(`backends: ${backend.url}`)));
+    assert(proxy.stderr.some((l) => l.includes("workers: 2")));
+    assert(proxy.stderr.some((l) => l.includes("health: TCP every 500ms")));
   } finally {
     const status = await proxy.stop();
     equal(status.code, 0);

@@ -245,7 +245,7 @@ Deno.test("--health-path: an HTTP check that fails takes a backend out even thou
       },
     );
     for (let i = 0; i < 4; i++) equal((await get(proxy.url)).text, "ok");
-    match(proxy.stdout.join("\n"), /health: HTTP GET \/healthz every 100ms/);
+    match(proxy.stderr.join("\n"), /health: HTTP GET \/healthz every 100ms/);
   } finally {
     await proxy.stop();
     await Promise.all([sick.close(), ok.close()]);

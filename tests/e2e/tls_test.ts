@@ -1,5 +1,5 @@
 import { equal, match, ok as assert } from "node:assert/strict";
-import { recordingBackend, ROOT, runGoround, startGoround } from "../support/helpers.ts";
+import { bannerAt, recordingBackend, ROOT, runGoround, startGoround } from "../support/helpers.ts";
 
 /** A self-signed certificate for localhost and 127.0.0.1, made with Debian's openssl. It is
  * an end-entity certificate (CA:FALSE): rustls refuses a CA certificate used as a server's. */
@@ -71,7 +71,7 @@ Deno.test("--tls-cert/--tls-key: HTTPS with HTTP/2 and HTTP/1.1 by ALPN; X-Forwa
     "1",
   ], { readable: dir });
   try {
-    match(proxy.stdout[0]!, /\(HTTPS\)$/);
+    match(proxy.stderr[bannerAt(proxy.stderr)]!, /\(HTTPS\)$/);
     const url = `https://localhost:${proxy.port}/a?b=1`;
     const h2 = await curl(["--http2", "--cacert", cert, "-D", "-", url]);
     equal(h2.code, 0, h2.err);

@@ -56,6 +56,18 @@ function entryPath(entry: string): string {
 }
 
 /**
+ * Where goround's banner begins among its stderr lines (log lines may come before it).
+ *
+ * @param lines The lines goround wrote to stderr.
+ * @returns The index of `Load Balancer started at …`.
+ */
+export function bannerAt(lines: readonly string[]): number {
+  const at = lines.findIndex((line) => line.startsWith("Load Balancer started at"));
+  if (at < 0) throw new Error(`no banner in: ${lines.join("\n")}`);
+  return at;
+}
+
+/**
  * Starts goround on a free loopback port with `args` and waits for its banner.
  *
  * @param args Flags (the listen address is added unless given).
@@ -109,12 +121,12 @@ export async function startGoround(
   let port = 0;
   try {
     await waitFor(() => {
-      const banner = stdout.map((line) => /^Load Balancer started at \S*:(\d+)/.exec(line)).find((
+      const banner = stderr.map((line) => /^Load Balancer started at \S*:(\d+)/.exec(line)).find((
         m,
       ) => m);
       if (banner) port = Number(banner[1]);
       // The banner ends with the admin line; wait for all of it.
-      return port > 0 && stdout.some((line) => line.startsWith("  admin: "));
+      return port > 0 && stderr.some((line) => line.startsWith("  admin: "));
     }, { timeout: 15_000, what: "goround's banner", exited });
   } catch (error) {
     try {
@@ -127,7 +139,7 @@ export async function startGoround(
       `${(error as Error).message}\nstdout: ${stdout.join("\n")}\nstderr: ${stderr.join("\n")}`,
     );
   }
-  const admin = stdout.map((line) => /^ {2}admin: (http:\/\/\S+)\/$/.exec(line)).find((m) => m);
+  const admin = stderr.map((line) => /^ {2}admin: (http:\/\/\S+)\/$/.exec(line)).find((m) => m);
   return {
     port,
     url: `http://127.0.0.1:${port}`,
