@@ -25,10 +25,10 @@ import {
   describeConfig,
   envName,
   FLAGS,
-  helpText,
   type Listen,
   parseCommandLine,
 } from "./lib/config/config.ts";
+import { helpText } from "./lib/config/help.ts";
 import {
   type Discovery,
   DiscoveryError,

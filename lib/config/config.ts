@@ -1106,53 +1106,6 @@ function cliMessage(error: unknown): string {
 }
 
 /**
- * The `--help` text: usage, then every flag with its variable and default.
- *
- * @returns The text, ending in a newline.
- */
-export function helpText(): string {
-  const lines = [
-    "goround: an HTTP load balancer (round-robin, health checks, zero-loss failover)",
-    "",
-    "Usage: goround [flags]",
-    "       goround check [flags]      validate the settings (e.g. --config FILE) and print them",
-    "",
-    "Flags (each also read from the environment variable shown, or from the --config file):",
-  ];
-  const placeholder: Partial<Record<Kind, string>> = {
-    urls: "URL",
-    duration: "DURATION",
-    "duration-or-zero": "DURATION",
-    file: "FILE",
-    count: "N",
-    positive: "N",
-    connections: "N",
-    percent: "N",
-    switch: "[true|false]",
-    listen: "ADDR",
-    admin: "ADDR|off",
-    cidrs: "CIDRS",
-    hosts: "HOSTS",
-    size: "SIZE",
-  };
-  const names = FLAGS.map((flag) => `  --${flag.name} ${placeholder[flag.kind] ?? "VALUE"}`);
-  const width = Math.max(...names.map((n) => n.length)) + 2;
-  for (const [i, flag] of FLAGS.entries()) {
-    const fallback = flag.fallback === "" ? "" : ` (default ${flag.fallback})`;
-    lines.push(`${names[i]!.padEnd(width)}${flag.help}${fallback} [${envName(flag.name)}]`);
-  }
-  lines.push("  -h, --help".padEnd(width) + "show this help");
-  lines.push("  --version".padEnd(width) + "print the version");
-  lines.push(
-    "",
-    "Durations: 500ms, 10s, 1m, 1h. Sizes: 500, 64KiB, 1MiB (or 64k, 1m).",
-    "Backends: http://host:port or https://host:port, with ,weight=N.",
-    'Config file: {"backends": ["http://a:8081", {"url": "http://b:8081", "weight": 2}], "health-interval": "5s"}',
-  );
-  return lines.join("\n") + "\n";
-}
-
-/**
  * A short multi-line summary of the effective settings, for the startup banner.
  *
  * @param config The settings.

@@ -3,11 +3,11 @@ import {
   type Config,
   envName,
   FLAGS,
-  helpText,
   parseBackend,
   parseCommandLine,
   parseListen,
 } from "../../lib/config/config.ts";
+import { helpText } from "../../lib/config/help.ts";
 import { ConfigError } from "../../lib/errors.ts";
 
 const noEnv = () => undefined;
