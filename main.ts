@@ -18,16 +18,9 @@
  */
 
 import { type Admin, type Handover, serveAdmin } from "./lib/admin/api.ts";
-import {
-  type Backend,
-  type Command,
-  type Config,
-  describeConfig,
-  envName,
-  FLAGS,
-  type Listen,
-  parseCommandLine,
-} from "./lib/config/config.ts";
+import { type Backend, type Config, envName, FLAGS, type Listen } from "./lib/config/config.ts";
+import { type Command, parseCommandLine } from "./lib/config/command_line.ts";
+import { describeConfig } from "./lib/config/help.ts";
 import { helpText } from "./lib/config/help.ts";
 import {
   type Discovery,

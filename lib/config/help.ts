@@ -5,7 +5,8 @@
  * @module
  */
 
-import { envName, FLAGS, type FlagSpec, type Kind } from "./config.ts";
+import { type Config, envName, FLAGS, type FlagSpec, type Kind } from "./config.ts";
+import { formatDuration } from "./duration.ts";
 
 /** How `--help` names each kind of value. */
 const PLACEHOLDER: Partial<Record<Kind, string>> = {
@@ -96,4 +97,21 @@ export function flagsMarkdown(): string {
     "```",
     "",
   ].join("\n");
+}
+
+/**
+ * A short multi-line summary of the effective settings, for the startup banner.
+ *
+ * @param config The settings.
+ * @returns Lines without trailing newline.
+ */
+export function describeConfig(config: Config): string[] {
+  const check = config.healthPath === "" ? "TCP" : `HTTP GET ${config.healthPath}`;
+  return [
+    `  backends: ${config.backends.map((b) => b.url).join(", ")}`,
+    `  algorithm: ${config.algorithm}, workers: ${config.workers}, engine: ${config.engine}`,
+    `  health: ${check} every ${formatDuration(config.healthInterval)} (timeout ${
+      formatDuration(config.healthTimeout)
+    }, rise ${config.healthRise}, fall ${config.healthFall})`,
+  ];
 }

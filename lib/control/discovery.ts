@@ -18,7 +18,8 @@
  * @module
  */
 
-import { type Backend, parseBackend } from "../config/config.ts";
+import type { Backend } from "../config/config.ts";
+import { parseBackend } from "../config/values.ts";
 import {
   type DiscoverySpec,
   formatDiscoverySpec,

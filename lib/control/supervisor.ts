@@ -8,7 +8,8 @@
  */
 
 import { ValidationError } from "../errors.ts";
-import { type Backend, type Config, parseBackend } from "../config/config.ts";
+import type { Backend, Config } from "../config/config.ts";
+import { parseBackend } from "../config/values.ts";
 import {
   type HealthChecker,
   type HealthOptions,

@@ -8,7 +8,8 @@
  * @module
  */
 
-import { type Listen, parseListen } from "../config/config.ts";
+import type { Listen } from "../config/config.ts";
+import { parseListen } from "../config/values.ts";
 import { ConfigError } from "../errors.ts";
 
 /** How long one admin request to the running goround may take, ms. */

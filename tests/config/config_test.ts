@@ -1,12 +1,7 @@
 import { deepEqual, equal, ok as assert, throws } from "node:assert/strict";
-import {
-  type Config,
-  envName,
-  FLAGS,
-  parseBackend,
-  parseCommandLine,
-  parseListen,
-} from "../../lib/config/config.ts";
+import { type Config, envName, FLAGS } from "../../lib/config/config.ts";
+import { parseBackend, parseListen } from "../../lib/config/values.ts";
+import { parseCommandLine } from "../../lib/config/command_line.ts";
 import { helpText } from "../../lib/config/help.ts";
 import { ConfigError } from "../../lib/errors.ts";
 
@@ -399,4 +394,13 @@ Deno.test("--takeover is a switch that needs both ports of the running goround",
       );
     });
   }
+});
+
+Deno.test("every setting but --backend sets one Config field of its own, and every field has one", () => {
+  const keys = FLAGS.flatMap((flag) => (flag.key ? [flag.key] : []));
+  equal(new Set(keys).size, keys.length, "no two flags set the same field");
+  deepEqual(FLAGS.filter((flag) => !flag.key).map((flag) => flag.name), ["backend"]);
+  const command = parseCommandLine([], () => undefined, 2);
+  assert(command.kind === "run");
+  deepEqual(Object.keys(command.config).sort(), [...keys, "instanceId"].sort());
 });

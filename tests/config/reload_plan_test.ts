@@ -1,5 +1,6 @@
 import { deepEqual, equal, ok as assert } from "node:assert/strict";
-import { type Config, FLAGS, parseCommandLine } from "../../lib/config/config.ts";
+import { type Config, FLAGS } from "../../lib/config/config.ts";
+import { parseCommandLine } from "../../lib/config/command_line.ts";
 import {
   describeReload,
   needsNewFront,

@@ -1,5 +1,6 @@
 import { deepEqual, equal, ok as assert, rejects, throws } from "node:assert/strict";
-import { type Backend, parseBackend } from "../../lib/config/config.ts";
+import type { Backend } from "../../lib/config/config.ts";
+import { parseBackend } from "../../lib/config/values.ts";
 import {
   backendAt,
   DiscoveryError,

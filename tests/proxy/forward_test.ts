@@ -1,5 +1,6 @@
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
-import { ENGINES, parseCommandLine } from "../../lib/config/config.ts";
+import { ENGINES } from "../../lib/config/config.ts";
+import { parseCommandLine } from "../../lib/config/command_line.ts";
 import { createPool, setMembers } from "../../lib/balance/pool.ts";
 import { createForwarder } from "../../lib/proxy/forward.ts";
 import { closeUpstreams, createUpstreams } from "../../lib/upstream/client.ts";

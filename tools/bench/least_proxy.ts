@@ -24,7 +24,8 @@
  * @module
  */
 
-import { type Backend, parseCommandLine } from "../../lib/config/config.ts";
+import type { Backend } from "../../lib/config/config.ts";
+import { parseCommandLine } from "../../lib/config/command_line.ts";
 import { createPool, setMembers } from "../../lib/balance/pool.ts";
 import { createForwarder, localReply, type Reply } from "../../lib/proxy/forward.ts";
 import { serveHttp1 } from "../../lib/front/server.ts";
