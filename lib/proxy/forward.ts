@@ -8,34 +8,22 @@
  * @module
  */
 
-import { createCapacityQueue } from "../balance/capacity_queue.ts";
 import { ipInCidrs } from "../config/cidr.ts";
 import type { Backend, Config } from "../config/config.ts";
 import { STATUS_NO_BACKEND, statusForFailure, UpstreamError } from "../errors.ts";
 import { type ForwardContext, forwardRequestFields } from "../http/headers.ts";
 import { logLine } from "../log.ts";
 import { viaEntry } from "./via.ts";
-import { formatDuration } from "../config/duration.ts";
-import { ejectionLimit, nextEjection } from "../balance/ejection.ts";
+import { createPicker } from "./pick.ts";
+import { createPassiveJudge } from "./passive.ts";
 import {
   beginRequest,
-  eject,
   endRequest,
-  inFlight,
-  isAlive,
-  isEnabled,
-  isPanicking,
-  isPending,
-  isUsable,
-  memberAt,
-  nextTicket,
   type Pool,
   poolSize,
-  recordFailure,
   recordNoBackend,
   recordResponse,
   setAlive,
-  setPanic,
 } from "../balance/pool.ts";
 import {
   canRetry,
@@ -47,8 +35,6 @@ import {
   retryFresh,
 } from "./retry.ts";
 import { authorityEnd } from "../http/request_target.ts";
-import { type SelectionContext, selectorFor } from "../balance/selection.ts";
-import { cookieValue, createSticky, STICKY_COOKIE } from "../balance/sticky.ts";
 import {
   type OutgoingRequest,
   type RequestBody,
@@ -194,57 +180,6 @@ export function loopDetected(via: string, requestId: string): Reply {
   };
 }
 
-/** The forwarder's selection context, whose avoid list it grows. */
-interface Selection extends SelectionContext {
-  readonly avoid: number[];
-}
-
-/** Whether some usable backend (not yet tried) is only held back by --max-conns. */
-function anyFull(pool: Pool, avoid: readonly number[], maxConns: number): boolean {
-  for (let i = 0; i < poolSize(pool); i++) {
-    const slot = memberAt(pool, i);
-    if (isUsable(pool, slot) && !avoid.includes(slot) && inFlight(pool, slot) >= maxConns) {
-      return true;
-    }
-  }
-  return false;
-}
-
-/** Whether any member is alive by the health view. */
-function anyAlive(pool: Pool): boolean {
-  for (let i = 0; i < poolSize(pool); i++) if (isAlive(pool, memberAt(pool, i))) return true;
-  return false;
-}
-
-/**
- * The last resort when the policy found nothing: round-robin over the enabled members not tried
- * yet and below --max-conns, ejection ignored: those alive by the health view, or with `anyHealth`
- * (panic) every one of them.
- */
-function fallbackPick(pool: Pool, avoid: readonly number[], options: {
-  readonly anyHealth: boolean;
-  readonly maxConns: number;
-}): number {
-  const size = poolSize(pool);
-  const start = nextTicket(pool, size);
-  for (let i = 0; i < size; i++) {
-    const slot = memberAt(pool, (start + i) % size);
-    if (!isEnabled(pool, slot) || avoid.includes(slot) || isPending(pool, slot)) continue;
-    if (!options.anyHealth && !isAlive(pool, slot)) continue;
-    if (options.maxConns > 0 && inFlight(pool, slot) >= options.maxConns) continue;
-    return slot;
-  }
-  return -1;
-}
-
-/** The request key the `hash` policy hashes (see `--hash-key`); `""` when it is missing. */
-function hashKey(spec: Config["hashKey"], incoming: Incoming): string {
-  if (spec.kind === "ip") return incoming.clientIp;
-  if (spec.kind === "cookie") return cookieValue(incoming.headers, spec.name) ?? "";
-  for (const [name, value] of incoming.headers) if (name === spec.name) return value;
-  return "";
-}
-
 /** Lets go of a response that will not be forwarded. */
 function discard(response: UpstreamResponse): void {
   if (response.body instanceof ReadableStream) response.body.cancel().catch(() => {});
@@ -318,6 +253,52 @@ export function forwardContext(
   };
 }
 
+/** The request's id: the client's `X-Request-Id` when it is well formed, else a new one. */
+function requestIdOf(incoming: Incoming): string {
+  let requestId = "";
+  for (const [name, value] of incoming.headers) if (name === "x-request-id") requestId = value;
+  return requestId === "" || !REQUEST_ID.test(requestId) ? nextRequestId() : requestId;
+}
+
+/**
+ * The request head sent to every backend tried, or `null` for a request that came round a loop
+ * (its `Via` names this goround). Written as it is built: no list of pairs in between.
+ */
+function requestHeadOf(
+  incoming: Incoming,
+  context: ForwardContext,
+  requestId: string,
+): string | null {
+  let head = `${incoming.method} ${incoming.target} HTTP/1.1\r\n`;
+  const looped = forwardRequestFields(incoming.headers, context, (name, value) => {
+    head += `${name}: ${value}\r\n`;
+  });
+  if (looped) return null;
+  head += `x-request-id: ${requestId}\r\n`;
+  // Framing is re-derived from what the front read (RFC 9112 §6.3), never copied.
+  if (incoming.bodyLength > 0 || (incoming.bodyLength === 0 && incoming.body !== null)) {
+    head += `content-length: ${incoming.bodyLength}\r\n`;
+  } else if (incoming.bodyLength < 0) {
+    head += "transfer-encoding: chunked\r\n";
+  }
+  return head + "\r\n";
+}
+
+/** The reply with goround's own fields and its trace; built field by field rather than spread,
+ * so the reply path stays monomorphic. */
+function withTrace(reply: Reply, extra: [string, string][], trace: Trace): Reply {
+  return reply.kind === "upstream"
+    ? { kind: "upstream", response: reply.response, extra, trace }
+    : {
+      kind: "local",
+      status: reply.status,
+      text: reply.text,
+      headers: reply.headers,
+      extra,
+      trace,
+    };
+}
+
 /**
  * Builds the forwarder for one worker.
  *
@@ -326,122 +307,25 @@ export function forwardContext(
  */
 export function createForwarder(context: ProxyContext): Forwarder {
   const { pool, config, backends, upstreams } = context;
-  const select = selectorFor(config.algorithm);
+  const picker = createPicker(pool, config, backends);
   const retryAfter = String(Math.max(1, Math.ceil(config.healthInterval / 1000)));
   const noBackend = localReply(STATUS_NO_BACKEND, "no backend available", [[
     "retry-after",
     retryAfter,
   ]]);
   const via = viaEntry(config.instanceId);
-  const window = formatDuration(config.failWindow);
-
-  const sticky = config.sticky === "cookie" ? createSticky(config.stickyKey) : null;
-  const stickyIds = sticky ? backends.map((b) => (b ? sticky.idOf(b.url) : "")) : [];
-
-  const waiting = createCapacityQueue(pool);
-  /** A backend for a queued request, counted on it at once (see `Attempt`). */
-  const claim = (selection: Selection, retry: boolean): number => {
-    while (true) {
-      const slot = select(pool, selection);
-      if (slot < 0) return -1;
-      if (backends[slot] === undefined) {
-        selection.avoid.push(slot); // a member this forwarder does not know (a reload under way)
-        continue;
-      }
-      beginRequest(pool, slot, retry);
-      return slot;
-    }
-  };
-  /** Waits up to --queue-timeout for a backend at --max-conns to get room, behind the requests
-   * queued before. The slot it resolves with is already counted. */
-  const queue = (selection: Selection, retry: boolean): Promise<number> =>
-    waiting.wait(() => claim(selection, retry), {
-      timeoutMs: config.queueTimeout,
-      restricted: selection.avoid.length > 0,
-    });
-
-  /**
-   * The backend for the next attempt: the policy's choice (behind the queue, while requests
-   * wait); when every usable backend is at --max-conns, the first one to get room within
-   * --queue-timeout (a promise: that slot is already counted); when the only ones left are
-   * out by passive ejection, one of them (a passive verdict never empties the pool); when every
-   * backend looks down and --panic is set, any enabled one (logged once per episode). -1: none.
-   */
-  const choose = (selection: Selection, retry: boolean): number | Promise<number> => {
-    // First come, first served: behind the waiters, unless nothing is full any more (all down).
-    if (waiting.size() > 0 && anyFull(pool, selection.avoid, config.maxConns)) {
-      return queue(selection, retry);
-    }
-    const slot = select(pool, selection);
-    if (slot >= 0) {
-      // A load first: the compare-and-swap (a write to a shared line) only while panicking.
-      if (config.panic && isPanicking(pool) && setPanic(pool, false)) {
-        logLine("panic over: a backend is up again");
-      }
-      return slot; // the common case answers at once, without a promise
-    }
-    if (
-      config.maxConns > 0 && config.queueTimeout > 0 &&
-      anyFull(pool, selection.avoid, config.maxConns)
-    ) {
-      return queue(selection, retry);
-    }
-    const { avoid, maxConns } = selection;
-    const ejected = fallbackPick(pool, avoid, { anyHealth: false, maxConns });
-    if (ejected >= 0) return ejected;
-    if (config.panic && !anyAlive(pool)) {
-      if (setPanic(pool, true)) logLine("panic: every backend looks down; trying them all");
-      return fallbackPick(pool, avoid, { anyHealth: true, maxConns });
-    }
-    return -1;
-  };
 
   const onDown = context.onDown ??
     ((_slot: number, backend: Backend, reason: string) =>
       logLine(`backend ${backend.url} DOWN: ${reason}`));
-  const onEject = context.onEject ??
-    ((_slot: number, backend: Backend, reason: string) =>
-      logLine(`backend ${backend.url} EJECTED ${reason}`));
-  const ejectionTime = config.ejectionTime;
-  const plan = (streak: number, lastEnd: number, now: number) =>
-    nextEjection(streak, lastEnd, now, ejectionTime);
-  /** Counts a passive failure; --max-fails of them in the window eject the backend, unless
-   * --max-ejection-percent of the pool is out already. */
-  const passiveFailure = (slot: number, backend: Backend, reason: string) => {
-    if (config.maxFails === 0) return;
-    const count = recordFailure(pool, slot, config.failWindow);
-    if (count < config.maxFails) return;
-    const size = poolSize(pool);
-    const limit = ejectionLimit(size, config.maxEjectionPercent);
-    const why = `${count} failures in ${window} (last: ${reason})`;
-    const now = Date.now();
-    const outcome = eject(pool, slot, { limit, now, plan });
-    if (outcome.kind === "ejected") {
-      onEject(slot, backend, `for ${formatDuration(outcome.until - now)}: ${why}`);
-    } else if (outcome.kind === "refused" && limit > 0 && count === config.maxFails) {
-      logLine(
-        `backend ${backend.url} not ejected: ${outcome.out} of ${size} backends are out already (--max-ejection-percent ${config.maxEjectionPercent}); ${why}`,
-      );
-    }
-  };
+  const passiveFailure = createPassiveJudge(pool, config, context);
 
   return async (incoming) => {
     const started = incoming.arrived ?? performance.now();
     const { method, target, body } = incoming;
-    let requestId = "";
-    for (const [name, value] of incoming.headers) if (name === "x-request-id") requestId = value;
-    if (requestId === "" || !REQUEST_ID.test(requestId)) requestId = nextRequestId();
-    // The head is written as it is built: no list of pairs in between.
-    let head = `${method} ${target} HTTP/1.1\r\n`;
-    const looped = forwardRequestFields(
-      incoming.headers,
-      forwardContext(config, incoming, via),
-      (name, value) => {
-        head += `${name}: ${value}\r\n`;
-      },
-    );
-    if (looped) return loopDetected(via, requestId);
-    head += `x-request-id: ${requestId}\r\n`;
+    const requestId = requestIdOf(incoming);
+    const head = requestHeadOf(incoming, forwardContext(config, incoming, via), requestId);
+    if (head === null) return loopDetected(via, requestId);
     /** Adds what goround says about the request, and records the answer in shared memory. */
     const finish = (
       reply: Reply,
@@ -455,57 +339,15 @@ export function createForwarder(context: ProxyContext): Forwarder {
       const extra: [string, string][] = [["x-request-id", requestId]];
       if (config.exposeBackend && backend) extra.push(["x-goround-backend", backend.url]);
       // (Re-)issue the sticky cookie whenever the answer came from another backend than it named.
-      if (sticky && backend && slot !== pinned) {
-        extra.push([
-          "set-cookie",
-          `${STICKY_COOKIE}=${sticky.token(backend.url)}; Path=/; HttpOnly; SameSite=Lax`,
-        ]);
-      }
-      const trace: Trace = { backend: backend?.url ?? null, retries, requestId };
-      // Built field by field rather than spread: the reply path stays monomorphic.
-      return reply.kind === "upstream"
-        ? { kind: "upstream", response: reply.response, extra, trace }
-        : {
-          kind: "local",
-          status: reply.status,
-          text: reply.text,
-          headers: reply.headers,
-          extra,
-          trace,
-        };
+      const cookie = backend ? picker.cookie(selection, slot, backend) : null;
+      if (cookie !== null) extra.push(["set-cookie", cookie]);
+      return withTrace(reply, extra, { backend: backend?.url ?? null, retries, requestId });
     };
-    // Framing is re-derived from what the front read (RFC 9112 §6.3), never copied.
-    if (incoming.bodyLength > 0 || (incoming.bodyLength === 0 && body !== null)) {
-      head += `content-length: ${incoming.bodyLength}\r\n`;
-    } else if (incoming.bodyLength < 0) {
-      head += "transfer-encoding: chunked\r\n";
-    }
-    head += "\r\n";
     const replayable = !(body instanceof ReadableStream);
 
     const limit = config.retries < 0 ? poolSize(pool) - 1 : config.retries;
-    const avoid: number[] = [];
-    const selection: Selection = {
-      avoid,
-      key: config.algorithm === "hash" ? hashKey(config.hashKey, incoming) : "",
-      maxConns: config.maxConns,
-      slowStart: config.slowStart,
-    };
-    // A valid sticky cookie names a backend: use it while it can take the request.
-    let pinned = -1;
-    if (sticky) {
-      const value = cookieValue(incoming.headers, STICKY_COOKIE);
-      const id = value === null ? null : sticky.verify(value);
-      if (id !== null) {
-        const slot = stickyIds.indexOf(id);
-        if (
-          slot >= 0 && isUsable(pool, slot) &&
-          (config.maxConns === 0 || inFlight(pool, slot) < config.maxConns)
-        ) {
-          pinned = slot;
-        }
-      }
-    }
+    const selection = picker.start(incoming);
+    const { avoid } = selection;
     let retries = 0;
     let freshTried = false;
     let failure: UpstreamError | null = null;
@@ -519,11 +361,7 @@ export function createForwarder(context: ProxyContext): Forwarder {
     // Signatures of this request's failures so far (made on the first one): see failedAlike.
     let seen: number[] | null = null;
     while (true) {
-      let slot = again >= 0
-        ? again
-        : pinned >= 0 && !avoid.includes(pinned)
-        ? pinned
-        : choose(selection, retries > 0);
+      let slot = again >= 0 ? again : picker.next(selection, retries > 0);
       // A slot from the queue is counted already (its waiters are served in one pass).
       let counted = false;
       if (typeof slot !== "number") {
