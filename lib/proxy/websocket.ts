@@ -28,7 +28,7 @@ import {
   type Reply,
 } from "./forward.ts";
 import { marksDown } from "./retry.ts";
-import { type SelectionContext, selectorFor } from "../balance/selection.ts";
+import { createPicker, type Picker } from "./pick.ts";
 import { type Switched, upgrade } from "../upstream/client.ts";
 import { bridge, CLOSE_BACKEND_GONE } from "./ws_bridge.ts";
 
@@ -174,30 +174,37 @@ function handshakeFields(
 }
 
 /**
- * Picks a backend for a WebSocket and tries it, moving on to the next one when it cannot be
- * reached (the handshake has no body, so that is always safe).
+ * The backends to try a WebSocket handshake on, in order, through the same picker as any
+ * request (sticky pin, `--hash-key`, the `--max-conns` queue, panic), moving on when one cannot
+ * be reached (a handshake has no body, so that is always safe).
  *
  * @param context The worker's proxy context.
+ * @param picker The worker's picker.
  * @param incoming The handshake request.
- * @returns The chosen backend and the selection to continue with.
+ * @returns Each slot and backend, already counted as in flight.
  */
 async function* candidates(
   context: ProxyContext,
+  picker: Picker,
   incoming: Incoming,
 ): AsyncGenerator<{ slot: number; backend: Backend }> {
-  const select = selectorFor(context.config.algorithm);
-  const avoid: number[] = [];
-  const selection: SelectionContext = {
-    avoid,
-    key: incoming.clientIp,
-    maxConns: context.config.maxConns,
-    slowStart: context.config.slowStart,
-  };
+  const selection = picker.start(incoming);
+  let retry = false;
   while (true) {
-    const slot = select(context.pool, selection);
-    const backend = slot < 0 ? undefined : context.backends[slot];
-    if (backend === undefined) return;
-    avoid.push(slot);
+    const next = picker.next(selection, retry);
+    const queued = typeof next !== "number";
+    const slot = queued ? await next : next;
+    if (slot < 0) return;
+    const backend = context.backends[slot];
+    if (backend === undefined) {
+      if (queued) endRequest(context.pool, slot, false);
+      selection.avoid.push(slot); // a member this worker has not been told about yet
+      continue;
+    }
+    // A slot from the queue is counted already.
+    if (!queued) beginRequest(context.pool, slot, retry);
+    selection.avoid.push(slot);
+    retry = true;
     yield { slot, backend };
   }
 }
@@ -216,6 +223,7 @@ export function createUpgrader(
   options: { readonly bridged?: boolean } = {},
 ): Upgrader {
   const bridged = options.bridged ?? false;
+  const picker = createPicker(context.pool, context.config, context.backends);
   return async (incoming) => {
     const requestId = nextRequestId();
     const fields = handshakeFields(context, incoming, requestId, bridged);
@@ -225,8 +233,7 @@ export function createUpgrader(
     }
     const head = requestHead("GET", incoming.target, fields);
     let failure: UpstreamError | null = null;
-    for await (const { slot, backend } of candidates(context, incoming)) {
-      beginRequest(context.pool, slot, failure !== null);
+    for await (const { slot, backend } of candidates(context, picker, incoming)) {
       try {
         const result = await upgrade(context.upstreams, backend, {
           method: "GET",

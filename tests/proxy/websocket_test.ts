@@ -147,6 +147,45 @@ for (const engine of ENGINES) {
     }
   });
 
+  Deno.test(`[${engine}] WebSocket: --hash-key picks the backend of a handshake as for any request`, async () => {
+    const a = echoBackend("a");
+    const b = echoBackend("b");
+    const proxy = await startGoround([
+      "--engine",
+      engine,
+      "--backends",
+      `${a.url},${b.url}`,
+      "--algorithm",
+      "hash",
+      "--hash-key",
+      "header:X-User",
+    ]);
+    try {
+      const names = new Set<string>();
+      for (let user = 0; user < 12; user++) {
+        const headers = { "x-user": `user-${user}` };
+        const plain = await (await fetch(proxy.url, { headers })).text();
+        const ws = new WebSocket(`ws://127.0.0.1:${proxy.port}/`, { headers });
+        await new Promise((resolve, reject) => {
+          ws.onopen = resolve;
+          ws.onerror = reject;
+        });
+        ws.send("hi");
+        const echoed = await next(ws);
+        const done = closed(ws);
+        ws.close(1000);
+        await done;
+        const name = plain.replace("plain ", "");
+        names.add(name);
+        equal(echoed, `${name}: hi`, `user-${user}: the handshake went where its GET went`);
+      }
+      equal(names.size, 2, "the users spread over both backends");
+    } finally {
+      await proxy.stop();
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
   Deno.test(`[${engine}] WebSocket: a backend that dies mid-session closes the client with 1011`, async () => {
     const backend = rawBackend(async (request, conn) => {
       const key = /sec-websocket-key: *(\S+)/i.exec(request)?.[1];
