@@ -119,14 +119,16 @@ export async function startGoround(
   const drained = Promise.all([collect(child.stdout, stdout), collect(child.stderr, stderr)]);
   const exited = drained.then(() => child.status);
   let port = 0;
+  // The banner is on stderr (on stdout in checkouts before 35b3122, which --compare runs).
+  const bannerLines = () =>
+    stderr.some((line) => line.startsWith("Load Balancer")) ? stderr : stdout;
   try {
     await waitFor(() => {
-      const banner = stderr.map((line) => /^Load Balancer started at \S*:(\d+)/.exec(line)).find((
-        m,
-      ) => m);
+      const banner = bannerLines().map((line) => /^Load Balancer started at \S*:(\d+)/.exec(line))
+        .find((m) => m);
       if (banner) port = Number(banner[1]);
       // The banner ends with the admin line; wait for all of it.
-      return port > 0 && stderr.some((line) => line.startsWith("  admin: "));
+      return port > 0 && bannerLines().some((line) => line.startsWith("  admin: "));
     }, { timeout: 15_000, what: "goround's banner", exited });
   } catch (error) {
     try {
@@ -139,7 +141,9 @@ export async function startGoround(
       `${(error as Error).message}\nstdout: ${stdout.join("\n")}\nstderr: ${stderr.join("\n")}`,
     );
   }
-  const admin = stderr.map((line) => /^ {2}admin: (http:\/\/\S+)\/$/.exec(line)).find((m) => m);
+  const admin = bannerLines().map((line) => /^ {2}admin: (http:\/\/\S+)\/$/.exec(line)).find((m) =>
+    m
+  );
   return {
     port,
     url: `http://127.0.0.1:${port}`,
