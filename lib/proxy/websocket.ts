@@ -10,6 +10,7 @@
  * @module
  */
 
+import { writeAll } from "../http/conn_io.ts";
 import { borrow, giveBack } from "../http/buffers.ts";
 import type { Backend } from "../config/config.ts";
 import { UpstreamError } from "../errors.ts";
@@ -297,10 +298,6 @@ async function pipe(
   } finally {
     if (buf !== small) giveBack(buf); // no read or write is pending into it any more
   }
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
 }
 
 function closeQuietly(conn: Deno.Conn): void {

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { writeAll } from "../http/conn_io.ts";
+
 /** Close code for a backend that went away without closing properly (RFC 6455 §7.4.1). */
 export const CLOSE_BACKEND_GONE = 1011;
 /** Close code for a message too big to process (§7.4.1). */
@@ -315,9 +317,4 @@ function closePayload(code: number, reason: string): Uint8Array {
   payload[1] = code & 0xff;
   payload.set(text, 2);
   return payload;
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
 }

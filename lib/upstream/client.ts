@@ -42,6 +42,7 @@ import {
   readAhead,
 } from "../http/streaming.ts";
 import { BODY_BUFFER, borrow, giveBack } from "../http/buffers.ts";
+import { writeAll } from "../http/conn_io.ts";
 import { keepBuffer, takeBuffer } from "../http/spare_buffers.ts";
 
 /** Bytes backed by a plain `ArrayBuffer` (what `Response` and `conn.read` take). */
@@ -361,11 +362,6 @@ function release(link: Link): void {
   pending.then(link.onIdleRead, link.onIdleRead);
 }
 
-async function writeAll(link: Link, bytes: Uint8Array): Promise<void> {
-  let offset = await link.conn.write(bytes);
-  while (offset < bytes.length) offset += await link.conn.write(bytes.subarray(offset));
-}
-
 /** Serialises the head, and a whole body after it, into the connection's write buffer. */
 function frame(link: Link, head: string, body: Uint8Array | null): Bytes {
   const size = head.length + (body === null ? 0 : body.length);
@@ -419,12 +415,12 @@ async function pump(
       // own batch, and given back early it could be lent to the read-ahead (or another request)
       // and overwritten while a later batch's write waits, then given back a second time.
       const out = [...batches(parts, chunked)];
-      for (const bytes of out) await writeAll(link, bytes);
+      for (const bytes of out) await writeAll(link.conn, bytes);
       for (const bytes of out) giveBack(bytes);
       for (const part of parts) giveBack(part);
       link.deadline = 0;
     }
-    if (chunked) await writeAll(link, LAST_CHUNK);
+    if (chunked) await writeAll(link.conn, LAST_CHUNK);
   } catch (error) {
     ahead.cancel(error);
     throw error;
@@ -440,7 +436,7 @@ async function pump(
 async function sendWhole(link: Link, parts: readonly Bytes[], timeout: number): Promise<void> {
   for (const part of parts) {
     link.deadline = Date.now() + timeout;
-    await writeAll(link, part);
+    await writeAll(link.conn, part);
   }
   link.deadline = Date.now() + timeout;
 }
@@ -492,13 +488,13 @@ export async function roundTrip(
       // One write nearly always takes it all: awaited directly, without writeAll's promise.
       const bytes = frame(link, request.head, body);
       const n = await link.conn.write(bytes);
-      if (n < bytes.length) await writeAll(link, bytes.subarray(n));
+      if (n < bytes.length) await writeAll(link.conn, bytes.subarray(n));
       link.deadline = Date.now() + timeout;
     } else if (!(body instanceof ReadableStream)) {
-      await writeAll(link, frame(link, request.head, null));
+      await writeAll(link.conn, frame(link, request.head, null));
       await sendWhole(link, body instanceof Uint8Array ? [body] : body, timeout);
     } else {
-      await writeAll(link, frame(link, request.head, null));
+      await writeAll(link.conn, frame(link, request.head, null));
       pumpDone = false;
       pumping = pump(link, body, request.chunked, () => headArrived).then(
         () => {
@@ -619,7 +615,7 @@ export async function upgrade(
   const host = hostFor(upstreams, backend);
   const link = await dial(host);
   try {
-    await writeAll(link, frame(link, request.head, null));
+    await writeAll(link.conn, frame(link, request.head, null));
     link.deadline = Date.now() + upstreams.options.responseTimeout;
     const head = await readHead(link, true);
     const framing = head.status === 101 ? NO_BODY : responseFraming(head, request.method);
