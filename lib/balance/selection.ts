@@ -262,12 +262,20 @@ export const MAGLEV_SIZE = 65537;
  * Builds a Maglev lookup table (Eisenbud et al., "Maglev", NSDI 2016, §3.4): each backend gets
  * a permutation of the table positions from two hashes of its name, and backends take turns
  * claiming their next free position (a backend of weight w takes w turns a round) until the
- * table is full. Removing a backend moves only the positions it held.
+ * table is full. Removing a backend moves only the positions it held. The turns go in the order
+ * of the names, so the table depends on the set of names and weights, not on their order: two
+ * goround instances whose lists are shuffled send each key to the same backend.
  *
- * @param names The backends' names (their URLs), in member order.
- * @param weights Their weights.
+ * @param names The backends' names: their URLs.
+ * @param weights Their weights, in the same order.
  * @param size The table size (a prime).
- * @returns For each position, a member index.
+ * @returns For each position, an index into `names`.
+ * @example
+ * ```ts
+ * import { maglevTable } from "./selection.ts";
+ * const table = maglevTable(["http://a:1", "http://b:1"], [1, 1], 7);
+ * table.length; // 7
+ * ```
  */
 export function maglevTable(
   names: readonly string[],
@@ -276,12 +284,16 @@ export function maglevTable(
 ): Uint16Array {
   const table = new Uint16Array(size).fill(0xffff);
   if (names.length === 0) return table;
+  // Turns in name order (§3.4 breaks ties by turn): the listing order must not matter.
+  const order = names.map((_, i) => i).sort((a, b) =>
+    names[a]! < names[b]! ? -1 : names[a]! > names[b]! ? 1 : 0
+  );
   const offsets = names.map((name) => fnv1a(name, 0x9747b28c) % size);
   const skips = names.map((name) => (fnv1a(name, 0x1b873593) % (size - 1)) + 1);
   const next = names.map(() => 0);
   let filled = 0;
   while (true) {
-    for (let i = 0; i < names.length; i++) {
+    for (const i of order) {
       for (let turn = 0; turn < weights[i]!; turn++) {
         let position = (offsets[i]! + next[i]! * skips[i]!) % size;
         while (table[position] !== 0xffff) {
@@ -296,14 +308,15 @@ export function maglevTable(
   }
 }
 
-function hashSelector(): Selector {
+function hashSelector(nameOf: (slot: number) => string): Selector {
+  // Built once per change of the members (their names and weights), not per request.
   let cache: Derived<{ table: Uint16Array; slots: number[] }> | null = null;
   return (pool, context) => {
     if (context.key === "") return roundRobin(pool, context); // no key: nothing to be sticky to
     cache = derive(cache, pool, () => {
       const slots = Array.from({ length: poolSize(pool) }, (_, i) => memberAt(pool, i));
       const table = maglevTable(
-        slots.map((slot) => String(slot)),
+        slots.map(nameOf),
         slots.map((slot) => weightOf(pool, slot)),
       );
       return { slots, table };
@@ -327,9 +340,14 @@ function hashSelector(): Selector {
  * as the weighted cycle or the Maglev table, keep it per instance).
  *
  * @param name An entry of {@linkcode ALGORITHMS}.
+ * @param options `nameOf`: a slot's backend URL, which `hash` places by (the slot number when
+ *   not given, as in tests of one pool).
  * @returns The selector.
  */
-export function selectorFor(name: Algorithm): Selector {
+export function selectorFor(
+  name: Algorithm,
+  options: { readonly nameOf?: (slot: number) => string } = {},
+): Selector {
   switch (name) {
     case "round-robin":
       return roundRobin;
@@ -340,6 +358,6 @@ export function selectorFor(name: Algorithm): Selector {
     case "p2c":
       return p2c;
     case "hash":
-      return hashSelector();
+      return hashSelector(options.nameOf ?? String);
   }
 }

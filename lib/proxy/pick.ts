@@ -117,7 +117,9 @@ export function createPicker(
   config: Config,
   backends: readonly (Backend | undefined)[],
 ): Picker {
-  const select = selectorFor(config.algorithm);
+  const select = selectorFor(config.algorithm, {
+    nameOf: (slot) => backends[slot]?.url ?? String(slot),
+  });
   const sticky = config.sticky === "cookie" ? createSticky(config.stickyKey) : null;
   const stickyIds = sticky ? backends.map((b) => (b ? sticky.idOf(b.url) : "")) : [];
   const waiting = createCapacityQueue(pool);

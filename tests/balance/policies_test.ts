@@ -10,6 +10,7 @@ import {
 } from "../../lib/balance/pool.ts";
 import { ALGORITHMS } from "../../lib/config/config.ts";
 import {
+  fnv1a,
   maglevTable,
   rampShare,
   type SelectionContext,
@@ -190,4 +191,29 @@ Deno.test("slow start: a backend that just came back up gets a ramping share", a
   await new Promise((resolve) => setTimeout(resolve, 30));
   const later = counts(selectorFor("round-robin"), pool, 2000, () => ctx({ slowStart: 50 }));
   assert(later[1]! > 700, `after the ramp: ${later}`);
+});
+
+Deno.test("Maglev places by backend URL: shuffled lists agree on 10,000 keys", () => {
+  const urls = Array.from({ length: 7 }, (_, i) => `http://10.0.0.${i + 1}:8080`);
+  const shuffled = [urls[3]!, urls[0]!, urls[6]!, urls[1]!, urls[5]!, urls[2]!, urls[4]!];
+  const weights = (list: string[]) => list.map((url) => (url.endsWith("3:8080") ? 3 : 1));
+  const a = maglevTable(urls, weights(urls));
+  const b = maglevTable(shuffled, weights(shuffled));
+  for (let i = 0; i < 10_000; i++) {
+    const position = fnv1a(`user-${i}`) % a.length;
+    equal(urls[a[position]!], shuffled[b[position]!], `key user-${i}`);
+  }
+});
+
+Deno.test("the hash selector goes by the names it is given, so slot order does not matter", () => {
+  const urls = ["http://a:1", "http://b:1", "http://c:1"];
+  // Two pools whose slots hold the same backends in another order.
+  const order = [2, 0, 1];
+  const first = selectorFor("hash", { nameOf: (slot) => urls[slot]! });
+  const second = selectorFor("hash", { nameOf: (slot) => urls[order[slot]!]! });
+  const pool = poolOf([1, 1, 1]);
+  for (let i = 0; i < 1000; i++) {
+    const context = ctx({ key: `k${i}` });
+    equal(urls[first(pool, context)]!, urls[order[second(pool, context)]!]!);
+  }
 });

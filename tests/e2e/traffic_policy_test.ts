@@ -400,3 +400,25 @@ Deno.test("--hash-key cookie:session: a session stays on one backend", async () 
     await Promise.all(backends.map((b) => b.close()));
   }
 });
+
+Deno.test("--algorithm hash: two gorounds listing the backends in other orders agree on every key", async () => {
+  const backends = named(["a", "b", "c"]);
+  const [a, b, c] = backends.map((backend) => backend.url);
+  const hashed = ["--algorithm", "hash", "--hash-key", "header:X-User", "--workers", "1"];
+  const first = await startGoround(["--backends", `${a},${b},${c}`, ...hashed]);
+  const second = await startGoround(["--backends", `${c},${a},${b}`, ...hashed]);
+  try {
+    const seen = new Set<string>();
+    for (let user = 0; user < 200; user++) {
+      const headers = { "x-user": `user-${user}` };
+      const one = (await get(first.url, { headers })).text;
+      const other = (await get(second.url, { headers })).text;
+      equal(other, one, `user-${user}`);
+      seen.add(one);
+    }
+    equal(seen.size, 3, "the keys spread over every backend");
+  } finally {
+    await Promise.all([first.stop(), second.stop()]);
+    await Promise.all(backends.map((backend) => backend.close()));
+  }
+});
