@@ -36,6 +36,7 @@ import {
 } from "../upstream/client.ts";
 import { readAheadFor } from "../http/streaming.ts";
 import { createUpgrader, relayWebSocket, type Upgrader } from "../proxy/websocket.ts";
+import type { SessionEnd } from "../proxy/ws_bridge.ts";
 
 /** The worker's own scope (typed here rather than with a global `deno.worker` lib directive,
  * which a published module may not carry). */
@@ -129,7 +130,11 @@ function internalError(error: unknown): void {
 interface Core {
   readonly forward: Forwarder;
   readonly upgrade: Upgrader;
-  readonly relay: (req: Request, incoming: Incoming) => Promise<Response | Reply>;
+  readonly relay: (
+    req: Request,
+    incoming: Incoming,
+    ended?: (end: SessionEnd, backend: Backend, requestId: string) => void,
+  ) => Promise<Response | Reply>;
 }
 
 /** What the front ends read at each use, so an update changes it in place. */
@@ -285,7 +290,7 @@ function start(message: StartMessage, options: WorkerOptions): void {
   const settings = frontSettings(message.config, {
     forward: options.wrapForward ? options.wrapForward(core) : core,
     upgrade: (incoming) => upgrader(incoming),
-    relay: (req, incoming) => relayWebSocket(bridgeUpgrader, req, incoming),
+    relay: (req, incoming, ended) => relayWebSocket(bridgeUpgrader, req, incoming, ended),
   }, { accessLog, budget });
   let front: Front;
   try {

@@ -7,6 +7,8 @@
  */
 
 import type { AccessLogFormat } from "../config/config.ts";
+import type { Reply } from "../proxy/forward.ts";
+import type { SessionEnd } from "../proxy/ws_bridge.ts";
 
 /** What one line says. */
 export interface AccessEntry {
@@ -36,6 +38,29 @@ export interface AccessEntry {
   readonly referer: string | null;
   /** The `User-Agent` field, or `null`. */
   readonly userAgent: string | null;
+  /** Why goround answered by itself (a refusal, no backend, a loop), or `null`. */
+  readonly reason: string | null;
+  /** For a WebSocket session: bytes each way and the close code, once it has ended. */
+  readonly session?: SessionEnd;
+}
+
+/** What a reply tells the access log: who answered, after how many retries, and why goround
+ * answered by itself. */
+export type ReplyFacts = Pick<AccessEntry, "backend" | "retries" | "requestId" | "reason">;
+
+/**
+ * The access-log facts of a reply, the same for both front ends.
+ *
+ * @param reply The reply sent.
+ * @returns Its facts.
+ */
+export function replyFacts(reply: Reply): ReplyFacts {
+  return {
+    backend: reply.trace?.backend ?? null,
+    retries: reply.trace?.retries ?? 0,
+    requestId: reply.trace?.requestId ?? "-",
+    reason: reply.kind === "local" ? reply.text.trim() : null,
+  };
 }
 
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
@@ -67,7 +92,8 @@ function quoted(text: string | null): string {
 
 /**
  * Formats a combined-format line: `client - - [time] "request" status bytes "referer" "agent"`,
- * then `rt=` (seconds), `backend=`, `retries=` and `id=`.
+ * then `rt=` (seconds), `backend=`, `retries=` and `id=`; `reason="…"` when goround answered
+ * by itself, and `ws_in=`, `ws_out=`, `ws_close=` for a WebSocket session.
  *
  * @param entry The request.
  * @returns The line, without a newline.
@@ -85,7 +111,11 @@ export function formatCombined(entry: AccessEntry): string {
     `${quoted(entry.referer)} ${quoted(entry.userAgent)} rt=${
       (entry.durationMs / 1000).toFixed(3)
     } ` +
-    `backend=${entry.backend ?? "-"} retries=${entry.retries} id=${entry.requestId}`;
+    `backend=${entry.backend ?? "-"} retries=${entry.retries} id=${entry.requestId}` +
+    (entry.reason === null ? "" : ` reason=${quoted(entry.reason)}`) +
+    (entry.session === undefined
+      ? ""
+      : ` ws_in=${entry.session.bytesIn} ws_out=${entry.session.bytesOut} ws_close=${entry.session.closeCode}`);
 }
 
 /**
@@ -109,6 +139,12 @@ export function formatJson(entry: AccessEntry): string {
     request_id: entry.requestId,
     referer: entry.referer,
     user_agent: entry.userAgent,
+    reason: entry.reason,
+    ...(entry.session === undefined ? {} : {
+      ws_bytes_in: entry.session.bytesIn,
+      ws_bytes_out: entry.session.bytesOut,
+      ws_close_code: entry.session.closeCode,
+    }),
   });
 }
 

@@ -16,13 +16,16 @@ import {
   backoffBegins,
   backoffEnds,
 } from "./accept_backoff.ts";
-import type { AccessLog } from "./access_log.ts";
+import { type AccessEntry, type AccessLog, type ReplyFacts, replyFacts } from "./access_log.ts";
+import type { Backend } from "../config/config.ts";
+import type { SessionEnd } from "../proxy/ws_bridge.ts";
 import { forwardResponseHeaders } from "../http/headers.ts";
 import { formatDuration } from "../config/duration.ts";
 import { logLine } from "../log.ts";
 import {
   type Forwarder,
   type Incoming,
+  type LocalReply,
   localReply,
   type Reply,
   splitTarget,
@@ -57,8 +60,8 @@ const DEFAULT_LIMITS: BodyLimits = {
 };
 
 /** What a refused body gets; the connection is not kept (hyper still reads the body out). */
-function refusal(status: 400 | 408, text: string): Response {
-  return toResponse(localReply(status, text, [["connection", "close"]]));
+function refusalReply(status: 400 | 408, text: string): LocalReply {
+  return localReply(status, text, [["connection", "close"]]);
 }
 
 /** The send timeout of one streamed response, and its log line. */
@@ -135,6 +138,68 @@ export function toResponse(
   return new Response(body, { status: response.status, headers });
 }
 
+/** The request side of an access-log line under `Deno.serve`, read while the request is open
+ * (its fields cannot be read once it is over, as a WebSocket session's is when it is logged). */
+type Served =
+  & Pick<
+    AccessEntry,
+    "time" | "client" | "method" | "target" | "protocol" | "referer" | "userAgent"
+  >
+  & {
+    /** `performance.now()` when the request arrived. */
+    readonly started: number;
+  };
+
+/**
+ * The request side of an access-log line. hyper does not say which HTTP version a request used;
+ * an HTTP/2 request has no `Host` field (its authority is a pseudo-header, which `Deno.serve`
+ * folds into the URL), while HTTP/1.1 requires one.
+ */
+function servedOf(
+  req: Request,
+  info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  target: string,
+  times: { readonly started: number; readonly arrived: number },
+): Served {
+  return {
+    time: times.arrived,
+    started: times.started,
+    client: info.remoteAddr.hostname,
+    method: req.method,
+    target,
+    protocol: req.headers.has("host") ? "HTTP/1.1" : "HTTP/2.0",
+    referer: req.headers.get("referer"),
+    userAgent: req.headers.get("user-agent"),
+  };
+}
+
+/** Writes the access-log line of one request served through `Deno.serve`. */
+function logServed(
+  log: AccessLog | null | undefined,
+  served: Served,
+  sent: Pick<AccessEntry, "status" | "bytes">,
+  facts: ReplyFacts & Pick<AccessEntry, "session">,
+): void {
+  if (!log) return;
+  log.log({
+    time: served.time,
+    client: served.client,
+    method: served.method,
+    target: served.target,
+    protocol: served.protocol,
+    status: sent.status,
+    bytes: served.method === "HEAD" ? 0 : sent.bytes,
+    durationMs: performance.now() - served.started,
+    backend: facts.backend,
+    retries: facts.retries,
+    requestId: facts.requestId,
+    referer: served.referer,
+    userAgent: served.userAgent,
+    reason: facts.reason,
+    ...(facts.session ? { session: facts.session } : {}),
+  });
+}
+
 /**
  * Builds the `Deno.serve` handler.
  *
@@ -154,7 +219,11 @@ export function createServeHandler(
   options: {
     proto?: "http" | "https";
     accessLog?: AccessLog | null;
-    webSocket?: (req: Request, incoming: Incoming) => Promise<Response | Reply>;
+    webSocket?: (
+      req: Request,
+      incoming: Incoming,
+      ended: (end: SessionEnd, backend: Backend, requestId: string) => void,
+    ) => Promise<Response | Reply>;
     closing?: () => boolean;
     /** Request buffering, body pace and send timeout (read at each request). @default {the
      * flags' defaults, no budget bound} */
@@ -165,14 +234,26 @@ export function createServeHandler(
   return async (req, info) => {
     const arrived = Date.now();
     const started = performance.now();
+    /** Logs a reply goround made itself before forwarding, and answers it. */
+    const refuse = (reply: LocalReply): Response => {
+      const response = toResponse(reply);
+      if (options.accessLog) {
+        const served = servedOf(req, info, req.url, { started, arrived });
+        logServed(options.accessLog, served, {
+          status: reply.status,
+          bytes: reply.text.length,
+        }, replyFacts(reply));
+      }
+      return response;
+    };
     if (req.method === "CONNECT") {
       // goround is a reverse proxy, not a forward proxy: it never opens tunnels.
-      return toResponse(localReply(405, "CONNECT is not supported", [["allow", ALLOW]]));
+      return refuse(localReply(405, "CONNECT is not supported", [["allow", ALLOW]]));
     }
     // hyper refused other target forms and bytes outside ASCII; the Host value, the scheme and
     // the authority of an absolute-form target are left to goround (see request_target.ts).
     const refused = requestProblem(req);
-    if (refused !== null) return toResponse(localReply(400, refused));
+    if (refused !== null) return refuse(localReply(400, refused));
     // req.url is absolute: its authority is the client's Host (origin-form), or the request
     // target's own authority for absolute-form, which RFC 9112 §3.2.2 prefers over Host.
     const { target, authority } = splitTarget(req.url);
@@ -190,7 +271,7 @@ export function createServeHandler(
         logLine(
           `client ${info.remoteAddr.hostname}: ${buffered.text}: ${buffered.status} (${req.method} ${target})`,
         );
-        return refusal(buffered.status, buffered.text);
+        return refuse(refusalReply(buffered.status, buffered.text));
       }
       if (buffered.kind === "whole") {
         // A chunked body read whole goes on with a Content-Length, as nginx sends it.
@@ -215,7 +296,18 @@ export function createServeHandler(
     try {
       if (options.webSocket && req.headers.get("upgrade")?.toLowerCase() === "websocket") {
         // A refused handshake (no 101) is answered and logged like any other reply.
-        const answer = await options.webSocket(req, incoming);
+        // One line per session, once it is over (its 101 is not logged on its own).
+        const served = options.accessLog ? servedOf(req, info, target, { started, arrived }) : null;
+        const answer = await options.webSocket(req, incoming, (session, backend, requestId) => {
+          if (!served) return;
+          logServed(options.accessLog, served, { status: 101, bytes: null }, {
+            backend: backend.url,
+            retries: 0,
+            requestId,
+            reason: null,
+            session,
+          });
+        });
         if (answer instanceof Response) return answer;
         reply = answer;
       } else {
@@ -232,7 +324,7 @@ export function createServeHandler(
         }
         reply.response.release();
       }
-      return refusal(408, "request body too slow");
+      return refuse(refusalReply(408, "request body too slow"));
     }
     // Only a streamed body holds a backend while the client reads: only that one is watched.
     const response = reply.kind === "upstream" && reply.response.body instanceof ReadableStream
@@ -241,28 +333,16 @@ export function createServeHandler(
     // RFC 9112 §9.6; over HTTP/2 the server drops the field and its shutdown sends GOAWAY.
     if (options.closing?.()) response.headers.set("connection", "close");
     // Read at each request: a reload may switch the log (the options object is the worker's).
-    const accessLog = options.accessLog;
-    if (accessLog) {
+    if (options.accessLog) {
       const known = reply.kind === "local"
         ? reply.text.length
         : reply.response.body instanceof ReadableStream
         ? (reply.response.framing.kind === "length" ? reply.response.framing.length : null)
         : reply.response.body?.length ?? 0;
-      accessLog.log({
-        time: arrived,
-        client: info.remoteAddr.hostname,
-        method: req.method,
-        target,
-        protocol: "HTTP/1.1",
+      logServed(options.accessLog, servedOf(req, info, target, { started, arrived }), {
         status: response.status,
-        bytes: req.method === "HEAD" ? 0 : known,
-        durationMs: performance.now() - started,
-        backend: reply.trace?.backend ?? null,
-        retries: reply.trace?.retries ?? 0,
-        requestId: reply.trace?.requestId ?? "-",
-        referer: req.headers.get("referer"),
-        userAgent: req.headers.get("user-agent"),
-      });
+        bytes: known,
+      }, replyFacts(reply));
     }
     return response;
   };

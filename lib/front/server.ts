@@ -28,7 +28,7 @@ import {
   backoffEnds,
   isPeerGone,
 } from "./accept_backoff.ts";
-import type { AccessLog } from "./access_log.ts";
+import { type AccessEntry, type AccessLog, type ReplyFacts, replyFacts } from "./access_log.ts";
 import { noteRead, type PaceLimits, readAllowance, resetPace } from "./body_pace.ts";
 import { forwardResponseHeaders } from "../http/headers.ts";
 import {
@@ -61,6 +61,7 @@ import { BODY_BUFFER, borrow, giveBack } from "../http/buffers.ts";
 import { bufferSize, keepBuffer, takeBuffer } from "../http/spare_buffers.ts";
 import { reclaimed, reclaimMemory, type ReclaimState, shouldReclaim } from "./reclaim.ts";
 import { closeFrame, isWebSocketUpgrade, splice, type Upgrader } from "../proxy/websocket.ts";
+import type { SessionEnd } from "../proxy/ws_bridge.ts";
 import type { Bytes, RequestBody, UpstreamResponse } from "../upstream/client.ts";
 
 /** Settings of the front end. The server reads them at each use, so the caller may change the
@@ -308,6 +309,12 @@ function bodyTimedOut(client: Client): void {
     return;
   }
   client.replied = true;
+  logExchange(client, head, performance.now(), { status: 408, bytes: TOO_SLOW_TEXT.length }, {
+    backend: null,
+    retries: 0,
+    requestId: "-",
+    reason: "request body too slow",
+  });
   client.sendDeadline = Date.now() + options.sendTimeout;
   client.farewell = client.conn.write(TOO_SLOW).then(() => {}, () => {}).finally(() =>
     closeClient(client)
@@ -903,7 +910,10 @@ async function answer(
   if (head.method === "CONNECT") {
     // goround is a reverse proxy, not a forward proxy: it never opens tunnels.
     const reply = localReply(405, "CONNECT is not supported", [["allow", ALLOW]]);
-    await writeReply(client, head, reply, false);
+    const written = await writeReply(client, head, reply, false);
+    if (client.options.accessLog) {
+      logExchange(client, head, started, written, replyFacts(reply));
+    }
     return false;
   }
   const { target, authority } = splitTarget(head.target);
@@ -971,26 +981,48 @@ async function answer(
     if (client.reserved !== 0) releaseBudget(client);
   }
   if (!client.bodyDone && body instanceof ReadableStream) body.cancel().catch(() => {});
-  if (options.accessLog) {
-    const field = (name: string) => head.headers.find(([n]) => n === name)?.[1] ?? null;
-    const now = performance.now();
-    options.accessLog.log({
-      time: Date.now() - (now - started),
-      client: client.ip,
-      method: head.method,
-      target: head.target,
-      protocol: head.minor === 1 ? "HTTP/1.1" : "HTTP/1.0",
-      status: written.status,
-      bytes: written.bytes,
-      durationMs: now - started,
-      backend: reply.trace?.backend ?? null,
-      retries: reply.trace?.retries ?? 0,
-      requestId: reply.trace?.requestId ?? "-",
-      referer: field("referer"),
-      userAgent: field("user-agent"),
-    });
+  if (client.options.accessLog) {
+    logExchange(client, head, started, written, replyFacts(reply));
   }
+
   return written.keep && client.bodyDone;
+}
+
+/** What was sent: the status and the body bytes. */
+type Sent = Pick<AccessEntry, "status" | "bytes">;
+
+/**
+ * Writes the access-log line of one exchange of this connection: answered, refused (`head`
+ * `null` when it was refused before its head was read whole), or a WebSocket session once over.
+ */
+function logExchange(
+  client: Client,
+  head: RequestHead | null,
+  started: number,
+  sent: Sent,
+  facts: ReplyFacts & Pick<AccessEntry, "session">,
+): void {
+  const log = client.options.accessLog;
+  if (!log) return;
+  const field = (name: string) => head?.headers.find(([n]) => n === name)?.[1] ?? null;
+  const now = performance.now();
+  log.log({
+    time: Date.now() - (now - started),
+    client: client.ip,
+    method: head?.method ?? "-",
+    target: head?.target ?? "-",
+    protocol: head === null ? "-" : head.minor === 1 ? "HTTP/1.1" : "HTTP/1.0",
+    status: sent.status,
+    bytes: head?.method === "HEAD" ? 0 : sent.bytes,
+    durationMs: now - started,
+    backend: facts.backend,
+    retries: facts.retries,
+    requestId: facts.requestId,
+    referer: field("referer"),
+    userAgent: field("user-agent"),
+    reason: facts.reason,
+    ...(facts.session ? { session: facts.session } : {}),
+  });
 }
 
 /** Whether a field is among `fields`. */
@@ -1006,12 +1038,17 @@ async function tunnel(
   incoming: Incoming,
   upgrader: Upgrader,
 ): Promise<void> {
+  const started = performance.now();
   const outcome = await upgrader(incoming);
   if (outcome.kind === "reply") {
-    await writeReply(client, head, outcome.reply, false);
+    const written = await writeReply(client, head, outcome.reply, false);
+    if (client.options.accessLog) {
+      logExchange(client, head, started, written, replyFacts(outcome.reply));
+    }
     return;
   }
   const { switched } = outcome;
+  let session: SessionEnd | undefined;
   try {
     // The backend's 101 goes to the client as it is (Upgrade, Connection, Sec-WebSocket-*
     // included: for a protocol switch they are the point), minus framing fields.
@@ -1033,7 +1070,7 @@ async function tunnel(
         }
       });
     };
-    await splice(
+    session = await splice(
       { conn: client.conn, leftover },
       { conn: switched.conn, leftover: switched.leftover },
       outcome.backend.url,
@@ -1045,6 +1082,14 @@ async function tunnel(
       // Closed by the splice.
     }
     outcome.done();
+    // One line per session, once it is over: its length, bytes each way and close code.
+    logExchange(client, head, started, { status: 101, bytes: null }, {
+      backend: outcome.backend.url,
+      retries: 0,
+      requestId: outcome.requestId,
+      reason: null,
+      ...(session ? { session } : {}),
+    });
   }
 }
 
@@ -1070,7 +1115,12 @@ async function session(
         }
       } catch (error) {
         if (!(error instanceof RequestError)) throw error;
-        await writeReply(client, { minor: 1, method: "GET" }, errorReply(error), false);
+        const reply = errorReply(error);
+        const started = performance.now();
+        const written = await writeReply(client, { minor: 1, method: "GET" }, reply, false);
+        if (client.options.accessLog) {
+          logExchange(client, null, started, written, replyFacts(reply));
+        }
         return;
       }
       client.busy = true;
@@ -1080,7 +1130,12 @@ async function session(
         again = await answer(client, head, options, drain);
       } catch (error) {
         if (!(error instanceof RequestError)) throw error;
-        if (!client.replied) await writeReply(client, head, errorReply(error), false);
+        if (client.replied) return;
+        const reply = errorReply(error);
+        const written = await writeReply(client, head, reply, false);
+        if (client.options.accessLog) {
+          logExchange(client, head, performance.now(), written, replyFacts(reply));
+        }
         return;
       }
       if (!again) return;

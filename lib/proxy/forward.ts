@@ -86,6 +86,9 @@ export interface Incoming {
   readonly underscores?: boolean;
 }
 
+/** A reply goround makes itself (a refusal, no backend, a loop). */
+export type LocalReply = Extract<Reply, { readonly kind: "local" }>;
+
 /** What the front end writes back. */
 export type Reply =
   & (
@@ -143,7 +146,11 @@ export type Forwarder = (incoming: Incoming) => Promise<Reply>;
  * @param headers Extra fields.
  * @returns The reply.
  */
-export function localReply(status: number, text: string, headers: [string, string][] = []): Reply {
+export function localReply(
+  status: number,
+  text: string,
+  headers: [string, string][] = [],
+): LocalReply {
   return {
     kind: "local",
     status,

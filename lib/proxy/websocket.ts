@@ -31,7 +31,7 @@ import {
 import { marksDown } from "./retry.ts";
 import { createPicker, type Picker } from "./pick.ts";
 import { type Switched, upgrade } from "../upstream/client.ts";
-import { bridge, CLOSE_BACKEND_GONE } from "./ws_bridge.ts";
+import { bridge, CLOSE_BACKEND_GONE, type SessionEnd } from "./ws_bridge.ts";
 
 export { CLOSE_BACKEND_GONE };
 
@@ -79,24 +79,35 @@ export function closeFrame(code: number, reason: string): Uint8Array {
   return frame;
 }
 
-/** Follows the frames in one direction of a WebSocket, to know whether a close frame passed. */
+/** Follows the frames in one direction of a WebSocket: whether a close frame passed, with
+ * which code, and how many bytes went by. */
 export interface FrameTracker {
   /** Reads the next bytes of the stream. */
   readonly feed: (bytes: Uint8Array) => void;
   /** Whether a close frame has gone by. */
   readonly closed: () => boolean;
+  /** The first close frame's code: 1005 when it had none, 0 before one passed. */
+  readonly closeCode: () => number;
+  /** Bytes fed so far. */
+  readonly bytes: () => number;
 }
 
 /**
  * Creates a frame tracker (RFC 6455 §5.2 framing: a 2-byte header, an extended length of 2 or
- * 8 bytes, a 4-byte mask when masked, then the payload).
+ * 8 bytes, a 4-byte mask when masked, then the payload; a close frame's payload starts with its
+ * code, masked like the rest from a client).
  *
  * @returns The tracker.
  */
 export function frameTracker(): FrameTracker {
   let header: number[] = [];
   let skip = 0;
-  let sawClose = false;
+  let total = 0;
+  let code = 0;
+  // Payload bytes of the first close frame still to read for its code, its mask, what is read.
+  let codeLeft = 0;
+  let mask: number[] = [];
+  let codeBytes: number[] = [];
   const needed = (): number => {
     if (header.length < 2) return 2;
     const len = header[1]! & 0x7f;
@@ -105,9 +116,16 @@ export function frameTracker(): FrameTracker {
   };
   return {
     feed: (bytes) => {
+      total += bytes.length;
       let i = 0;
       while (i < bytes.length) {
         if (skip > 0) {
+          while (codeLeft > 0 && i < bytes.length) {
+            codeBytes.push(bytes[i++]! ^ (mask[codeBytes.length] ?? 0));
+            codeLeft--;
+            skip--;
+            if (codeLeft === 0) code = (codeBytes[0]! << 8) | codeBytes[1]!;
+          }
           const take = Math.min(skip, bytes.length - i);
           skip -= take;
           i += take;
@@ -115,7 +133,6 @@ export function frameTracker(): FrameTracker {
         }
         header.push(bytes[i++]!);
         if (header.length < needed()) continue;
-        if ((header[0]! & 0x0f) === 0x8) sawClose = true;
         const len7 = header[1]! & 0x7f;
         let length = len7;
         if (len7 === 126) length = (header[2]! << 8) | header[3]!;
@@ -123,11 +140,21 @@ export function frameTracker(): FrameTracker {
           length = 0;
           for (let b = 2; b < 10; b++) length = length * 256 + header[b]!;
         }
+        if ((header[0]! & 0x0f) === 0x8 && code === 0) {
+          code = 1005;
+          if (length >= 2) {
+            codeLeft = 2;
+            codeBytes = [];
+            mask = (header[1]! & 0x80) !== 0 ? header.slice(-4) : [];
+          }
+        }
         skip = length;
         header = [];
       }
     },
-    closed: () => sawClose,
+    closed: () => code !== 0,
+    closeCode: () => code,
+    bytes: () => total,
   };
 }
 
@@ -271,10 +298,10 @@ async function pipe(
   from: Deno.Conn,
   to: Deno.Conn,
   first: Uint8Array,
-  watch?: FrameTracker,
+  watch: FrameTracker,
 ): Promise<void> {
   if (first.length > 0) {
-    watch?.feed(first);
+    watch.feed(first);
     await writeAll(to, first);
   }
   // An idle tunnel waits with a small buffer (its pending read holds it); a read that fills it
@@ -286,7 +313,7 @@ async function pipe(
       const n = await from.read(buf);
       if (n === null) return;
       const chunk = buf.subarray(0, n);
-      watch?.feed(chunk);
+      watch.feed(chunk);
       await writeAll(to, chunk);
       if (buf === small && n === small.length) {
         buf = borrow();
@@ -316,20 +343,24 @@ function closeQuietly(conn: Deno.Conn): void {
  * @param client The client connection and the bytes it sent after its handshake.
  * @param backend The backend connection and what it sent after its 101.
  * @param name The backend's URL, for the log.
+ * @returns How the session ended: bytes each way and the close code.
  */
 export async function splice(
   client: { conn: Deno.Conn; leftover: Uint8Array },
   backend: { conn: Deno.Conn; leftover: Uint8Array },
   name: string,
-): Promise<void> {
+): Promise<SessionEnd> {
+  const fromClient = frameTracker();
   const fromBackend = frameTracker();
-  const up = pipe(client.conn, backend.conn, client.leftover).catch(() => {});
+  const up = pipe(client.conn, backend.conn, client.leftover, fromClient).catch(() => {});
   const down = pipe(backend.conn, client.conn, backend.leftover, fromBackend).then(
     () => "ended" as const,
     () => "broke" as const,
   );
   const first = await Promise.race([up.then(() => "client" as const), down]);
+  let gone = false;
   if (first !== "client" && !fromBackend.closed()) {
+    gone = true;
     logLine(
       `websocket: backend ${name} went away without closing; closing the client with ${CLOSE_BACKEND_GONE}`,
     );
@@ -340,6 +371,11 @@ export async function splice(
   closeQuietly(backend.conn);
   closeQuietly(client.conn);
   await Promise.all([up, down]);
+  // The code of whichever side closed first; 1006 when neither closed properly.
+  const code = gone
+    ? CLOSE_BACKEND_GONE
+    : fromClient.closeCode() || fromBackend.closeCode() || 1006;
+  return { bytesIn: fromClient.bytes(), bytesOut: fromBackend.bytes(), closeCode: code };
 }
 
 /**
@@ -351,12 +387,14 @@ export async function splice(
  * @param upgrader An upgrader made with `bridged: true` (no extension is negotiated).
  * @param req The client's handshake request.
  * @param incoming The same request as the proxy core sees it.
+ * @param ended Told how the session ended, once it has.
  * @returns The response that completes the client's handshake, or the reply to send instead.
  */
 export async function relayWebSocket(
   upgrader: Upgrader,
   req: Request,
   incoming: Incoming,
+  ended?: (end: SessionEnd, backend: Backend, requestId: string) => void,
 ): Promise<Response | Reply> {
   const outcome = await upgrader(incoming);
   if (outcome.kind === "reply") return outcome.reply;
@@ -364,7 +402,10 @@ export async function relayWebSocket(
   const protocol = switched.headers.find(([name]) => name === "sec-websocket-protocol")?.[1];
   const { socket, response } = Deno.upgradeWebSocket(req, protocol ? { protocol } : {});
   bridge(socket, switched, {
-    done,
+    done: (end) => {
+      done();
+      ended?.(end, backend, requestId);
+    },
     gone: () =>
       logLine(
         `websocket: backend ${backend.url} went away without closing; closing the client with ${CLOSE_BACKEND_GONE}`,

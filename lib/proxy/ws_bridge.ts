@@ -8,6 +8,8 @@
  */
 
 import { writeAll } from "../http/conn_io.ts";
+import { describeError } from "../errors.ts";
+import { logLine } from "../log.ts";
 
 /** Close code for a backend that went away without closing properly (RFC 6455 §7.4.1). */
 export const CLOSE_BACKEND_GONE = 1011;
@@ -117,10 +119,20 @@ export function sendable(code: number): number {
   return code >= 3000 && code <= 4999 ? code : 1000;
 }
 
+/** How a WebSocket session ended. */
+export interface SessionEnd {
+  /** Bytes from the client to the backend (frames, as they crossed goround). */
+  readonly bytesIn: number;
+  /** Bytes from the backend to the client. */
+  readonly bytesOut: number;
+  /** The close code of the side that closed first (1005: none given; 1006: no close). */
+  readonly closeCode: number;
+}
+
 /** What the bridge tells its owner. */
 export interface BridgeHooks {
-  /** The session is over (both sides closed). */
-  readonly done: () => void;
+  /** The session is over (both sides closed), and how it ended. */
+  readonly done: (end: SessionEnd) => void;
   /** The backend ended the stream without a close frame. */
   readonly gone: () => void;
 }
@@ -143,20 +155,30 @@ export function bridge(
   let writing: Promise<unknown> = Promise.resolve();
   let closeSent = false;
   let ended = false;
-  const end = () => {
+  const counts = { bytesIn: 0, bytesOut: back.leftover.length };
+  // The code of the side that closed first.
+  let closeCode = 0;
+  const end = (code: number) => {
     if (ended) return;
     ended = true;
+    closeCode = code;
     writing.finally(() => {
       try {
         conn.close();
       } catch { /* already closed */ }
-      hooks.done();
+      try {
+        hooks.done({ bytesIn: counts.bytesIn, bytesOut: counts.bytesOut, closeCode });
+      } catch (error) {
+        // A hook's bug must not end the worker (this runs outside any request).
+        logLine(`internal error after a WebSocket session: ${describeError(error)}`);
+      }
     });
   };
   const send = (opcode: number, payload: Uint8Array) => {
     if (closeSent) return;
     if (opcode === OP_CLOSE) closeSent = true;
     const frame = maskedFrame(opcode, payload);
+    counts.bytesIn += frame.length;
     writing = writing.then(() => writeAll(conn, frame)).catch(() => {});
   };
   const closeFront = (code: number, reason: string) => {
@@ -165,7 +187,7 @@ export function bridge(
   const closeBoth = (code: number, reason: string) => {
     send(OP_CLOSE, closePayload(code, reason));
     closeFront(code, reason);
-    end();
+    end(code);
   };
   front.binaryType = "arraybuffer";
   const queued: (string | ArrayBuffer)[] = [];
@@ -184,16 +206,16 @@ export function bridge(
   front.onmessage = (event) => forward(event.data);
   front.onclose = (event) => {
     send(OP_CLOSE, closePayload(sendable(event.code), event.reason));
-    end();
+    end(event.code);
   };
   front.onerror = () => {};
-  readBackend(conn, back.leftover, {
+  readBackend(conn, back.leftover, counts, {
     message: toFront,
     ping: (payload) => send(OP_PONG, payload),
     close: (code, reason) => {
       send(OP_CLOSE, closePayload(code === 1005 ? 1000 : code, reason));
       closeFront(code, reason);
-      end();
+      end(code);
     },
     broken: (code, reason) => closeBoth(code, reason),
     gone: () => {
@@ -201,7 +223,7 @@ export function bridge(
         hooks.gone();
         closeFront(CLOSE_BACKEND_GONE, "backend went away");
       }
-      end();
+      end(CLOSE_BACKEND_GONE);
     },
   });
 }
@@ -219,6 +241,7 @@ interface BackendEvents {
 async function readBackend(
   conn: Deno.Conn,
   leftover: Uint8Array,
+  counts: { bytesOut: number },
   on: BackendEvents,
 ): Promise<void> {
   let pending: Uint8Array = leftover.slice();
@@ -273,6 +296,7 @@ async function readBackend(
         n = null;
       }
       if (n === null) return on.gone();
+      counts.bytesOut += n;
       more.push(buf.slice(0, n));
       have += n;
     }

@@ -1,5 +1,12 @@
 import { equal, match, ok as assert } from "node:assert/strict";
-import { bannerAt, recordingBackend, ROOT, runGoround, startGoround } from "../support/helpers.ts";
+import {
+  bannerAt,
+  recordingBackend,
+  ROOT,
+  runGoround,
+  startGoround,
+  waitFor,
+} from "../support/helpers.ts";
 
 /** A self-signed certificate for localhost and 127.0.0.1, made with Debian's openssl. It is
  * an end-entity certificate (CA:FALSE): rustls refuses a CA certificate used as a server's. */
@@ -181,4 +188,37 @@ Deno.test("TLS settings that cannot work exit 2 with one line", async () => {
   const redirect = await runGoround(["--redirect-http", ":8080"]);
   equal(redirect.code, 2);
   match(redirect.stderr.trim(), /--redirect-http: needs --tls-cert and --tls-key/);
+});
+
+Deno.test("the access log names the protocol a TLS client used: HTTP/2.0 or HTTP/1.1", async () => {
+  const dir = await Deno.makeTempDir();
+  const { cert, key } = await makeCertificate(dir);
+  const backend = recordingBackend(() => new Response("hello"));
+  const proxy = await startGoround([
+    "--tls-cert",
+    cert,
+    "--tls-key",
+    key,
+    "--backend",
+    backend.url,
+    "--access-log",
+    "json",
+    "--workers",
+    "1",
+  ], { readable: dir });
+  try {
+    const url = `https://127.0.0.1:${proxy.port}/`;
+    equal((await curl(["-k", "--http2", `${url}h2`])).out, "hello");
+    equal((await curl(["-k", "--http1.1", `${url}h1`])).out, "hello");
+    const lines = () =>
+      proxy.stdout.filter((line) => line.startsWith("{")).map((l) => JSON.parse(l));
+    await waitFor(() => lines().length === 2, { what: "two access-log lines" });
+    const byPath = Object.fromEntries(lines().map((entry) => [entry.path, entry.protocol]));
+    equal(byPath["/h2"], "HTTP/2.0");
+    equal(byPath["/h1"], "HTTP/1.1");
+  } finally {
+    await proxy.stop();
+    await backend.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
