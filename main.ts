@@ -159,6 +159,7 @@ async function reload(sup: Supervisor, dns: DnsFollower): Promise<void> {
     read = readPemFiles(command.config, (path) => Deno.readTextFileSync(path));
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
+    sup.reloads.failed++;
     logLine(`reload failed, keeping the running config: ${error.message}`);
     return;
   }
@@ -167,6 +168,8 @@ async function reload(sup: Supervisor, dns: DnsFollower): Promise<void> {
   if (plan.rediscover) await dns.stop();
   try {
     const { added, removed, problems } = await applyConfig(sup, plan.config);
+    sup.reloads.ok++;
+    sup.reloads.lastOk = Date.now();
     logLine(describeReload(plan, {
       file: sup.config.configFile,
       backends: sup.slots.length,
@@ -176,6 +179,7 @@ async function reload(sup: Supervisor, dns: DnsFollower): Promise<void> {
     }));
   } catch (error) {
     if (!(error instanceof ValidationError)) throw error;
+    sup.reloads.failed++;
     logLine(`reload failed, keeping the running config: ${error.message}`);
   } finally {
     if (plan.rediscover) dns.start();

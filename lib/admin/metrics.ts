@@ -5,13 +5,18 @@
  * @module
  */
 
+import { X509Certificate } from "node:crypto";
+import process from "node:process";
 import {
   DURATION_BUCKETS,
+  gauges,
   inFlight,
   noBackendCount,
+  REFUSALS,
   responseStats,
   totals,
 } from "../balance/pool.ts";
+import { VERSION } from "../version.ts";
 import { backendState, type Supervisor } from "../control/supervisor.ts";
 
 /** Escapes a label value (backslash, double quote, newline). */
@@ -127,7 +132,91 @@ export function renderMetrics(sup: Supervisor): string {
     out.push(`goround_health_checks_total{backend="${url}",result="fail"} ${t.probesFailed}`);
   }
 
+  family("goround_backend_bytes_in_total", "counter", "Request body bytes sent to the backend.");
+  family(
+    "goround_backend_bytes_out_total",
+    "counter",
+    "Response body bytes the backend sent (those of a length known before they were sent).",
+  );
+  for (const { slot, url } of backends) {
+    const t = totals(sup.pool, slot);
+    out.push(`goround_backend_bytes_in_total{backend="${url}"} ${t.bytesIn}`);
+    out.push(`goround_backend_bytes_out_total{backend="${url}"} ${t.bytesOut}`);
+  }
+
+  const now = gauges(sup.pool);
+  family("goround_client_connections", "gauge", "Client connections open (goround's front).");
+  out.push(`goround_client_connections ${now.clients}`);
+  family("goround_queue_depth", "gauge", "Requests waiting for --max-conns room.");
+  out.push(`goround_queue_depth ${now.queued}`);
+  family("goround_requests_refused_total", "counter", "Requests goround refused itself.");
+  for (const reason of REFUSALS) {
+    out.push(`goround_requests_refused_total{reason="${reason}"} ${now.refused[reason]}`);
+  }
+  out.push(`goround_requests_refused_total{reason="no_backend"} ${noBackendCount(sup.pool)}`);
+
+  family("goround_reloads_total", "counter", "Reloads (SIGHUP), by result.");
+  out.push(`goround_reloads_total{result="success"} ${sup.reloads.ok}`);
+  out.push(`goround_reloads_total{result="failure"} ${sup.reloads.failed}`);
+  family(
+    "goround_last_reload_success_timestamp_seconds",
+    "gauge",
+    "When the last reload succeeded (0: none yet).",
+  );
+  out.push(`goround_last_reload_success_timestamp_seconds ${sup.reloads.lastOk / 1000}`);
+
+  const expiry = certificateExpiry(sup.config.pems?.cert ?? null);
+  if (expiry !== null) {
+    family(
+      "goround_tls_certificate_expiry_timestamp_seconds",
+      "gauge",
+      "When the served TLS certificate expires.",
+    );
+    out.push(`goround_tls_certificate_expiry_timestamp_seconds ${expiry / 1000}`);
+  }
+
+  family("goround_build_info", "gauge", "goround's version and the Deno it runs on.");
+  out.push(
+    `goround_build_info{version="${label(VERSION)}",deno="${label(Deno.version.deno)}"} 1`,
+  );
   family("goround_uptime_seconds", "gauge", "Seconds since goround started.");
   out.push(`goround_uptime_seconds ${Math.floor((Date.now() - sup.started) / 1000)}`);
+  out.push(...processMetrics(sup.started));
   return out.join("\n") + "\n";
+}
+
+/** The expiry (epoch ms) of the first certificate in a PEM chain; `null` without one. */
+function certificateExpiry(pem: string | null): number | null {
+  if (pem === null || pem === "") return null;
+  try {
+    return Date.parse(new X509Certificate(pem).validTo);
+  } catch {
+    return null;
+  }
+}
+
+/** The process metrics of the Prometheus client libraries that Deno can tell without more
+ * permissions. */
+function processMetrics(started: number): string[] {
+  const memory = Deno.memoryUsage();
+  const lines = [
+    "# HELP process_resident_memory_bytes Resident memory size in bytes.",
+    "# TYPE process_resident_memory_bytes gauge",
+    `process_resident_memory_bytes ${memory.rss}`,
+    "# HELP process_heap_bytes JavaScript heap in use by the main thread, bytes.",
+    "# TYPE process_heap_bytes gauge",
+    `process_heap_bytes ${memory.heapUsed}`,
+    "# HELP process_start_time_seconds Start time of the process since the epoch, seconds.",
+    "# TYPE process_start_time_seconds gauge",
+    `process_start_time_seconds ${Math.floor(started / 1000)}`,
+  ];
+  // getrusage(2), through Node's API (Deno's /proc/self needs --allow-all, which goround never
+  // asks for; so there is no count of open files).
+  const cpu = process.cpuUsage();
+  lines.push(
+    "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.",
+    "# TYPE process_cpu_seconds_total counter",
+    `process_cpu_seconds_total ${(cpu.user + cpu.system) / 1e6}`,
+  );
+  return lines;
 }

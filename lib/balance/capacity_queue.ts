@@ -9,7 +9,7 @@
  * @module
  */
 
-import { type Pool, waitForCapacity, watchCapacity } from "./pool.ts";
+import { countQueued, type Pool, waitForCapacity, watchCapacity } from "./pool.ts";
 
 /** Longest sleep between two looks at the pool, ms: room also appears without a request ending
  * (an ejection running out), and that sets no wake word. */
@@ -119,12 +119,20 @@ export function createCapacityQueue(pool: Pool): CapacityQueue {
   return {
     wait: (attempt, options) =>
       new Promise<number>((resolve, reject) => {
+        // Counted while it waits, for the queue-depth gauge.
+        countQueued(pool, 1);
         waiters.push({
           attempt,
           deadline: Date.now() + options.timeoutMs,
           restricted: options.restricted ?? false,
-          resolve,
-          reject,
+          resolve: (slot) => {
+            countQueued(pool, -1);
+            resolve(slot);
+          },
+          reject: (error) => {
+            countQueued(pool, -1);
+            reject(error);
+          },
         });
         // A sleeping watcher stays armed; a look now serves this one if there is room already.
         if (watching) pass();

@@ -17,6 +17,11 @@
  * │ 6 WAKE      capacity wake-ups: count | 2^31 while waited │
  * │ 7 BUFFERED  request body bytes held in memory, all       │
  * │             workers together (--request-buffer-total)    │
+ * │ 8 CLIENTS   client connections open (goround's front)    │
+ * │ 9 QUEUED    requests waiting for --max-conns room        │
+ * │ 10..14 REFUSED requests goround refused, by reason       │
+ * │             (bad request, method, timeout, too large,    │
+ * │             loop; no backend is NO_BACKEND)              │
  * ├──────────── members: CAPACITY words ─────────────────────┤
  * │ slot id of member 0, 1, … SIZE-1, in selection order     │
  * ├──────────── slots: CAPACITY × 16 words (a line each) ────┤
@@ -34,15 +39,17 @@
  * │ +10 STREAK  ejections in a row (lengthens the next one)  │
  * │ +11 PENDING 1 = joined at run time, no check passed yet  │
  * │ +12..15     reserved                                     │
- * ├──────────── totals: CAPACITY × 32 BigUint64 ─────────────┤
+ * ├──────────── totals: CAPACITY × 48 BigUint64 ─────────────┤
  * │ +0 REQUESTS +1 FAILURES +2 RETRIES +3 WINDOW (epoch ms)  │
  * │ +4 EJECTIONS (passive)  +5 PROBES_OK +6 PROBES_FAILED    │
  * │ +7..11 responses to clients by class: 1xx … 5xx          │
- * │ +12..23 response-time histogram buckets (cumulative: no) │
- * │ +24 response-time sum, µs   +25 response count           │
- * │ +26 UP_SINCE epoch ms of the last down→up transition     │
- * │ +27 EJECT_UNTIL epoch ms the (last) ejection ends        │
- * │ +28..31     reserved                                     │
+ * │ +12..28 response-time histogram buckets (cumulative: no) │
+ * │ +29 response-time sum, µs   +30 response count           │
+ * │ +31 UP_SINCE epoch ms of the last down→up transition     │
+ * │ +32 EJECT_UNTIL epoch ms the (last) ejection ends        │
+ * │ +33 BYTES_IN request body bytes sent to the backend      │
+ * │ +34 BYTES_OUT response body bytes it sent (when known)   │
+ * │ +35..47     reserved                                     │
  * ├──────────── shares: WORKERS × ROW Uint32 (after totals) ─┤
  * │ row w, word s: requests worker w has in flight on slot s │
  * │ (ROW = CAPACITY rounded up to 16 words: each worker's    │
@@ -92,6 +99,19 @@ const H_WAKE = 6;
 const WAKE_WAITED = 0x8000_0000;
 /** Request body bytes held in memory by every worker together. */
 const H_BUFFERED = 7;
+/** Client connections open on goround's own front, all workers. */
+const H_CLIENTS = 8;
+/** Requests waiting for --max-conns room, all workers. */
+const H_QUEUED = 9;
+/** The first of the refusal counters, one per {@linkcode REFUSALS} entry. */
+const H_REFUSED = 10;
+
+/** Why goround refused a request itself, as the metrics label them (no backend has its own
+ * counter, `NO_BACKEND`). */
+export const REFUSALS = ["bad_request", "method", "timeout", "too_large", "loop"] as const;
+
+/** One of {@linkcode REFUSALS}. */
+export type Refusal = typeof REFUSALS[number];
 /** Words in the header. */
 const HEADER_WORDS = 16;
 
@@ -148,18 +168,28 @@ const T_CLASSES = 7;
 /** Response-time histogram: one count per bucket of {@linkcode DURATION_BUCKETS} and +Inf. */
 const T_HISTOGRAM = 12;
 /** Sum of response times, microseconds. */
-const T_DURATION_SUM = 24;
+const T_DURATION_SUM = 29;
 /** Number of response times recorded. */
-const T_DURATION_COUNT = 25;
+const T_DURATION_COUNT = 30;
 /** Epoch ms of the last down→up transition (0: up since it joined). */
-const T_UP_SINCE = 26;
+const T_UP_SINCE = 31;
 /** Epoch ms at which the current (or the last) passive ejection ends; 0: never ejected. */
-const T_EJECT_UNTIL = 27;
+const T_EJECT_UNTIL = 32;
+/** Request body bytes sent to the backend. */
+const T_BYTES_IN = 33;
+/** Response body bytes the backend sent, where their number was known. */
+const T_BYTES_OUT = 34;
 /** 64-bit words per slot in the totals area. */
-const TOTAL_WORDS = 32;
+const TOTAL_WORDS = 48;
 
-/** Upper bounds (seconds) of the response-time histogram buckets, as Prometheus' defaults. */
+/** Upper bounds (seconds) of the response-time histogram buckets: Prometheus' defaults, with
+ * four more below them, since a proxy's answers often take well under 5 ms. */
 export const DURATION_BUCKETS: readonly number[] = [
+  0.0001,
+  0.00025,
+  0.0005,
+  0.001,
+  0.0025,
   0.005,
   0.01,
   0.025,
@@ -225,6 +255,10 @@ export interface Totals {
   readonly probesOk: bigint;
   /** Health probes failed. */
   readonly probesFailed: bigint;
+  /** Request body bytes sent to the backend. */
+  readonly bytesIn: bigint;
+  /** Response body bytes it sent, where their number was known. */
+  readonly bytesOut: bigint;
 }
 
 function words32(capacity: number): number {
@@ -851,6 +885,8 @@ export function totals(pool: Pool, slot: number): Totals {
     ejections: Atomics.load(pool.totals, base + T_EJECTIONS),
     probesOk: Atomics.load(pool.totals, base + T_PROBES_OK),
     probesFailed: Atomics.load(pool.totals, base + T_PROBES_FAILED),
+    bytesIn: Atomics.load(pool.totals, base + T_BYTES_IN),
+    bytesOut: Atomics.load(pool.totals, base + T_BYTES_OUT),
   };
 }
 
@@ -873,6 +909,77 @@ export function recordResponse(pool: Pool, slot: number, status: number, micros:
   Atomics.add(pool.totals, base + T_HISTOGRAM + bucket, 1n);
   Atomics.add(pool.totals, base + T_DURATION_SUM, BigInt(Math.round(micros)));
   Atomics.add(pool.totals, base + T_DURATION_COUNT, 1n);
+}
+
+/**
+ * Counts body bytes that went to a backend and came from it.
+ *
+ * @param pool The pool.
+ * @param slot The backend.
+ * @param sent Request body bytes sent to it (0: none, or unknown).
+ * @param received Response body bytes it sent (0: none, or unknown).
+ */
+export function recordBytes(pool: Pool, slot: number, sent: number, received: number): void {
+  const base = slot * TOTAL_WORDS;
+  if (sent > 0) Atomics.add(pool.totals, base + T_BYTES_IN, BigInt(sent));
+  if (received > 0) Atomics.add(pool.totals, base + T_BYTES_OUT, BigInt(received));
+}
+
+/**
+ * Counts a client connection opened (`1`) or closed (`-1`) on goround's own front.
+ *
+ * @param pool The pool.
+ * @param change `1` or `-1`.
+ */
+export function countClient(pool: Pool, change: 1 | -1): void {
+  Atomics.add(pool.u32, H_CLIENTS, change);
+}
+
+/**
+ * Counts a request starting (`1`) or ending (`-1`) a wait for --max-conns room.
+ *
+ * @param pool The pool.
+ * @param change `1` or `-1`.
+ */
+export function countQueued(pool: Pool, change: 1 | -1): void {
+  Atomics.add(pool.u32, H_QUEUED, change);
+}
+
+/**
+ * Counts a request goround refused itself.
+ *
+ * @param pool The pool.
+ * @param reason Why.
+ */
+export function countRefusal(pool: Pool, reason: Refusal): void {
+  Atomics.add(pool.u32, H_REFUSED + REFUSALS.indexOf(reason), 1);
+}
+
+/** What the process-wide counters of the header say. */
+export interface Gauges {
+  /** Client connections open on goround's own front. */
+  readonly clients: number;
+  /** Requests waiting for --max-conns room. */
+  readonly queued: number;
+  /** Requests refused, by reason. */
+  readonly refused: Readonly<Record<Refusal, number>>;
+}
+
+/**
+ * Reads the process-wide counters.
+ *
+ * @param pool The pool.
+ * @returns Them.
+ */
+export function gauges(pool: Pool): Gauges {
+  const refused = Object.fromEntries(
+    REFUSALS.map((reason, i) => [reason, Atomics.load(pool.u32, H_REFUSED + i)]),
+  ) as Record<Refusal, number>;
+  return {
+    clients: Atomics.load(pool.header, H_CLIENTS),
+    queued: Atomics.load(pool.header, H_QUEUED),
+    refused,
+  };
 }
 
 /**

@@ -81,6 +81,8 @@ export interface Supervisor {
   readonly health: HealthChecker;
   /** When goround started (epoch ms). */
   readonly started: number;
+  /** Reloads so far, by outcome, and when the last one succeeded (epoch ms; 0: none yet). */
+  readonly reloads: { ok: number; failed: number; lastOk: number };
   /** Set once draining for exit has begun. */
   stopping: boolean;
   /** Serialises changes (reloads, admin actions), so they never interleave. */
@@ -235,6 +237,7 @@ export async function startSupervisor(
     workers: [],
     health,
     started: Date.now(),
+    reloads: { ok: 0, failed: 0, lastOk: 0 },
     stopping: false,
     changing: Promise.resolve(),
     ejections: new Map(),

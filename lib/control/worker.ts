@@ -14,7 +14,7 @@ import { type AccessLog, createAccessLog, writeStdout } from "../front/access_lo
 import type { Backend, Config } from "../config/config.ts";
 import { BodyBrokeOff, ClientStalled } from "../errors.ts";
 import { flushRepeats, logLine, REPEAT_WINDOW_MS } from "../log.ts";
-import { attachPool } from "../balance/pool.ts";
+import { attachPool, countClient, countRefusal, type Pool, type Refusal } from "../balance/pool.ts";
 import {
   createForwarder,
   type Forwarder,
@@ -149,10 +149,14 @@ type ServeOptions = NonNullable<Parameters<typeof createServeHandler>[1]>;
 function frontSettings(
   config: Config,
   core: Core,
-  options: { accessLog: AccessLog | null; budget: BufferBudget },
+  options: { accessLog: AccessLog | null; budget: BufferBudget; pool: Pool },
 ): FrontSettings {
-  const { accessLog, budget } = options;
+  const { accessLog, budget, pool } = options;
   const limits = { ...bodyLimits(config), budget };
+  const onRefused = (status: number) => {
+    const reason = refusalOf(status);
+    if (reason !== null) countRefusal(pool, reason);
+  };
   return {
     http1: {
       forward: core.forward,
@@ -162,11 +166,30 @@ function frontSettings(
       ...limits,
       onError: internalError,
       accessLog,
+      onClient: (change) => countClient(pool, change),
+      onRefused,
     },
     // TLS is on or off for the life of the process (turning it on or off waits for a restart).
-    serve: { accessLog, webSocket: core.relay, proto: config.tlsCert ? "https" : "http", limits },
+    serve: {
+      accessLog,
+      webSocket: core.relay,
+      proto: config.tlsCert ? "https" : "http",
+      limits,
+      onRefused,
+    },
     limits,
   };
+}
+
+/** The metrics' name for a status goround answered itself; `null` for those counted elsewhere
+ * (503: no backend) or not refusals (502, 504: a backend failed). */
+function refusalOf(status: number): Refusal | null {
+  if (status === 400) return "bad_request";
+  if (status === 405 || status === 501) return "method";
+  if (status === 408) return "timeout";
+  if (status === 413 || status === 414 || status === 431) return "too_large";
+  if (status === 508) return "loop";
+  return null;
 }
 
 /** The body limits of the settings (both fronts take them). */
@@ -211,6 +234,7 @@ function listen(message: StartMessage, settings: FrontSettings): Front {
         ...(settings.serve.webSocket ? { webSocket: settings.serve.webSocket } : {}),
         proto: tls ? "https" : "http",
         limits: settings.limits,
+        ...(settings.serve.onRefused ? { onRefused: settings.serve.onRefused } : {}),
         closing: () => closing,
       }),
     );
@@ -291,7 +315,7 @@ function start(message: StartMessage, options: WorkerOptions): void {
     forward: options.wrapForward ? options.wrapForward(core) : core,
     upgrade: (incoming) => upgrader(incoming),
     relay: (req, incoming, ended) => relayWebSocket(bridgeUpgrader, req, incoming, ended),
-  }, { accessLog, budget });
+  }, { accessLog, budget, pool });
   let front: Front;
   try {
     front = listen(message, settings);

@@ -225,6 +225,8 @@ export function createServeHandler(
       ended: (end: SessionEnd, backend: Backend, requestId: string) => void,
     ) => Promise<Response | Reply>;
     closing?: () => boolean;
+    /** Told of the status of each request goround answered itself, for the metrics. */
+    onRefused?: (status: number) => void;
     /** Request buffering, body pace and send timeout (read at each request). @default {the
      * flags' defaults, no budget bound} */
     limits?: BodyLimits;
@@ -237,6 +239,7 @@ export function createServeHandler(
     /** Logs a reply goround made itself before forwarding, and answers it. */
     const refuse = (reply: LocalReply): Response => {
       const response = toResponse(reply);
+      options.onRefused?.(reply.status);
       if (options.accessLog) {
         const served = servedOf(req, info, req.url, { started, arrived });
         logServed(options.accessLog, served, {
@@ -332,6 +335,7 @@ export function createServeHandler(
       : toResponse(reply);
     // RFC 9112 §9.6; over HTTP/2 the server drops the field and its shutdown sends GOAWAY.
     if (options.closing?.()) response.headers.set("connection", "close");
+    if (reply.kind === "local") options.onRefused?.(reply.status);
     // Read at each request: a reload may switch the log (the options object is the worker's).
     if (options.accessLog) {
       const known = reply.kind === "local"

@@ -85,6 +85,10 @@ export interface ServerOptions extends PaceLimits {
   readonly onError?: (error: unknown) => void;
   /** Where each request is logged, if anywhere. */
   readonly accessLog?: AccessLog | null;
+  /** Told of each client connection opened (`1`) and closed (`-1`), for the metrics. */
+  readonly onClient?: (change: 1 | -1) => void;
+  /** Told of the status of each request goround answered itself, for the metrics. */
+  readonly onRefused?: (status: number) => void;
   /** Opens the backend side of a WebSocket; without it, upgrades are forwarded as plain
    * requests (and the backend's 101, if any, refused). */
   readonly upgrade?: Upgrader;
@@ -309,6 +313,7 @@ function bodyTimedOut(client: Client): void {
     return;
   }
   client.replied = true;
+  options.onRefused?.(408);
   logExchange(client, head, performance.now(), { status: 408, bytes: TOO_SLOW_TEXT.length }, {
     backend: null,
     retries: 0,
@@ -911,6 +916,7 @@ async function answer(
     // goround is a reverse proxy, not a forward proxy: it never opens tunnels.
     const reply = localReply(405, "CONNECT is not supported", [["allow", ALLOW]]);
     const written = await writeReply(client, head, reply, false);
+    if (reply.kind === "local") client.options.onRefused?.(written.status);
     if (client.options.accessLog) {
       logExchange(client, head, started, written, replyFacts(reply));
     }
@@ -981,6 +987,7 @@ async function answer(
     if (client.reserved !== 0) releaseBudget(client);
   }
   if (!client.bodyDone && body instanceof ReadableStream) body.cancel().catch(() => {});
+  if (reply.kind === "local") client.options.onRefused?.(written.status);
   if (client.options.accessLog) {
     logExchange(client, head, started, written, replyFacts(reply));
   }
@@ -1042,6 +1049,7 @@ async function tunnel(
   const outcome = await upgrader(incoming);
   if (outcome.kind === "reply") {
     const written = await writeReply(client, head, outcome.reply, false);
+    if (outcome.reply.kind === "local") client.options.onRefused?.(written.status);
     if (client.options.accessLog) {
       logExchange(client, head, started, written, replyFacts(outcome.reply));
     }
@@ -1118,6 +1126,7 @@ async function session(
         const reply = errorReply(error);
         const started = performance.now();
         const written = await writeReply(client, { minor: 1, method: "GET" }, reply, false);
+        if (reply.kind === "local") client.options.onRefused?.(written.status);
         if (client.options.accessLog) {
           logExchange(client, null, started, written, replyFacts(reply));
         }
@@ -1133,6 +1142,7 @@ async function session(
         if (client.replied) return;
         const reply = errorReply(error);
         const written = await writeReply(client, head, reply, false);
+        if (reply.kind === "local") client.options.onRefused?.(written.status);
         if (client.options.accessLog) {
           logExchange(client, head, performance.now(), written, replyFacts(reply));
         }
@@ -1263,8 +1273,10 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
         closed: false,
       };
       clients.add(client);
+      options.onClient?.(1);
       const running = session(client, options, drain).finally(() => {
         clients.delete(client);
+        options.onClient?.(-1);
         sessions.delete(running);
         recycle(client);
         wake?.();

@@ -21,6 +21,7 @@ import {
   endRequest,
   type Pool,
   poolSize,
+  recordBytes,
   recordNoBackend,
   recordResponse,
   setAlive,
@@ -260,6 +261,14 @@ export function forwardContext(
   };
 }
 
+/** The response body bytes a reply will carry, where known before it is sent (0 otherwise). */
+function bodyBytes(reply: Reply): number {
+  if (reply.kind === "local") return 0;
+  const { body, framing } = reply.response;
+  if (body instanceof Uint8Array) return body.length;
+  return framing.kind === "length" ? framing.length : 0;
+}
+
 /** The request's id: the client's `X-Request-Id` when it is well formed, else a new one. */
 function requestIdOf(incoming: Incoming): string {
   let requestId = "";
@@ -341,8 +350,10 @@ export function createForwarder(context: ProxyContext): Forwarder {
       retries: number,
     ): Reply => {
       const status = reply.kind === "local" ? reply.status : reply.response.status;
-      if (slot >= 0) recordResponse(pool, slot, status, (performance.now() - started) * 1000);
-      else recordNoBackend(pool);
+      if (slot >= 0) {
+        recordResponse(pool, slot, status, (performance.now() - started) * 1000);
+        recordBytes(pool, slot, Math.max(0, incoming.bodyLength), bodyBytes(reply));
+      } else recordNoBackend(pool);
       const extra: [string, string][] = [["x-request-id", requestId]];
       if (config.exposeBackend && backend) extra.push(["x-goround-backend", backend.url]);
       // (Re-)issue the sticky cookie whenever the answer came from another backend than it named.

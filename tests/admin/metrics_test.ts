@@ -8,6 +8,7 @@ import {
   waitFor,
 } from "../support/helpers.ts";
 import { ensureDebianPackage } from "../support/cdp.ts";
+import { VERSION } from "../../lib/version.ts";
 
 const PROMTOOL = "/usr/bin/promtool";
 
@@ -270,6 +271,42 @@ Deno.test("/status and /metrics on the proxy port go to the backend, not the adm
       backends: { state: string }[];
     };
     equal(status.backends[0]?.state, "up", "the POST …/drain did not drain anything");
+  } finally {
+    await proxy.stop();
+    await backend.close();
+  }
+});
+
+Deno.test("/metrics: bytes per backend, refusals by reason, gauges, build and process metrics", async () => {
+  const backend = recordingBackend(() => new Response("x".repeat(1000)));
+  const proxy = await startGoround(["--backend", backend.url, "--workers", "1"]);
+  try {
+    const admin = await adminUrlOf(proxy);
+    for (let i = 0; i < 5; i++) {
+      await get(proxy.url, { method: "POST", body: "y".repeat(100) });
+    }
+    // A target that is not origin-form: refused (400) before any backend is asked.
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+    await conn.write(new TextEncoder().encode("GET abc HTTP/1.1\r\nHost: x\r\n\r\n"));
+    await conn.read(new Uint8Array(512));
+    conn.close();
+    const value = (samples: Sample[], name: string, labels: Record<string, string> = {}) =>
+      samples.find((s) =>
+        s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)
+      )?.value;
+    let samples: Sample[] = [];
+    await waitFor(async () => {
+      samples = (await metrics(admin)).samples;
+      return (value(samples, "goround_requests_refused_total", { reason: "bad_request" }) ?? 0) >=
+        1;
+    }, { what: "the refusal to be counted" });
+    equal(value(samples, "goround_backend_bytes_in_total", { backend: backend.url }), 500);
+    equal(value(samples, "goround_backend_bytes_out_total", { backend: backend.url }), 5000);
+    equal(value(samples, "goround_queue_depth"), 0);
+    equal(value(samples, "goround_reloads_total", { result: "success" }), 0);
+    equal(value(samples, "goround_build_info", { version: VERSION, deno: Deno.version.deno }), 1);
+    assert((value(samples, "process_resident_memory_bytes") ?? 0) > 1_000_000);
+    assert((value(samples, "process_cpu_seconds_total") ?? 0) > 0);
   } finally {
     await proxy.stop();
     await backend.close();

@@ -29,6 +29,13 @@ import {
   watchCapacity,
   workerInFlight,
 } from "../../lib/balance/pool.ts";
+import {
+  countClient,
+  countQueued,
+  countRefusal,
+  gauges,
+  recordBytes,
+} from "../../lib/balance/pool.ts";
 import type { ShareRequest } from "../fixtures/share_worker.ts";
 
 Deno.test("createPool() starts empty; setMembers() makes members alive and enabled", () => {
@@ -113,7 +120,28 @@ Deno.test("request accounting: in-flight goes up and down, totals only up", () =
     ejections: 0n,
     probesOk: 0n,
     probesFailed: 0n,
+    bytesIn: 0n,
+    bytesOut: 0n,
   });
+  recordBytes(pool, 0, 100, 2048);
+  deepEqual([totals(pool, 0).bytesIn, totals(pool, 0).bytesOut], [100n, 2048n]);
+});
+
+Deno.test("the header counters: client connections, queued requests, refusals by reason", () => {
+  const pool = createPool(8);
+  countClient(pool, 1);
+  countClient(pool, 1);
+  countClient(pool, -1);
+  countQueued(pool, 1);
+  countRefusal(pool, "bad_request");
+  countRefusal(pool, "loop");
+  countRefusal(pool, "loop");
+  const now = gauges(pool);
+  equal(now.clients, 1);
+  equal(now.queued, 1);
+  deepEqual(now.refused, { bad_request: 1, method: 0, timeout: 0, too_large: 0, loop: 2 });
+  countClient(pool, -1);
+  equal(gauges(pool).clients, 0);
 });
 
 Deno.test("nextTicket() folds at COUNTER_WRAP by a multiple of the size, keeping the cycle", async (t) => {
