@@ -287,12 +287,13 @@ for (const engine of ["goround", "deno"]) {
       answered = report.keptAlive;
       console.log(JSON.stringify(report));
       // With no successor, a connection opened as the last listener closes fails like a refused
-      // one (only Deno.serve keeps accepting through the grace, see avoidable()).
-      deepEqual(
-        avoidable(report, { migrate: "0", engine }),
-        {},
-        "requests on kept-alive connections were lost",
-      );
+      // one (only Deno.serve keeps accepting through the grace, see avoidable()); so does one
+      // reset while it waited in the closing listener's queue: nothing was sent on it.
+      const { ["connect: reset"]: _resetAtConnect, ...lost } = avoidable(report, {
+        migrate: "0",
+        engine,
+      });
+      deepEqual(lost, {}, "requests on kept-alive connections were lost");
       assert(answered > 100, `only ${answered} requests answered`);
       assert(report.told > 0, "kept-alive connections were told to close");
       equal((await stopped).code, 0);
