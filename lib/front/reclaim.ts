@@ -3,9 +3,8 @@
  *
  * What a closed connection held (its JavaScript objects, its buffers) is garbage until V8
  * collects it, and an idle process makes no garbage, so V8 never does: its memory reducer acts
- * only in the first minute of a process and after a collection that grew the heap. (Measured:
- * with 10,000 idle connections closed, RSS stayed at its peak; one memory-reducing collection
- * brought most of it back.) So a front end that sees many of its connections gone asks for one
+ * only in the first minute of a process and after a collection that grew the heap, so memory
+ * stayed at its peak after many connections closed (`docs/performance.md`). So a front end that sees many of its connections gone asks for one
  * such collection, if `gc` is exposed (`--v8-flags=--expose-gc`, as `deno task start` runs
  * goround). It pauses the thread for a few tens of milliseconds, hence the bounds below.
  *

@@ -2,8 +2,8 @@
  * goround's own HTTP/1.1 front end, on a `Deno.listen` socket (the default `--engine goround`).
  *
  * `Deno.serve` costs a `Request` and a `Response` object per request, each with its headers
- * validated and copied between Rust and JavaScript; as a proxy front that doubled the CPU time
- * per request compared with nginx (measured: 37 µs against 18 µs). This server reads the
+ * validated and copied between Rust and JavaScript: as a proxy front, more CPU per request than
+ * the rest of goround (`docs/performance.md`). This server reads the
  * request head with one read, parses it once ({@linkcode parseRequestHead}), and writes the
  * response head and a whole body with one write. It keeps connections alive, answers requests
  * on a connection in order (pipelining included), streams bodies both ways, and refuses what

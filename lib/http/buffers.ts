@@ -3,13 +3,11 @@
  *
  * Streaming a body reads it into buffers of {@linkcode BODY_BUFFER} bytes. A fresh buffer per
  * read costs V8 a zeroing `memset` of the whole buffer and, a little later, the garbage
- * collector's time and the process's memory: measured on 1 MiB uploads through goround, the
- * zeroing alone was 9% of the CPU time. So the readers {@linkcode borrow} buffers here, and
- * the writers {@linkcode giveBack} each one once its bytes are written. Small request bodies,
- * read whole so that a retry can replay them, borrow one too, given back when the exchange is
- * over (measured on 64 KiB POSTs: 15-20% less CPU per request, peak RSS ~160 → ~135 MiB). A
- * buffer that is never
- * given back (a consumer outside goround's own writers kept it) is simply collected.
+ * collector's time and the process's memory (`docs/performance.md` has the figures). So the
+ * readers {@linkcode borrow} buffers here, and the writers {@linkcode giveBack} each one once its
+ * bytes are written; buffered request bodies borrow them too, given back when the exchange is
+ * over. A buffer that is never given back (a consumer outside goround's own writers kept it) is
+ * simply collected.
  *
  * A buffer comes back only once, only if it was lent by {@linkcode borrow}, and only while the
  * pool holds fewer than {@linkcode POOL_LIMIT}, so the pool's memory is bounded.
@@ -17,13 +15,12 @@
  * @module
  */
 
-/** Size of each body buffer: a 1 MiB body takes 8 reads. (Measured on 1 MiB bodies: 128 KiB
- * and 256 KiB buffers move them equally fast, 128 KiB with less memory; 64 KiB costs CPU.) */
+/** Size of each body buffer: a 1 MiB body takes 8 reads (larger moved bodies no faster,
+ * smaller cost CPU). */
 export const BODY_BUFFER = 128 * 1024;
 
-/** Most buffers kept for reuse per thread (32 MiB): enough for 64 connections streaming at once
- * (measured: a limit of 32 buffers left a third of the loans to fresh allocations, which raised
- * peak memory by 60 MiB while the dropped buffers awaited the garbage collector). */
+/** Most buffers kept for reuse per thread (32 MiB): enough for 64 connections streaming at once,
+ * so loans rarely fall back to fresh allocations. */
 export const POOL_LIMIT = 256;
 
 const free: ArrayBuffer[] = [];

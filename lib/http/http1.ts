@@ -1,7 +1,7 @@
 /**
- * HTTP/1.1 wire format for the upstream side (RFC 9112): serialising a request head, parsing a
- * response head, deciding how the response body is framed, and decoding chunked bodies. Pure
- * functions over bytes; no I/O.
+ * HTTP/1.1 wire format (RFC 9112), for both sides: parsing and checking a client's request head,
+ * serialising the request head sent to a backend, parsing its response head, deciding how a body
+ * is framed, and decoding chunked bodies. Pure functions over bytes; no I/O.
  *
  * @module
  */

@@ -5,8 +5,7 @@
  * and everything queued goes out in one write. Reading in lock-step with the writes (read a
  * chunk, await its write, read the next) lets the front connection's buffer fill up while a
  * write is pending, and Deno's HTTP server then spends milliseconds of CPU per chunk of a
- * chunked upload (measured: 256 MiB from `curl -T -` took 7.5 s in lock-step, 0.6 s with
- * read-ahead). The queue is bounded, so memory stays flat whatever the body size.
+ * chunked upload. The queue is bounded, so memory stays flat whatever the body size.
  *
  * Writes go out in batches ({@linkcode batches}): parts are joined, and chunk-framed where
  * the body is sent chunked, into recycled buffers (`buffers.ts`), so a body costs no fresh
@@ -25,12 +24,9 @@ export const READ_AHEAD_BYTES = 1024 * 1024;
 /**
  * How far to read a front end's request bodies ahead of the writes to the backend. Deno's HTTP
  * server (`--engine deno`) hands a body over in small pieces and needs the deep queue
- * ({@linkcode READ_AHEAD_BYTES}; measured with 128 KiB: 256 MiB from `curl -T -` took 5.2 s,
- * against 0.74 s). goround's own front reads each piece as a whole recycled buffer straight off
- * the socket, so one buffer ahead keeps the backend's writes busy, and a deeper queue only holds
- * memory: measured on 64 concurrent 1 MiB uploads (`wrk -c64`, 12 s), the same throughput
- * within the noise, and peak RSS 165-170 -> 140-142 MiB chunked, 143-146 -> 134-139 MiB with
- * `Content-Length`; 256 MiB from `curl -T -` in 0.28 s against 0.32 s.
+ * ({@linkcode READ_AHEAD_BYTES}); goround's own front reads each piece as a whole recycled
+ * buffer, so one buffer ahead keeps the backend's writes busy and more would only hold memory
+ * (the runs behind both choices are in `docs/performance.md`).
  *
  * @param engine The front end.
  * @returns Bytes to read ahead.
