@@ -44,6 +44,7 @@ import {
   type Supervisor,
 } from "../control/supervisor.ts";
 import { VERSION } from "../version.ts";
+import { type History, startHistory, takeSample } from "./history.ts";
 import { ValidationError } from "../errors.ts";
 
 /** One backend in `GET /status`. */
@@ -218,6 +219,8 @@ export interface AdminOptions {
   /** Starts the handover to the process `pid` (`null`: not given), or returns `null` when this
    * goround is already stopping. Without it, `POST /takeover` is 404. */
   readonly onTakeover?: (pid: number | null) => Handover | null;
+  /** The traffic of the last minutes, for `GET /history`. Without it, that is 404. */
+  readonly history?: History;
 }
 
 /** `POST /takeover`: a successor already serves the port; this goround drains and exits. */
@@ -313,6 +316,10 @@ function route(
         if (!isRead(req.method)) return useGet();
         return json(200, statusOf(sup));
       }
+      if (pathname === "/history" && options.history) {
+        if (!isRead(req.method)) return useGet();
+        return json(200, { intervalMs: HISTORY_INTERVAL_MS, points: options.history.points() });
+      }
       if (pathname === "/takeover") return await takeover(req, options);
       if (pathname === "/metrics") {
         if (req.method !== "GET") return problem(405, "use GET", { allow: "GET" });
@@ -368,6 +375,9 @@ export interface Admin {
   readonly shutdown: () => Promise<void>;
 }
 
+/** How often the history is sampled, ms. */
+const HISTORY_INTERVAL_MS = 1000;
+
 /**
  * Starts the admin listener.
  *
@@ -387,6 +397,16 @@ export function serveAdmin(sup: Supervisor, listen: Listen, options: AdminOption
     (req) => handler(req),
   );
   const address = { hostname: listen.hostname, port: server.addr.port };
-  handler = createAdminHandler(sup, { address, ...options });
-  return { port: server.addr.port, shutdown: () => server.shutdown() };
+  const backends = () => sup.slots.map((slot) => ({ slot, url: sup.table[slot]!.url }));
+  const history = startHistory(() => takeSample(sup.pool, backends(), Date.now()), {
+    intervalMs: HISTORY_INTERVAL_MS,
+  });
+  handler = createAdminHandler(sup, { address, history, ...options });
+  return {
+    port: server.addr.port,
+    shutdown: () => {
+      history.stop();
+      return server.shutdown();
+    },
+  };
 }

@@ -11,7 +11,9 @@
  *
  * Hooks for tests and scripts: each card is `[data-backend="<id>"]` with
  * `data-state="up|down|ejected|draining|drained"`; its fields are `[data-field="…"]`; its button is
- * `[data-action="drain|enable"]`; the banner is `#error`.
+ * `[data-action="drain|enable"]`; the banner is `#error`. Charts (inline SVG, drawn from
+ * `GET /history` every few seconds) are `[data-chart="backend"]` in each card, with
+ * `data-last-rps` (the last second's requests per second), and `[data-chart="pool"]`.
  *
  * @module
  */
@@ -120,6 +122,18 @@ button {
 button:hover { border-color: var(--muted); }
 button:disabled { opacity: 0.6; cursor: progress; }
 .stale #cards { opacity: 0.55; }
+.chart { width: 100%; height: 56px; display: block; }
+.chart .rps { fill: none; stroke: var(--up); stroke-width: 1.5; }
+.chart .p99 { fill: none; stroke: var(--draining); stroke-width: 1; }
+.chart .p50 { fill: none; stroke: var(--muted); stroke-width: 1; }
+.chart .err { fill: var(--down); }
+.legend { margin: 0; color: var(--muted); font-size: 12px; }
+.legend b { font-weight: 600; }
+#pool { background: var(--card); border: 1px solid var(--line); border-radius: 8px;
+  padding: 12px 16px; margin: 0 0 16px; }
+#pool .chart { height: 72px; }
+#pool .c2 { fill: var(--up); } #pool .c4 { fill: var(--draining); }
+#pool .c5 { fill: var(--down); } #pool .refused { fill: var(--drained); }
 </style>
 </head>
 <body>
@@ -140,6 +154,11 @@ button:disabled { opacity: 0.6; cursor: progress; }
 <main>
   <div id="error" role="alert" hidden></div>
   <p id="summary"></p>
+  <section id="pool">
+    <p class="legend">last 15 minutes, responses per second by class:
+      <b>2xx/3xx</b>, <b>4xx</b>, <b>5xx</b>, and refused (no backend)</p>
+    <svg class="chart" data-chart="pool" viewBox="0 0 300 72" preserveAspectRatio="none"></svg>
+  </section>
   <section id="cards" aria-live="polite"></section>
 </main>
 <script>
@@ -262,10 +281,17 @@ function newCard(id) {
   const lastError = element("p", "meta");
   lastError.dataset.field = "lastError";
   lastError.hidden = true;
+  const chart = document.createElementNS(SVG, "svg");
+  chart.setAttribute("class", "chart");
+  chart.setAttribute("viewBox", "0 0 300 56");
+  chart.setAttribute("preserveAspectRatio", "none");
+  chart.dataset.chart = "backend";
+  const legend = element("p", "legend", "req/s (green), p50 and p99 latency, errors (red)");
+  legend.dataset.field = "chartLegend";
   const button = element("button");
   button.type = "button";
   button.addEventListener("click", () => act(card, button));
-  card.append(top, stats, transition, checks, why, lastError, button);
+  card.append(top, stats, chart, legend, transition, checks, why, lastError, button);
   return card;
 }
 
@@ -352,6 +378,103 @@ function render(status) {
   document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
 }
 
+// The SVG namespace, from the page's own chart (no address written in the page).
+const SVG = document.querySelector("svg").namespaceURI;
+const WIDTH = 300;
+
+// The time axis holds at least a minute, the newest point at the right edge.
+const MIN_POINTS = 60;
+
+function xOf(i, n) {
+  return WIDTH - (n - 1 - i) * (WIDTH / Math.max(MIN_POINTS, n));
+}
+
+function path(values, max, height) {
+  if (values.length === 0) return "";
+  return values.map((v, i) =>
+    (i === 0 ? "M" : "L") + xOf(i, values.length).toFixed(1) + " " +
+    (height - 2 - (max > 0 ? (v / max) * (height - 4) : 0)).toFixed(1)
+  ).join(" ");
+}
+
+function svgChild(svg, tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  svg.append(node);
+  return node;
+}
+
+// One chart per backend: req/s, p50 and p99 (own scale), and 5xx as bars.
+function drawBackend(svg, points, url) {
+  svg.replaceChildren();
+  const series = points.map((p) => p.backends[url] || { rps: 0, errors: 0, p50: null, p99: null });
+  const rps = series.map((b) => b.rps);
+  const p50 = series.map((b) => b.p50 || 0);
+  const p99 = series.map((b) => b.p99 || 0);
+  const maxLatency = Math.max(0, ...p99);
+  const maxRps = Math.max(0, ...rps);
+  const step = WIDTH / Math.max(MIN_POINTS, series.length);
+  series.forEach((b, i) => {
+    if (b.errors > 0 && maxRps > 0) {
+      const h = Math.max(2, (b.errors / maxRps) * 52);
+      svgChild(svg, "rect", { class: "err", x: xOf(i, series.length) - step, y: 54 - h, width: Math.max(1, step), height: h });
+    }
+  });
+  svgChild(svg, "path", { class: "p50", d: path(p50, maxLatency, 56) });
+  svgChild(svg, "path", { class: "p99", d: path(p99, maxLatency, 56) });
+  svgChild(svg, "path", { class: "rps", d: path(rps, maxRps, 56) });
+  const last = series[series.length - 1];
+  svg.dataset.lastRps = last ? last.rps.toFixed(2) : "0";
+  svg.dataset.points = String(series.length);
+  return { maxRps, maxLatency, last };
+}
+
+// The pool: stacked bars of 2xx/3xx, 4xx, 5xx and refusals per second.
+function drawPool(svg, points) {
+  svg.replaceChildren();
+  const totals = points.map((p) => p.classes[0] + p.classes[1] + p.classes[2] + p.refused);
+  const max = Math.max(0, ...totals);
+  const step = WIDTH / Math.max(MIN_POINTS, points.length);
+  points.forEach((p, i) => {
+    let y = 72;
+    for (const [value, cls] of [[p.classes[0], "c2"], [p.classes[1], "c4"], [p.classes[2], "c5"], [p.refused, "refused"]]) {
+      if (value <= 0 || max === 0) continue;
+      const h = (value / max) * 70;
+      y -= h;
+      svgChild(svg, "rect", { class: cls, x: xOf(i, points.length) - step, y, width: Math.max(1, step * 0.9), height: h });
+    }
+  });
+  svg.dataset.points = String(points.length);
+}
+
+function ms(seconds) {
+  return seconds >= 1 ? seconds.toFixed(1) + " s" : (seconds * 1000).toFixed(seconds < 0.01 ? 2 : 0) + " ms";
+}
+
+let historyAt = 0;
+async function pollHistory() {
+  // Every few seconds is enough for 15 minutes of one-second points.
+  if (performance.now() - historyAt < 3000) return;
+  historyAt = performance.now();
+  try {
+    const res = await fetch("/history", { headers: headers(), cache: "no-store" });
+    if (!res.ok) return; // an older goround has none; the cards still work
+    const { points } = await res.json();
+    drawPool(document.querySelector('[data-chart="pool"]'), points);
+    for (const card of cards.values()) {
+      const drawn = drawBackend(card.querySelector('[data-chart="backend"]'), points, card.dataset.url);
+      const last = drawn.last;
+      field(card, "chartLegend").textContent = last
+        ? "now " + last.rps.toFixed(1) + " req/s, p50 " + (last.p50 === null ? "–" : ms(last.p50)) +
+          ", p99 " + (last.p99 === null ? "–" : ms(last.p99)) + ", " + last.errors.toFixed(1) +
+          " errors/s (peak " + drawn.maxRps.toFixed(1) + " req/s)"
+        : "no traffic yet";
+    }
+  } catch (_) {
+    // The status poll reports an unreachable goround.
+  }
+}
+
 async function poll() {
   clearTimeout(timer);
   try {
@@ -361,6 +484,7 @@ async function poll() {
     } else {
       render(await res.json());
       statusError("");
+      await pollHistory();
     }
   } catch (error) {
     statusError("GET /status failed: cannot reach goround's admin API (" + error.message + ").");

@@ -1,6 +1,7 @@
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
 import type { Status } from "../../lib/admin/api.ts";
 import { DASHBOARD_HTML } from "../../lib/admin/dashboard.ts";
+import { type BackendProcess, spawnBackend } from "../../dummy_servers.ts";
 import { get, type Goround, recordingBackend, startGoround, waitFor } from "../support/helpers.ts";
 import {
   type Chromium,
@@ -278,5 +279,75 @@ Deno.test("dashboard in headless Chromium", async (t) => {
     await Promise.all([aOpen ? a.close() : undefined, b.close()]);
     // The profile goes; a screenshot stays for a person to look at (its path is printed).
     await Deno.remove(shot ? profile : dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("dashboard charts: a killed backend's requests per second fall to zero, its card turns down", async () => {
+  await ensureDebianPackage(CHROMIUM_PATH, "chromium");
+  const dir = await Deno.makeTempDir({ prefix: "goround-charts-" });
+  const backends: BackendProcess[] = await Promise.all([spawnBackend(0), spawnBackend(0)]);
+  const urls = backends.map((b) => `http://127.0.0.1:${b.port}`);
+  let browser: Chromium | null = null;
+  let proxy: Goround | null = null;
+  let sending = true;
+  let traffic: Promise<void> = Promise.resolve();
+  try {
+    proxy = await startGoround([
+      "--backends",
+      urls.join(","),
+      "--health-interval",
+      "200ms",
+      "--workers",
+      "1",
+      "--access-log",
+      "off",
+    ]);
+    const adminUrl = await adminUrlOf(proxy);
+    const before = await status(adminUrl);
+    const [idA, idB] = urls.map((url) => idOf(before, url));
+    const target = proxy.url;
+    traffic = (async () => {
+      for (let i = 0; sending && i < 100_000; i++) {
+        await get(target).catch(() => {});
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    })();
+    browser = await launchChromium({ userDataDir: `${dir}/profile` });
+    const page = await browser.cdp.open(`${adminUrl}/`);
+    const lastRps = (id: number) =>
+      page.evaluate<number>(
+        `Number(${card(id)}.querySelector('[data-chart="backend"]').dataset.lastRps || "-1")`,
+      );
+    await page.waitFor(
+      `Number(${card(idA!)}.querySelector('[data-chart="backend"]').dataset.lastRps) > 1 &&
+       Number(${card(idB!)}.querySelector('[data-chart="backend"]').dataset.lastRps) > 1`,
+      "both charts to show traffic",
+    );
+    backends[0]!.child.kill("SIGKILL");
+    await backends[0]!.exited;
+    await waitForState(page, idA!, "down");
+    await page.waitFor(
+      `${card(idA!)}.querySelector('[data-chart="backend"]').dataset.lastRps === "0.00"`,
+      "the killed backend's chart to fall to zero",
+    );
+    assert((await lastRps(idB!)) > 1, "the live backend's chart keeps its traffic");
+    assert(
+      await page.evaluate<boolean>(
+        `document.querySelector('[data-chart="pool"]').querySelectorAll("rect").length > 0`,
+      ),
+      "the pool chart has bars",
+    );
+    const shot = `${dir}/dashboard.png`;
+    await Deno.writeFile(shot, await page.screenshot());
+    console.log(`dashboard screenshot: ${shot}`);
+    await page.close();
+  } finally {
+    sending = false;
+    await traffic;
+    await browser?.close();
+    await proxy?.stop();
+    backends[1]!.child.kill("SIGKILL");
+    await Promise.all(backends.map((b) => b.exited));
+    await Deno.remove(`${dir}/profile`, { recursive: true }).catch(() => {});
   }
 });
