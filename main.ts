@@ -30,7 +30,7 @@ import {
 } from "./lib/control/discovery.ts";
 import { denoEnv, unknownVariables, unknownVariableWarning } from "./lib/config/env_check.ts";
 import { ConfigError, ValidationError } from "./lib/errors.ts";
-import { flushRepeats, logLine, REPEAT_WINDOW_MS } from "./lib/log.ts";
+import { bannerLine, flushRepeats, logLine, REPEAT_WINDOW_MS, setLogFormat } from "./lib/log.ts";
 import {
   type Address,
   isOwnAddress,
@@ -170,6 +170,7 @@ async function reload(sup: Supervisor, dns: DnsFollower): Promise<void> {
     const { added, removed, problems } = await applyConfig(sup, plan.config);
     sup.reloads.ok++;
     sup.reloads.lastOk = Date.now();
+    setLogFormat(sup.config.logFormat);
     logLine(describeReload(plan, {
       file: sup.config.configFile,
       backends: sup.slots.length,
@@ -400,6 +401,7 @@ function handleSignals(): Signals {
 }
 
 async function run(given: Config, workerUrl: URL): Promise<void> {
+  setLogFormat(given.logFormat);
   const signals = handleSignals();
   const target = await predecessorOf(given);
   // Taking over, the running goround holds these ports: the proxy and redirect ports are shared
@@ -447,7 +449,7 @@ async function run(given: Config, workerUrl: URL): Promise<void> {
   if (target) running.admin = await takeOver(sup, target, serve);
   else if (config.admin) running.admin = serve(config.admin);
   // stdout carries only the access log (so `| jq .` reads it); the banner is operational.
-  for (const line of banner(sup, running.admin)) console.error(line);
+  for (const line of banner(sup, running.admin)) bannerLine(line);
   warnUnknownVariables();
 }
 

@@ -1,7 +1,7 @@
 import { deepEqual, equal, match } from "node:assert/strict";
-import { flushRepeats, logLine, REPEAT_WINDOW_MS } from "../lib/log.ts";
+import { fieldsOf, flushRepeats, levelOf, logLine, REPEAT_WINDOW_MS } from "../lib/log.ts";
 
-/** Runs `body` with stderr lines captured (timestamps cut off). */
+/** Runs `body` with stderr lines captured (timestamps and levels cut off). */
 function captured(body: () => void): string[] {
   const lines: string[] = [];
   const original = console.error;
@@ -12,8 +12,8 @@ function captured(body: () => void): string[] {
     console.error = original;
   }
   return lines.map((line) => {
-    match(line, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z /);
-    return line.slice(25);
+    match(line, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (info|warn|error) /);
+    return line.slice(25).replace(/^(info|warn|error) /, "");
   });
 }
 
@@ -63,4 +63,25 @@ Deno.test("logLine() writes a repeated line once, then how often it came", async
     });
     equal(lines.length, 5);
   });
+});
+
+Deno.test("levelOf(): errors, warnings and the rest", () => {
+  equal(levelOf("internal error: TypeError: x"), "error");
+  equal(levelOf("reload failed, keeping the running config: bad"), "error");
+  equal(levelOf("backend http://a:1 DOWN: connection refused"), "warn");
+  equal(levelOf("backend http://a:1 EJECTED for 30s: 3 failures in 10s"), "warn");
+  equal(levelOf("backend http://a:1 UP"), "info");
+  equal(levelOf("reloaded goround.json: 3 backends"), "info");
+});
+
+Deno.test("fieldsOf(): the backend, the client and the reason a line names", () => {
+  deepEqual(fieldsOf("backend http://a:1 DOWN: connection refused"), {
+    backend: "http://a:1",
+    reason: "connection refused",
+  });
+  deepEqual(fieldsOf("client 10.0.0.9 sent its request body too slowly: 408"), {
+    client: "10.0.0.9",
+    reason: "408",
+  });
+  deepEqual(fieldsOf("panic over"), {});
 });

@@ -161,7 +161,15 @@ export interface Config {
   /** Least bytes per second a request body must average over each `bodyTimeout` of waiting
    * (0: no minimum). @default {500} */
   readonly bodyMinRate: number;
+  /** The operational log's format on stderr: `text` or `json` lines. @default {"text"} */
+  readonly logFormat: LogFormat;
 }
+
+/** The formats of the operational log on stderr (`--log-format`). */
+export const LOG_FORMATS = ["text", "json"] as const;
+
+/** A `--log-format`. */
+export type LogFormat = typeof LOG_FORMATS[number];
 
 /** What `--underscore-headers` does with request fields whose name has a `_`. */
 export const UNDERSCORE_HEADERS = ["drop", "keep"] as const;
@@ -212,6 +220,7 @@ export type Kind =
   | "hosts"
   | "percent"
   | "underscore-headers"
+  | "log-format"
   | "size";
 
 /** One setting: its flag, how its value is read, its default and its `--help` line. */
@@ -597,6 +606,13 @@ export const FLAGS: readonly FlagSpec[] = [
     kind: "size",
     fallback: "500",
     help: "bytes per second a request body must average over each --body-timeout (0: any)",
+  },
+  {
+    name: "log-format",
+    key: "logFormat",
+    kind: "log-format",
+    fallback: "text",
+    help: "operational log on stderr: text or json lines, each with a level",
   },
 ];
 

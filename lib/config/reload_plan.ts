@@ -92,6 +92,7 @@ export const RELOAD_RULES: Readonly<Record<string, ReloadRule>> = {
   "max-ejection-percent": onReload("maxEjectionPercent"),
   "ejection-time": onReload("ejectionTime"),
   "underscore-headers": onReload("underscoreHeaders"),
+  "log-format": onReload("logFormat"),
   // It acts once, at start: a reload that changes it names it as waiting for a restart.
   takeover: onRestart("takeover"),
   "send-timeout": onReload("sendTimeout"),

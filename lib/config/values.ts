@@ -15,6 +15,7 @@ import {
   type HashKey,
   type Kind,
   type Listen,
+  LOG_FORMATS,
   UNDERSCORE_HEADERS,
 } from "./config.ts";
 import { parseDuration } from "./duration.ts";
@@ -245,6 +246,8 @@ export function parseValue(kind: Kind, text: string): Parsed {
         );
       }
       return Number(text);
+    case "log-format":
+      return oneOf(text, LOG_FORMATS, "a log format");
     case "underscore-headers":
       return oneOf(text, UNDERSCORE_HEADERS, "an underscore-headers mode");
     case "size":

@@ -13,7 +13,7 @@
 import { type AccessLog, createAccessLog, writeStdout } from "../front/access_log.ts";
 import type { Backend, Config } from "../config/config.ts";
 import { BodyBrokeOff, ClientStalled } from "../errors.ts";
-import { flushRepeats, logLine, REPEAT_WINDOW_MS } from "../log.ts";
+import { flushRepeats, logLine, REPEAT_WINDOW_MS, setLogFormat } from "../log.ts";
 import { attachPool, countClient, countRefusal, type Pool, type Refusal } from "../balance/pool.ts";
 import {
   createForwarder,
@@ -411,9 +411,11 @@ export function serveMessages(options: WorkerOptions = {}): void {
 async function handle(message: WorkerMessage, options: WorkerOptions): Promise<void> {
   switch (message.type) {
     case "start":
+      setLogFormat(message.config.logFormat);
       start(message, options);
       break;
     case "update": {
+      setLogFormat(message.config.logFormat);
       const problem = running?.update(message);
       reply(problem ? { type: "updated", problem } : { type: "updated" });
       break;

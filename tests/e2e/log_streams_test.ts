@@ -167,3 +167,49 @@ Deno.test("goaccess reads goround's combined log, appended fields and all", asyn
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("--log-format json: every stderr line is a JSON object with a level; a DOWN names its backend", async () => {
+  const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadUrl = `http://127.0.0.1:${dead.addr.port}`;
+  dead.close();
+  const live = recordingBackend(() => new Response("ok"));
+  const proxy = await startGoround([
+    "--backends",
+    `${live.url},${deadUrl}`,
+    "--log-format",
+    "json",
+    "--workers",
+    "1",
+  ]);
+  try {
+    await waitFor(() => proxy.stderr.some((line) => line.includes("DOWN")), {
+      what: "the dead backend's DOWN line",
+    });
+  } finally {
+    await proxy.stop();
+    await live.close();
+  }
+  const entries = proxy.stderr.filter((line) => line !== "").map((line) => JSON.parse(line));
+  for (const entry of entries) {
+    assert(["info", "warn", "error"].includes(entry.level), JSON.stringify(entry));
+    assert(typeof entry.time === "string" && typeof entry.msg === "string");
+  }
+  assert(entries.some((entry) => entry.msg.startsWith("Load Balancer started at")), "the banner");
+  const down = entries.find((entry) => entry.msg.includes("DOWN"))!;
+  equal(down.level, "warn");
+  equal(down.backend, deadUrl);
+  equal(down.reason, "connection refused");
+});
+
+Deno.test("the text log says each line's level after its time", async () => {
+  const proxy = await startGoround(["--backend", "http://127.0.0.1:9", "--workers", "1"]);
+  try {
+    await waitFor(() => proxy.stderr.some((line) => line.includes("DOWN")), {
+      what: "a DOWN line",
+    });
+  } finally {
+    await proxy.stop();
+  }
+  const line = proxy.stderr.find((l) => l.includes("DOWN"))!;
+  assert(/^\d{4}-\d\d-\d\dT[\d:.]+Z warn backend http:\/\/127\.0\.0\.1:9 DOWN: /.test(line), line);
+});

@@ -51,6 +51,16 @@ async function collect(stream: ReadableStream<Uint8Array>, into: string[]): Prom
   for await (const line of lines) into.push(line);
 }
 
+/** A stderr line as text: the message of a `--log-format json` line, else the line itself. */
+export function plainLine(line: string): string {
+  if (!line.startsWith('{"time"')) return line;
+  try {
+    return String(JSON.parse(line).msg ?? line);
+  } catch {
+    return line;
+  }
+}
+
 function entryPath(entry: string): string {
   return entry.startsWith("/") ? entry : `${ROOT}${entry}`;
 }
@@ -120,8 +130,10 @@ export async function startGoround(
   const exited = drained.then(() => child.status);
   let port = 0;
   // The banner is on stderr (on stdout in checkouts before 35b3122, which --compare runs).
-  const bannerLines = () =>
-    stderr.some((line) => line.startsWith("Load Balancer")) ? stderr : stdout;
+  const bannerLines = () => {
+    const lines = stderr.map(plainLine);
+    return lines.some((line) => line.startsWith("Load Balancer")) ? lines : stdout;
+  };
   try {
     await waitFor(() => {
       const banner = bannerLines().map((line) => /^Load Balancer started at \S*:(\d+)/.exec(line))
