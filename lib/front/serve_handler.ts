@@ -23,6 +23,7 @@ import { forwardResponseHeaders } from "../http/headers.ts";
 import { formatDuration } from "../config/duration.ts";
 import { logLine } from "../log.ts";
 import {
+  connectRefused,
   type Forwarder,
   type Incoming,
   type LocalReply,
@@ -47,9 +48,6 @@ export type Handler = (
 
 /** Statuses that must not carry content (Fetch "null body status"); `Response` rejects one. */
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
-
-/** Methods a reverse proxy forwards; `CONNECT` would ask it to open a tunnel. */
-const ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
 
 /** The flags' defaults, for a handler made without them. */
 const DEFAULT_LIMITS: BodyLimits = {
@@ -250,8 +248,7 @@ export function createServeHandler(
       return response;
     };
     if (req.method === "CONNECT") {
-      // goround is a reverse proxy, not a forward proxy: it never opens tunnels.
-      return refuse(localReply(405, "CONNECT is not supported", [["allow", ALLOW]]));
+      return refuse(connectRefused());
     }
     // hyper refused other target forms and bytes outside ASCII; the Host value, the scheme and
     // the authority of an absolute-form target are left to goround (see request_target.ts).

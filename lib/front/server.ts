@@ -49,6 +49,7 @@ import {
 import { logLine } from "../log.ts";
 import { formatDuration } from "../config/duration.ts";
 import {
+  connectRefused,
   type Forwarder,
   type Incoming,
   localReply,
@@ -197,7 +198,6 @@ const CHUNK_ROOM = BODY_BUFFER - FRAME_ROOM;
 /** A buffer with less room than this left is done with: a new one takes the next read. */
 const MIN_READ = 4096;
 const NO_PARTS: readonly Bytes[] = [];
-const ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
 
 /** Reason phrases for the statuses goround itself answers. */
 const REASONS: Record<number, string> = {
@@ -913,8 +913,7 @@ async function answer(
 ): Promise<boolean> {
   const started = performance.now();
   if (head.method === "CONNECT") {
-    // goround is a reverse proxy, not a forward proxy: it never opens tunnels.
-    const reply = localReply(405, "CONNECT is not supported", [["allow", ALLOW]]);
+    const reply = connectRefused();
     const written = await writeReply(client, head, reply, false);
     if (reply.kind === "local") client.options.onRefused?.(written.status);
     if (client.options.accessLog) {

@@ -26,15 +26,7 @@ import {
   recordResponse,
   setAlive,
 } from "../balance/pool.ts";
-import {
-  canRetry,
-  canRetryStatus,
-  countsAgainst,
-  failedAlike,
-  failureSignature,
-  marksDown,
-  retryFresh,
-} from "./retry.ts";
+import { afterFailure, afterStatus, countsAgainst, failureSignature, marksDown } from "./retry.ts";
 import { authorityEnd } from "../http/request_target.ts";
 import {
   type OutgoingRequest,
@@ -158,6 +150,19 @@ export function localReply(
     text: `${text}\n`,
     headers: [["content-type", "text/plain; charset=utf-8"], ...headers],
   };
+}
+
+/** Methods a reverse proxy forwards; `CONNECT` would ask it to open a tunnel. */
+export const ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
+
+/**
+ * The answer to `CONNECT` (405): goround is a reverse proxy, not a forward proxy, and never
+ * opens tunnels (RFC 9110 §9.3.6). Both front ends send it before reading anything else.
+ *
+ * @returns The reply.
+ */
+export function connectRefused(): LocalReply {
+  return localReply(405, "CONNECT is not supported", [["allow", ALLOW]]);
 }
 
 /** RFC 5842 §7.2: the server detected an infinite loop while processing the request. */
@@ -435,7 +440,9 @@ export function createForwarder(context: ProxyContext): Forwarder {
         end(!(error instanceof UpstreamError && error.kind === "client"));
         if (!(error instanceof UpstreamError)) throw error;
         failure = error;
-        if (!freshTried && retryFresh(error, method, replayable)) {
+        const state = { method, replayable, retries, limit, seen };
+        const decision = afterFailure(error, state, freshTried);
+        if (decision === "fresh") {
           // Same backend, new connection: the idle one was closed under us (not the backend's
           // fault, and not a retry on another backend, so --retries is not spent).
           freshTried = true;
@@ -448,12 +455,12 @@ export function createForwarder(context: ProxyContext): Forwarder {
           reached = true;
           if (countsAgainst(error)) passiveFailure(slot, backend, error.message);
         }
-        const signature = failureSignature(error);
-        if (failedAlike(seen, signature)) {
+        if (decision === "alike") {
           logLine(sameFailure(incoming, backend, error.message));
           return finish(failureReply(error), slot, backend, retries);
         }
-        if (retries < limit && canRetry(error, method, replayable)) {
+        if (decision === "retry") {
+          const signature = failureSignature(error);
           if (signature !== 0) (seen ??= []).push(signature);
           retries++;
           avoid.push(slot);
@@ -474,20 +481,22 @@ export function createForwarder(context: ProxyContext): Forwarder {
       if (config.failStatuses.length > 0 && config.failStatuses.includes(status)) {
         passiveFailure(slot, backend, `HTTP ${status}`);
       }
-      if (
-        config.retryStatuses.includes(status) && retries < limit &&
-        canRetryStatus(method, replayable)
-      ) {
-        if (!failedAlike(seen, status)) {
-          (seen ??= []).push(status);
-          end(true);
-          held = response;
-          retries++;
-          avoid.push(slot);
-          continue;
-        }
-        logLine(sameFailure(incoming, backend, `HTTP ${status}`));
+      const verdict = afterStatus(status, config.retryStatuses, {
+        method,
+        replayable,
+        retries,
+        limit,
+        seen,
+      });
+      if (verdict === "retry") {
+        (seen ??= []).push(status);
+        end(true);
+        held = response;
+        retries++;
+        avoid.push(slot);
+        continue;
       }
+      if (verdict === "alike") logLine(sameFailure(incoming, backend, `HTTP ${status}`));
       if (!(response.body instanceof ReadableStream)) end(false);
       return finish({ kind: "upstream", response }, slot, backend, retries);
     }

@@ -139,3 +139,64 @@ export function failedAlike(earlier: readonly number[] | null, signature: number
 export function retryFresh(error: UpstreamError, method: string, replayable: boolean): boolean {
   return error.reused && error.kind === "reset" && canRetry(error, method, replayable);
 }
+
+/** Where a request stands when an attempt has failed or answered. */
+export interface AttemptState {
+  /** The request's method. */
+  readonly method: string;
+  /** Whether its body can be sent again. */
+  readonly replayable: boolean;
+  /** Retries on other backends so far. */
+  readonly retries: number;
+  /** How many retries are allowed (`--retries`, or the pool size - 1). */
+  readonly limit: number;
+  /** Signatures of its failures so far (see {@linkcode failureSignature}). */
+  readonly seen: readonly number[] | null;
+}
+
+/**
+ * What to do after an attempt failed: try the same backend on a new connection (its pooled
+ * one had been closed, which is nobody's fault), stop because two backends failed alike (a
+ * poison request), retry on another backend, or give up.
+ *
+ * @param error The failure.
+ * @param state The request's state.
+ * @param freshTried Whether a new connection was tried already.
+ * @returns The decision.
+ * @example
+ * ```ts ignore
+ * afterFailure(error, { method: "GET", replayable: true, retries: 0, limit: 2, seen: null }, false);
+ * ```
+ */
+export function afterFailure(
+  error: UpstreamError,
+  state: AttemptState,
+  freshTried: boolean,
+): "fresh" | "alike" | "retry" | "give-up" {
+  if (!freshTried && retryFresh(error, state.method, state.replayable)) return "fresh";
+  if (failedAlike(state.seen, failureSignature(error))) return "alike";
+  if (state.retries < state.limit && canRetry(error, state.method, state.replayable)) {
+    return "retry";
+  }
+  return "give-up";
+}
+
+/**
+ * What to do with a response whose status is in `--retry-statuses`: retry it elsewhere (safe
+ * for an idempotent request whose body can be sent again), stop because two backends answered
+ * it alike, or pass it on.
+ *
+ * @param status The status.
+ * @param retryStatuses `--retry-statuses`.
+ * @param state The request's state.
+ * @returns The decision.
+ */
+export function afterStatus(
+  status: number,
+  retryStatuses: readonly number[],
+  state: AttemptState,
+): "retry" | "alike" | "pass" {
+  if (!retryStatuses.includes(status) || state.retries >= state.limit) return "pass";
+  if (!canRetryStatus(state.method, state.replayable)) return "pass";
+  return failedAlike(state.seen, status) ? "alike" : "retry";
+}

@@ -1,6 +1,8 @@
 import { equal } from "node:assert/strict";
 import { UpstreamError } from "../../lib/errors.ts";
 import {
+  afterFailure,
+  afterStatus,
   canRetry,
   countsAgainst,
   failedAlike,
@@ -54,4 +56,20 @@ Deno.test("canRetry(): refused always; sent only when idempotent and replayable"
   equal(canRetry(reset, "POST", true), false);
   equal(canRetry(reset, "PUT", false), false);
   equal(canRetry(client, "GET", true), false);
+});
+
+Deno.test("afterFailure() and afterStatus(): the retry decisions, one step each", () => {
+  const get = { method: "GET", replayable: true, retries: 0, limit: 2, seen: null };
+  const broke = new UpstreamError("reset", "connection reset", { sent: true, reused: false });
+  const stale = new UpstreamError("reset", "closed", { sent: true, reused: true });
+  equal(afterFailure(stale, get, false), "fresh", "a pooled connection found closed");
+  equal(afterFailure(stale, get, true), "retry", "only once on a new connection");
+  equal(afterFailure(broke, get, false), "retry");
+  equal(afterFailure(broke, { ...get, seen: [failureSignature(broke)] }, false), "alike");
+  equal(afterFailure(broke, { ...get, retries: 2 }, false), "give-up", "--retries spent");
+  equal(afterFailure(broke, { ...get, method: "POST" }, false), "give-up", "sent, not idempotent");
+  equal(afterStatus(503, [503], get), "retry");
+  equal(afterStatus(503, [503], { ...get, seen: [503] }), "alike");
+  equal(afterStatus(500, [503], get), "pass");
+  equal(afterStatus(503, [503], { ...get, method: "POST" }), "pass");
 });
