@@ -738,7 +738,7 @@ function bodiless(request: Pick<RequestHead, "method">, status: number): boolean
 /**
  * Frames a reply that goes out in one write into the client's write buffer: a local reply, or
  * a backend's response with a whole body or none (whose connection is released once the bytes
- * are copied). Synchronous: {@linkcode writeReply} (or `answer`, which does the same inline)
+ * are copied). Synchronous: {@linkcode writeReply}
  * then sends it with one awaited write.
  *
  * @returns What was framed (`size` bytes at the start of `client.wbuf`), or `null` for a
@@ -965,19 +965,7 @@ async function answer(
     client.replied = true;
     // The connection carries another request only if this one was read to its end.
     const keepAlive = head.keepAlive && !drain.stopping && client.bodyDone;
-    // writeReply's work, inline (keep the two alike): one async function fewer on every
-    // request's path.
-    const whole = frameWhole(client, head, reply, keepAlive);
-    if (whole === null) {
-      written = await writeStreamed(client, head, reply as UpstreamReply, keepAlive);
-    } else {
-      const bytes = client.wbuf.subarray(0, whole.size);
-      client.sendDeadline = clock + options.sendTimeout;
-      const n = await client.conn.write(bytes);
-      if (n < bytes.length) await writeAll(client, bytes.subarray(n));
-      client.sendDeadline = 0;
-      written = whole;
-    }
+    written = await writeReply(client, head, reply, keepAlive);
   } finally {
     // The exchange is over: no retry is left to replay a whole body, and the reply (which a
     // forwarder could have built from it) is written, so its recycled buffers can go back.
