@@ -60,6 +60,7 @@ import { type BufferBudget, UNBOUNDED } from "./request_buffer.ts";
 import { batches, FRAME_ROOM } from "../http/streaming.ts";
 import { BODY_BUFFER, borrow, giveBack } from "../http/buffers.ts";
 import { bufferSize, keepBuffer, takeBuffer } from "../http/spare_buffers.ts";
+import { frameInto, makeRoom } from "../http/conn_buffers.ts";
 import { reclaimed, reclaimMemory, type ReclaimState, shouldReclaim } from "./reclaim.ts";
 import { closeFrame, isWebSocketUpgrade, splice, type Upgrader } from "../proxy/websocket.ts";
 import type { SessionEnd } from "../proxy/ws_bridge.ts";
@@ -228,19 +229,8 @@ function closeClient(client: Client): void {
  * this is on every request's path. The caller adds what it returns to `client.end`; `null` is
  * the end of the stream. */
 function readMore(client: Client): Promise<number | null> {
-  if (client.end === client.buf.length) {
-    if (client.start > 0) {
-      client.buf.copyWithin(0, client.start, client.end);
-      client.end -= client.start;
-      client.start = 0;
-    } else {
-      // A head longer than the buffer (an idle connection's is small): a bigger one.
-      const bigger = takeBuffer(Math.min(client.buf.length * 2, MAX_HEAD_BYTES * 2));
-      bigger.set(client.buf);
-      keepBuffer(client.buf);
-      client.buf = bigger;
-    }
-  }
+  // A head longer than the buffer (an idle connection's is small) gets a bigger one.
+  makeRoom(client, MAX_HEAD_BYTES * 2);
   return client.conn.read(client.buf.subarray(client.end));
 }
 
@@ -849,11 +839,7 @@ interface Written {
 
 /** Serialises a head, and a whole body after it, into the client's write buffer. */
 function frame(client: Client, head: string, body: Uint8Array | null): Uint8Array {
-  const size = head.length + (body === null ? 0 : body.length);
-  const out = writeRoom(client, size);
-  const at = writeLatin1(head, out, 0);
-  if (body !== null) out.set(body, at);
-  return out.subarray(0, size);
+  return frameInto(client, head, body, WRITE_BUFFER);
 }
 
 /**

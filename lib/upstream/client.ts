@@ -32,7 +32,6 @@ import {
   responseFraming,
   type ResponseHead,
   reusableAfter,
-  writeLatin1,
 } from "../http/http1.ts";
 import {
   batches,
@@ -44,6 +43,7 @@ import {
 import { BODY_BUFFER, borrow, giveBack } from "../http/buffers.ts";
 import { writeAll } from "../http/conn_io.ts";
 import { keepBuffer, takeBuffer } from "../http/spare_buffers.ts";
+import { frameInto, makeRoom } from "../http/conn_buffers.ts";
 
 /** Bytes backed by a plain `ArrayBuffer` (what `Response` and `conn.read` take). */
 export type Bytes = Uint8Array<ArrayBuffer>;
@@ -364,11 +364,7 @@ function release(link: Link): void {
 
 /** Serialises the head, and a whole body after it, into the connection's write buffer. */
 function frame(link: Link, head: string, body: Uint8Array | null): Bytes {
-  const size = head.length + (body === null ? 0 : body.length);
-  if (link.wbuf.length < size) link.wbuf = new Uint8Array(Math.max(size, link.wbuf.length * 2));
-  const at = writeLatin1(head, link.wbuf, 0);
-  if (body !== null) link.wbuf.set(body, at);
-  return link.wbuf.subarray(0, size);
+  return frameInto(link, head, body, WRITE_BUFFER);
 }
 
 /**
@@ -382,17 +378,7 @@ function readMore(link: Link): Promise<number | null> {
     link.pending = null;
     return pending;
   }
-  if (link.end === link.buf.length) {
-    if (link.start > 0) {
-      link.buf.copyWithin(0, link.start, link.end);
-      link.end -= link.start;
-      link.start = 0;
-    } else {
-      const bigger = new Uint8Array(link.buf.length * 2);
-      bigger.set(link.buf);
-      link.buf = bigger;
-    }
-  }
+  makeRoom(link, Infinity); // the parser bounds a head; a whole body may need more
   return link.conn.read(link.buf.subarray(link.end));
 }
 
