@@ -321,6 +321,40 @@ function withTrace(reply: Reply, extra: [string, string][], trace: Trace): Reply
 }
 
 /**
+ * One attempt's request to `backend`, and how it ends: its in-flight count is taken back once,
+ * whichever comes first of the exchange's end and a request body that broke off.
+ */
+function attemptOn(
+  pool: Pool,
+  slot: number,
+  backend: Backend,
+  incoming: Incoming,
+  head: string,
+): { outgoing: OutgoingRequest; end: (failed: boolean) => void } {
+  let ended = false;
+  const end = (failed: boolean) => {
+    if (ended) return;
+    ended = true;
+    endRequest(pool, slot, failed);
+  };
+  const { method, target, body } = incoming;
+  const outgoing: OutgoingRequest = {
+    method,
+    head,
+    body,
+    chunked: incoming.bodyLength < 0,
+    onBodyEnd: (error) => {
+      // The first report wins: a body the client cancelled also fails the read under way,
+      // and that is not the backend breaking off.
+      if (ended) return;
+      if (error !== undefined) logLine(`backend ${backend.url} ${error} (${method} ${target})`);
+      end(error !== undefined);
+    },
+  };
+  return { outgoing, end };
+}
+
+/**
  * Builds the forwarder for one worker.
  *
  * @param context Pool, settings, backends and upstream client.
@@ -400,10 +434,10 @@ export function createForwarder(context: ProxyContext): Forwarder {
         continue;
       }
       if (backend === undefined) {
+        // Every backend is down or was tried: the held 5xx, 502/504 if this request failed on
+        // one, 503 when none could even be connected to.
         const last = lastSlot < 0 ? null : backends[lastSlot] ?? null;
         if (held) return finish({ kind: "upstream", response: held }, lastSlot, last, retries);
-        // Every backend is down or was tried: 502/504 if this request failed on one, 503 when
-        // none could even be connected to.
         if (failure && reached) return finish(failureReply(failure), lastSlot, last, retries);
         return finish(noBackend, -1, null, retries);
       }
@@ -412,25 +446,7 @@ export function createForwarder(context: ProxyContext): Forwarder {
         discard(held);
         held = null;
       }
-      let ended = false;
-      const end = (failed: boolean) => {
-        if (ended) return;
-        ended = true;
-        endRequest(pool, slot, failed);
-      };
-      const outgoing: OutgoingRequest = {
-        method,
-        head,
-        body,
-        chunked: incoming.bodyLength < 0,
-        onBodyEnd: (error) => {
-          // The first report wins: a body the client cancelled also fails the read under way,
-          // and that is not the backend breaking off.
-          if (ended) return;
-          if (error !== undefined) logLine(`backend ${backend.url} ${error} (${method} ${target})`);
-          end(error !== undefined);
-        },
-      };
+      const { outgoing, end } = attemptOn(pool, slot, backend, incoming, head);
       if (!counted) beginRequest(pool, slot, retries > 0);
       let response: UpstreamResponse;
       try {
