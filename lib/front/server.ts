@@ -216,6 +216,9 @@ const REASONS: Record<number, string> = {
 };
 
 function closeClient(client: Client): void {
+  // Whatever ended the connection (a bad or cut-off body, a 408, the client leaving), the
+  // request-buffer budget its body held goes back.
+  releaseBudget(client);
   if (client.closed) return;
   client.closed = true;
   try {
@@ -419,22 +422,30 @@ function lengthOf(parts: readonly Bytes[]): number {
 async function bufferLength(client: Client, want: number): Promise<Bytes[]> {
   const parts: Bytes[] = [];
   let got = 0;
-  while (got < want) {
-    const size = Math.min(BODY_BUFFER, want - got);
-    if (!reserve(client, size)) break;
-    const part = borrow().subarray(0, size);
-    parts.push(part);
-    let at = Math.min(size, client.end - client.start);
-    part.set(client.buf.subarray(client.start, client.start + at));
-    client.start += at;
-    while (at < size) {
-      bodyDeadline(client);
-      const n = await client.conn.read(part.subarray(at));
-      bodyRead(client, n ?? 0);
-      if (n === null) throw new RequestError(400, "request body ended early");
-      at += n;
+  try {
+    while (got < want) {
+      const size = Math.min(BODY_BUFFER, want - got);
+      if (!reserve(client, size)) break;
+      const part = borrow().subarray(0, size);
+      parts.push(part);
+      let at = Math.min(size, client.end - client.start);
+      part.set(client.buf.subarray(client.start, client.start + at));
+      client.start += at;
+      while (at < size) {
+        bodyDeadline(client);
+        const n = await client.conn.read(part.subarray(at));
+        bodyRead(client, n ?? 0);
+        if (n === null) throw new RequestError(400, "request body ended early");
+        at += n;
+      }
+      got += size;
     }
-    got += size;
+  } catch (error) {
+    // No one will read these: the buffers and the budget go back now (the budget again in
+    // closeClient, a no-op then).
+    for (const part of parts) giveBack(part);
+    releaseBudget(client);
+    throw error;
   }
   return parts;
 }
@@ -484,6 +495,9 @@ async function bufferChunked(client: Client, decoder: ChunkedState): Promise<Byt
       payload += used - before;
     }
   } catch (error) {
+    for (const part of parts) giveBack(part);
+    if (out !== null) giveBack(out);
+    releaseBudget(client);
     if (error instanceof ProtocolError) throw new RequestError(400, error.message);
     throw error;
   }

@@ -516,3 +516,41 @@ for (const engine of ENGINES) {
     }
   });
 }
+
+for (const engine of ENGINES) {
+  Deno.test(`[${engine}] bodies that fail while buffered give their budget back`, async () => {
+    const { backend } = testBackend();
+    const proxy = await start(engine, backend.url, ["--request-buffer-total", "1MiB"]);
+    const send = async (request: string, closeEarly: boolean) => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+      await conn.write(encoder.encode(request));
+      if (!closeEarly) await conn.read(new Uint8Array(1024)).catch(() => null);
+      conn.close();
+    };
+    try {
+      // Each would hold a 128 KiB buffer of a 1 MiB budget: 30 of them would spend it 4 times.
+      for (let i = 0; i < 10; i++) {
+        await send(
+          "POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nbad\r\n",
+          false,
+        );
+        await send("POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\nshort", true);
+        await send(
+          "POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+          true,
+        );
+      }
+      await waitFor(async () => {
+        const status = await (await fetch(`${proxy.adminUrl}/status`)).json();
+        return status.bufferedBytes === 0;
+      }, { what: "the budget to come back to 0" });
+      // And bodies are still buffered (the budget is not spent): a small upload is retried-safe.
+      const res = await fetch(`${proxy.url}/upload`, { method: "POST", body: "hello" });
+      equal(res.status, 200);
+      await res.text();
+    } finally {
+      await proxy.stop();
+      await backend.close();
+    }
+  });
+}
