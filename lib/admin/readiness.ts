@@ -53,6 +53,17 @@ export function readiness(
       } usable`,
     };
   }
+  // Requests still go to a backend out by passive verdict alone when nothing else is usable (a
+  // passive verdict never empties the pool): goround serves, so it is ready.
+  const ejected = backends.filter((b) => b.state === "ejected").length;
+  if (ejected > 0) {
+    return {
+      ready: true,
+      reason: `ready: 0 of ${backends.length} backends usable; ${ejected} ejected still ${
+        ejected === 1 ? "takes" : "take"
+      } requests (a passive verdict never empties the pool)`,
+    };
+  }
   if (backends.length === 0) return { ready: false, reason: "not ready: no backend in the pool" };
   const details = OUT_STATES
     .map((state) => [state, backends.filter((b) => b.state === state).length] as const)

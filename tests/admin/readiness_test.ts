@@ -31,10 +31,18 @@ Deno.test("readiness() is ready while one backend is usable, else says what is o
     const mixed = readiness([
       { usable: false, state: "drained" },
       down,
-      { usable: false, state: "ejected" },
       { usable: false, state: "draining" },
     ], { panic: false });
-    equal(mixed.reason, "not ready: no usable backend (1 down, 1 ejected, 1 draining, 1 drained)");
+    equal(mixed.reason, "not ready: no usable backend (1 down, 1 draining, 1 drained)");
+  });
+  await t.step("a backend out by passive verdict alone still serves: ready", () => {
+    // Selection falls back to it (a passive verdict never empties the pool), so clients get
+    // answers: an orchestrator must not take goround out for it.
+    deepEqual(readiness([down, down, { usable: false, state: "ejected" }], { panic: false }), {
+      ready: true,
+      reason:
+        "ready: 0 of 3 backends usable; 1 ejected still takes requests (a passive verdict never empties the pool)",
+    });
   });
   await t.step("panic mode does not make it ready", () => {
     deepEqual(readiness([down, down], { panic: true }), {
