@@ -129,7 +129,7 @@ export async function startGoround(
   const drained = Promise.all([collect(child.stdout, stdout), collect(child.stderr, stderr)]);
   const exited = drained.then(() => child.status);
   let port = 0;
-  // The banner is on stderr (on stdout in checkouts before 35b3122, which --compare runs).
+  // The banner is on stderr (on stdout in checkouts before c553313, which --compare runs).
   const bannerLines = () => {
     const lines = stderr.map(plainLine);
     return lines.some((line) => line.startsWith("Load Balancer")) ? lines : stdout;
