@@ -142,7 +142,7 @@ export interface Config {
   readonly ejectionTime: number;
   /** Request fields whose name has a `_`: dropped before forwarding, or kept. @default {"drop"} */
   readonly underscoreHeaders: UnderscoreHeaders;
-  /** This goround process's random id, named in the `Via` it adds (`loop.ts`); not a setting:
+  /** This goround process's random id, named in the `Via` it adds (`proxy/via.ts`); not a setting:
    * `""` until the supervisor makes one at start, then kept by every reload. */
   readonly instanceId: string;
   /** Whether to take over `listen` from the goround whose admin API is at `admin` (an upgrade

@@ -34,7 +34,7 @@ export interface ForwardContext {
   readonly host: string;
   /** Drop fields whose name has a `_` (`--underscore-headers drop`). @default {false} */
   readonly dropUnderscores?: boolean;
-  /** goround's own `Via` entry, e.g. `1.1 goround-3f9a1c2e` (see `loop.ts`). */
+  /** goround's own `Via` entry, e.g. `1.1 goround-3f9a1c2e` (see `proxy/via.ts`). */
   readonly via: string;
 }
 

@@ -248,7 +248,7 @@ export function splitTarget(target: string): { target: string; authority: string
  *
  * @param config Settings (trusted proxies, `--underscore-headers`).
  * @param incoming The request.
- * @param via goround's own `Via` entry (see `loop.ts`).
+ * @param via goround's own `Via` entry (see `proxy/via.ts`).
  * @returns The context.
  */
 export function forwardContext(

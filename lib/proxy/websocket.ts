@@ -178,7 +178,7 @@ export type Upgrader = (incoming: Incoming) => Promise<UpgradeOutcome>;
  * (underscore names dropped as for any request), plus `Upgrade` and `Connection`, which are
  * hop-by-hop but must reach the backend here.
  *
- * @returns The fields, or `null` for a handshake that came round a loop (see `loop.ts`).
+ * @returns The fields, or `null` for a handshake that came round a loop (see `proxy/via.ts`).
  */
 function handshakeFields(
   context: ProxyContext,
