@@ -17,7 +17,13 @@
  * @module
  */
 
-import { type Admin, type Handover, serveAdmin } from "./lib/admin/api.ts";
+import {
+  type Admin,
+  type Handover,
+  readinessOf,
+  serveAdmin,
+  type Successor,
+} from "./lib/admin/api.ts";
 import { type Backend, type Config, envName, FLAGS, type Listen } from "./lib/config/config.ts";
 import { type Command, parseCommandLine } from "./lib/config/command_line.ts";
 import { describeConfig } from "./lib/config/help.ts";
@@ -49,7 +55,9 @@ import {
 import {
   bindWhenFree,
   findPredecessor,
+  NothingListens,
   requestHandover,
+  successorServes,
   type TakeoverTarget,
 } from "./lib/control/takeover.ts";
 import { versionLines } from "./lib/version.ts";
@@ -295,10 +303,25 @@ async function predecessorOf(config: Config): Promise<TakeoverTarget | null> {
   try {
     await findPredecessor(target);
   } catch (error) {
+    // No goround runs: with the port free, this is a first start (the same command always works).
+    if (error instanceof NothingListens && portIsFree(config.listen)) {
+      logLine(`takeover: nothing runs at --admin ${localAdmin(config.admin)}: starting afresh`);
+      return null;
+    }
     if (error instanceof ConfigError) fail(error.message);
     throw error;
   }
   return target;
+}
+
+/** Whether nothing holds the port (another error, such as a bad address, is left to claimPort). */
+function portIsFree(listen: Listen): boolean {
+  try {
+    Deno.listen({ hostname: listen.hostname, port: listen.port }).close();
+    return true;
+  } catch (error) {
+    return !(error instanceof Deno.errors.AddrInUse);
+  }
 }
 
 /**
@@ -312,7 +335,8 @@ async function takeOver(
 ): Promise<Admin | null> {
   let handover: Awaited<ReturnType<typeof requestHandover>>;
   try {
-    handover = await requestHandover(target);
+    await waitForUsableBackend(sup);
+    handover = await requestHandover(target, sup.config.instanceId);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     await drainAndStop(sup);
@@ -330,6 +354,30 @@ async function takeOver(
     logLine(`takeover: --admin ${localAdmin(target.admin)} is still in use: serving without it`);
   }
   return admin;
+}
+
+/** How often the wait for a usable backend looks, ms. */
+const READY_POLL = 25;
+
+/**
+ * Waits until one backend of this process is usable, one more round of health checks at most
+ * (the first ran at start): a successor with none would answer every request 503.
+ *
+ * @throws {ConfigError} When none is: the running goround keeps serving.
+ */
+async function waitForUsableBackend(sup: Supervisor): Promise<void> {
+  const deadline = Date.now() + sup.config.healthInterval + sup.config.healthTimeout;
+  while (!readinessOf(sup).ready) {
+    if (Date.now() >= deadline) {
+      const states = /\((.*)\)$/.exec(readinessOf(sup).reason)?.[1];
+      const why = [states, [...sup.lastError.values()][0]?.reason].filter(Boolean).join("; ");
+      throw new ConfigError(
+        `--takeover: this goround has no usable backend${why ? ` (${why})` : ""}: ` +
+          "the running goround keeps serving; expected a backend that passes its health check",
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, READY_POLL));
+  }
 }
 
 function localAdmin(listen: Listen): string {
@@ -439,11 +487,27 @@ async function run(given: Config, workerUrl: URL): Promise<void> {
     flusher: setInterval(() => flushRepeats(), REPEAT_WINDOW_MS),
   };
   signals.running = running;
-  const onTakeover = (pid: number | null): Handover | null => {
-    if (signals.stopping()) return null;
+  const onTakeover = async (successor: Successor) => {
+    if (signals.stopping()) return { status: 409, message: "already stopping" };
+    const probe = {
+      listen: { hostname: sup.config.listen.hostname, port },
+      tls: sup.config.tlsCert !== "",
+      own: sup.config.instanceId,
+    };
+    if (!(await successorServes(probe, successor.instance))) {
+      logLine(
+        `takeover by pid ${successor.pid ?? "?"} refused: no goround with instance ` +
+          `${successor.instance} answers on port ${port}`,
+      );
+      return {
+        status: 409,
+        message: `no goround with instance ${successor.instance} answers on port ${port}: ` +
+          "a successor must serve the port before this goround hands over",
+      };
+    }
     // After the 202 is on its way.
-    setTimeout(() => void signals.stop(`takeover by pid ${pid ?? "?"}`));
-    return { pid: Deno.pid, drainTimeout: sup.config.drainTimeout };
+    setTimeout(() => void signals.stop(`takeover by pid ${successor.pid ?? "?"}`));
+    return { pid: Deno.pid, drainTimeout: sup.config.drainTimeout } satisfies Handover;
   };
   const serve = (listen: Listen) => serveAdmin(sup, listen, { onTakeover });
   if (target) running.admin = await takeOver(sup, target, serve);

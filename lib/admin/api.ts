@@ -12,8 +12,9 @@
  * Routes: `GET /` (dashboard), `GET /status` (JSON), `GET /metrics` (Prometheus),
  * `GET /healthz` (liveness: 200 `ok`), `GET /readyz` (readiness: 503 while no backend is usable),
  * `POST /backends` (`{"url": …}`), `POST /backends/{id}/drain`, `POST /backends/{id}/enable`,
- * `DELETE /backends/{id}`, `POST /takeover` (`{"pid": …}`: a new goround serving the same port
- * asks this one to hand over: it answers 202, then drains and exits as on SIGTERM).
+ * `DELETE /backends/{id}`, `POST /takeover` (`{"pid": …, "instance": …}`: a new goround serving
+ * the same port asks this one to hand over: once a probe of the port reached it, this one
+ * answers 202, then drains and exits as on SIGTERM; else 409).
  *
  * @module
  */
@@ -22,7 +23,7 @@ import { adminNames, refusalOf } from "./guard.ts";
 import type { Listen } from "../config/config.ts";
 import { DASHBOARD_HTML } from "./dashboard.ts";
 import { renderMetrics } from "./metrics.ts";
-import { readiness } from "./readiness.ts";
+import { type Readiness, readiness } from "./readiness.ts";
 import {
   bufferedBytes,
   ejectedUntil,
@@ -193,16 +194,26 @@ function useGet(): Response {
   return problem(405, "use GET or HEAD", { allow: "GET, HEAD" });
 }
 
+/**
+ * Whether the pool has a usable backend now, and why (`GET /readyz`; a takeover waits for it).
+ *
+ * @param sup The supervisor.
+ * @returns The verdict.
+ */
+export function readinessOf(sup: Supervisor): Readiness {
+  return readiness(
+    sup.slots.map((slot) => ({ usable: isUsable(sup.pool, slot), state: backendState(sup, slot) })),
+    { panic: isPanicking(sup.pool) },
+  );
+}
+
 /** `GET /healthz` and `GET /readyz`, or `null` for any other path. */
 function probe(sup: Supervisor, req: Request, pathname: string): Response | null {
   if (pathname !== "/healthz" && pathname !== "/readyz") return null;
   if (!isRead(req.method)) return useGet();
   // Liveness: this thread answers, so the process serves (Kubernetes restarts it otherwise).
   if (pathname === "/healthz") return problem(200, "ok", { "cache-control": "no-store" });
-  const { ready, reason } = readiness(
-    sup.slots.map((slot) => ({ usable: isUsable(sup.pool, slot), state: backendState(sup, slot) })),
-    { panic: isPanicking(sup.pool) },
-  );
+  const { ready, reason } = readinessOf(sup);
   return problem(ready ? 200 : 503, reason, { "cache-control": "no-store" });
 }
 
@@ -214,14 +225,27 @@ export interface Handover {
   readonly drainTimeout: number;
 }
 
+/** Who asks to take over (`POST /takeover`'s body). */
+export interface Successor {
+  /** Its process id, or `null` when not given. */
+  readonly pid: number | null;
+  /** Its instance id (`proxy/via.ts`): a goround that serves the port answers to it. */
+  readonly instance: string;
+}
+
 /** Admin options beyond the supervisor and the address. */
 export interface AdminOptions {
-  /** Starts the handover to the process `pid` (`null`: not given), or returns `null` when this
-   * goround is already stopping. Without it, `POST /takeover` is 404. */
-  readonly onTakeover?: (pid: number | null) => Handover | null;
+  /** Checks that `successor` serves the port and starts the handover, or says why not (an
+   * HTTP status and a line). Without it, `POST /takeover` is 404. */
+  readonly onTakeover?: (
+    successor: Successor,
+  ) => Promise<Handover | { readonly status: number; readonly message: string }>;
   /** The traffic of the last minutes, for `GET /history`. Without it, that is 404. */
   readonly history?: History;
 }
+
+/** An instance id: eight hex digits (`newInstanceId`). */
+const INSTANCE = /^[0-9a-f]{8}$/;
 
 /** `POST /takeover`: a successor already serves the port; this goround drains and exits. */
 async function takeover(req: Request, options: AdminOptions): Promise<Response> {
@@ -231,14 +255,21 @@ async function takeover(req: Request, options: AdminOptions): Promise<Response> 
   try {
     body = await req.json();
   } catch {
-    return problem(400, 'expected a JSON body like {"pid": 1234}');
+    return problem(400, 'expected a JSON body like {"pid": 1234, "instance": "3f9a1c2e"}');
   }
-  const pid = (body as { pid?: unknown } | null)?.pid;
-  if (typeof body !== "object" || body === null || (pid !== undefined && !Number.isInteger(pid))) {
-    return problem(400, 'expected {"pid": N}, N the process id of the new goround');
+  const { pid, instance } = (body ?? {}) as { pid?: unknown; instance?: unknown };
+  if (
+    typeof body !== "object" || body === null ||
+    (pid !== undefined && !Number.isInteger(pid)) ||
+    typeof instance !== "string" || !INSTANCE.test(instance)
+  ) {
+    return problem(
+      400,
+      'expected {"pid": N, "instance": "ID"}: the process id and the instance id (8 hex digits) of the new goround',
+    );
   }
-  const handover = options.onTakeover((pid as number | undefined) ?? null);
-  if (!handover) return problem(409, "already stopping");
+  const handover = await options.onTakeover({ pid: (pid as number | undefined) ?? null, instance });
+  if ("status" in handover) return problem(handover.status, handover.message);
   return json(202, handover);
 }
 

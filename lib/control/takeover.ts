@@ -11,9 +11,25 @@
 import type { Listen } from "../config/config.ts";
 import { parseListen } from "../config/values.ts";
 import { ConfigError } from "../errors.ts";
+import { connect as connectTcp } from "node:net";
+import { connect as connectTls } from "node:tls";
+import { TAKEOVER_PROBE_PATH, viaEntry } from "../proxy/via.ts";
 
 /** How long one admin request to the running goround may take, ms. */
 const REQUEST_TIMEOUT = 5000;
+
+/** Nothing listens at `--admin`: no goround runs there (a cold start can go ahead). */
+export class NothingListens extends ConfigError {
+  /**
+   * Creates the error.
+   *
+   * @param message One line saying where nothing answered.
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "NothingListens";
+  }
+}
 
 /** The running goround, as its admin API describes itself. */
 export interface Predecessor {
@@ -41,12 +57,14 @@ export interface TakeoverTarget {
  * @returns For example `http://127.0.0.1:9000`.
  */
 export function localUrl(listen: Listen): string {
-  const host = listen.hostname === "0.0.0.0"
-    ? "127.0.0.1"
-    : listen.hostname === "::"
-    ? "::1"
-    : listen.hostname;
+  const host = localHost(listen);
   return `http://${host.includes(":") ? `[${host}]` : host}:${listen.port}`;
+}
+
+/** The address that reaches a listener bound to `listen`: a wildcard is reached on loopback. */
+function localHost(listen: Listen): string {
+  if (listen.hostname === "0.0.0.0" || listen.hostname === "") return "127.0.0.1";
+  return listen.hostname === "::" ? "::1" : listen.hostname;
 }
 
 /** One admin request, answered or turned into a one-line `--takeover:` error. */
@@ -76,9 +94,9 @@ async function ask(
       : (error as Error).name === "TimeoutError"
       ? `no answer within ${REQUEST_TIMEOUT / 1000}s`
       : String((cause as Error | undefined)?.message ?? (error as Error).message).split("\n")[0];
-    throw new ConfigError(
-      `--takeover: nothing answers at ${base} (${detail}): expected the admin API (--admin) of the running goround`,
-    );
+    const message =
+      `--takeover: nothing answers at ${base} (${detail}): expected the admin API (--admin) of the running goround`;
+    throw detail === "connection refused" ? new NothingListens(message) : new ConfigError(message);
   } finally {
     client.close();
   }
@@ -136,15 +154,17 @@ export async function findPredecessor(target: TakeoverTarget): Promise<Predecess
  * exits. Call once this process serves the port.
  *
  * @param target Where it is.
+ * @param instanceId This process's instance id (`proxy/via.ts`), which it checks serves the port.
  * @returns Its process id and drain timeout (ms).
  * @throws {ConfigError} When it does not agree.
  */
 export async function requestHandover(
   target: TakeoverTarget,
+  instanceId: string,
 ): Promise<{ pid: number | null; drainTimeout: number }> {
   const answer = await ask(target, "/takeover", {
     method: "POST",
-    body: JSON.stringify({ pid: Deno.pid }),
+    body: JSON.stringify({ pid: Deno.pid, instance: instanceId }),
   });
   if (answer.status !== 202) throw refused(target, answer);
   let body: { pid?: unknown; drainTimeout?: unknown } = {};
@@ -181,4 +201,79 @@ export async function bindWhenFree<T>(
     }
     await new Promise((resolve) => setTimeout(resolve, options.every ?? 20));
   }
+}
+
+/** Where a goround handing over looks for its successor: its own `--listen`. */
+export interface ProbeTarget {
+  /** The proxy's address. */
+  readonly listen: Listen;
+  /** Whether the port speaks TLS. */
+  readonly tls: boolean;
+  /** This goround's instance id. */
+  readonly own: string;
+}
+
+/** Tries made before concluding that no successor serves the port: the kernel spreads new
+ * connections over every listener of the port, so each try reaches the successor's with a
+ * fair chance (at least 1 in 1 + this goround's worker count). */
+const PROBE_TRIES = 48;
+
+/** How long one probe may take, ms. */
+const PROBE_TIMEOUT = 2000;
+
+/** Sends one probe naming both goround processes in `Via`, and returns the `Via` of the 508
+ * that answers it: the entry of the goround whose listener took the connection. */
+function probeOnce(target: ProbeTarget, successor: string): Promise<string | null> {
+  const host = localHost(target.listen);
+  const { port } = target.listen;
+  // node:tls, as the probe reads an answer from a certificate it need not trust.
+  const socket = !target.tls
+    ? connectTcp({ host, port })
+    : connectTls({ host, port, rejectUnauthorized: false, ALPNProtocols: ["http/1.1"] });
+  const via = `${viaEntry(target.own)}, ${viaEntry(successor)}`;
+  socket.write(
+    `GET ${TAKEOVER_PROBE_PATH} HTTP/1.1\r\nHost: goround\r\nVia: ${via}\r\n` +
+      "Connection: close\r\n\r\n",
+  );
+  return new Promise((resolve) => {
+    let head = "";
+    const done = (value: string | null) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(value);
+    };
+    const timer = setTimeout(() => done(null), PROBE_TIMEOUT);
+    socket.setEncoding("latin1");
+    socket.on("data", (chunk: string) => {
+      head += chunk;
+      const end = head.indexOf("\r\n\r\n");
+      if (end >= 0) done(viaOf508(head.slice(0, end)));
+      else if (head.length > 16 * 1024) done(null);
+    });
+    socket.on("error", () => done(null));
+    socket.on("end", () => done(null));
+  });
+}
+
+/** The `Via` of a 508 response head, or `null`. */
+function viaOf508(head: string): string | null {
+  if (!/^HTTP\/1\.1 508 /.test(head)) return null;
+  return /^via:[ \t]*(.*?)[ \t]*$/im.exec(head)?.[1] ?? null;
+}
+
+/**
+ * Whether the goround with instance id `successor` serves this goround's port: the check made
+ * before handing over, so a stray `POST /takeover` cannot stop a goround that nothing replaces.
+ *
+ * @param target This goround's port and id.
+ * @param successor The instance id the successor gave.
+ * @returns `true` once one probe was answered by the successor.
+ */
+export async function successorServes(target: ProbeTarget, successor: string): Promise<boolean> {
+  const wanted = viaEntry(successor);
+  for (let i = 0; i < PROBE_TRIES; i++) {
+    // A probe cut, refused or timed out is null: another try.
+    if ((await probeOnce(target, successor)) === wanted) return true;
+  }
+  return false;
 }

@@ -13,7 +13,7 @@ import type { Backend, Config } from "../config/config.ts";
 import { STATUS_NO_BACKEND, statusForFailure, UpstreamError } from "../errors.ts";
 import { type ForwardContext, forwardRequestFields } from "../http/headers.ts";
 import { logLine } from "../log.ts";
-import { viaEntry } from "./via.ts";
+import { TAKEOVER_PROBE_PATH, viaEntry } from "./via.ts";
 import { createPicker } from "./pick.ts";
 import { createPassiveJudge } from "./passive.ts";
 import {
@@ -175,20 +175,25 @@ export const STATUS_LOOP = 508;
  *
  * @param via This goround's `Via` entry.
  * @param requestId The request's id.
+ * @param target The request target (a takeover's probe is not logged).
  * @returns The reply.
  */
-export function loopDetected(via: string, requestId: string): Reply {
-  logLine(
-    `loop detected: a request came back to this goround (its Via has "${via}"), answered ` +
-      `${STATUS_LOOP}: is goround in its own pool under another address or name?`,
-  );
+export function loopDetected(via: string, requestId: string, target = ""): Reply {
+  // A takeover's probe (`proxy/via.ts`) names this goround on purpose: no loop to report.
+  if (target !== TAKEOVER_PROBE_PATH) {
+    logLine(
+      `loop detected: a request came back to this goround (its Via has "${via}"), answered ` +
+        `${STATUS_LOOP}: is goround in its own pool under another address or name?`,
+    );
+  }
   const reply = localReply(
     STATUS_LOOP,
     "loop detected: this request has been through this goround before",
   );
   return {
     ...reply,
-    extra: [["x-request-id", requestId]],
+    // Says which goround answered (RFC 9110 §7.6.3), which a takeover's probe looks for.
+    extra: [["x-request-id", requestId], ["via", via]],
     trace: { backend: null, retries: 0, requestId },
   };
 }
@@ -380,7 +385,7 @@ export function createForwarder(context: ProxyContext): Forwarder {
     const { method, target, body } = incoming;
     const requestId = requestIdOf(incoming);
     const head = requestHeadOf(incoming, forwardContext(config, incoming, via), requestId);
-    if (head === null) return loopDetected(via, requestId);
+    if (head === null) return loopDetected(via, requestId, target);
     /** Adds what goround says about the request, and records the answer in shared memory. */
     const finish = (
       reply: Reply,

@@ -28,3 +28,7 @@ export function newInstanceId(): string {
 export function viaEntry(instanceId: string): string {
   return `1.1 goround-${instanceId}`;
 }
+
+/** The path of the request a goround handing over sends to its own port, naming its successor
+ * in `Via`: the successor answers it 508 like any loop, without the loop's log line. */
+export const TAKEOVER_PROBE_PATH = "/.well-known/goround-takeover";

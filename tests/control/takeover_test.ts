@@ -8,6 +8,7 @@
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
 import { type Goround, runGoround, startGoround, waitFor } from "../support/helpers.ts";
 import { type RestartLoadReport, runRestartLoad } from "../../tools/restart_load.ts";
+import { makeCa, makeServerCert } from "../support/certs.ts";
 
 /** A backend that answers at once. */
 function quickBackend(): { url: string; close: () => Promise<void> } {
@@ -122,7 +123,11 @@ for (const engine of ["goround", "deno"]) {
       console.log(`tcp_migrate_req ${migrate}: ${JSON.stringify(report)}`);
       servedAfter = report.keptAlive + report.fresh;
 
-      deepEqual(avoidable(report, { migrate, engine }), {}, "requests failed across the takeover");
+      deepEqual(
+        avoidable(report, { migrate, engine }),
+        {},
+        `requests failed across the takeover: ${JSON.stringify(report)}`,
+      );
       const total = report.keptAlive + report.fresh;
       assert(lostNew(report) < total / 100, `${lostNew(report)} of ${total} new connections cut`);
       equal(report.refused, 0, "the port was never closed");
@@ -164,27 +169,32 @@ Deno.test("--takeover is refused with exit 2 and one line: --admin off, nothing 
     );
   });
 
-  await t.step("nothing answers at --admin", async () => {
+  await t.step("nothing answers at --admin, and something else holds --listen", async () => {
     // A port that was free a moment ago: nothing listens there.
     const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const free = probe.addr.port;
     probe.close();
-    const { code, stdout, stderr } = await runGoround([
-      "--listen",
-      `127.0.0.1:${free}`,
-      "--admin",
-      `127.0.0.1:${free}`,
-      "--takeover",
-    ]);
-    equal(code, 2);
-    equal(stdout, "");
-    equal(stderr.trim().split("\n").length, 1, stderr);
-    match(
-      stderr.trim(),
-      new RegExp(
-        `^goround: --takeover: nothing answers at http://127\\.0\\.0\\.1:${free} \\(connection refused\\): expected the admin API \\(--admin\\) of the running goround$`,
-      ),
-    );
+    const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    try {
+      const { code, stdout, stderr } = await runGoround([
+        "--listen",
+        `127.0.0.1:${holder.addr.port}`,
+        "--admin",
+        `127.0.0.1:${free}`,
+        "--takeover",
+      ]);
+      equal(code, 2);
+      equal(stdout, "");
+      equal(stderr.trim().split("\n").length, 1, stderr);
+      match(
+        stderr.trim(),
+        new RegExp(
+          `^goround: --takeover: nothing answers at http://127\\.0\\.0\\.1:${free} \\(connection refused\\): expected the admin API \\(--admin\\) of the running goround$`,
+        ),
+      );
+    } finally {
+      holder.close();
+    }
   });
 
   await t.step("port 0", async () => {
@@ -254,6 +264,56 @@ Deno.test("--takeover is refused with exit 2 and one line: --admin off, nothing 
   });
 });
 
+Deno.test("--takeover with no usable backend of its own exits 2 and the running goround keeps serving every request", async () => {
+  const backend = quickBackend();
+  const old = await startGoround(["--backend", backend.url, "--workers", "1"]);
+  const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadUrl = `http://127.0.0.1:${dead.addr.port}`;
+  dead.close();
+  let loading = true;
+  const statuses: Record<number, number> = {};
+  const load = (async () => {
+    while (loading) {
+      const res = await fetch(`${old.url}/`).catch(() => null);
+      const status = res?.status ?? 0;
+      await res?.body?.cancel();
+      statuses[status] = (statuses[status] ?? 0) + 1;
+    }
+  })();
+  try {
+    // A typo in --backends: nothing listens there.
+    const next = await runGoround([
+      "--listen",
+      `127.0.0.1:${old.port}`,
+      "--admin",
+      `127.0.0.1:${portOf(old.adminUrl)}`,
+      "--backend",
+      deadUrl,
+      "--health-interval",
+      "200ms",
+      "--health-timeout",
+      "100ms",
+      "--takeover",
+    ]);
+    equal(next.code, 2, next.stderr);
+    const last = next.stderr.trim().split("\n").at(-1)!;
+    match(
+      last,
+      /^goround: --takeover: this goround has no usable backend \(1 down; .*refused.*\): the running goround keeps serving; expected a backend that passes its health check$/i,
+    );
+    loading = false;
+    await load;
+    deepEqual(Object.keys(statuses), ["200"], JSON.stringify(statuses));
+    assert(!old.stderr.some((l) => l.includes("draining")), "the running goround did not drain");
+    equal(await (await fetch(`${old.url}/`)).text(), "ok");
+  } finally {
+    loading = false;
+    await load;
+    await old.stop();
+    await backend.close();
+  }
+});
+
 for (const engine of ["goround", "deno"]) {
   Deno.test(`SIGTERM (engine ${engine}) under keep-alive load loses no request`, async () => {
     const backend = quickBackend();
@@ -304,7 +364,7 @@ for (const engine of ["goround", "deno"]) {
   });
 }
 
-Deno.test("POST /takeover: POST only, JSON, the admin token; the 202 names the pid, then the process drains and exits 0", async () => {
+Deno.test("POST /takeover: POST only, JSON, the admin token; a stray one, with no successor on the port, is refused 409 and goround keeps serving", async () => {
   const backend = quickBackend();
   const proxy = await startGoround([
     "--backend",
@@ -329,14 +389,91 @@ Deno.test("POST /takeover: POST only, JSON, the admin token; the 202 names the p
     equal((await answer({ headers: auth })).status, 405);
     equal((await answer({ method: "POST", headers: json, body: "[1" })).status, 400);
     equal((await answer({ method: "POST", headers: json, body: '{"pid": "x"}' })).status, 400);
-    assert(!proxy.stderr.some((l) => l.includes("draining")), "nothing was handed over yet");
-    const agreed = await answer({ method: "POST", headers: json, body: '{"pid": 4242}' });
-    equal(agreed.status, 202);
-    deepEqual(JSON.parse(agreed.text), { pid: proxy.pid, drainTimeout: 30_000 });
-    equal((await proxy.exited).code, 0);
-    assert(proxy.stderr.some((l) => /takeover by pid 4242: draining 1 workers/.test(l)));
+    // Without the successor's instance id there is nothing to check that it serves the port.
+    equal((await answer({ method: "POST", headers: json, body: '{"pid": 4242}' })).status, 400);
+    const stray = await answer({
+      method: "POST",
+      headers: json,
+      body: '{"pid": 4242, "instance": "deadbeef"}',
+    });
+    equal(stray.status, 409);
+    match(stray.text, /no goround with instance deadbeef answers on port \d+/);
+    assert(!proxy.stderr.some((l) => l.includes("draining")), "nothing was handed over");
+    await waitFor(() => proxy.stderr.some((l) => /takeover by pid 4242 refused/.test(l)), {
+      what: "the refusal's log line",
+    });
+    // Still serving.
+    equal(await (await fetch(`${proxy.url}/`)).text(), "ok");
+    const status = await fetch(`${proxy.adminUrl}/status`, { headers: auth });
+    equal(status.status, 200);
+    equal((await status.json()).pid, proxy.pid);
   } finally {
     await proxy.stop();
+    await backend.close();
+  }
+});
+
+Deno.test("--takeover over TLS: the old process finds its successor through the TLS port and hands over", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "goround-takeover-tls-" });
+  const backend = quickBackend();
+  let old: Goround | null = null;
+  let next: Goround | null = null;
+  try {
+    const ca = await makeCa(dir, "ca");
+    const served = await makeServerCert(dir, { name: "server", ca, serial: "7a01" });
+    const common = ["--tls-cert", served.cert, "--tls-key", served.key, "--backend", backend.url];
+    old = await startGoround([...common, "--workers", "1"], { readable: dir });
+    let oldExited: Deno.CommandStatus | null = null;
+    old.exited.then((status) => (oldExited = status));
+    next = await startGoround([
+      ...common,
+      "--listen",
+      `127.0.0.1:${old.port}`,
+      "--admin",
+      `127.0.0.1:${portOf(old.adminUrl)}`,
+      "--takeover",
+    ], { readable: dir });
+    await waitFor(() => oldExited !== null, { timeout: 10_000, what: "the old process to exit" });
+    equal(oldExited!.code, 0);
+    assert(next.stderr.some((l) => /takeover: pid \d+ hands over/.test(l)), next.stderr.join("\n"));
+    equal((await (await fetch(`${next.adminUrl}/status`)).json()).pid, next.pid);
+  } finally {
+    await killQuietly(next);
+    await killQuietly(old);
+    await backend.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("--takeover with nothing running and the port free starts afresh: the same command works for the first start", async () => {
+  const backend = quickBackend();
+  const ports = [0, 0].map(() => {
+    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = probe.addr.port;
+    probe.close();
+    return port;
+  });
+  let proxy: Goround | null = null;
+  try {
+    proxy = await startGoround([
+      "--listen",
+      `127.0.0.1:${ports[0]}`,
+      "--admin",
+      `127.0.0.1:${ports[1]}`,
+      "--backend",
+      backend.url,
+      "--takeover",
+    ]);
+    assert(
+      proxy.stderr.some((l) =>
+        l.includes(`takeover: nothing runs at --admin 127.0.0.1:${ports[1]}: starting afresh`)
+      ),
+      proxy.stderr.join("\n"),
+    );
+    equal(await (await fetch(`${proxy.url}/`)).text(), "ok");
+    equal(proxy.adminUrl, `http://127.0.0.1:${ports[1]}`);
+  } finally {
+    await killQuietly(proxy);
     await backend.close();
   }
 });
