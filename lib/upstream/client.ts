@@ -36,6 +36,7 @@ import {
 import {
   batches,
   FRAME_ROOM,
+  joinParts,
   READ_AHEAD_BYTES,
   type ReadAhead,
   readAhead,
@@ -666,7 +667,10 @@ function respond(
         closeLink(link);
         throw new UpstreamError("protocol", (error as Error).message, { sent: true, reused });
       }
-      if (state.phase === "done") return whole(concat(parts));
+      // Each part is a copy already: a lone one needs no other.
+      if (state.phase === "done") {
+        return whole(parts.length === 1 ? parts[0]! : joinParts(parts, false));
+      }
       return streamed(chunkedStream(link, state, parts, finish, request));
     }
     case "close":
@@ -716,17 +720,6 @@ class WireResponse implements UpstreamResponse {
     this.#link = null;
     finishLink(link, this.close, this.pumpDone);
   }
-}
-
-function concat(parts: Bytes[]): Bytes {
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(parts.reduce((sum, p) => sum + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
 
 function takeLeftover(link: Link): Bytes | null {
