@@ -340,6 +340,8 @@ interface Core {
 /** One request on its way through its attempts: what each attempt leaves for the next. The
  * retry policy (`retry.ts`) reads it as its {@linkcode AttemptState}. */
 interface RequestState extends AttemptState {
+  /** The worker's forwarder it goes through. */
+  readonly core: Core;
   readonly incoming: Incoming;
   /** The head sent to every backend tried. */
   readonly head: string;
@@ -364,14 +366,44 @@ interface RequestState extends AttemptState {
   reached: boolean;
 }
 
-/** One attempt of a request on one backend. */
-interface Attempt {
-  readonly state: RequestState;
-  readonly slot: number;
-  readonly backend: Backend;
-  readonly outgoing: OutgoingRequest;
+/**
+ * One attempt of a request on one backend: the request as it goes to that backend, and how the
+ * attempt ends: its in-flight count is taken back once, whichever comes first of the exchange's
+ * end and a request body that broke off. A class, so that both are methods rather than closures
+ * made per attempt.
+ */
+class Attempt implements OutgoingRequest {
+  readonly method: string;
+  readonly head: string;
+  readonly body: RequestBody;
+  readonly chunked: boolean;
+  #ended = false;
+
+  constructor(readonly state: RequestState, readonly slot: number, readonly backend: Backend) {
+    const { incoming } = state;
+    this.method = incoming.method;
+    this.head = state.head;
+    this.body = incoming.body;
+    this.chunked = incoming.bodyLength < 0;
+  }
+
   /** Takes the attempt's in-flight count back (once: later calls do nothing). */
-  readonly end: (failed: boolean) => void;
+  end(failed: boolean): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    endRequest(this.state.core.pool, this.slot, failed);
+  }
+
+  onBodyEnd(error?: string): void {
+    // The first report wins: a body the client cancelled also fails the read under way,
+    // and that is not the backend breaking off.
+    if (this.#ended) return;
+    if (error !== undefined) {
+      const { method, target } = this.state.incoming;
+      logLine(`backend ${this.backend.url} ${error} (${method} ${target})`);
+    }
+    this.end(error !== undefined);
+  }
 }
 
 /**
@@ -420,25 +452,25 @@ async function forward(core: Core, incoming: Incoming): Promise<Reply> {
     }
     const backend = slot < 0 ? undefined : core.backends[slot];
     if (backend === undefined) {
-      if (slot < 0) return exhausted(core, state);
+      if (slot < 0) return exhausted(state);
       // A member this worker has not been told about yet (a change under way): pick again.
       state.selection.avoid.push(slot);
       continue;
     }
-    const attempt = beginAttempt(core.pool, state, { slot, backend });
+    const attempt = beginAttempt(state, slot, backend);
     if (!counted) beginRequest(core.pool, slot, state.retries > 0);
     let response: UpstreamResponse;
     try {
-      response = await roundTrip(core.upstreams, backend, attempt.outgoing, fresh);
+      response = await roundTrip(core.upstreams, backend, attempt, fresh);
     } catch (error) {
       // A body the client broke off is not held against the backend.
       attempt.end(!(error instanceof UpstreamError && error.kind === "client"));
       if (!(error instanceof UpstreamError)) throw error;
-      const reply = afterError(core, attempt, error);
+      const reply = afterError(attempt, error);
       if (reply === null) continue;
       return reply;
     }
-    const reply = afterResponse(core, attempt, response);
+    const reply = afterResponse(attempt, response);
     if (reply !== null) return reply;
   }
 }
@@ -451,6 +483,7 @@ function startRequest(
 ): RequestState {
   const { config } = core;
   return {
+    core,
     incoming,
     head: known.head,
     requestId: known.requestId,
@@ -470,49 +503,20 @@ function startRequest(
   };
 }
 
-/**
- * Begins an attempt on `backend` (the response held from the one before is let go): its request,
- * and how it ends: its in-flight count is taken back once, whichever comes first of the
- * exchange's end and a request body that broke off.
- */
-function beginAttempt(
-  pool: Pool,
-  state: RequestState,
-  to: { readonly slot: number; readonly backend: Backend },
-): Attempt {
-  const { slot, backend } = to;
+/** Begins an attempt on `backend`; the response held from the one before is let go. */
+function beginAttempt(state: RequestState, slot: number, backend: Backend): Attempt {
   if (state.held) {
     discard(state.held);
     state.held = null;
   }
-  let ended = false;
-  const end = (failed: boolean) => {
-    if (ended) return;
-    ended = true;
-    endRequest(pool, slot, failed);
-  };
-  const { method, target, body, bodyLength } = state.incoming;
-  const outgoing: OutgoingRequest = {
-    method,
-    head: state.head,
-    body,
-    chunked: bodyLength < 0,
-    onBodyEnd: (error) => {
-      // The first report wins: a body the client cancelled also fails the read under way,
-      // and that is not the backend breaking off.
-      if (ended) return;
-      if (error !== undefined) logLine(`backend ${backend.url} ${error} (${method} ${target})`);
-      end(error !== undefined);
-    },
-  };
-  const attempt: Attempt = { state, slot, backend, outgoing, end };
+  const attempt = new Attempt(state, slot, backend);
   state.last = attempt;
   return attempt;
 }
 
 /** After a failed attempt: the reply, or `null` to go round again (on the same backend with a
  * new connection, or on another). */
-function afterError(core: Core, attempt: Attempt, error: UpstreamError): Reply | null {
+function afterError(attempt: Attempt, error: UpstreamError): Reply | null {
   const { state } = attempt;
   state.failure = error;
   const decision = afterFailure(error, state, state.freshTried);
@@ -523,10 +527,10 @@ function afterError(core: Core, attempt: Attempt, error: UpstreamError): Reply |
     state.again = attempt.slot;
     return null;
   }
-  holdAgainst(core, attempt, error);
+  holdAgainst(attempt, error);
   if (decision === "alike") {
     logLine(sameFailure(attempt, error.message));
-    return finish(core, state, failureReply(error));
+    return finish(state, failureReply(error));
   }
   if (decision === "retry") {
     const signature = failureSignature(error);
@@ -536,30 +540,31 @@ function afterError(core: Core, attempt: Attempt, error: UpstreamError): Reply |
   }
   logLine(gaveUp(attempt, error));
   // Not one attempt reached a backend: the request was not processed anywhere.
-  return finish(core, state, state.reached ? failureReply(error) : core.noBackend);
+  return finish(state, state.reached ? failureReply(error) : state.core.noBackend);
 }
 
 /** What a failure says about its backend: down at once when it could not be reached, else
  * perhaps one passive failure more. */
-function holdAgainst(core: Core, attempt: Attempt, error: UpstreamError): void {
-  const { slot, backend } = attempt;
+function holdAgainst(attempt: Attempt, error: UpstreamError): void {
+  const { state, slot, backend } = attempt;
+  const { core } = state;
   if (marksDown(error)) {
     if (setAlive(core.pool, slot, false)) core.onDown(slot, backend, error.message);
     return;
   }
-  attempt.state.reached = true;
+  state.reached = true;
   if (countsAgainst(error)) core.passiveFailure(slot, backend, error.message);
 }
 
 /** After a response: the reply, or `null` to retry its retryable status on another backend. */
-function afterResponse(core: Core, attempt: Attempt, response: UpstreamResponse): Reply | null {
+function afterResponse(attempt: Attempt, response: UpstreamResponse): Reply | null {
   const { state } = attempt;
-  const { config } = core;
+  const { config } = state.core;
   state.reached = true;
   const status = response.status;
   // An application's status is the backend's failure only when the operator says so.
   if (config.failStatuses.length > 0 && config.failStatuses.includes(status)) {
-    core.passiveFailure(attempt.slot, attempt.backend, `HTTP ${status}`);
+    state.core.passiveFailure(attempt.slot, attempt.backend, `HTTP ${status}`);
   }
   const verdict = afterStatus(status, config.retryStatuses, state);
   if (verdict === "retry") {
@@ -571,7 +576,7 @@ function afterResponse(core: Core, attempt: Attempt, response: UpstreamResponse)
   }
   if (verdict === "alike") logLine(sameFailure(attempt, `HTTP ${status}`));
   if (!(response.body instanceof ReadableStream)) attempt.end(false);
-  return finish(core, state, { kind: "upstream", response });
+  return finish(state, { kind: "upstream", response });
 }
 
 /** The next attempt goes to another backend: one retry more. */
@@ -582,10 +587,10 @@ function elsewhere(attempt: Attempt): void {
 
 /** Every backend is down or was tried: the held 5xx, 502/504 if this request failed on one,
  * 503 when none could even be connected to. */
-function exhausted(core: Core, state: RequestState): Reply {
-  if (state.held) return finish(core, state, { kind: "upstream", response: state.held });
-  if (state.failure && state.reached) return finish(core, state, failureReply(state.failure));
-  return finish(core, state, core.noBackend);
+function exhausted(state: RequestState): Reply {
+  if (state.held) return finish(state, { kind: "upstream", response: state.held });
+  if (state.failure && state.reached) return finish(state, failureReply(state.failure));
+  return finish(state, state.core.noBackend);
 }
 
 /**
@@ -593,9 +598,9 @@ function exhausted(core: Core, state: RequestState): Reply {
  * recorded in shared memory: against the latest attempt's backend, or, for the 503, against
  * none (even after attempts that could not connect).
  */
-function finish(core: Core, state: RequestState, reply: Reply): Reply {
-  const by = reply === core.noBackend ? null : state.last;
-  const { pool, config } = core;
+function finish(state: RequestState, reply: Reply): Reply {
+  const { pool, config, picker, noBackend } = state.core;
+  const by = reply === noBackend ? null : state.last;
   if (by !== null) {
     const status = reply.kind === "local" ? reply.status : reply.response.status;
     recordResponse(pool, by.slot, status, (performance.now() - state.started) * 1000);
@@ -605,7 +610,7 @@ function finish(core: Core, state: RequestState, reply: Reply): Reply {
   const extra: [string, string][] = [["x-request-id", requestId]];
   if (config.exposeBackend && by) extra.push(["x-goround-backend", by.backend.url]);
   // (Re-)issue the sticky cookie whenever the answer came from another backend than it named.
-  const cookie = by ? core.picker.cookie(state.selection, by.slot, by.backend) : null;
+  const cookie = by ? picker.cookie(state.selection, by.slot, by.backend) : null;
   if (cookie !== null) extra.push(["set-cookie", cookie]);
   const backend = by?.backend.url ?? null;
   return withTrace(reply, extra, { backend, retries: state.retries, requestId });
