@@ -9,18 +9,13 @@
  */
 
 import { equal, ok as assert } from "node:assert/strict";
+import { joinParts } from "../../lib/http/streaming.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 function concat(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
+  return joinParts(parts, false);
 }
 
 /** Index of the first `seq` in `buf` at or after `from`, or -1. */
