@@ -13,9 +13,9 @@
  * stop others being served; a request head must arrive within the header timeout, an idle
  * keep-alive connection is closed after the keep-alive timeout, a request body must keep its pace
  * (`body_pace.ts`: else 408), and a write to a client that stops reading is cut off after the
- * send timeout, all checked by one sweep. Request bodies are read into memory before a backend is
- * contacted, up to the request buffer (`request_buffer.ts`), so a slow upload holds goround's
- * memory, not a backend's worker.
+ * send timeout, all checked by one sweep (`deadlines.ts`). Request bodies are read into memory
+ * before a backend is contacted, up to the request buffer (`request_buffer.ts`), so a slow upload
+ * holds goround's memory, not a backend's worker.
  *
  * @module
  */
@@ -59,6 +59,7 @@ import {
 import { type BufferBudget, UNBOUNDED } from "./request_buffer.ts";
 import { batches, FRAME_ROOM } from "../http/streaming.ts";
 import { BODY_BUFFER, borrow, giveBack } from "../http/buffers.ts";
+import { isPast, startSweep, stopSweep } from "../http/deadlines.ts";
 import { bufferSize, keepBuffer, takeBuffer } from "../http/spare_buffers.ts";
 import { frameInto, makeRoom } from "../http/conn_buffers.ts";
 import { reclaimed, reclaimMemory, type ReclaimState, shouldReclaim } from "./reclaim.ts";
@@ -285,6 +286,17 @@ function sendTimedOut(client: Client): void {
     } (--send-timeout): connection closed${head ? ` (${head.method} ${head.target})` : ""}`,
   );
   closeClient(client);
+}
+
+/** Acts on a connection past a deadline: a body read past its pace gets 408; a head or an idle
+ * connection is just closed; so is one whose client stopped reading. */
+function expireClient(client: Client, now: number): void {
+  if (isPast(client.deadline, now)) {
+    if (client.readSince !== 0) bodyTimedOut(client);
+    else closeClient(client);
+  } else if (isPast(client.sendDeadline, now)) {
+    sendTimedOut(client);
+  }
 }
 
 /** A request body broke its pace (see `body_pace.ts`): 408, unless a response has begun, then
@@ -1179,25 +1191,18 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
   const drain: Drain = { stopping: false, idleUntil: 0 };
   let accepts = true;
   const reclaim: ReclaimState = { peak: 0, last: 0 };
-  const timer = setInterval(() => {
-    const now = Date.now();
-    clock = now;
-    for (const client of clients) {
-      if (client.deadline !== 0 && now > client.deadline) {
-        // A body read past its pace gets 408; a head or an idle connection is just closed.
-        if (client.readSince !== 0) bodyTimedOut(client);
-        else closeClient(client);
-      } else if (client.sendDeadline !== 0 && now > client.sendDeadline) {
-        sendTimedOut(client);
+  const sweep = startSweep(clients, {
+    every: SWEEP_MS,
+    check: expireClient,
+    after: (now) => {
+      clock = now;
+      // Many connections gone: what they held goes back to the system (see reclaim.ts).
+      if (shouldReclaim(reclaim, clients.size, now)) {
+        reclaimMemory();
+        reclaimed(reclaim, clients.size, now);
       }
-    }
-    // Many connections gone: what they held goes back to the system (see reclaim.ts).
-    if (shouldReclaim(reclaim, clients.size, now)) {
-      reclaimMemory();
-      reclaimed(reclaim, clients.size, now);
-    }
-  }, SWEEP_MS);
-  Deno.unrefTimer(timer);
+    },
+  });
 
   const backoff = acceptBackoff();
   // Ends a wait after a failed accept early: on shutdown, or when a connection closed (its file
@@ -1301,13 +1306,13 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
         else if (!client.busy && !client.headBegun) idleAtMost(client, drain);
       }
       await Promise.all([...sessions]);
-      clearInterval(timer);
+      stopSweep(sweep);
     },
     abort: () => {
       drain.stopping = true;
       stopAccepting();
       for (const client of clients) closeClient(client);
-      clearInterval(timer);
+      stopSweep(sweep);
     },
   };
 }

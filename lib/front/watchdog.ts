@@ -6,6 +6,8 @@
  * @module
  */
 
+import { isPast, startSweep, stopSweep, type Sweep, type SweepOptions } from "../http/deadlines.ts";
+
 /** Something with a deadline. */
 export interface Watched {
   /** Epoch ms after which {@linkcode Watched.expire} is called (0: none for now). */
@@ -14,19 +16,16 @@ export interface Watched {
   readonly expire: () => void;
 }
 
-const SWEEP_MS = 100;
 const entries = new Set<Watched>();
-let timer: ReturnType<typeof setInterval> | null = null;
-
-function sweep(): void {
-  const now = Date.now();
-  for (const entry of entries) {
-    if (entry.deadline !== 0 && now > entry.deadline) {
-      unwatch(entry);
-      entry.expire();
-    }
-  }
-}
+const SWEEP: SweepOptions<Watched> = {
+  every: 100,
+  check: (entry, now) => {
+    if (!isPast(entry.deadline, now)) return;
+    unwatch(entry);
+    entry.expire();
+  },
+};
+let sweep: Sweep | null = null;
 
 /**
  * Starts watching an entry (again: watching a watched entry is a no-op).
@@ -35,10 +34,7 @@ function sweep(): void {
  */
 export function watch(entry: Watched): void {
   entries.add(entry);
-  if (timer === null) {
-    timer = setInterval(sweep, SWEEP_MS);
-    Deno.unrefTimer(timer as unknown as number);
-  }
+  sweep ??= startSweep(entries, SWEEP);
 }
 
 /**
@@ -48,8 +44,8 @@ export function watch(entry: Watched): void {
  */
 export function unwatch(entry: Watched): void {
   entries.delete(entry);
-  if (entries.size === 0 && timer !== null) {
-    clearInterval(timer);
-    timer = null;
+  if (entries.size === 0 && sweep !== null) {
+    stopSweep(sweep);
+    sweep = null;
   }
 }

@@ -1008,13 +1008,16 @@ export function decodeChunked<B extends ArrayBufferLike>(
         }
         break;
       }
-      case "ext": {
+      case "ext":
+      case "trailer-line": {
+        // The rest of a size line (its extension) or of a trailer field is read and dropped.
         const lf = input.indexOf(10, i);
         if (lf < 0) {
           i = n;
         } else {
           i = lf + 1;
-          afterSize(state);
+          if (state.phase === "ext") afterSize(state);
+          else state.phase = "trailer";
         }
         break;
       }
@@ -1049,16 +1052,6 @@ export function decodeChunked<B extends ArrayBufferLike>(
         else state.phase = "trailer-line";
         i++;
         break;
-      case "trailer-line": {
-        const lf = input.indexOf(10, i);
-        if (lf < 0) {
-          i = n;
-        } else {
-          i = lf + 1;
-          state.phase = "trailer";
-        }
-        break;
-      }
       case "end-lf":
         if (byte !== 10) throw new ProtocolError("invalid end of chunked body");
         state.phase = "done";

@@ -14,8 +14,8 @@ import { STATUS_NO_BACKEND, statusForFailure, UpstreamError } from "../errors.ts
 import { type ForwardContext, forwardRequestFields } from "../http/headers.ts";
 import { logLine } from "../log.ts";
 import { TAKEOVER_PROBE_PATH, viaEntry } from "./via.ts";
-import { createPicker } from "./pick.ts";
-import { createPassiveJudge } from "./passive.ts";
+import { createPicker, type Picker, type Selection } from "./pick.ts";
+import { createPassiveJudge, type PassiveJudge } from "./passive.ts";
 import {
   beginRequest,
   endRequest,
@@ -26,7 +26,14 @@ import {
   recordResponse,
   setAlive,
 } from "../balance/pool.ts";
-import { afterFailure, afterStatus, countsAgainst, failureSignature, marksDown } from "./retry.ts";
+import {
+  afterFailure,
+  afterStatus,
+  type AttemptState,
+  countsAgainst,
+  failureSignature,
+  marksDown,
+} from "./retry.ts";
 import { authorityEnd } from "../http/request_target.ts";
 import {
   type OutgoingRequest,
@@ -204,11 +211,6 @@ function discard(response: UpstreamResponse): void {
   response.release();
 }
 
-/** The log line of a request not retried because it failed the same way on two backends. */
-function sameFailure(incoming: Incoming, backend: Backend, what: string): string {
-  return `not retried: ${incoming.method} ${incoming.target} failed the same way on two backends (${what}; the last was ${backend.url})`;
-}
-
 function failureReply(error: UpstreamError): Reply {
   const status = statusForFailure(error.kind);
   const text = status === 504
@@ -325,38 +327,88 @@ function withTrace(reply: Reply, extra: [string, string][], trace: Trace): Reply
     };
 }
 
+/** What a worker's forwarder is made of: its context, and what is derived from it once. */
+interface Core {
+  readonly pool: Pool;
+  readonly config: Config;
+  readonly backends: readonly (Backend | undefined)[];
+  readonly upstreams: Upstreams;
+  readonly picker: Picker;
+  /** The answer when no backend can take a request (503, with `Retry-After`). */
+  readonly noBackend: LocalReply;
+  /** This goround's `Via` entry. */
+  readonly via: string;
+  readonly onDown: (slot: number, backend: Backend, reason: string) => void;
+  readonly passiveFailure: PassiveJudge;
+}
+
+/** One request on its way through its attempts: what each attempt leaves for the next. The
+ * retry policy (`retry.ts`) reads it as its {@linkcode AttemptState}. */
+interface RequestState extends AttemptState {
+  /** The worker's forwarder it goes through. */
+  readonly core: Core;
+  readonly incoming: Incoming;
+  /** The head sent to every backend tried. */
+  readonly head: string;
+  readonly requestId: string;
+  /** When the request arrived (`performance.now()`). */
+  readonly started: number;
+  /** Its selection key, and the backends not to pick again. */
+  readonly selection: Selection;
+  retries: number;
+  seen: number[] | null;
+  /** The latest attempt, or `null` before the first. */
+  last: Attempt | null;
+  /** The slot to try again on a new connection (its pooled one was found closed), or -1. */
+  again: number;
+  /** Whether a new connection was tried already after a pooled one was found closed. */
+  freshTried: boolean;
+  /** The latest attempt's failure, if it failed. */
+  failure: UpstreamError | null;
+  /** A retryable error status, kept in case no other backend can take the request. */
+  held: UpstreamResponse | null;
+  /** Whether any attempt got past opening a connection (else "no backend" is the answer). */
+  reached: boolean;
+}
+
 /**
- * One attempt's request to `backend`, and how it ends: its in-flight count is taken back once,
- * whichever comes first of the exchange's end and a request body that broke off.
+ * One attempt of a request on one backend: the request as it goes to that backend, and how the
+ * attempt ends: its in-flight count is taken back once, whichever comes first of the exchange's
+ * end and a request body that broke off. A class, so that both are methods rather than closures
+ * made per attempt.
  */
-function attemptOn(
-  pool: Pool,
-  slot: number,
-  backend: Backend,
-  incoming: Incoming,
-  head: string,
-): { outgoing: OutgoingRequest; end: (failed: boolean) => void } {
-  let ended = false;
-  const end = (failed: boolean) => {
-    if (ended) return;
-    ended = true;
-    endRequest(pool, slot, failed);
-  };
-  const { method, target, body } = incoming;
-  const outgoing: OutgoingRequest = {
-    method,
-    head,
-    body,
-    chunked: incoming.bodyLength < 0,
-    onBodyEnd: (error) => {
-      // The first report wins: a body the client cancelled also fails the read under way,
-      // and that is not the backend breaking off.
-      if (ended) return;
-      if (error !== undefined) logLine(`backend ${backend.url} ${error} (${method} ${target})`);
-      end(error !== undefined);
-    },
-  };
-  return { outgoing, end };
+class Attempt implements OutgoingRequest {
+  readonly method: string;
+  readonly head: string;
+  readonly body: RequestBody;
+  readonly chunked: boolean;
+  #ended = false;
+
+  constructor(readonly state: RequestState, readonly slot: number, readonly backend: Backend) {
+    const { incoming } = state;
+    this.method = incoming.method;
+    this.head = state.head;
+    this.body = incoming.body;
+    this.chunked = incoming.bodyLength < 0;
+  }
+
+  /** Takes the attempt's in-flight count back (once: later calls do nothing). */
+  end(failed: boolean): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    endRequest(this.state.core.pool, this.slot, failed);
+  }
+
+  onBodyEnd(error?: string): void {
+    // The first report wins: a body the client cancelled also fails the read under way,
+    // and that is not the backend breaking off.
+    if (this.#ended) return;
+    if (error !== undefined) {
+      const { method, target } = this.state.incoming;
+      logLine(`backend ${this.backend.url} ${error} (${method} ${target})`);
+    }
+    this.end(error !== undefined);
+  }
 }
 
 /**
@@ -366,160 +418,220 @@ function attemptOn(
  * @returns The forwarder.
  */
 export function createForwarder(context: ProxyContext): Forwarder {
-  const { pool, config, backends, upstreams } = context;
-  const picker = createPicker(pool, config, backends);
+  const { pool, config, backends } = context;
   const retryAfter = String(Math.max(1, Math.ceil(config.healthInterval / 1000)));
-  const noBackend = localReply(STATUS_NO_BACKEND, "no backend available", [[
-    "retry-after",
-    retryAfter,
-  ]]);
-  const via = viaEntry(config.instanceId);
-
-  const onDown = context.onDown ??
-    ((_slot: number, backend: Backend, reason: string) =>
-      logLine(`backend ${backend.url} DOWN: ${reason}`));
-  const passiveFailure = createPassiveJudge(pool, config, context);
-
-  return async (incoming) => {
-    const started = incoming.arrived ?? performance.now();
-    const { method, target, body } = incoming;
-    const requestId = requestIdOf(incoming);
-    const head = requestHeadOf(incoming, forwardContext(config, incoming, via), requestId);
-    if (head === null) return loopDetected(via, requestId, target);
-    /** Adds what goround says about the request, and records the answer in shared memory. */
-    const finish = (
-      reply: Reply,
-      slot: number,
-      backend: Backend | null,
-      retries: number,
-    ): Reply => {
-      const status = reply.kind === "local" ? reply.status : reply.response.status;
-      if (slot >= 0) {
-        recordResponse(pool, slot, status, (performance.now() - started) * 1000);
-        recordBytes(pool, slot, Math.max(0, incoming.bodyLength), bodyBytes(reply));
-      } else recordNoBackend(pool);
-      const extra: [string, string][] = [["x-request-id", requestId]];
-      if (config.exposeBackend && backend) extra.push(["x-goround-backend", backend.url]);
-      // (Re-)issue the sticky cookie whenever the answer came from another backend than it named.
-      const cookie = backend ? picker.cookie(selection, slot, backend) : null;
-      if (cookie !== null) extra.push(["set-cookie", cookie]);
-      return withTrace(reply, extra, { backend: backend?.url ?? null, retries, requestId });
-    };
-    const replayable = !(body instanceof ReadableStream);
-
-    const limit = config.retries < 0 ? poolSize(pool) - 1 : config.retries;
-    const selection = picker.start(incoming);
-    const { avoid } = selection;
-    let retries = 0;
-    let freshTried = false;
-    let failure: UpstreamError | null = null;
-    let lastSlot = -1;
-    // A retryable error status, kept in case no other backend can take the request.
-    let held: UpstreamResponse | null = null;
-    // The slot to try again on a new connection (its pooled one was found closed), or -1.
-    let again = -1;
-    // Whether any attempt got past opening a connection (else "no backend" is the answer).
-    let reached = false;
-    // Signatures of this request's failures so far (made on the first one): see failedAlike.
-    let seen: number[] | null = null;
-    while (true) {
-      let slot = again >= 0 ? again : picker.next(selection, retries > 0);
-      // A slot from the queue is counted already (its waiters are served in one pass).
-      let counted = false;
-      if (typeof slot !== "number") {
-        slot = await slot;
-        counted = true;
-      }
-      const fresh = slot === again;
-      again = -1;
-      const backend = slot < 0 ? undefined : backends[slot];
-      if (slot >= 0 && backend === undefined) {
-        // A member this worker has not been told about yet (a change under way): pick again.
-        avoid.push(slot);
-        continue;
-      }
-      if (backend === undefined) {
-        // Every backend is down or was tried: the held 5xx, 502/504 if this request failed on
-        // one, 503 when none could even be connected to.
-        const last = lastSlot < 0 ? null : backends[lastSlot] ?? null;
-        if (held) return finish({ kind: "upstream", response: held }, lastSlot, last, retries);
-        if (failure && reached) return finish(failureReply(failure), lastSlot, last, retries);
-        return finish(noBackend, -1, null, retries);
-      }
-      lastSlot = slot;
-      if (held) {
-        discard(held);
-        held = null;
-      }
-      const { outgoing, end } = attemptOn(pool, slot, backend, incoming, head);
-      if (!counted) beginRequest(pool, slot, retries > 0);
-      let response: UpstreamResponse;
-      try {
-        response = await roundTrip(upstreams, backend, outgoing, fresh);
-      } catch (error) {
-        // A body the client broke off is not held against the backend.
-        end(!(error instanceof UpstreamError && error.kind === "client"));
-        if (!(error instanceof UpstreamError)) throw error;
-        failure = error;
-        const state = { method, replayable, retries, limit, seen };
-        const decision = afterFailure(error, state, freshTried);
-        if (decision === "fresh") {
-          // Same backend, new connection: the idle one was closed under us (not the backend's
-          // fault, and not a retry on another backend, so --retries is not spent).
-          freshTried = true;
-          again = slot;
-          continue;
-        }
-        if (marksDown(error)) {
-          if (setAlive(pool, slot, false)) onDown(slot, backend, error.message);
-        } else {
-          reached = true;
-          if (countsAgainst(error)) passiveFailure(slot, backend, error.message);
-        }
-        if (decision === "alike") {
-          logLine(sameFailure(incoming, backend, error.message));
-          return finish(failureReply(error), slot, backend, retries);
-        }
-        if (decision === "retry") {
-          const signature = failureSignature(error);
-          if (signature !== 0) (seen ??= []).push(signature);
-          retries++;
-          avoid.push(slot);
-          continue;
-        }
-        logLine(
-          error.kind === "client"
-            ? `client ${incoming.clientIp}: ${error.message} (${method} ${target} to ${backend.url})`
-            : `backend ${backend.url} ${error.kind} error: ${error.message} (${method} ${target})`,
-        );
-        // Not one attempt reached a backend: the request was not processed anywhere.
-        if (!reached) return finish(noBackend, -1, null, retries);
-        return finish(failureReply(error), slot, backend, retries);
-      }
-      reached = true;
-      const status = response.status;
-      // An application's status is the backend's failure only when the operator says so.
-      if (config.failStatuses.length > 0 && config.failStatuses.includes(status)) {
-        passiveFailure(slot, backend, `HTTP ${status}`);
-      }
-      const verdict = afterStatus(status, config.retryStatuses, {
-        method,
-        replayable,
-        retries,
-        limit,
-        seen,
-      });
-      if (verdict === "retry") {
-        (seen ??= []).push(status);
-        end(true);
-        held = response;
-        retries++;
-        avoid.push(slot);
-        continue;
-      }
-      if (verdict === "alike") logLine(sameFailure(incoming, backend, `HTTP ${status}`));
-      if (!(response.body instanceof ReadableStream)) end(false);
-      return finish({ kind: "upstream", response }, slot, backend, retries);
-    }
+  const core: Core = {
+    pool,
+    config,
+    backends,
+    upstreams: context.upstreams,
+    picker: createPicker(pool, config, backends),
+    noBackend: localReply(STATUS_NO_BACKEND, "no backend available", [
+      ["retry-after", retryAfter],
+    ]),
+    via: viaEntry(config.instanceId),
+    onDown: context.onDown ??
+      ((_slot, backend, reason) => logLine(`backend ${backend.url} DOWN: ${reason}`)),
+    passiveFailure: createPassiveJudge(pool, config, context),
   };
+  return (incoming) => forward(core, incoming);
+}
+
+/** Forwards one request: attempts, each on the backend the picker names, until one answers or
+ * the retry policy says stop. */
+async function forward(core: Core, incoming: Incoming): Promise<Reply> {
+  const started = incoming.arrived ?? performance.now();
+  const requestId = requestIdOf(incoming);
+  const head = requestHeadOf(incoming, forwardContext(core.config, incoming, core.via), requestId);
+  if (head === null) return loopDetected(core.via, requestId, incoming.target);
+  const state = startRequest(core, incoming, { head, requestId, started });
+  while (true) {
+    const fresh = state.again >= 0;
+    let slot = fresh ? state.again : core.picker.next(state.selection, state.retries > 0);
+    state.again = -1;
+    // A slot from the queue is counted already (its waiters are served in one pass).
+    let counted = false;
+    if (typeof slot !== "number") {
+      slot = await slot;
+      counted = true;
+    }
+    const backend = slot < 0 ? undefined : core.backends[slot];
+    if (backend === undefined) {
+      if (slot < 0) return exhausted(state);
+      // A member this worker has not been told about yet (a change under way): pick again.
+      state.selection.avoid.push(slot);
+      continue;
+    }
+    const attempt = beginAttempt(state, slot, backend);
+    if (!counted) beginRequest(core.pool, slot, state.retries > 0);
+    let response: UpstreamResponse;
+    try {
+      response = await roundTrip(core.upstreams, backend, attempt, fresh);
+    } catch (error) {
+      // A body the client broke off is not held against the backend.
+      attempt.end(!(error instanceof UpstreamError && error.kind === "client"));
+      if (!(error instanceof UpstreamError)) throw error;
+      const reply = afterError(attempt, error);
+      if (reply === null) continue;
+      return reply;
+    }
+    const reply = afterResponse(attempt, response);
+    if (reply !== null) return reply;
+  }
+}
+
+/** A request's state before its first attempt. */
+function startRequest(
+  core: Core,
+  incoming: Incoming,
+  known: Pick<RequestState, "head" | "requestId" | "started">,
+): RequestState {
+  const { config } = core;
+  return {
+    core,
+    incoming,
+    head: known.head,
+    requestId: known.requestId,
+    started: known.started,
+    selection: core.picker.start(incoming),
+    method: incoming.method,
+    replayable: !(incoming.body instanceof ReadableStream),
+    retries: 0,
+    limit: config.retries < 0 ? poolSize(core.pool) - 1 : config.retries,
+    seen: null,
+    last: null,
+    again: -1,
+    freshTried: false,
+    failure: null,
+    held: null,
+    reached: false,
+  };
+}
+
+/** Begins an attempt on `backend`; the response held from the one before is let go. */
+function beginAttempt(state: RequestState, slot: number, backend: Backend): Attempt {
+  if (state.held) {
+    discard(state.held);
+    state.held = null;
+  }
+  const attempt = new Attempt(state, slot, backend);
+  state.last = attempt;
+  return attempt;
+}
+
+/** After a failed attempt: the reply, or `null` to go round again (on the same backend with a
+ * new connection, or on another). */
+function afterError(attempt: Attempt, error: UpstreamError): Reply | null {
+  const { state } = attempt;
+  state.failure = error;
+  const decision = afterFailure(error, state, state.freshTried);
+  if (decision === "fresh") {
+    // Same backend, new connection: the idle one was closed under us (not the backend's
+    // fault, and not a retry on another backend, so --retries is not spent).
+    state.freshTried = true;
+    state.again = attempt.slot;
+    return null;
+  }
+  holdAgainst(attempt, error);
+  if (decision === "alike") {
+    logLine(sameFailure(attempt, error.message));
+    return finish(state, failureReply(error));
+  }
+  if (decision === "retry") {
+    const signature = failureSignature(error);
+    if (signature !== 0) (state.seen ??= []).push(signature);
+    elsewhere(attempt);
+    return null;
+  }
+  logLine(gaveUp(attempt, error));
+  // Not one attempt reached a backend: the request was not processed anywhere.
+  return finish(state, state.reached ? failureReply(error) : state.core.noBackend);
+}
+
+/** What a failure says about its backend: down at once when it could not be reached, else
+ * perhaps one passive failure more. */
+function holdAgainst(attempt: Attempt, error: UpstreamError): void {
+  const { state, slot, backend } = attempt;
+  const { core } = state;
+  if (marksDown(error)) {
+    if (setAlive(core.pool, slot, false)) core.onDown(slot, backend, error.message);
+    return;
+  }
+  state.reached = true;
+  if (countsAgainst(error)) core.passiveFailure(slot, backend, error.message);
+}
+
+/** After a response: the reply, or `null` to retry its retryable status on another backend. */
+function afterResponse(attempt: Attempt, response: UpstreamResponse): Reply | null {
+  const { state } = attempt;
+  const { config } = state.core;
+  state.reached = true;
+  const status = response.status;
+  // An application's status is the backend's failure only when the operator says so.
+  if (config.failStatuses.length > 0 && config.failStatuses.includes(status)) {
+    state.core.passiveFailure(attempt.slot, attempt.backend, `HTTP ${status}`);
+  }
+  const verdict = afterStatus(status, config.retryStatuses, state);
+  if (verdict === "retry") {
+    (state.seen ??= []).push(status);
+    attempt.end(true);
+    state.held = response;
+    elsewhere(attempt);
+    return null;
+  }
+  if (verdict === "alike") logLine(sameFailure(attempt, `HTTP ${status}`));
+  if (!(response.body instanceof ReadableStream)) attempt.end(false);
+  return finish(state, { kind: "upstream", response });
+}
+
+/** The next attempt goes to another backend: one retry more. */
+function elsewhere(attempt: Attempt): void {
+  attempt.state.retries++;
+  attempt.state.selection.avoid.push(attempt.slot);
+}
+
+/** Every backend is down or was tried: the held 5xx, 502/504 if this request failed on one,
+ * 503 when none could even be connected to. */
+function exhausted(state: RequestState): Reply {
+  if (state.held) return finish(state, { kind: "upstream", response: state.held });
+  if (state.failure && state.reached) return finish(state, failureReply(state.failure));
+  return finish(state, state.core.noBackend);
+}
+
+/**
+ * The reply as the client gets it, with goround's own fields and its trace, and the answer
+ * recorded in shared memory: against the latest attempt's backend, or, for the 503, against
+ * none (even after attempts that could not connect).
+ */
+function finish(state: RequestState, reply: Reply): Reply {
+  const { pool, config, picker, noBackend } = state.core;
+  const by = reply === noBackend ? null : state.last;
+  if (by !== null) {
+    const status = reply.kind === "local" ? reply.status : reply.response.status;
+    recordResponse(pool, by.slot, status, (performance.now() - state.started) * 1000);
+    recordBytes(pool, by.slot, Math.max(0, state.incoming.bodyLength), bodyBytes(reply));
+  } else recordNoBackend(pool);
+  const { requestId } = state;
+  const extra: [string, string][] = [["x-request-id", requestId]];
+  if (config.exposeBackend && by) extra.push(["x-goround-backend", by.backend.url]);
+  // (Re-)issue the sticky cookie whenever the answer came from another backend than it named.
+  const cookie = by ? picker.cookie(state.selection, by.slot, by.backend) : null;
+  if (cookie !== null) extra.push(["set-cookie", cookie]);
+  const backend = by?.backend.url ?? null;
+  return withTrace(reply, extra, { backend, retries: state.retries, requestId });
+}
+
+/** The log line of a request not retried because it failed the same way on two backends. */
+function sameFailure(attempt: Attempt, what: string): string {
+  const { method, target } = attempt.state.incoming;
+  return `not retried: ${method} ${target} failed the same way on two backends (${what}; the last was ${attempt.backend.url})`;
+}
+
+/** The log line of a request given up on after a failure. */
+function gaveUp(attempt: Attempt, error: UpstreamError): string {
+  const { method, target, clientIp } = attempt.state.incoming;
+  const { url } = attempt.backend;
+  return error.kind === "client"
+    ? `client ${clientIp}: ${error.message} (${method} ${target} to ${url})`
+    : `backend ${url} ${error.kind} error: ${error.message} (${method} ${target})`;
 }

@@ -8,6 +8,7 @@
  */
 
 import { writeAll } from "../http/conn_io.ts";
+import { joinParts } from "../http/streaming.ts";
 import { describeError } from "../errors.ts";
 import { logLine } from "../log.ts";
 
@@ -272,7 +273,8 @@ async function readBackend(
       partsLength += frame.payload.length;
       if (partsLength > MAX_MESSAGE) return on.broken(CLOSE_TOO_BIG, "message too big");
       if (!frame.fin) continue;
-      const whole = join(parts.splice(0), partsLength);
+      // A buffer of its own, even for one part: a binary message hands on its `.buffer`.
+      const whole = joinParts(parts.splice(0), false);
       partsLength = 0;
       if (messageOp === OP_BINARY) on.message(whole.buffer as ArrayBuffer);
       else {
@@ -300,7 +302,7 @@ async function readBackend(
       more.push(buf.slice(0, n));
       have += n;
     }
-    pending = join(more, have);
+    pending = joinParts(more, false);
   }
 }
 
@@ -317,17 +319,6 @@ function frameNeed(bytes: Uint8Array): number {
     ? Number(view.getBigUint64(2))
     : len7;
   return head + (length > MAX_MESSAGE ? 0 : length);
-}
-
-function join(parts: Uint8Array[], length: number): Uint8Array<ArrayBuffer> {
-  if (parts.length === 1) return parts[0]!.slice();
-  const whole = new Uint8Array(length);
-  let at = 0;
-  for (const part of parts) {
-    whole.set(part, at);
-    at += part.length;
-  }
-  return whole;
 }
 
 function safeText(bytes: Uint8Array): string {

@@ -11,8 +11,8 @@
  * restart) is noticed at once and the connection dropped; when a request takes the connection,
  * that pending read becomes the first read of its response.
  *
- * Deadlines are checked by one sweep timer per {@linkcode Upstreams} (every 50 ms), not a timer
- * per request: a connection past its deadline is closed, which fails its pending I/O.
+ * Deadlines are checked by one sweep per {@linkcode Upstreams} (every 50 ms, `deadlines.ts`), not
+ * a timer per request: a connection past its deadline is closed, which fails its pending I/O.
  *
  * @module
  */
@@ -36,12 +36,14 @@ import {
 import {
   batches,
   FRAME_ROOM,
+  joinParts,
   READ_AHEAD_BYTES,
   type ReadAhead,
   readAhead,
 } from "../http/streaming.ts";
 import { BODY_BUFFER, borrow, giveBack } from "../http/buffers.ts";
 import { writeAll } from "../http/conn_io.ts";
+import { isPast, startSweep, stopSweep, type Sweep } from "../http/deadlines.ts";
 import { keepBuffer, takeBuffer } from "../http/spare_buffers.ts";
 import { frameInto, makeRoom } from "../http/conn_buffers.ts";
 
@@ -169,8 +171,8 @@ export interface Upstreams {
    * (Membership changes per connection, not per request: a set of the busy ones, added to and
    * deleted from on every request, cost ~2% of the CPU in V8's hash-table upkeep.) */
   readonly links: Set<Link>;
-  /** The deadline sweep. */
-  timer: ReturnType<typeof setInterval>;
+  /** The deadline sweep, which also closes connections idle past the idle timeout. */
+  sweep: Sweep;
 }
 
 const HEAD_BUFFER = 16 * 1024;
@@ -184,6 +186,7 @@ const SWEEP_MS = 50;
  * @returns The client; release it with {@linkcode closeUpstreams}.
  */
 export function createUpstreams(options: UpstreamOptions): Upstreams {
+  const links = new Set<Link>();
   const upstreams: Upstreams = {
     options: {
       maxIdle: 256,
@@ -193,11 +196,13 @@ export function createUpstreams(options: UpstreamOptions): Upstreams {
       ...options,
     },
     hosts: new Map(),
-    links: new Set(),
-    timer: 0 as unknown as ReturnType<typeof setInterval>,
+    links,
+    sweep: startSweep(links, {
+      every: SWEEP_MS,
+      check: expireLink,
+      after: (now) => closeIdle(upstreams, now),
+    }),
   };
-  upstreams.timer = setInterval(() => sweep(upstreams), SWEEP_MS);
-  Deno.unrefTimer(upstreams.timer as unknown as number);
   return upstreams;
 }
 
@@ -207,7 +212,7 @@ export function createUpstreams(options: UpstreamOptions): Upstreams {
  * @param upstreams The client.
  */
 export function closeUpstreams(upstreams: Upstreams): void {
-  clearInterval(upstreams.timer);
+  stopSweep(upstreams.sweep);
   for (const link of [...upstreams.links]) closeLink(link);
 }
 
@@ -256,15 +261,15 @@ function hostFor(upstreams: Upstreams, backend: Backend): Host {
   return host;
 }
 
-function sweep(upstreams: Upstreams): void {
-  const now = Date.now();
-  for (const link of upstreams.links) {
-    // Idle connections have no deadline (release clears it).
-    if (link.deadline !== 0 && now > link.deadline) {
-      link.timedOut = true;
-      closeLink(link);
-    }
-  }
+/** Closes a connection past its deadline; an idle one has none (release clears it). */
+function expireLink(link: Link, now: number): void {
+  if (!isPast(link.deadline, now)) return;
+  link.timedOut = true;
+  closeLink(link);
+}
+
+/** Closes the connections idle for longer than the idle timeout (the oldest are first). */
+function closeIdle(upstreams: Upstreams, now: number): void {
   const cutoff = now - upstreams.options.idleTimeout;
   for (const host of upstreams.hosts.values()) {
     while (host.idle.length > 0 && host.idle[0]!.idleSince < cutoff) closeLink(host.idle[0]!);
@@ -662,7 +667,10 @@ function respond(
         closeLink(link);
         throw new UpstreamError("protocol", (error as Error).message, { sent: true, reused });
       }
-      if (state.phase === "done") return whole(concat(parts));
+      // Each part is a copy already: a lone one needs no other.
+      if (state.phase === "done") {
+        return whole(parts.length === 1 ? parts[0]! : joinParts(parts, false));
+      }
       return streamed(chunkedStream(link, state, parts, finish, request));
     }
     case "close":
@@ -712,17 +720,6 @@ class WireResponse implements UpstreamResponse {
     this.#link = null;
     finishLink(link, this.close, this.pumpDone);
   }
-}
-
-function concat(parts: Bytes[]): Bytes {
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(parts.reduce((sum, p) => sum + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
 
 function takeLeftover(link: Link): Bytes | null {

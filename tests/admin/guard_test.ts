@@ -4,14 +4,13 @@ import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
 import { adminNames, normalHost, refusalOf } from "../../lib/admin/guard.ts";
 import {
   type Goround,
-  rawRequest,
-  type RawResponse,
   recordingBackend,
   runGoround,
   sendSignal,
   startGoround,
   waitFor,
 } from "../support/helpers.ts";
+import { rawRequest, type RawResponse } from "../support/raw_client.ts";
 import {
   type Chromium,
   CHROMIUM_PATH,

@@ -3,15 +3,8 @@
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
 import { type BackendProcess, spawnBackend } from "../../dummy_servers.ts";
 import { readiness } from "../../lib/admin/readiness.ts";
-import {
-  get,
-  type Goround,
-  header,
-  rawRequest,
-  recordingBackend,
-  startGoround,
-  waitFor,
-} from "../support/helpers.ts";
+import { get, type Goround, recordingBackend, startGoround, waitFor } from "../support/helpers.ts";
+import { field, rawRequest } from "../support/raw_client.ts";
 
 Deno.test("readiness() is ready while one backend is usable, else says what is out", async (t) => {
   const up = { usable: true, state: "up" } as const;
@@ -75,7 +68,7 @@ async function headMatchesGet(proxy: Goround, path: string): Promise<string> {
   equal(head.body.length, 0, `HEAD ${path} sends no body`);
   const names = (r: typeof full) => r.headers.map(([n]) => n).filter((n) => n !== "date").sort();
   deepEqual(names(head), names(full), `HEAD ${path} has GET's fields`);
-  equal(header(head, "content-length"), String(full.body.length), `HEAD ${path} Content-Length`);
+  equal(field(head, "content-length"), String(full.body.length), `HEAD ${path} Content-Length`);
   return new TextDecoder().decode(full.body);
 }
 
@@ -161,8 +154,8 @@ Deno.test("HEAD /status answers as GET does, without a body", async () => {
     const head = await raw(proxy, "HEAD", "/status");
     equal(head.status, 200);
     equal(head.body.length, 0);
-    match(header(head, "content-type") ?? "", /^application\/json/);
-    assert(Number(header(head, "content-length")) > 100, "the length of the JSON report");
+    match(field(head, "content-type") ?? "", /^application\/json/);
+    assert(Number(field(head, "content-length")) > 100, "the length of the JSON report");
     const post = await get(`${proxy.adminUrl}/readyz`, {
       method: "POST",
       headers: { "content-type": "application/json" },

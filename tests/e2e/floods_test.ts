@@ -11,13 +11,13 @@ import { ENGINES } from "../../lib/config/config.ts";
 import {
   get,
   type Goround,
-  rawRequest,
   recordingBackend,
   ROOT,
   sendSignal,
   startGoround,
   waitFor,
 } from "../support/helpers.ts";
+import { rawRequest } from "../support/raw_client.ts";
 import { startDnsServer } from "../support/dns_server.ts";
 
 /** Runs a command and returns its stdout. */

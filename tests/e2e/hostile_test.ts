@@ -5,12 +5,12 @@ import {
   get,
   goroundFor,
   rawBackend,
-  rawRequest,
   recordingBackend,
   runGoround,
   startGoround,
   waitFor,
 } from "../support/helpers.ts";
+import { rawRequest } from "../support/raw_client.ts";
 
 // Hostile input must not reach a backend, fool goround or crash it, whichever front end reads it.
 for (const engine of ENGINES) {

@@ -6,11 +6,11 @@ import {
   get,
   type Goround,
   rawBackend,
-  rawRequest,
   recordingBackend,
   startGoround,
   waitFor,
 } from "../support/helpers.ts";
+import { rawRequest } from "../support/raw_client.ts";
 
 interface BackendStatus {
   readonly url: string;

@@ -5,12 +5,12 @@ import {
   type Goround,
   goroundFor,
   rawBackend,
-  rawRequest,
   recordingBackend,
   sendSignal,
   startGoround,
   waitFor,
 } from "../support/helpers.ts";
+import { rawRequest } from "../support/raw_client.ts";
 
 /** A backend that accepts requests and never answers them (until released). */
 function hangingBackend() {

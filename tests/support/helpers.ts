@@ -1,6 +1,6 @@
 /**
- * Test helpers: run goround as a real process, talk raw HTTP/1.1 over TCP, wait on conditions
- * with a deadline. Everything stays on loopback.
+ * Test helpers: run goround as a real process, backends under a test's control, wait on
+ * conditions with a deadline. Everything stays on loopback; a raw client is in `raw_client.ts`.
  *
  * @module
  */
@@ -237,93 +237,6 @@ export async function waitFor(
     }
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-}
-
-/** A response read off the wire. */
-export interface RawResponse {
-  /** The status line. */
-  readonly statusLine: string;
-  /** Status code. */
-  readonly status: number;
-  /** Fields, names lowercased, in order. */
-  readonly headers: [string, string][];
-  /** The raw body bytes as received (still chunk-framed if chunked). */
-  readonly body: Uint8Array;
-}
-
-/**
- * Sends raw bytes on a new connection and reads until the peer closes (send
- * `Connection: close`), or until `timeout` ms pass.
- *
- * @param port Loopback port.
- * @param request The exact bytes to send.
- * @param timeout Longest wait, ms.
- * @returns The parsed response (or the raw text in `statusLine` when it is not HTTP).
- */
-export async function rawRequest(
-  port: number,
-  request: string | Uint8Array,
-  timeout = 5000,
-): Promise<RawResponse> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const timer = setTimeout(() => conn.close(), timeout);
-  const chunks: Uint8Array[] = [];
-  try {
-    await conn.write(typeof request === "string" ? new TextEncoder().encode(request) : request);
-    const buf = new Uint8Array(65536);
-    while (true) {
-      const n = await conn.read(buf).catch(() => null);
-      if (n === null) break;
-      chunks.push(buf.slice(0, n));
-    }
-  } finally {
-    clearTimeout(timer);
-    try {
-      conn.close();
-    } catch {
-      // Closed by the timer.
-    }
-  }
-  const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.length;
-  }
-  return parseRaw(all);
-}
-
-function parseRaw(all: Uint8Array): RawResponse {
-  let end = -1;
-  for (let i = 0; i + 3 < all.length; i++) {
-    if (all[i] === 13 && all[i + 1] === 10 && all[i + 2] === 13 && all[i + 3] === 10) {
-      end = i;
-      break;
-    }
-  }
-  const text = new TextDecoder().decode(end < 0 ? all : all.subarray(0, end));
-  const [statusLine = "", ...lines] = text.split("\r\n");
-  const headers = lines.map((line): [string, string] => {
-    const colon = line.indexOf(":");
-    return [line.slice(0, colon).toLowerCase(), line.slice(colon + 1).trim()];
-  });
-  return {
-    statusLine,
-    status: Number(statusLine.split(" ")[1]),
-    headers: end < 0 ? [] : headers,
-    body: end < 0 ? new Uint8Array() : all.slice(end + 4),
-  };
-}
-
-/**
- * The value of a field in a raw response (the first one).
- *
- * @param response The response.
- * @param name Lowercase name.
- * @returns The value, or `undefined`.
- */
-export function header(response: RawResponse, name: string): string | undefined {
-  return response.headers.find(([n]) => n === name)?.[1];
 }
 
 /** A backend under the test's control that records what it received. */

@@ -1,21 +1,21 @@
 /**
- * A raw HTTP/1.1 client for tests: writes exact bytes and reads responses off the wire one at a
- * time (pipelining works), with a deadline on every read, so tests can send what no real client
- * would (smuggling attempts, bare LFs, slow heads) and see exactly what came back.
+ * A raw HTTP/1.1 client for tests: writes exact bytes and reads responses off the wire, so tests
+ * can send what no real client would (smuggling attempts, bare LFs, slow heads) and see exactly
+ * what came back. {@linkcode rawRequest} sends once and reads until the server closes;
+ * {@linkcode Wire} reads responses one at a time (pipelining works), with a deadline on every
+ * read.
  *
  * @module
  */
 
 import { equal, ok as assert } from "node:assert/strict";
+import { joinParts } from "../../lib/http/streaming.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
+function concat(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  return joinParts(parts, false);
 }
 
 /** Index of the first `seq` in `buf` at or after `from`, or -1. */
@@ -29,6 +29,16 @@ function indexOfSeq(buf: Uint8Array, seq: readonly number[], from = 0): number {
 
 const CRLF = [13, 10];
 const CRLF_CRLF = [13, 10, 13, 10];
+
+/** A response head's status line, status and fields, from its text (without the blank line). */
+function parseHead(head: string): Pick<WireResponse, "statusLine" | "status" | "headers"> {
+  const [statusLine = "", ...lines] = head.split("\r\n");
+  const headers = lines.map((line): [string, string] => {
+    const colon = line.indexOf(":");
+    return [line.slice(0, colon).toLowerCase(), line.slice(colon + 1).trim()];
+  });
+  return { statusLine, status: Number(statusLine.split(" ")[1]), headers };
+}
 
 /** A response read off the wire. */
 export interface WireResponse {
@@ -46,14 +56,68 @@ export interface WireResponse {
   readonly complete: boolean;
 }
 
-/** The first value of a field, or `undefined`. */
-export function field(response: WireResponse, name: string): string | undefined {
+/** The fields of a response, either kind. */
+type WithFields = Pick<WireResponse, "headers">;
+
+/** The first value of a field (`name` in lowercase), or `undefined`. */
+export function field(response: WithFields, name: string): string | undefined {
   return response.headers.find(([n]) => n === name)?.[1];
 }
 
 /** Every value of a field. */
-export function fields(response: WireResponse, name: string): string[] {
+export function fields(response: WithFields, name: string): string[] {
   return response.headers.filter(([n]) => n === name).map(([, v]) => v);
+}
+
+/** A response read off the wire by {@linkcode rawRequest}. */
+export interface RawResponse {
+  /** The status line (all that came, when it was not HTTP). */
+  readonly statusLine: string;
+  /** Status code. */
+  readonly status: number;
+  /** Fields, names lowercased, in order. */
+  readonly headers: [string, string][];
+  /** The raw body bytes as received (still chunk-framed if chunked). */
+  readonly body: Uint8Array;
+}
+
+/**
+ * Sends raw bytes on a new connection and reads until the peer closes (send
+ * `Connection: close`), or until `timeout` ms pass.
+ *
+ * @param port Loopback port.
+ * @param request The exact bytes to send.
+ * @param timeout Longest wait, ms.
+ * @returns The parsed response (or the raw text in `statusLine` when it is not HTTP).
+ */
+export async function rawRequest(
+  port: number,
+  request: string | Uint8Array,
+  timeout = 5000,
+): Promise<RawResponse> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const timer = setTimeout(() => conn.close(), timeout);
+  const chunks: Uint8Array[] = [];
+  try {
+    await conn.write(typeof request === "string" ? encoder.encode(request) : request);
+    const buf = new Uint8Array(65536);
+    while (true) {
+      const n = await conn.read(buf).catch(() => null);
+      if (n === null) break;
+      chunks.push(buf.slice(0, n));
+    }
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch {
+      // Closed by the timer.
+    }
+  }
+  const all = concat(...chunks);
+  const end = indexOfSeq(all, CRLF_CRLF);
+  if (end < 0) return { ...parseHead(decoder.decode(all)), headers: [], body: new Uint8Array() };
+  return { ...parseHead(decoder.decode(all.subarray(0, end))), body: all.slice(end + 4) };
 }
 
 /**
@@ -160,14 +224,8 @@ export class Wire {
         );
       }
     }
-    const head = decoder.decode(this.#take(end + 4).subarray(0, end));
-    const [statusLine = "", ...lines] = head.split("\r\n");
-    const headers = lines.map((line): [string, string] => {
-      const colon = line.indexOf(":");
-      return [line.slice(0, colon).toLowerCase(), line.slice(colon + 1).trim()];
-    });
-    const status = Number(statusLine.split(" ")[1]);
-    const base = { statusLine, status, headers };
+    const base = parseHead(decoder.decode(this.#take(end + 4).subarray(0, end)));
+    const { status, headers } = base;
     if (method === "HEAD" || status < 200 || status === 204 || status === 304) {
       return { ...base, body: "", raw: "", complete: true };
     }
