@@ -38,10 +38,11 @@ import { denoEnv, unknownVariables, unknownVariableWarning } from "./lib/config/
 import { ConfigError, ValidationError } from "./lib/errors.ts";
 import { bannerLine, flushRepeats, logLine, REPEAT_WINDOW_MS, setLogFormat } from "./lib/log.ts";
 import {
-  type Address,
-  isOwnAddress,
+  isOwnListener,
   ownAddressMessage,
   ownBackend,
+  type OwnListener,
+  ownListeners,
 } from "./lib/config/own_address.ts";
 import { readPemFiles } from "./lib/config/pem_files.ts";
 import { isAlive } from "./lib/balance/pool.ts";
@@ -236,10 +237,10 @@ function serveRedirect(listen: Listen, httpsPort: number): Deno.HttpServer {
 
 /** A DNS answer minus goround's own address (a name that also resolves to this machine), each
  * left out with one line. */
-function withoutSelf(backends: readonly Backend[], listening: Address): Backend[] {
+function withoutSelf(backends: readonly Backend[], listening: readonly OwnListener[]): Backend[] {
   const kept: Backend[] = [];
   for (const backend of backends) {
-    if (!isOwnAddress(backend, listening)) kept.push(backend);
+    if (!isOwnListener(backend, listening)) kept.push(backend);
     else logLine(`discovery: ${ownAddressMessage(backend, listening)}; left out of the pool`);
   }
   return kept;
@@ -248,7 +249,7 @@ function withoutSelf(backends: readonly Backend[], listening: Address): Backend[
 /** With --discover, the first DNS answer is the pool (goround does not start without one). */
 async function discoverBackends(
   config: Config,
-  listening: Address,
+  listening: readonly OwnListener[],
 ): Promise<{ config: Config; answer: Backend[] }> {
   if (!config.discover) return { config, answer: [] };
   try {
@@ -271,7 +272,10 @@ async function discoverBackends(
 function followDns(sup: Supervisor, answer: readonly Backend[]): Discovery | null {
   const { discover, discoverInterval, discoverNameServer } = sup.config;
   if (!discover) return null;
-  const listening = { hostname: sup.config.listen.hostname, port: sup.port };
+  const listening = ownListeners(sup.config, {
+    hostname: sup.config.listen.hostname,
+    port: sup.port,
+  });
   return startDiscovery(discover, {
     interval: discoverInterval,
     // A lookup may take as long as the interval (between 1 s and 5 s), so a DNS server that is
@@ -455,7 +459,7 @@ async function run(given: Config, workerUrl: URL): Promise<void> {
   // Taking over, the running goround holds these ports: the proxy and redirect ports are shared
   // with it (SO_REUSEPORT), the admin port is handed over.
   const port = target ? given.listen.port : claimPort(given.listen, "--listen");
-  const listening = { hostname: given.listen.hostname, port };
+  const listening = ownListeners(given, { hostname: given.listen.hostname, port });
   // With --listen :0 the port is known only now (a fixed one was checked with the flags).
   const own = ownBackend(given.backends, listening);
   if (own && !given.discover) fail(`--backends: ${ownAddressMessage(own, listening)}`);
@@ -512,6 +516,7 @@ async function run(given: Config, workerUrl: URL): Promise<void> {
   const serve = (listen: Listen) => serveAdmin(sup, listen, { onTakeover });
   if (target) running.admin = await takeOver(sup, target, serve);
   else if (config.admin) running.admin = serve(config.admin);
+  sup.adminPort = running.admin?.port ?? 0;
   // stdout carries only the access log (so `| jq .` reads it); the banner is operational.
   for (const line of banner(sup, running.admin)) bannerLine(line);
   warnUnknownVariables();

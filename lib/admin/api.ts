@@ -20,6 +20,7 @@
  */
 
 import { adminNames, refusalOf } from "./guard.ts";
+import { viaEntry } from "../proxy/via.ts";
 import type { Listen } from "../config/config.ts";
 import { DASHBOARD_HTML } from "./dashboard.ts";
 import { renderMetrics } from "./metrics.ts";
@@ -273,6 +274,42 @@ async function takeover(req: Request, options: AdminOptions): Promise<Response> 
   return json(202, handover);
 }
 
+/** The largest request body the admin API reads: its JSON bodies are a few hundred bytes, and
+ * a huge one would hold the main thread, which runs the health checks. */
+export const ADMIN_BODY_LIMIT = 64 * 1024;
+
+/** The request with its body read up to {@linkcode ADMIN_BODY_LIMIT}, or a 413. */
+async function withBoundedBody(req: Request): Promise<Request | Response> {
+  if (req.body === null) return req;
+  const tooLarge = () =>
+    problem(413, `request body over ${ADMIN_BODY_LIMIT} bytes: the admin API takes small JSON`);
+  const declared = Number(req.headers.get("content-length") ?? "0");
+  if (declared > ADMIN_BODY_LIMIT) {
+    await req.body.cancel().catch(() => {});
+    return tooLarge();
+  }
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  const reader = req.body.getReader();
+  while (true) {
+    const { done, value } = await reader.read().catch(() => ({ done: true, value: undefined }));
+    if (done || value === undefined) break;
+    size += value.byteLength;
+    if (size > ADMIN_BODY_LIMIT) {
+      await reader.cancel().catch(() => {});
+      return tooLarge();
+    }
+    parts.push(value);
+  }
+  const body = new Uint8Array(size);
+  let at = 0;
+  for (const part of parts) {
+    body.set(part, at);
+    at += part.byteLength;
+  }
+  return new Request(req.url, { method: req.method, headers: req.headers, body });
+}
+
 /** The admin listener's names, recomputed when a reload changes `--admin-hosts`. */
 function namesOf(
   sup: Supervisor,
@@ -324,6 +361,17 @@ function route(
   return async (req) => {
     const refused = refusalOf(req, names());
     if (refused) return problem(refused.status, refused.message);
+    // A client of the proxy reaching the admin API through a backend that leads here.
+    if ((req.headers.get("via") ?? "").includes(viaEntry(sup.config.instanceId))) {
+      return problem(
+        403,
+        "refused: this request came through goround's proxy (its Via names this goround): " +
+          "the admin API is not a backend",
+      );
+    }
+    const bounded = await withBoundedBody(req);
+    if (bounded instanceof Response) return bounded;
+    req = bounded;
     const { pathname } = new URL(req.url);
     if (pathname === "/" && (req.method === "GET" || req.method === "HEAD")) {
       return new Response(DASHBOARD_HTML, {

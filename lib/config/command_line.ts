@@ -7,7 +7,7 @@
 
 import { parseArgs } from "node:util";
 import { type Backend, type Config, envName, FLAGS, type FlagSpec } from "./config.ts";
-import { ownAddressMessage, ownBackend } from "./own_address.ts";
+import { ownAddressMessage, ownBackend, ownListeners } from "./own_address.ts";
 import { checkRules } from "./rules.ts";
 import { parseBackend, type Parsed, parseValue, splitBackends } from "./values.ts";
 import { ConfigError, ValidationError } from "../errors.ts";
@@ -196,7 +196,8 @@ function backendsOf(
   if (backends.length === 0) {
     throw new ConfigError(`--backends: the list is empty: expected at least one http://host:port`);
   }
-  const own = ownBackend(backends, config.listen);
+  const listeners = ownListeners(config, config.listen);
+  const own = ownBackend(backends, listeners);
   if (own) {
     // Named by the source that listed it: a flag, a variable, or the file and key.
     const lists = (text: string) =>
@@ -205,7 +206,7 @@ function backendsOf(
       .flatMap((name) => sourcesOf(FLAGS.find((f) => f.name === name)!))
       .find(([, texts]) => texts.some(lists));
     throw new ConfigError(
-      `${source?.[0] ?? "--backends"}: ${ownAddressMessage(own, config.listen)}`,
+      `${source?.[0] ?? "--backends"}: ${ownAddressMessage(own, listeners)}`,
     );
   }
   if (config.discover !== null && named) {

@@ -72,30 +72,83 @@ export function isOwnAddress(backend: Address, listen: Address): boolean {
   return otherNames(bound).includes(host);
 }
 
+/** One of goround's own listeners, and how a message names it. */
+export interface OwnListener extends Address {
+  /** `it` for the proxy, `its admin API`, `its HTTP redirect`. */
+  readonly role: string;
+}
+
 /**
- * The first backend that is goround's own listener, if any.
+ * goround's own listeners, none of which may be a backend: through the admin address a client
+ * of the proxy would drive the admin API (drain, add, take over).
+ *
+ * @param config `admin` and `redirectHttp` as configured (`null`: off).
+ * @param listening Where the proxy listens, with the port it got.
+ * @returns The listeners.
+ */
+export function ownListeners(
+  config: { readonly admin: Address | null; readonly redirectHttp: Address | null },
+  listening: Address,
+): readonly OwnListener[] {
+  return [
+    { ...listening, role: "it" },
+    ...(config.admin ? [{ ...config.admin, role: "its admin API" }] : []),
+    ...(config.redirectHttp ? [{ ...config.redirectHttp, role: "its HTTP redirect" }] : []),
+  ];
+}
+
+/** A single address is the proxy's listener. */
+function listenersOf(listen: Address | readonly OwnListener[]): readonly OwnListener[] {
+  return "port" in listen ? [{ ...(listen as Address), role: "it" }] : listen;
+}
+
+/** The own listener that `backend` reaches, if any. */
+function reached(
+  backend: Address,
+  listen: Address | readonly OwnListener[],
+): OwnListener | undefined {
+  return listenersOf(listen).find((own) => isOwnAddress(backend, own));
+}
+
+/**
+ * The first backend that is one of goround's own listeners, if any.
  *
  * @param backends The pool.
- * @param listen Where goround listens, with the port it got.
+ * @param listen Where goround listens, with the port it got, or all its listeners.
  * @returns The backend, or `undefined`.
  */
 export function ownBackend<T extends Address>(
   backends: readonly T[],
-  listen: Address,
+  listen: Address | readonly OwnListener[],
 ): T | undefined {
-  return backends.find((backend) => isOwnAddress(backend, listen));
+  return backends.find((backend) => reached(backend, listen) !== undefined);
+}
+
+/**
+ * Whether a backend is one of goround's own listeners.
+ *
+ * @param backend The backend.
+ * @param listen goround's listeners.
+ * @returns `true` when requests to it would reach goround itself.
+ */
+export function isOwnListener(backend: Address, listen: readonly OwnListener[]): boolean {
+  return reached(backend, listen) !== undefined;
 }
 
 /**
  * The message for a backend refused as goround's own address.
  *
  * @param backend The backend.
- * @param listen Where goround listens.
+ * @param listen Where goround listens, or all its listeners.
  * @returns For example `"http://localhost:8000" is goround's own address (it listens on
  *   :8000): expected another server`.
  */
-export function ownAddressMessage(backend: { readonly url: string }, listen: Address): string {
-  const host = isWildcard(listen.hostname) ? "" : listen.hostname;
-  const at = `${host.includes(":") ? `[${host}]` : host}:${listen.port}`;
-  return `"${backend.url}" is goround's own address (it listens on ${at}): expected another server`;
+export function ownAddressMessage(
+  backend: Address & { readonly url: string },
+  listen: Address | readonly OwnListener[],
+): string {
+  const own = reached(backend, listen) ?? listenersOf(listen)[0]!;
+  const host = isWildcard(own.hostname) ? "" : own.hostname;
+  const at = `${host.includes(":") ? `[${host}]` : host}:${own.port}`;
+  return `"${backend.url}" is goround's own address (${own.role} listens on ${at}): expected another server`;
 }

@@ -18,7 +18,7 @@ import {
   type Target,
 } from "./health.ts";
 import { logLine } from "../log.ts";
-import { ownAddressMessage, ownBackend } from "../config/own_address.ts";
+import { ownAddressMessage, ownBackend, ownListeners } from "../config/own_address.ts";
 import { newInstanceId } from "../proxy/via.ts";
 import {
   adminState,
@@ -75,6 +75,8 @@ export interface Supervisor {
   readonly pool: Pool;
   /** The port the workers serve. */
   readonly port: number;
+  /** The port the admin API got (`--admin` with port 0), once it is bound; else 0. */
+  adminPort: number;
   /** The serving threads. */
   readonly workers: Serving[];
   /** Active health checks. */
@@ -191,6 +193,12 @@ function launch(sup: Supervisor, index: number, workerUrl: URL): Promise<WorkerR
   return ask(serving, startMessage(sup, index));
 }
 
+/** The settings with `--admin` at the port it got, for the own-address check. */
+function boundAdmin(sup: Supervisor, config: Config): Config {
+  if (!config.admin || config.admin.port !== 0 || sup.adminPort === 0) return config;
+  return { ...config, admin: { ...config.admin, port: sup.adminPort } };
+}
+
 /**
  * Allocates the pool, runs a first round of health checks (so dead backends are known before
  * the first request), and starts `config.workers` serving threads on `port`.
@@ -234,6 +242,7 @@ export async function startSupervisor(
     probeMs,
     pool,
     port,
+    adminPort: 0,
     workers: [],
     health,
     started: Date.now(),
@@ -297,7 +306,10 @@ export function applyConfig(
     const stickyKey = wanted.stickyKey || sup.config.stickyKey ||
       (wanted.sticky === "cookie" ? crypto.randomUUID() : "");
     const config = { ...wanted, stickyKey, instanceId: sup.config.instanceId };
-    const listening = { hostname: sup.config.listen.hostname, port: sup.port };
+    const listening = ownListeners(boundAdmin(sup, config), {
+      hostname: sup.config.listen.hostname,
+      port: sup.port,
+    });
     const own = ownBackend(config.backends, listening);
     if (own) throw new ValidationError(ownAddressMessage(own, listening));
     const bySlot = new Map(sup.slots.map((slot) => [sup.table[slot]!.url, slot]));
