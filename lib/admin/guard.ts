@@ -51,11 +51,9 @@ const HOST_SYNTAX = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?$/;
  */
 export function normalHost(text: string): string | null {
   if (!HOST_SYNTAX.test(text)) return null;
-  try {
-    return new URL(`http://${text}`).host;
-  } catch {
-    return null;
-  }
+  // As written: `127.1` or `2130706433` name 127.0.0.1 only after a URL parser's rewriting.
+  const lower = text.toLowerCase();
+  return lower.endsWith(":80") ? lower.slice(0, -3) : lower;
 }
 
 /**

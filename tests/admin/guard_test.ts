@@ -193,6 +193,15 @@ Deno.test("raw requests: forged Host, foreign Origin, cross-site and non-JSON ch
       equal(absolute.status, 403, "an absolute-form target names another host");
       const none = await rawRequest(port, "GET /status HTTP/1.0\r\n\r\n");
       equal(none.status, 403, "no Host at all");
+      // Names a URL parser rewrites to 127.0.0.1 are not names of the listener as written.
+      for (const host of [`127.1:${port}`, `2130706433:${port}`, `0x7f.1:${port}`]) {
+        equal((await send(port, "GET /status", { Host: host })).status, 403, host);
+      }
+      const twice = await rawRequest(
+        port,
+        `GET /status HTTP/1.1\r\nHost: ${own}\r\nHost: ${own}\r\nConnection: close\r\n\r\n`,
+      );
+      assert(twice.status === 400 || twice.status === 403, `two Host fields: ${twice.status}`);
     });
 
     await t.step("a change from another origin or site is 403", async () => {
