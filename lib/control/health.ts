@@ -14,6 +14,7 @@ import type { Backend } from "../config/config.ts";
 import { describeError } from "../errors.ts";
 import { encodeLatin1, parseResponseHead, ProtocolError } from "../http/http1.ts";
 import { isAlive, type Pool, recordProbe, setAlive, totals } from "../balance/pool.ts";
+import { connectTcp } from "../upstream/connect.ts";
 
 /** A backend and the pool slot holding its state. */
 export interface Target {
@@ -91,7 +92,7 @@ export async function probeTcp(
   const started = performance.now();
   const limit = AbortSignal.timeout(timeout);
   try {
-    const conn = await Deno.connect({
+    const conn = await connectTcp({
       hostname: backend.hostname,
       port: backend.port,
       signal: signal ? AbortSignal.any([signal, limit]) : limit,
@@ -131,7 +132,7 @@ export async function probeHttp(
     }
   };
   try {
-    const tcp = await Deno.connect({
+    const tcp = await connectTcp({
       hostname: backend.hostname,
       port: backend.port,
       signal: stop,

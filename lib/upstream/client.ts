@@ -46,6 +46,7 @@ import { writeAll } from "../http/conn_io.ts";
 import { isPast, startSweep, stopSweep, type Sweep } from "../http/deadlines.ts";
 import { keepBuffer, takeBuffer } from "../http/spare_buffers.ts";
 import { frameInto, makeRoom } from "../http/conn_buffers.ts";
+import { connectTcp } from "./connect.ts";
 
 /** Bytes backed by a plain `ArrayBuffer` (what `Response` and `conn.read` take). */
 export type Bytes = Uint8Array<ArrayBuffer>;
@@ -300,11 +301,11 @@ async function dial(host: Host): Promise<Link> {
     const signal = AbortSignal.timeout(connectTimeout);
     if (tls) {
       // TLS to an https:// backend: SNI and certificate checks use its host name.
-      const tcp = await Deno.connect({ hostname, port, signal });
+      const tcp = await connectTcp({ hostname, port, signal });
       tcp.setNoDelay(true);
       conn = await Deno.startTls(tcp, { hostname, ...(caCerts.length ? { caCerts } : {}) });
     } else {
-      const tcp = await Deno.connect({ hostname, port, signal });
+      const tcp = await connectTcp({ hostname, port, signal });
       tcp.setNoDelay(true);
       conn = tcp;
     }

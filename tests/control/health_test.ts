@@ -15,6 +15,7 @@ import {
   setAlive,
   setMembers,
 } from "../../lib/balance/pool.ts";
+import { connectSourcePorts } from "../support/ephemeral.ts";
 import { rawBackend, recordingBackend, waitFor } from "../support/helpers.ts";
 
 function backendAt(port: number): Backend {
@@ -46,6 +47,29 @@ Deno.test("probeTcp() succeeds on a listener and leaves no connection open", asy
 Deno.test("probeTcp() reports a refused connection", async () => {
   const result = await probeTcp(backendAt(freePort()), 1000);
   deepEqual([result.ok, !result.ok && result.reason], [false, "connection refused"]);
+});
+
+Deno.test("probeTcp() fails a self-connect as refused (a storm of probes to dead ephemeral ports)", async () => {
+  const ports = await connectSourcePorts(16);
+  // connectTcp() logs each self-connect it refuses: that is how the test knows one happened.
+  const lines: string[] = [];
+  const write = console.error;
+  console.error = (...args: unknown[]) => lines.push(args.join(" "));
+  let probes = 0;
+  try {
+    for (let round = 0; round < 4000 && lines.length === 0; round++) {
+      for (const port of ports) {
+        probes++;
+        const result = await probeTcp(backendAt(port), 1000);
+        deepEqual([result.ok, !result.ok && result.reason], [false, "connection refused"]);
+      }
+    }
+  } finally {
+    console.error = write;
+  }
+  if (!lines.some((line) => line.includes("self-connect:"))) {
+    console.log(`skipped: no self-connect in ${probes} probes over ${ports.length} ports`);
+  }
 });
 
 Deno.test("startHealthChecks() marks a dead backend DOWN and a recovered one UP, once each", async () => {

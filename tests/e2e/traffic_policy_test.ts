@@ -1,4 +1,5 @@
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
+import { connectSourcePorts } from "../support/ephemeral.ts";
 import { get, recordingBackend, startGoround, waitFor } from "../support/helpers.ts";
 
 function named(names: string[]) {
@@ -280,6 +281,48 @@ Deno.test("--panic (the default): when every backend looks down, goround tries t
   } finally {
     await panicky.stop();
     await backend.close();
+  }
+});
+
+Deno.test("panic over dead backends on ephemeral ports: a connect storm gets 503, never a self-connect's 502", async () => {
+  // 32 dead backends: every request tries them all, so a self-connect comes within a few
+  // hundred requests (see tests/upstream/connect_test.ts); the storm is bounded either way.
+  const ports = await connectSourcePorts(32);
+  const proxy = await startGoround([
+    "--backends",
+    ports.map((port) => `http://127.0.0.1:${port}`).join(","),
+    "--workers",
+    "1",
+    "--access-log",
+    "off",
+  ]);
+  const statuses = new Map<number, number>();
+  const selfConnects = () => proxy.stderr.filter((line) => line.includes("self-connect:"));
+  let sent = 0;
+  const client = Deno.createHttpClient({});
+  try {
+    const storm = async () => {
+      while (sent < 4000 && selfConnects().length === 0 && !statuses.has(502)) {
+        sent++;
+        const response = await fetch(proxy.url, { client });
+        await response.body?.cancel();
+        statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, storm));
+    deepEqual([...statuses.keys()], [503], `statuses after ${sent} requests`);
+    if (selfConnects().length === 0) {
+      console.log(`skipped: no self-connect in ${sent} requests over ${ports.length} backends`);
+      return;
+    }
+    // Closed with a reset, so nothing holds the port: the backend can come back on it.
+    for (const line of selfConnects()) {
+      const port = Number(/127\.0\.0\.1:(\d+)/.exec(line)![1]);
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+    }
+  } finally {
+    client.close();
+    await proxy.stop();
   }
 });
 
