@@ -63,7 +63,8 @@ import { isPast, startSweep, stopSweep } from "../http/deadlines.ts";
 import { bufferSize, keepBuffer, takeBuffer } from "../http/spare_buffers.ts";
 import { frameInto, makeRoom } from "../http/conn_buffers.ts";
 import { reclaimed, reclaimMemory, type ReclaimState, shouldReclaim } from "./reclaim.ts";
-import { closeFrame, isWebSocketUpgrade, splice, type Upgrader } from "../proxy/websocket.ts";
+import { isWebSocketUpgrade, type Upgrader } from "../proxy/websocket.ts";
+import { closeFrame, splice } from "../proxy/ws_splice.ts";
 import type { SessionEnd } from "../proxy/ws_bridge.ts";
 import type { Bytes, RequestBody, UpstreamResponse } from "../upstream/client.ts";
 

@@ -1,6 +1,5 @@
 import { deepEqual, equal, ok as assert } from "node:assert/strict";
 import { ENGINES } from "../../lib/config/config.ts";
-import { closeFrame, frameTracker } from "../../lib/proxy/websocket.ts";
 import { rawBackend, recordingBackend, startGoround, waitFor } from "../support/helpers.ts";
 
 /** An echo backend: text and binary come back as they went; the close code is recorded. */
@@ -322,23 +321,6 @@ Deno.test("[goround] ping and pong frames pass through the tunnel untouched", as
     await proxy.stop();
     await backend.close();
   }
-});
-
-Deno.test("closeFrame() and frameTracker() follow RFC 6455 framing", () => {
-  deepEqual([...closeFrame(1011, "x")], [0x88, 3, 0x03, 0xf3, 0x78]);
-  const tracker = frameTracker();
-  // A text frame "hi", then a 200-byte binary frame (16-bit length), split at odd places.
-  const text = [0x81, 2, 104, 105];
-  const binary = [0x82, 126, 0, 200, ...new Array(200).fill(7)];
-  const all = new Uint8Array([...text, ...binary]);
-  tracker.feed(all.subarray(0, 3));
-  tracker.feed(all.subarray(3, 7));
-  tracker.feed(all.subarray(7));
-  equal(tracker.closed(), false);
-  tracker.feed(closeFrame(1000, "").subarray(0, 1));
-  equal(tracker.closed(), false);
-  tracker.feed(closeFrame(1000, "").subarray(1));
-  equal(tracker.closed(), true);
 });
 
 Deno.test("[goround] a tunnel relays bursts larger than its idle buffer, and small messages after", async () => {
