@@ -47,9 +47,12 @@ import {
 import { readPemFiles } from "./lib/config/pem_files.ts";
 import { isAlive } from "./lib/balance/pool.ts";
 import { describeReload, planReload } from "./lib/config/reload_plan.ts";
+import { effectivePools, withPool } from "./lib/config/pools.ts";
 import {
   applyConfig,
+  changePool,
   drainAndStop,
+  type PoolRun,
   startSupervisor,
   type Supervisor,
 } from "./lib/control/supervisor.ts";
@@ -130,18 +133,24 @@ function paint(code: number, text: string): string {
 
 function banner(sup: Supervisor, admin: Admin | null): string[] {
   const { config } = sup;
-  const backends = sup.slots.map((slot) => {
-    const url = sup.table[slot]!.url;
-    return isAlive(sup.pool, slot)
-      ? `${url} ${paint(32, "up")}`
-      : `${url} ${paint(31, `down (${sup.lastError.get(slot)?.reason})`)}`;
-  });
+  const backendsOf = (run: PoolRun) =>
+    run.slots.map((slot) => {
+      const url = run.table[slot]!.url;
+      return isAlive(run.pool, slot)
+        ? `${url} ${paint(32, "up")}`
+        : `${url} ${paint(31, `down (${run.lastError.get(slot)?.reason})`)}`;
+    }).join(", ");
+  const pools = config.pools.length === 0
+    ? [`  backends: ${backendsOf(sup.pools[0]!)}`]
+    : sup.pools.map((run) => `  pool ${run.name}: ${backendsOf(run)}`);
+  const routes = config.routes.length === 0 ? [] : [`  routes: ${config.routes.length}`];
   const [, settings, health] = describeConfig(config);
   return [
     `Load Balancer started at ${displayAddress(config.listen.hostname, sup.port)}${
       config.tlsCert ? " (HTTPS)" : ""
     }`,
-    `  backends: ${backends.join(", ")}`,
+    ...pools,
+    ...routes,
     settings!,
     health!,
     `  admin: ${admin ? `http://${hostPort(config.admin!.hostname, admin.port)}/` : "off"}`,
@@ -182,7 +191,7 @@ async function reload(sup: Supervisor, dns: DnsFollower): Promise<void> {
     setLogFormat(sup.config.logFormat);
     logLine(describeReload(plan, {
       file: sup.config.configFile,
-      backends: sup.slots.length,
+      backends: sup.pools.reduce((sum, run) => sum + run.slots.length, 0),
       added,
       removed,
       problems,
@@ -246,36 +255,45 @@ function withoutSelf(backends: readonly Backend[], listening: readonly OwnListen
   return kept;
 }
 
-/** With --discover, the first DNS answer is the pool (goround does not start without one). */
+/** With --discover (or a pool's `discover`), the first DNS answer is the pool (goround does not
+ * start without one). Returns each discovering pool's first answer, by name. */
 async function discoverBackends(
   config: Config,
   listening: readonly OwnListener[],
-): Promise<{ config: Config; answer: Backend[] }> {
-  if (!config.discover) return { config, answer: [] };
-  try {
-    const answer = await resolveBackends(config.discover, {
-      ...(config.discoverNameServer ? { nameServer: config.discoverNameServer } : {}),
-    });
-    const backends = withoutSelf(answer, listening);
-    if (backends.length === 0) {
-      fail(`--discover: every address DNS gave is goround's own: expected other servers`);
+): Promise<{ config: Config; answers: Map<string, Backend[]> }> {
+  const answers = new Map<string, Backend[]>();
+  for (const pool of effectivePools(config)) {
+    const spec = pool.config.discover;
+    if (!spec) continue;
+    const flag = config.pools.length === 0 ? "--discover" : `pool ${pool.name}: discover`;
+    try {
+      const answer = await resolveBackends(spec, {
+        ...(pool.config.discoverNameServer ? { nameServer: pool.config.discoverNameServer } : {}),
+      });
+      const backends = withoutSelf(answer, listening);
+      if (backends.length === 0) {
+        fail(`${flag}: every address DNS gave is goround's own: expected other servers`);
+      }
+      config = withPool(config, pool.name, { ...pool.config, backends });
+      answers.set(pool.name, answer);
+    } catch (error) {
+      if (error instanceof DiscoveryError) fail(`${flag}: ${error.message}`);
+      throw error;
     }
-    return { config: { ...config, backends }, answer };
-  } catch (error) {
-    if (error instanceof DiscoveryError) fail(`--discover: ${error.message}`);
-    throw error;
   }
+  return { config, answers };
 }
 
-/** Follows DNS: each changed answer becomes the pool, as a reload would make it, less any
- * address of goround's own. `answer` is the first answer, already applied. */
-function followDns(sup: Supervisor, answer: readonly Backend[]): Discovery | null {
-  const { discover, discoverInterval, discoverNameServer } = sup.config;
+/** Follows DNS for one pool: each changed answer becomes its backends, as a reload would make
+ * them, less any address of goround's own. `answer` is the first answer, already applied. */
+function followDns(sup: Supervisor, run: PoolRun, answer: readonly Backend[]): Discovery | null {
+  const { discover, discoverInterval, discoverNameServer } = run.config;
   if (!discover) return null;
   const listening = ownListeners(sup.config, {
     hostname: sup.config.listen.hostname,
     port: sup.port,
   });
+  const named = sup.config.pools.length === 0 ? "" : ` (pool ${run.name})`;
   return startDiscovery(discover, {
     interval: discoverInterval,
     // A lookup may take as long as the interval (between 1 s and 5 s), so a DNS server that is
@@ -286,17 +304,28 @@ function followDns(sup: Supervisor, answer: readonly Backend[]): Discovery | nul
     onChange: async (answer) => {
       const backends = withoutSelf(answer, listening);
       if (backends.length === 0) {
-        logLine("discovery: every address DNS gave is goround's own; keeping the last backends");
+        logLine(
+          `discovery${named}: every address DNS gave is goround's own; keeping the last backends`,
+        );
         return;
       }
-      const { added, removed } = await applyConfig(sup, { ...sup.config, backends });
+      const { added, removed } = await changePool(sup, run.name, (pool) => ({ ...pool, backends }));
       logLine(
-        `discovery: ${backends.length} backends` +
+        `discovery${named}: ${backends.length} backends` +
           (added.length ? `, added ${added.join(", ")}` : "") +
           (removed.length ? `, removed ${removed.join(", ")}` : ""),
       );
     },
-    onError: (message) => logLine(`discovery failed, keeping the last good backends: ${message}`),
+    onError: (message) =>
+      logLine(`discovery${named} failed, keeping the last good backends: ${message}`),
+  });
+}
+
+/** Follows DNS for every pool that asks for it. */
+function followAllDns(sup: Supervisor, answers: ReadonlyMap<string, Backend[]>): Discovery[] {
+  return sup.pools.flatMap((run) => {
+    const discovery = followDns(sup, run, answers.get(run.name) ?? run.config.backends);
+    return discovery ? [discovery] : [];
   });
 }
 
@@ -374,7 +403,8 @@ async function waitForUsableBackend(sup: Supervisor): Promise<void> {
   while (!readinessOf(sup).ready) {
     if (Date.now() >= deadline) {
       const states = /\((.*)\)$/.exec(readinessOf(sup).reason)?.[1];
-      const why = [states, [...sup.lastError.values()][0]?.reason].filter(Boolean).join("; ");
+      const errors = sup.pools.flatMap((run) => [...run.lastError.values()]);
+      const why = [states, errors[0]?.reason].filter(Boolean).join("; ");
       throw new ConfigError(
         `--takeover: this goround has no usable backend${why ? ` (${why})` : ""}: ` +
           "the running goround keeps serving; expected a backend that passes its health check",
@@ -461,25 +491,28 @@ async function run(given: Config, workerUrl: URL): Promise<void> {
   const port = target ? given.listen.port : claimPort(given.listen, "--listen");
   const listening = ownListeners(given, { hostname: given.listen.hostname, port });
   // With --listen :0 the port is known only now (a fixed one was checked with the flags).
-  const own = ownBackend(given.backends, listening);
-  if (own && !given.discover) fail(`--backends: ${ownAddressMessage(own, listening)}`);
-  const { config, answer } = await discoverBackends(readPems(given), listening);
+  for (const pool of effectivePools(given)) {
+    const own = ownBackend(pool.config.backends, listening);
+    const where = given.pools.length === 0 ? "--backends" : `pool ${pool.name}: backends`;
+    if (own && !pool.config.discover) fail(`${where}: ${ownAddressMessage(own, listening)}`);
+  }
+  const { config, answers } = await discoverBackends(readPems(given), listening);
   if (!target && config.admin) claimPort(config.admin, "--admin");
   if (!target && config.redirectHttp) claimPort(config.redirectHttp, "--redirect-http");
   const started = await startSupervisor(config, port, workerUrl);
-  if (!("pool" in started)) {
+  if (!("pools" in started)) {
     if (started.name === "AddrInUse") {
       fail(`--listen: port ${port} is in use: expected a free port`);
     }
     throw new Error(`a worker failed to start: ${started.name}: ${started.message}`);
   }
   const sup = started;
-  let discovery = followDns(sup, answer);
+  let discovery = followAllDns(sup, answers);
   const dns: DnsFollower = {
-    start: () => (discovery = followDns(sup, sup.config.backends)),
+    start: () => (discovery = followAllDns(sup, new Map())),
     stop: async () => {
-      await discovery?.stop();
-      discovery = null;
+      await Promise.all(discovery.map((d) => d.stop()));
+      discovery = [];
     },
   };
   const running: Running = {

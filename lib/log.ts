@@ -74,6 +74,8 @@ export function fieldsOf(message: string): Record<string, string> {
   const fields: Record<string, string> = {};
   const backend = /\bbackend (https?:\/\/[^\s:/]+(?::\d+)?)/.exec(message);
   if (backend) fields.backend = backend[1]!;
+  const pool = /\(pool ([\w-]+)\)/.exec(message);
+  if (pool) fields.pool = pool[1]!;
   const client = /\bclient (\S+?)[: ]/.exec(message);
   if (client) fields.client = client[1]!;
   const colon = message.indexOf(": ");

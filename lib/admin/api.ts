@@ -11,8 +11,9 @@
  *
  * Routes: `GET /` (dashboard), `GET /status` (JSON), `GET /metrics` (Prometheus),
  * `GET /healthz` (liveness: 200 `ok`), `GET /readyz` (readiness: 503 while no backend is usable),
- * `POST /backends` (`{"url": …}`), `POST /backends/{id}/drain`, `POST /backends/{id}/enable`,
- * `DELETE /backends/{id}`, `POST /takeover` (`{"pid": …, "instance": …}`: a new goround serving
+ * `POST /pools/{name}/backends` (`{"url": …}`), `POST /pools/{name}/backends/{id}/drain`,
+ * `POST /pools/{name}/backends/{id}/enable`, `DELETE /pools/{name}/backends/{id}` (and the same
+ * without `/pools/{name}` for the first pool, the only one of the flags-only form), `POST /takeover` (`{"pid": …, "instance": …}`: a new goround serving
  * the same port asks this one to hand over: once a probe of the port reached it, this one
  * answers 202, then drains and exits as on SIGTERM; else 409).
  *
@@ -28,12 +29,14 @@ import { type Readiness, readiness } from "./readiness.ts";
 import {
   bufferedBytes,
   ejectedUntil,
+  gauges,
   inFlight,
   isAlive,
   isPanicking,
   isUsable,
   noBackendCount,
   probeStreak,
+  routeHits,
   totals,
 } from "../balance/pool.ts";
 import {
@@ -41,17 +44,22 @@ import {
   type BackendState,
   backendState,
   changedAt,
+  poolNamed,
+  type PoolRun,
   removeBackend,
   setDraining,
   type Supervisor,
 } from "../control/supervisor.ts";
+import type { Route } from "../config/routes.ts";
 import { VERSION } from "../version.ts";
 import { type History, startHistory, takeSample } from "./history.ts";
 import { ValidationError } from "../errors.ts";
 
 /** One backend in `GET /status`. */
 export interface BackendStatus {
-  /** Its id (pool slot), for the action routes. */
+  /** Its pool. */
+  readonly pool: string;
+  /** Its id (slot in its pool), for the action routes. */
   readonly id: number;
   /** Its URL. */
   readonly url: string;
@@ -108,10 +116,86 @@ export interface Status {
   readonly noBackend: number;
   /** Whether panic mode is on (every backend looks down; all are tried). */
   readonly panic: boolean;
-  /** The backends, in round-robin order. */
+  /** The backends of every pool, pool by pool, each in round-robin order. */
   readonly backends: readonly BackendStatus[];
   /** Request body bytes all workers hold in memory now (`--request-buffer-total` bounds it). */
   readonly bufferedBytes: number;
+  /** Each pool: its settings that matter most and its counters. */
+  readonly pools: readonly PoolStatus[];
+  /** Each route, in file order, with the requests it matched (none without routes). */
+  readonly routes: readonly RouteStatus[];
+  /** Requests no route matched (answered 404). */
+  readonly noRoute: number;
+}
+
+/** One pool in `GET /status`. */
+export interface PoolStatus {
+  /** Its name. */
+  readonly name: string;
+  /** Its selection policy. */
+  readonly algorithm: string;
+  /** Its health check path, or `""` for a TCP check. */
+  readonly healthPath: string;
+  /** Its requests answered 503 because no backend was usable. */
+  readonly noBackend: number;
+  /** Whether its panic mode is on. */
+  readonly panic: boolean;
+  /** Its readiness: `ready: 2 of 3 backends usable`, or why not. */
+  readonly ready: string;
+  /** The ids of its backends, in round-robin order. */
+  readonly backends: readonly number[];
+}
+
+/** One route in `GET /status`. */
+export interface RouteStatus {
+  /** Its name (`routes[i]` unless named). */
+  readonly name: string;
+  /** Its host pattern, or `null`: any. */
+  readonly host: string | null;
+  /** Its path prefix. */
+  readonly path: string;
+  /** Its method, or `null`: any. */
+  readonly method: string | null;
+  /** What it does: `pool web`, `redirect 308 https://{host}{uri}` or `respond 404`. */
+  readonly action: string;
+  /** Requests it matched since start. */
+  readonly hits: number;
+}
+
+function actionText(route: Route): string {
+  const { action } = route;
+  if (action.kind === "pool") return `pool ${action.pool}`;
+  if (action.kind === "redirect") return `redirect ${action.status} ${action.location}`;
+  return `respond ${action.status}`;
+}
+
+function backendStatus(run: PoolRun, slot: number): BackendStatus {
+  const { pool } = run;
+  const t = totals(pool, slot);
+  const streak = probeStreak(pool, slot);
+  const changed = changedAt(run, slot);
+  const probed = run.probeMs.get(slot);
+  const state = backendState(run, slot);
+  const error = run.lastError.get(slot);
+  const until = ejectedUntil(pool, slot);
+  return {
+    pool: run.name,
+    id: slot,
+    url: run.table[slot]!.url,
+    state,
+    why: !isAlive(pool, slot) || state === "ejected" ? (error?.reason ?? WAITING) : null,
+    lastError: error ? { reason: error.reason, at: new Date(error.at).toISOString() } : null,
+    checkPasses: streak.passes,
+    checkFails: streak.misses,
+    checkLatencyMs: probed === undefined ? null : Math.round(probed * 100) / 100,
+    lastTransition: changed === 0 ? null : new Date(changed * 1000).toISOString(),
+    inFlight: inFlight(pool, slot),
+    requests: Number(t.requests),
+    failures: Number(t.failures),
+    retries: Number(t.retries),
+    ejections: Number(t.ejections),
+    ejectedUntil: until === 0 ? null : new Date(until).toISOString(),
+  };
 }
 
 /**
@@ -121,7 +205,7 @@ export interface Status {
  * @returns The report.
  */
 export function statusOf(sup: Supervisor): Status {
-  const { config, pool } = sup;
+  const { config } = sup;
   const host = config.listen.hostname === "0.0.0.0" ? "" : config.listen.hostname;
   return {
     version: VERSION,
@@ -129,37 +213,30 @@ export function statusOf(sup: Supervisor): Status {
     uptimeSeconds: Math.floor((Date.now() - sup.started) / 1000),
     listen: `${host.includes(":") ? `[${host}]` : host}:${sup.port}`,
     workers: config.workers,
-    algorithm: config.algorithm,
+    algorithm: sup.pools[0]!.config.algorithm,
     engine: config.engine,
-    noBackend: noBackendCount(pool),
-    panic: isPanicking(pool),
-    backends: sup.slots.map((slot) => {
-      const t = totals(pool, slot);
-      const streak = probeStreak(pool, slot);
-      const changed = changedAt(sup, slot);
-      const probed = sup.probeMs.get(slot);
-      const state = backendState(sup, slot);
-      const error = sup.lastError.get(slot);
-      const until = ejectedUntil(pool, slot);
-      return {
-        id: slot,
-        url: sup.table[slot]!.url,
-        state,
-        why: !isAlive(pool, slot) || state === "ejected" ? (error?.reason ?? WAITING) : null,
-        lastError: error ? { reason: error.reason, at: new Date(error.at).toISOString() } : null,
-        checkPasses: streak.passes,
-        checkFails: streak.misses,
-        checkLatencyMs: probed === undefined ? null : Math.round(probed * 100) / 100,
-        lastTransition: changed === 0 ? null : new Date(changed * 1000).toISOString(),
-        inFlight: inFlight(pool, slot),
-        requests: Number(t.requests),
-        failures: Number(t.failures),
-        retries: Number(t.retries),
-        ejections: Number(t.ejections),
-        ejectedUntil: until === 0 ? null : new Date(until).toISOString(),
-      };
-    }),
-    bufferedBytes: bufferedBytes(pool),
+    noBackend: sup.pools.reduce((sum, run) => sum + noBackendCount(run.pool), 0),
+    panic: sup.pools.some((run) => isPanicking(run.pool)),
+    backends: sup.pools.flatMap((run) => run.slots.map((slot) => backendStatus(run, slot))),
+    bufferedBytes: bufferedBytes(sup.process),
+    pools: sup.pools.map((run) => ({
+      name: run.name,
+      algorithm: run.config.algorithm,
+      healthPath: run.config.healthPath,
+      noBackend: noBackendCount(run.pool),
+      panic: isPanicking(run.pool),
+      ready: poolReadiness(run).reason,
+      backends: [...run.slots],
+    })),
+    routes: config.routes.map((route) => ({
+      name: route.name,
+      host: route.host,
+      path: route.path,
+      method: route.method,
+      action: actionText(route),
+      hits: routeHits(sup.process, sup.routeSlots.get(route.name) ?? 0),
+    })),
+    noRoute: gauges(sup.process).refused.no_route,
   };
 }
 
@@ -202,9 +279,23 @@ function useGet(): Response {
  * @returns The verdict.
  */
 export function readinessOf(sup: Supervisor): Readiness {
+  if (sup.pools.length === 1) return poolReadiness(sup.pools[0]!);
+  const verdicts = sup.pools.map((run) => ({ name: run.name, verdict: poolReadiness(run) }));
+  const unready = verdicts.filter(({ verdict }) => !verdict.ready);
+  if (unready.length > 0) {
+    const reasons = unready.map(({ name, verdict }) =>
+      `pool ${name}: ${verdict.reason.replace(/^not ready: /, "")}`
+    );
+    return { ready: false, reason: `not ready: ${reasons.join("; ")}` };
+  }
+  return { ready: true, reason: `ready: ${sup.pools.length} pools, each with a usable backend` };
+}
+
+/** One pool's readiness. */
+function poolReadiness(run: PoolRun): Readiness {
   return readiness(
-    sup.slots.map((slot) => ({ usable: isUsable(sup.pool, slot), state: backendState(sup, slot) })),
-    { panic: isPanicking(sup.pool) },
+    run.slots.map((slot) => ({ usable: isUsable(run.pool, slot), state: backendState(run, slot) })),
+    { panic: isPanicking(run.pool) },
   );
 }
 
@@ -353,6 +444,69 @@ function withGuards(response: Response): Response {
   return response;
 }
 
+/** An admin path that addresses backends: `/backends…` (the first pool) or
+ * `/pools/{name}/backends…`. */
+interface BackendRoute {
+  /** The pool, or `null` when no pool has the name. */
+  readonly run: PoolRun | null;
+  /** The pool's name as given. */
+  readonly name: string;
+  /** The backend's id, or `null` for the list itself. */
+  readonly id: number | null;
+  /** `drain`, `enable`, or `null`. */
+  readonly verb: string | null;
+}
+
+const BACKEND_PATH = /^(?:\/pools\/([A-Za-z0-9_-]+))?\/backends(?:\/(\d+)(?:\/(drain|enable))?)?$/;
+
+function backendRoute(sup: Supervisor, pathname: string): BackendRoute | null {
+  const found = BACKEND_PATH.exec(pathname);
+  if (!found) return null;
+  const name = found[1] ?? sup.pools[0]!.name;
+  return {
+    run: poolNamed(sup, name) ?? null,
+    name,
+    id: found[2] === undefined ? null : Number(found[2]),
+    verb: found[3] ?? null,
+  };
+}
+
+/** `POST …/backends` (add), `POST …/backends/{id}/drain|enable`, `DELETE …/backends/{id}`. */
+async function backendAction(sup: Supervisor, req: Request, to: BackendRoute): Promise<Response> {
+  const { run, id, verb } = to;
+  if (!run) return problem(404, `no pool "${to.name}": see GET /status for the pools`);
+  const shown = (slot: number) => run.slots.includes(slot) ? backendStatus(run, slot) : null;
+  if (id === null) {
+    if (req.method !== "POST") return problem(405, "use POST", { allow: "POST" });
+    let body: { url?: unknown };
+    try {
+      body = await req.json();
+    } catch {
+      return problem(400, 'expected a JSON body like {"url": "http://host:port"}');
+    }
+    if (typeof body?.url !== "string") return problem(400, 'expected {"url": "http://host:port"}');
+    // Answered once its first health check is done (at most --health-timeout), so the body
+    // shows whether it takes traffic.
+    const slot = await addBackend(sup, run.name, body.url);
+    const current = poolNamed(sup, run.name);
+    const added = slot < 0 || !current
+      ? null
+      : current.slots.includes(slot)
+      ? backendStatus(current, slot)
+      : null;
+    if (!added) return problem(409, `${body.url} was removed while its first check ran`);
+    return json(201, added);
+  }
+  if (verb) {
+    if (req.method !== "POST") return problem(405, "use POST", { allow: "POST" });
+    if (!setDraining(run, id, verb === "drain")) return problem(404, `no backend ${id}`);
+    return json(200, shown(id));
+  }
+  if (req.method !== "DELETE") return problem(405, "use DELETE", { allow: "DELETE" });
+  if (!(await removeBackend(sup, run.name, id))) return problem(404, `no backend ${id}`);
+  return new Response(null, { status: 204 });
+}
+
 function route(
   sup: Supervisor,
   names: ReturnType<typeof namesOf>,
@@ -389,7 +543,6 @@ function route(
         });
       }
     }
-    const action = /^\/backends\/(\d+)(?:\/(drain|enable))?$/.exec(pathname);
     try {
       if (pathname === "/status") {
         if (!isRead(req.method)) return useGet();
@@ -406,36 +559,8 @@ function route(
           headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
         });
       }
-      if (pathname === "/backends") {
-        if (req.method !== "POST") return problem(405, "use POST", { allow: "POST" });
-        let body: { url?: unknown };
-        try {
-          body = await req.json();
-        } catch {
-          return problem(400, 'expected a JSON body like {"url": "http://host:port"}');
-        }
-        if (typeof body.url !== "string") {
-          return problem(400, 'expected {"url": "http://host:port"}');
-        }
-        // Answered once its first health check is done (at most --health-timeout), so the body
-        // shows whether it takes traffic.
-        const id = await addBackend(sup, body.url);
-        const added = statusOf(sup).backends.find((b) => b.id === id);
-        if (!added) return problem(409, `${body.url} was removed while its first check ran`);
-        return json(201, added);
-      }
-      if (action) {
-        const id = Number(action[1]);
-        const verb = action[2];
-        if (verb) {
-          if (req.method !== "POST") return problem(405, "use POST", { allow: "POST" });
-          if (!setDraining(sup, id, verb === "drain")) return problem(404, `no backend ${id}`);
-          return json(200, statusOf(sup).backends.find((b) => b.id === id));
-        }
-        if (req.method !== "DELETE") return problem(405, "use DELETE", { allow: "DELETE" });
-        if (!(await removeBackend(sup, id))) return problem(404, `no backend ${id}`);
-        return new Response(null, { status: 204 });
-      }
+      const addressed = backendRoute(sup, pathname);
+      if (addressed) return await backendAction(sup, req, addressed);
     } catch (error) {
       if (error instanceof ValidationError) {
         return problem(400, error.message);
@@ -476,8 +601,7 @@ export function serveAdmin(sup: Supervisor, listen: Listen, options: AdminOption
     (req) => handler(req),
   );
   const address = { hostname: listen.hostname, port: server.addr.port };
-  const backends = () => sup.slots.map((slot) => ({ slot, url: sup.table[slot]!.url }));
-  const history = startHistory(() => takeSample(sup.pool, backends(), Date.now()), {
+  const history = startHistory(() => takeSample(sup.pools, Date.now()), {
     intervalMs: HISTORY_INTERVAL_MS,
   });
   handler = createAdminHandler(sup, { address, history, ...options });

@@ -3,17 +3,18 @@
  * CDN, no web fonts), served by the admin listener at `GET /`.
  *
  * The page holds no data itself. Its script polls `GET /status` every second and shows each
- * backend as a card; the Drain and Enable buttons call `POST /backends/{id}/drain` and
- * `POST /backends/{id}/enable` (as `application/json`, which the admin API requires of every
- * change). When the page is opened as `/#token=<token>`, every request it
+ * backend as a card, under a heading per pool when there are several; the Drain and Enable
+ * buttons call `POST /pools/{pool}/backends/{id}/drain` and `…/enable` (as `application/json`,
+ * which the admin API requires of every change). When the page is opened as `/#token=<token>`, every request it
  * makes sends `Authorization: Bearer <token>` (the fragment never leaves the browser, so the
  * token is not in any access log). A failed poll (401, goround gone) shows an error banner.
  *
- * Hooks for tests and scripts: each card is `[data-backend="<id>"]` with
+ * Hooks for tests and scripts: each card is `[data-backend="<id>"][data-pool="<pool>"]` with
  * `data-state="up|down|ejected|draining|drained"`; its fields are `[data-field="…"]`; its button is
  * `[data-action="drain|enable"]`; the banner is `#error`. Charts (inline SVG, drawn from
  * `GET /history` every few seconds) are `[data-chart="backend"]` in each card, with
- * `data-last-rps` (the last second's requests per second), and `[data-chart="pool"]`.
+ * `data-last-rps` (the last second's requests per second), and `[data-chart="pool"]`; a pool's
+ * heading is `[data-pool-heading="<pool>"]`.
  *
  * @module
  */
@@ -86,6 +87,7 @@ main { padding: 20px 24px 32px; max-width: 1400px; }
 #cards {
   display: grid; gap: 16px; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr));
 }
+#cards > h2.pool { grid-column: 1 / -1; margin: 8px 0 0; font-size: 15px; color: var(--muted); }
 .card {
   background: var(--card); border: 1px solid var(--line); border-left: 6px solid var(--c);
   border-radius: 8px; padding: 14px 16px; display: flex; flex-direction: column; gap: 10px;
@@ -255,9 +257,10 @@ function stat(list, field, label) {
   list.append(box);
 }
 
-function newCard(id) {
+function newCard(id, pool) {
   const card = element("article", "card");
   card.dataset.backend = String(id);
+  card.dataset.pool = pool;
   const top = element("div", "top");
   const url = element("h2", "url");
   url.dataset.field = "url";
@@ -333,6 +336,23 @@ function update(card, backend, rps) {
   }
 }
 
+// Each pool's heading (shown when there is more than one pool), by name.
+const headings = new Map();
+// A backend's key in GET /history: its URL, or pool/URL when there are several pools.
+let historyKeys = (backend) => backend.url;
+
+function poolHeading(pool) {
+  let node = headings.get(pool.name);
+  if (!node) {
+    node = element("h2", "pool");
+    node.dataset.poolHeading = pool.name;
+    headings.set(pool.name, node);
+  }
+  node.textContent = "pool " + pool.name + (pool.algorithm ? " · " + pool.algorithm : "") +
+    (pool.ready ? " · " + pool.ready : "");
+  return node;
+}
+
 function render(status) {
   document.getElementById("version").textContent = status.version;
   document.getElementById("uptime").textContent = duration(status.uptimeSeconds);
@@ -346,28 +366,45 @@ function render(status) {
   const container = document.getElementById("cards");
   const seen = new Set();
   const counts = { up: 0, down: 0, draining: 0, drained: 0 };
+  const pools = status.pools || [{ name: "default" }]; // older goround: one pool
+  const grouped = pools.length > 1;
+  historyKeys = (backend) => grouped ? backend.pool + "/" + backend.url : backend.url;
+  let heading = null;
   for (const backend of status.backends) {
-    seen.add(backend.id);
+    const pool = backend.pool || "default";
+    const key = pool + "/" + backend.id;
+    seen.add(key);
     counts[backend.state] = (counts[backend.state] || 0) + 1;
-    let card = cards.get(backend.id);
+    if (grouped && heading !== pool) {
+      heading = pool;
+      container.append(poolHeading(pools.find((p) => p.name === pool) || { name: pool }));
+    }
+    let card = cards.get(key);
     if (!card) {
-      card = newCard(backend.id);
-      cards.set(backend.id, card);
+      card = newCard(backend.id, pool);
+      cards.set(key, card);
     }
     container.append(card); // keeps the round-robin order; a no-op move when already in place
-    const last = previous.get(backend.id);
+    const last = previous.get(key);
     let rps = null;
     if (last && last.url === backend.url && now > last.at) {
       rps = Math.max(0, (backend.requests - last.requests) * 1000 / (now - last.at));
     }
-    previous.set(backend.id, { requests: backend.requests, at: now, url: backend.url });
+    previous.set(key, { requests: backend.requests, at: now, url: backend.url });
+    card.dataset.historyKey = historyKeys(backend);
     update(card, backend, rps);
   }
-  for (const [id, card] of cards) {
-    if (!seen.has(id)) {
+  for (const [key, card] of cards) {
+    if (!seen.has(key)) {
       card.remove();
-      cards.delete(id);
-      previous.delete(id);
+      cards.delete(key);
+      previous.delete(key);
+    }
+  }
+  for (const [name, node] of headings) {
+    if (!grouped || !pools.some((p) => p.name === name)) {
+      node.remove();
+      headings.delete(name);
     }
   }
   const parts = Object.entries(counts).filter(([, n]) => n > 0).map(([s, n]) => n + " " + s);
@@ -462,7 +499,7 @@ async function pollHistory() {
     const { points } = await res.json();
     drawPool(document.querySelector('[data-chart="pool"]'), points);
     for (const card of cards.values()) {
-      const drawn = drawBackend(card.querySelector('[data-chart="backend"]'), points, card.dataset.url);
+      const drawn = drawBackend(card.querySelector('[data-chart="backend"]'), points, card.dataset.historyKey || card.dataset.url);
       const last = drawn.last;
       field(card, "chartLegend").textContent = last
         ? "now " + last.rps.toFixed(1) + " req/s, p50 " + (last.p50 === null ? "–" : ms(last.p50)) +
@@ -495,16 +532,17 @@ async function poll() {
 async function act(card, button) {
   const action = button.dataset.action;
   const id = card.dataset.backend;
+  const path = "/pools/" + encodeURIComponent(card.dataset.pool) + "/backends/" + id + "/" + action;
   button.disabled = true;
   try {
-    const res = await fetch("/backends/" + id + "/" + action, {
+    const res = await fetch(path, {
       method: "POST",
       headers: { ...headers(), "content-type": "application/json" },
       cache: "no-store",
     });
-    actionError(res.ok ? "" : await failure("POST /backends/" + id + "/" + action, res));
+    actionError(res.ok ? "" : await failure("POST " + path, res));
   } catch (error) {
-    actionError("POST /backends/" + id + "/" + action + " failed: " + error.message + ".");
+    actionError("POST " + path + " failed: " + error.message + ".");
   } finally {
     button.disabled = false;
   }

@@ -21,7 +21,7 @@ export interface BackendSample {
 export interface Sample {
   /** When (epoch ms). */
   readonly at: number;
-  /** By backend URL. */
+  /** By backend ({@linkcode sampleKey}). */
   readonly backends: ReadonlyMap<string, BackendSample>;
   /** Requests answered 503 because no backend was usable, so far. */
   readonly noBackend: number;
@@ -51,25 +51,52 @@ export interface Point {
   readonly backends: Readonly<Record<string, BackendPoint>>;
 }
 
+/** One pool as a sample reads it: its memory and the slot and URL of each backend. */
+export interface SampledPool {
+  /** Its name. */
+  readonly name: string;
+  /** Its shared memory. */
+  readonly pool: Pool;
+  /** Its member slots. */
+  readonly slots: readonly number[];
+  /** The backend of each slot. */
+  readonly table: readonly ({ readonly url: string } | null)[];
+}
+
 /**
- * Reads the counters of the backends in `slots`.
+ * A backend's key in a sample: its URL while there is one pool, else `pool/URL` (one URL may
+ * serve in two pools).
  *
- * @param pool The shared pool.
- * @param backends Each slot with its URL.
+ * @param pool The pool's name.
+ * @param url The backend's URL.
+ * @param pools How many pools there are.
+ * @returns The key.
+ */
+export function sampleKey(pool: string, url: string, pools: number): string {
+  return pools === 1 ? url : `${pool}/${url}`;
+}
+
+/**
+ * Reads the counters of every backend of the pools.
+ *
+ * @param pools The pools.
  * @param at The time to stamp it with (epoch ms).
  * @returns The sample.
  */
-export function takeSample(
-  pool: Pool,
-  backends: readonly { readonly slot: number; readonly url: string }[],
-  at: number,
-): Sample {
+export function takeSample(pools: readonly SampledPool[], at: number): Sample {
   const map = new Map<string, BackendSample>();
-  for (const { slot, url } of backends) {
-    const stats = responseStats(pool, slot);
-    map.set(url, { classes: stats.classes.map(Number), buckets: stats.buckets.map(Number) });
+  let noBackend = 0;
+  for (const { name, pool, slots, table } of pools) {
+    for (const slot of slots) {
+      const stats = responseStats(pool, slot);
+      map.set(sampleKey(name, table[slot]!.url, pools.length), {
+        classes: stats.classes.map(Number),
+        buckets: stats.buckets.map(Number),
+      });
+    }
+    noBackend += noBackendCount(pool);
   }
-  return { at, backends: map, noBackend: noBackendCount(pool) };
+  return { at, backends: map, noBackend };
 }
 
 /**

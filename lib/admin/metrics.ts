@@ -14,6 +14,7 @@ import {
   noBackendCount,
   REFUSALS,
   responseStats,
+  routeHits,
   totals,
 } from "../balance/pool.ts";
 import { VERSION } from "../version.ts";
@@ -37,45 +38,59 @@ export function renderMetrics(sup: Supervisor): string {
   const family = (name: string, type: string, help: string) => {
     out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
   };
-  const backends = sup.slots.map((slot) => ({ slot, url: label(sup.table[slot]!.url) }));
+  // Every backend series names its pool too (one URL may serve in two pools).
+  const backends = sup.pools.flatMap((run) =>
+    run.slots.map((slot) => ({
+      run,
+      slot,
+      pool: run.pool,
+      url: `pool="${label(run.name)}",backend="${label(run.table[slot]!.url)}"`,
+    }))
+  );
 
   family(
     "goround_requests_total",
     "counter",
     "Client requests answered, by the backend that answered and status class.",
   );
-  for (const { slot, url } of backends) {
-    const stats = responseStats(sup.pool, slot);
+  for (const { slot, pool, url } of backends) {
+    const stats = responseStats(pool, slot);
     stats.classes.forEach((n, i) =>
-      out.push(`goround_requests_total{backend="${url}",code="${CLASSES[i]}"} ${n}`)
+      out.push(`goround_requests_total{${url},code="${CLASSES[i]}"} ${n}`)
     );
   }
-  out.push(`goround_requests_total{backend="none",code="5xx"} ${noBackendCount(sup.pool)}`);
+  for (const run of sup.pools) {
+    out.push(
+      `goround_requests_total{pool="${label(run.name)}",backend="none",code="5xx"} ${
+        noBackendCount(run.pool)
+      }`,
+    );
+  }
 
   family(
     "goround_request_duration_seconds",
     "histogram",
     "Time from a request's arrival until its response head was ready, by backend.",
   );
-  for (const { slot, url } of backends) {
-    const stats = responseStats(sup.pool, slot);
+  for (const { slot, pool, url } of backends) {
+    const stats = responseStats(pool, slot);
     let cumulative = 0n;
     DURATION_BUCKETS.forEach((bound, i) => {
       cumulative += stats.buckets[i] ?? 0n;
       out.push(
-        `goround_request_duration_seconds_bucket{backend="${url}",le="${bound}"} ${cumulative}`,
+        `goround_request_duration_seconds_bucket{${url},le="${bound}"} ${cumulative}`,
       );
     });
-    out.push(`goround_request_duration_seconds_bucket{backend="${url}",le="+Inf"} ${stats.count}`);
+    out.push(`goround_request_duration_seconds_bucket{${url},le="+Inf"} ${stats.count}`);
     out.push(
-      `goround_request_duration_seconds_sum{backend="${url}"} ${Number(stats.sumMicros) / 1e6}`,
+      `goround_request_duration_seconds_sum{${url}} ${Number(stats.sumMicros) / 1e6}`,
     );
-    out.push(`goround_request_duration_seconds_count{backend="${url}"} ${stats.count}`);
+    out.push(`goround_request_duration_seconds_count{${url}} ${stats.count}`);
   }
 
   family("goround_in_flight_requests", "gauge", "Requests being forwarded to the backend now.");
-  for (const { slot, url } of backends) {
-    out.push(`goround_in_flight_requests{backend="${url}"} ${inFlight(sup.pool, slot)}`);
+  for (const { slot, pool, url } of backends) {
+    out.push(`goround_in_flight_requests{${url}} ${inFlight(pool, slot)}`);
   }
 
   family(
@@ -83,8 +98,8 @@ export function renderMetrics(sup: Supervisor): string {
     "gauge",
     "1 when the backend takes requests (healthy, not ejected, not drained), else 0.",
   );
-  for (const { slot, url } of backends) {
-    out.push(`goround_backend_up{backend="${url}"} ${backendState(sup, slot) === "up" ? 1 : 0}`);
+  for (const { run, slot, url } of backends) {
+    out.push(`goround_backend_up{${url}} ${backendState(run, slot) === "up" ? 1 : 0}`);
   }
 
   family(
@@ -92,8 +107,8 @@ export function renderMetrics(sup: Supervisor): string {
     "counter",
     "Attempts to forward a request to the backend, retries included.",
   );
-  for (const { slot, url } of backends) {
-    out.push(`goround_backend_attempts_total{backend="${url}"} ${totals(sup.pool, slot).requests}`);
+  for (const { slot, pool, url } of backends) {
+    out.push(`goround_backend_attempts_total{${url}} ${totals(pool, slot).requests}`);
   }
 
   family(
@@ -101,8 +116,8 @@ export function renderMetrics(sup: Supervisor): string {
     "counter",
     "Attempts that failed: no connection, reset, timeout, bad response.",
   );
-  for (const { slot, url } of backends) {
-    out.push(`goround_backend_failures_total{backend="${url}"} ${totals(sup.pool, slot).failures}`);
+  for (const { slot, pool, url } of backends) {
+    out.push(`goround_backend_failures_total{${url}} ${totals(pool, slot).failures}`);
   }
 
   family(
@@ -110,8 +125,8 @@ export function renderMetrics(sup: Supervisor): string {
     "counter",
     "Attempts that retried a request another backend failed.",
   );
-  for (const { slot, url } of backends) {
-    out.push(`goround_retries_total{backend="${url}"} ${totals(sup.pool, slot).retries}`);
+  for (const { slot, pool, url } of backends) {
+    out.push(`goround_retries_total{${url}} ${totals(pool, slot).retries}`);
   }
 
   family(
@@ -119,17 +134,17 @@ export function renderMetrics(sup: Supervisor): string {
     "counter",
     "Times passive failures (--max-fails) took the backend out.",
   );
-  for (const { slot, url } of backends) {
+  for (const { slot, pool, url } of backends) {
     out.push(
-      `goround_passive_ejections_total{backend="${url}"} ${totals(sup.pool, slot).ejections}`,
+      `goround_passive_ejections_total{${url}} ${totals(pool, slot).ejections}`,
     );
   }
 
   family("goround_health_checks_total", "counter", "Active health checks, by result.");
-  for (const { slot, url } of backends) {
-    const t = totals(sup.pool, slot);
-    out.push(`goround_health_checks_total{backend="${url}",result="pass"} ${t.probesOk}`);
-    out.push(`goround_health_checks_total{backend="${url}",result="fail"} ${t.probesFailed}`);
+  for (const { slot, pool, url } of backends) {
+    const t = totals(pool, slot);
+    out.push(`goround_health_checks_total{${url},result="pass"} ${t.probesOk}`);
+    out.push(`goround_health_checks_total{${url},result="fail"} ${t.probesFailed}`);
   }
 
   family("goround_backend_bytes_in_total", "counter", "Request body bytes sent to the backend.");
@@ -138,22 +153,32 @@ export function renderMetrics(sup: Supervisor): string {
     "counter",
     "Response body bytes the backend sent (those of a length known before they were sent).",
   );
-  for (const { slot, url } of backends) {
-    const t = totals(sup.pool, slot);
-    out.push(`goround_backend_bytes_in_total{backend="${url}"} ${t.bytesIn}`);
-    out.push(`goround_backend_bytes_out_total{backend="${url}"} ${t.bytesOut}`);
+  for (const { slot, pool, url } of backends) {
+    const t = totals(pool, slot);
+    out.push(`goround_backend_bytes_in_total{${url}} ${t.bytesIn}`);
+    out.push(`goround_backend_bytes_out_total{${url}} ${t.bytesOut}`);
   }
 
-  const now = gauges(sup.pool);
+  const now = gauges(sup.process);
+  const queued = sup.pools.reduce((sum, run) => sum + gauges(run.pool).queued, 0);
+  const noBackend = sup.pools.reduce((sum, run) => sum + noBackendCount(run.pool), 0);
   family("goround_client_connections", "gauge", "Client connections open (goround's front).");
   out.push(`goround_client_connections ${now.clients}`);
   family("goround_queue_depth", "gauge", "Requests waiting for --max-conns room.");
-  out.push(`goround_queue_depth ${now.queued}`);
+  out.push(`goround_queue_depth ${queued}`);
   family("goround_requests_refused_total", "counter", "Requests goround refused itself.");
   for (const reason of REFUSALS) {
     out.push(`goround_requests_refused_total{reason="${reason}"} ${now.refused[reason]}`);
   }
-  out.push(`goround_requests_refused_total{reason="no_backend"} ${noBackendCount(sup.pool)}`);
+  out.push(`goround_requests_refused_total{reason="no_backend"} ${noBackend}`);
+
+  if (sup.config.routes.length > 0) {
+    family("goround_route_requests_total", "counter", "Requests each route matched.");
+    for (const route of sup.config.routes) {
+      const hits = routeHits(sup.process, sup.routeSlots.get(route.name) ?? 0);
+      out.push(`goround_route_requests_total{route="${label(route.name)}"} ${hits}`);
+    }
+  }
 
   family("goround_reloads_total", "counter", "Reloads (SIGHUP), by result.");
   out.push(`goround_reloads_total{result="success"} ${sup.reloads.ok}`);

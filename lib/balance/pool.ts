@@ -1,6 +1,8 @@
 /**
- * The backend pool's shared state: one `SharedArrayBuffer` that every serving worker and the
- * main thread (health checker, admin) map, touched only through `Atomics`.
+ * The backend pool's shared state: one `SharedArrayBuffer` per pool that every serving worker
+ * and the main thread (health checker, admin) map, touched only through `Atomics`. One more of
+ * the same layout, the process memory, holds the process-wide counters of the header (clients,
+ * buffered bytes, refusals) and, in its slots' totals, the requests each route matched.
  *
  * This is the only module that knows the memory layout. Everything else calls the functions
  * below with a slot number (a backend's stable id, `0 <= slot < capacity`).
@@ -19,9 +21,9 @@
  * │             workers together (--request-buffer-total)    │
  * │ 8 CLIENTS   client connections open (goround's front)    │
  * │ 9 QUEUED    requests waiting for --max-conns room        │
- * │ 10..14 REFUSED requests goround refused, by reason       │
+ * │ 10..15 REFUSED requests goround refused, by reason       │
  * │             (bad request, method, timeout, too large,    │
- * │             loop; no backend is NO_BACKEND)              │
+ * │             loop, no route; no backend is NO_BACKEND)    │
  * ├──────────── members: CAPACITY words ─────────────────────┤
  * │ slot id of member 0, 1, … SIZE-1, in selection order     │
  * ├──────────── slots: CAPACITY × 16 words (a line each) ────┤
@@ -41,6 +43,7 @@
  * │ +12..15     reserved                                     │
  * ├──────────── totals: CAPACITY × 48 BigUint64 ─────────────┤
  * │ +0 REQUESTS +1 FAILURES +2 RETRIES +3 WINDOW (epoch ms)  │
+ * │    (in the process memory: a route's requests, by slot)  │
  * │ +4 EJECTIONS (passive)  +5 PROBES_OK +6 PROBES_FAILED    │
  * │ +7..11 responses to clients by class: 1xx … 5xx          │
  * │ +12..28 response-time histogram buckets (cumulative: no) │
@@ -108,7 +111,14 @@ const H_REFUSED = 10;
 
 /** Why goround refused a request itself, as the metrics label them (no backend has its own
  * counter, `NO_BACKEND`). */
-export const REFUSALS = ["bad_request", "method", "timeout", "too_large", "loop"] as const;
+export const REFUSALS = [
+  "bad_request",
+  "method",
+  "timeout",
+  "too_large",
+  "loop",
+  "no_route",
+] as const;
 
 /** One of {@linkcode REFUSALS}. */
 export type Refusal = typeof REFUSALS[number];
@@ -943,6 +953,27 @@ export function countClient(pool: Pool, change: 1 | -1): void {
  */
 export function countQueued(pool: Pool, change: 1 | -1): void {
   Atomics.add(pool.u32, H_QUEUED, change);
+}
+
+/**
+ * Counts a request a route matched, in the process memory (whose slots are routes).
+ *
+ * @param pool The process memory.
+ * @param slot The route's slot.
+ */
+export function countRouteHit(pool: Pool, slot: number): void {
+  Atomics.add(pool.totals, slot * TOTAL_WORDS + T_REQUESTS, 1n);
+}
+
+/**
+ * The requests a route matched, from the process memory.
+ *
+ * @param pool The process memory.
+ * @param slot The route's slot.
+ * @returns The count since start.
+ */
+export function routeHits(pool: Pool, slot: number): number {
+  return Number(Atomics.load(pool.totals, slot * TOTAL_WORDS + T_REQUESTS));
 }
 
 /**

@@ -9,6 +9,8 @@ import { parseArgs } from "node:util";
 import { type Backend, type Config, envName, FLAGS, type FlagSpec } from "./config.ts";
 import { ownAddressMessage, ownBackend, ownListeners } from "./own_address.ts";
 import { checkRules } from "./rules.ts";
+import type { PoolSpec, Route } from "./routes.ts";
+import { readPoolsAndRoutes } from "./routes_file.ts";
 import { parseBackend, type Parsed, parseValue, splitBackends } from "./values.ts";
 import { ConfigError, ValidationError } from "../errors.ts";
 
@@ -24,8 +26,18 @@ export type Command =
   | { readonly kind: "help" }
   | { readonly kind: "version" };
 
-/** Values from the JSON file, as text, by setting name. */
-function readConfigFile(path: string, readFile: FileReader): Map<string, string[]> {
+/** What the JSON file holds: values as text by setting name, and its pools and routes. */
+interface FileValues {
+  /** Values as text, by setting name. */
+  readonly values: Map<string, string[]>;
+  /** Its `pools` and `routes`, read and checked. */
+  readonly pools: PoolSpec[];
+  /** Its routes. */
+  readonly routes: Route[];
+}
+
+/** Values from the JSON file, as text, by setting name, and its pools and routes. */
+function readConfigFile(path: string, readFile: FileReader): FileValues {
   let text: string;
   try {
     text = readFile(path);
@@ -45,7 +57,9 @@ function readConfigFile(path: string, readFile: FileReader): Map<string, string[
     throw new ConfigError(`${path}: expected a JSON object of settings, like {"backends": [...]}`);
   }
   const values = new Map<string, string[]>();
-  for (const [key, value] of Object.entries(data)) {
+  const { pools: poolData, routes: routeData, ...settings } = data as Record<string, unknown>;
+  const { pools, routes } = readPoolsAndRoutes({ pools: poolData, routes: routeData }, path, text);
+  for (const [key, value] of Object.entries(settings)) {
     const flag = FLAGS.find((f) => f.name === key);
     if (!flag || key === "config") {
       throw new ConfigError(`${path}: "${key}" is not a setting: see goround --help for the names`);
@@ -66,7 +80,7 @@ function readConfigFile(path: string, readFile: FileReader): Map<string, string[
     }
     values.set(key, [items.map(String).join(",")]);
   }
-  return values;
+  return { values, pools, routes };
 }
 
 function parseOne(flag: FlagSpec, source: string, text: string): Parsed {
@@ -127,16 +141,22 @@ export function parseCommandLine(
   };
   const configFlag = FLAGS.find((flag) => flag.name === "config")!;
   const configFile = flagTexts(configFlag).at(-1) ?? env(envName("config")) ?? "";
-  const fileValues = configFile === ""
-    ? new Map<string, string[]>()
+  const file: FileValues = configFile === ""
+    ? { values: new Map(), pools: [], routes: [] }
     : readConfigFile(configFile, readFile);
+  const fileValues = file.values;
   const sourcesOf = (flag: FlagSpec): Source[] => [
     [`--${flag.name}`, flagTexts(flag)],
     [envName(flag.name), [env(envName(flag.name)) ?? ""].filter((t) => t !== "")],
     [`${configFile}: ${flag.name}`, fileValues.get(flag.name) ?? []],
   ];
   const given = new Map(FLAGS.map((flag) => [flag.name, firstGiven(flag, sourcesOf(flag))]));
-  const fields: Record<string, unknown> = { instanceId: "" };
+  // Pools and routes come only from the config file.
+  const fields: Record<string, unknown> = {
+    instanceId: "",
+    pools: file.pools,
+    routes: file.routes,
+  };
   for (const flag of FLAGS) {
     if (flag.key === undefined) continue;
     // `undefined`: not given (`null` is a value: `--admin off`).
@@ -146,7 +166,9 @@ export function parseCommandLine(
       : computed(flag, cores) ?? parseValue(flag.kind, flag.fallback);
   }
   fields.configFile = configFile;
-  fields.backends = backendsOf(given, fields as unknown as Config, sourcesOf);
+  fields.backends = file.pools.length > 0
+    ? noTopLevelBackends(given, sourcesOf)
+    : backendsOf(given, fields as unknown as Config, sourcesOf);
   const config = fields as unknown as Config;
   checkRules(config);
   return { kind: "run", config };
@@ -173,6 +195,22 @@ function computed(flag: FlagSpec, cores: number): Parsed | undefined {
   if (flag.name === "retries") return -1;
   if (flag.name === "workers") return Math.max(1, cores);
   return undefined;
+}
+
+/** With pools, a backend belongs to a pool: the top level names none (its list is empty). */
+function noTopLevelBackends(
+  given: ReadonlyMap<string, Parsed | undefined>,
+  sourcesOf: (flag: FlagSpec) => Source[],
+): readonly Backend[] {
+  for (const name of ["backend", "backends", "discover"]) {
+    if (given.get(name) === undefined) continue;
+    const flag = FLAGS.find((f) => f.name === name)!;
+    const [source] = sourcesOf(flag).find(([, texts]) => texts.length > 0)!;
+    throw new ConfigError(
+      `${source}: given beside the config file's pools: expected the backends inside a pool`,
+    );
+  }
+  return [];
 }
 
 /** The backend list: `--backend` and `--backends` together, checked as a whole. */

@@ -9,6 +9,7 @@
 
 import type { Cidr } from "./cidr.ts";
 import type { DiscoverySpec, NameServer } from "./discovery_spec.ts";
+import type { PoolSpec, Route } from "./routes.ts";
 
 /** The names accepted by `--algorithm` (the policies are in `balance/selection.ts`). */
 export const ALGORITHMS = ["round-robin", "weighted", "least-conn", "p2c", "hash"] as const;
@@ -163,6 +164,12 @@ export interface Config {
   readonly bodyMinRate: number;
   /** The operational log's format on stderr: `text` or `json` lines. @default {"text"} */
   readonly logFormat: LogFormat;
+  /** Named pools from the config file's `pools`; empty for the flags-only form, whose one pool
+   * is `backends` with the top-level settings. @default {[]} */
+  readonly pools: readonly PoolSpec[];
+  /** Routes from the config file's `routes`, in file order; empty: every request goes to the
+   * one pool. @default {[]} */
+  readonly routes: readonly Route[];
 }
 
 /** The formats of the operational log on stderr (`--log-format`). */

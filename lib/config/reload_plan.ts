@@ -144,6 +144,12 @@ function owned(running: Config, next: Config): Config {
     ...next,
     ...(next.discover !== null ? { backends: running.backends } : {}),
     ...(next.stickyKey === "" ? { stickyKey: running.stickyKey } : {}),
+    pools: next.pools.map((pool) => {
+      const was = running.pools.find((p) => p.name === pool.name);
+      // A pool that follows DNS keeps the backends DNS gave it, if it ran before.
+      if (!pool.settings.discover || !was?.settings.backends) return pool;
+      return { ...pool, settings: { ...pool.settings, backends: was.settings.backends } };
+    }),
   };
 }
 
@@ -176,7 +182,11 @@ export function planReload(running: Config, read: Config): ReloadPlan {
       config = keep(rule, config, running);
     }
   }
-  const rediscover = ["discover", "discover-interval", "discover-nameserver"]
+  // Pools and routes live only in the config file; they change on reload like the flags.
+  for (const field of ["pools", "routes"] as const) {
+    if (JSON.stringify(target[field]) !== JSON.stringify(running[field])) applied.add(field);
+  }
+  const rediscover = ["discover", "discover-interval", "discover-nameserver", "pools"]
     .some((name) => applied.has(name));
   return { config, applied: [...applied], onRestart: [...waiting], rediscover };
 }

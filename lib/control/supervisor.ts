@@ -1,5 +1,6 @@
 /**
- * The main thread's supervision: the shared pool, the health checker and the serving workers,
+ * The main thread's supervision: the pools (each its shared memory and health checker), the
+ * process memory and the serving workers,
  * and every change to them at run time (a reloaded config, a backend drained, added or removed
  * through the admin API, a worker that crashed, the final drain). One {@linkcode Supervisor}
  * record holds it all; the functions below change it.
@@ -34,8 +35,9 @@ import {
   setAdminState,
   setMembers,
 } from "../balance/pool.ts";
+import { effectivePools, withPool } from "../config/pools.ts";
 import type {
-  SlotTable,
+  PoolWire,
   StartMessage,
   UpdateMessage,
   WorkerEvent,
@@ -59,11 +61,15 @@ export interface LastError {
   readonly at: number;
 }
 
-/** Everything the main thread keeps running. */
-export interface Supervisor {
-  /** The running settings. */
+/** One pool as the main thread runs it: its shared memory, its backends and their checks. */
+export interface PoolRun {
+  /** Its name (`default` for the flags-only form). */
+  readonly name: string;
+  /** What log lines add after a backend's URL: ` (pool NAME)`, or `""` in the flags-only form. */
+  readonly tag: string;
+  /** The settings it runs with (the top level with its own on top). */
   config: Config;
-  /** The backend in each pool slot. */
+  /** The backend in each slot. */
   table: (Backend | null)[];
   /** Member slots, in round-robin order. */
   slots: number[];
@@ -73,14 +79,28 @@ export interface Supervisor {
   readonly probeMs: Map<number, number>;
   /** The shared memory. */
   readonly pool: Pool;
+  /** Active health checks. */
+  readonly health: HealthChecker;
+  /** Per ejected slot, the timer that logs the end of its ejection. */
+  readonly ejections: Map<number, ReturnType<typeof setTimeout>>;
+}
+
+/** Everything the main thread keeps running. */
+export interface Supervisor {
+  /** The running settings (the top level, with the pools' and routes' specs). */
+  config: Config;
+  /** The pools, in the settings' order. */
+  pools: PoolRun[];
+  /** The process memory: process-wide counters, and the requests of each route. */
+  readonly process: Pool;
+  /** The process memory's slot of each route, by name (kept across reloads). */
+  readonly routeSlots: Map<string, number>;
   /** The port the workers serve. */
   readonly port: number;
   /** The port the admin API got (`--admin` with port 0), once it is bound; else 0. */
   adminPort: number;
   /** The serving threads. */
   readonly workers: Serving[];
-  /** Active health checks. */
-  readonly health: HealthChecker;
   /** When goround started (epoch ms). */
   readonly started: number;
   /** Reloads so far, by outcome, and when the last one succeeded (epoch ms; 0: none yet). */
@@ -89,12 +109,13 @@ export interface Supervisor {
   stopping: boolean;
   /** Serialises changes (reloads, admin actions), so they never interleave. */
   changing: Promise<unknown>;
-  /** Per ejected slot, the timer that logs the end of its ejection. */
-  readonly ejections: Map<number, ReturnType<typeof setTimeout>>;
 }
 
+/** The most routes a config may have (the slots of the process memory). */
+export const ROUTE_CAPACITY = 256;
+
 function healthOptions(
-  sup: Pick<Supervisor, "lastError" | "probeMs">,
+  run: Pick<PoolRun, "lastError" | "probeMs" | "tag">,
   config: Config,
 ): HealthOptions {
   return {
@@ -106,16 +127,16 @@ function healthOptions(
     rise: config.healthRise,
     fall: config.healthFall,
     onProbe: (target: Target, result: ProbeResult) => {
-      sup.probeMs.set(target.slot, result.ms);
-      if (!result.ok) sup.lastError.set(target.slot, { reason: result.reason, at: Date.now() });
+      run.probeMs.set(target.slot, result.ms);
+      if (!result.ok) run.lastError.set(target.slot, { reason: result.reason, at: Date.now() });
     },
     onTransition: (target, up, reason) => {
-      logLine(`backend ${target.backend.url} ${up ? "UP" : `DOWN: ${reason}`}`);
+      logLine(`backend ${target.backend.url}${run.tag} ${up ? "UP" : `DOWN: ${reason}`}`);
     },
   };
 }
 
-function targetsOf(table: SlotTable, slots: readonly number[]): Target[] {
+function targetsOf(table: readonly (Backend | null)[], slots: readonly number[]): Target[] {
   return slots.map((slot) => ({ slot, backend: table[slot]! }));
 }
 
@@ -125,36 +146,72 @@ function ask(serving: Serving, message: WorkerMessage): Promise<WorkerReply> {
   return reply;
 }
 
+/** The pools as a worker is told them. */
+function wiredPools(pools: readonly PoolRun[]): PoolWire[] {
+  return pools.map((run) => ({
+    name: run.name,
+    buffer: run.pool.buffer,
+    config: run.config,
+    table: run.table,
+  }));
+}
+
+/** The process memory's slot of each route, in route order. */
+function routeSlotsOf(sup: Pick<Supervisor, "routeSlots">, config: Config): number[] {
+  const names = new Set(config.routes.map((route) => route.name));
+  for (const name of [...sup.routeSlots.keys()]) {
+    if (!names.has(name)) sup.routeSlots.delete(name);
+  }
+  const used = new Set(sup.routeSlots.values());
+  let free = 0;
+  return config.routes.map((route) => {
+    let slot = sup.routeSlots.get(route.name);
+    if (slot === undefined) {
+      while (used.has(free)) free++;
+      slot = free;
+      used.add(slot);
+      sup.routeSlots.set(route.name, slot);
+    }
+    return slot;
+  });
+}
+
 function startMessage(sup: Supervisor, index: number): StartMessage {
   return {
     type: "start",
     worker: index,
-    buffer: sup.pool.buffer,
+    process: sup.process.buffer,
     config: sup.config,
-    table: sup.table,
+    pools: wiredPools(sup.pools),
+    routeSlots: routeSlotsOf(sup, sup.config),
     port: sup.port,
   };
 }
 
+/** The running pool of that name, if any. */
+export function poolNamed(sup: Supervisor, name: string): PoolRun | undefined {
+  return sup.pools.find((run) => run.name === name);
+}
+
 /** Logs a passive ejection a worker made, and its end when the time comes. */
-function ejected(sup: Supervisor, slot: number, reason: string): void {
-  const backend = sup.table[slot];
+function ejected(sup: Supervisor, run: PoolRun, slot: number, reason: string): void {
+  const backend = run.table[slot];
   if (!backend) return;
-  sup.lastError.set(slot, { reason, at: Date.now() });
-  logLine(`backend ${backend.url} EJECTED ${reason}`);
+  run.lastError.set(slot, { reason, at: Date.now() });
+  logLine(`backend ${backend.url}${run.tag} EJECTED ${reason}`);
   const watch = () => {
-    clearTimeout(sup.ejections.get(slot));
-    sup.ejections.delete(slot);
-    const until = ejectedUntil(sup.pool, slot);
-    if (sup.stopping || sup.table[slot]?.url !== backend.url) return;
+    clearTimeout(run.ejections.get(slot));
+    run.ejections.delete(slot);
+    const until = ejectedUntil(run.pool, slot);
+    if (sup.stopping || run.table[slot]?.url !== backend.url || !sup.pools.includes(run)) return;
     if (until > 0) {
-      sup.ejections.set(slot, setTimeout(watch, until - Date.now()));
+      run.ejections.set(slot, setTimeout(watch, until - Date.now()));
       return;
     }
-    const health = isAlive(sup.pool, slot) ? "" : " (still DOWN by its health checks)";
-    logLine(`backend ${backend.url} back from ejection${health}`);
+    const health = isAlive(run.pool, slot) ? "" : " (still DOWN by its health checks)";
+    logLine(`backend ${backend.url}${run.tag} back from ejection${health}`);
   };
-  if (ejectedUntil(sup.pool, slot) > 0) watch();
+  if (ejectedUntil(run.pool, slot) > 0) watch();
 }
 
 /** Starts worker `index` (again, after a crash) and resolves with its first reply. */
@@ -163,14 +220,13 @@ function launch(sup: Supervisor, index: number, workerUrl: URL): Promise<WorkerR
   const serving: Serving = { worker, replies: [] };
   worker.onmessage = (event: MessageEvent<WorkerReply | WorkerEvent>) => {
     const data = event.data;
-    if (data.type === "down") {
-      const backend = sup.table[data.slot];
-      sup.lastError.set(data.slot, { reason: data.reason, at: Date.now() });
-      if (backend) logLine(`backend ${backend.url} DOWN: ${data.reason}`);
-      return;
-    }
-    if (data.type === "ejected") {
-      ejected(sup, data.slot, data.reason);
+    if (data.type === "down" || data.type === "ejected") {
+      const run = poolNamed(sup, data.pool);
+      if (!run) return; // a pool a reload removed meanwhile
+      if (data.type === "ejected") return ejected(sup, run, data.slot, data.reason);
+      const backend = run.table[data.slot];
+      run.lastError.set(data.slot, { reason: data.reason, at: Date.now() });
+      if (backend) logLine(`backend ${backend.url}${run.tag} DOWN: ${data.reason}`);
       return;
     }
     serving.replies.shift()?.(data);
@@ -181,7 +237,7 @@ function launch(sup: Supervisor, index: number, workerUrl: URL): Promise<WorkerR
     worker.terminate();
     // Its requests died with it (its event loop ended with the error): their counts go before
     // the new worker serves from the same row.
-    const lost = reclaimShare(sup.pool, index);
+    const lost = sup.pools.reduce((sum, run) => sum + reclaimShare(run.pool, index), 0);
     const counts = lost === 0 ? "" : ` (${lost} requests in flight lost, their counts taken back)`;
     logLine(`worker ${index} crashed (${event.message}); restarting it${counts}`);
     for (const waiter of serving.replies.splice(0)) waiter({ type: "updated" });
@@ -199,8 +255,36 @@ function boundAdmin(sup: Supervisor, config: Config): Config {
   return { ...config, admin: { ...config.admin, port: sup.adminPort } };
 }
 
+/** A new pool's memory and health checks, its backends in the first slots. */
+function createRun(
+  name: string,
+  config: Config,
+  options: { workers: number; named: boolean },
+): PoolRun {
+  const { workers } = options;
+  const tag = options.named ? ` (pool ${name})` : "";
+  const pool = createPool(Math.max(DEFAULT_CAPACITY, 2 * config.backends.length), { workers });
+  const table: (Backend | null)[] = new Array(pool.capacity).fill(null);
+  config.backends.forEach((backend, slot) => (table[slot] = backend));
+  const lastError = new Map<number, LastError>();
+  const probeMs = new Map<number, number>();
+  const health = startHealthChecks(pool, [], healthOptions({ lastError, probeMs, tag }, config));
+  return {
+    name,
+    tag,
+    config,
+    table,
+    slots: [],
+    lastError,
+    probeMs,
+    pool,
+    health,
+    ejections: new Map(),
+  };
+}
+
 /**
- * Allocates the pool, runs a first round of health checks (so dead backends are known before
+ * Allocates the pools, runs a first round of health checks (so dead backends are known before
  * the first request), and starts `config.workers` serving threads on `port`.
  *
  * @param config The settings.
@@ -214,48 +298,43 @@ export async function startSupervisor(
   workerUrl: URL,
 ): Promise<Supervisor | Extract<WorkerReply, { type: "error" }>> {
   // Sticky cookies are signed with one key that every worker (and every reload) shares.
-  if (config.sticky === "cookie" && config.stickyKey === "") {
+  if (config.stickyKey === "" && effectivePools(config).some((p) => p.config.sticky === "cookie")) {
     config = { ...config, stickyKey: crypto.randomUUID() };
   }
   // So is the id in goround's Via, by which a request that comes back round a loop is known.
   if (config.instanceId === "") config = { ...config, instanceId: newInstanceId() };
-  const pool = createPool(Math.max(DEFAULT_CAPACITY, 2 * config.backends.length), {
-    workers: config.workers,
+  if (config.routes.length > ROUTE_CAPACITY) {
+    throw new ValidationError(`more routes than the ${ROUTE_CAPACITY} goround keeps counters for`);
+  }
+  const pools = effectivePools(config).map(({ name, config: settings }) => {
+    const run = createRun(name, settings, {
+      workers: config.workers,
+      named: config.pools.length > 0,
+    });
+    run.slots = settings.backends.map((_, slot) => slot);
+    setMembers(run.pool, run.slots, settings.backends.map((b) => b.weight));
+    run.health.update(targetsOf(run.table, run.slots), healthOptions(run, settings));
+    return run;
   });
-  const slots = config.backends.map((_, slot) => slot);
-  const table: (Backend | null)[] = new Array(pool.capacity).fill(null);
-  config.backends.forEach((backend, slot) => (table[slot] = backend));
-  setMembers(pool, slots, config.backends.map((b) => b.weight));
-  const lastError = new Map<number, LastError>();
-  const probeMs = new Map<number, number>();
-  const health = startHealthChecks(
-    pool,
-    targetsOf(table, slots),
-    healthOptions({ lastError, probeMs }, config),
-  );
-  await health.checkNow();
+  await Promise.all(pools.map((run) => run.health.checkNow()));
   const sup: Supervisor = {
     config,
-    table,
-    slots,
-    lastError,
-    probeMs,
-    pool,
+    pools,
+    process: createPool(ROUTE_CAPACITY, { workers: config.workers }),
+    routeSlots: new Map(),
     port,
     adminPort: 0,
     workers: [],
-    health,
     started: Date.now(),
     reloads: { ok: 0, failed: 0, lastOk: 0 },
     stopping: false,
     changing: Promise.resolve(),
-    ejections: new Map(),
   };
   for (let index = 0; index < config.workers; index++) {
     const reply = await launch(sup, index, workerUrl);
     if (reply.type === "error") {
       await stopWorkers(sup, 0);
-      await health.stop();
+      await Promise.all(pools.map((run) => run.health.stop()));
       return reply;
     }
   }
@@ -271,10 +350,12 @@ function serialised<T>(sup: Supervisor, change: () => Promise<T>): Promise<T> {
 
 /** The outcome of a change to the backends. */
 export interface BackendChange {
-  /** Backends added. */
+  /** Backends added (with `pool/` before them when there are named pools). */
   readonly added: string[];
-  /** Backends removed. */
+  /** Backends removed (named the same way). */
   readonly removed: string[];
+  /** Pools added and removed. */
+  readonly pools: { readonly added: string[]; readonly removed: string[] };
   /** Settles once the added backends' first health checks are done (each bounded by
    * `--health-timeout`). */
   readonly firstChecks: Promise<void>;
@@ -282,12 +363,71 @@ export interface BackendChange {
   readonly problems: string[];
 }
 
+/** How one pool's backends change: its new slots and table, before anything is applied. */
+interface PoolPlan {
+  readonly run: PoolRun;
+  readonly config: Config;
+  readonly slots: number[];
+  readonly table: (Backend | null)[];
+  readonly added: string[];
+  readonly removed: string[];
+  /** Whether the pool is new with this change. */
+  readonly fresh: boolean;
+}
+
+/** Backends that stay keep their slot; new ones take a free one. */
+function planPool(run: PoolRun, config: Config, fresh: boolean): PoolPlan {
+  const bySlot = new Map(run.slots.map((slot) => [run.table[slot]!.url, slot]));
+  const taken = new Set<number>();
+  const slots: number[] = [];
+  const table = [...run.table];
+  for (const backend of config.backends) {
+    let slot = bySlot.get(backend.url);
+    if (slot === undefined) slot = freeSlot(run.pool, taken);
+    if (slot < 0) {
+      throw new ValidationError(
+        `pool "${run.name}": more backends than the ${run.pool.capacity} slots`,
+      );
+    }
+    taken.add(slot);
+    slots.push(slot);
+    table[slot] = backend;
+  }
+  const added = config.backends.filter((b) => !bySlot.has(b.url)).map((b) => b.url);
+  const removed = [...bySlot.keys()].filter((url) => !config.backends.some((b) => b.url === url));
+  return { run, config, slots, table, added, removed, fresh };
+}
+
+/** After the workers know the new tables: the pool's membership, checks and bookkeeping. */
+function commitPool(plan: PoolPlan): number[] {
+  const { run, config, slots, table } = plan;
+  const joined = slots.filter((slot) => !run.slots.includes(slot));
+  // Down until a probe passes, as Envoy's ignore_new_hosts_until_first_hc: a backend named
+  // by mistake, or not started yet, never gets a request.
+  setMembers(run.pool, slots, config.backends.map((b) => b.weight), { alive: false });
+  for (const slot of run.slots) {
+    if (slots.includes(slot)) continue;
+    table[slot] = null;
+    run.lastError.delete(slot);
+    run.probeMs.delete(slot);
+  }
+  for (const slot of joined) {
+    run.lastError.delete(slot); // a late report about the slot's former backend
+    run.probeMs.delete(slot);
+  }
+  run.slots = slots;
+  run.health.update(targetsOf(table, slots), healthOptions(run, config));
+  return joined;
+}
+
 /**
- * Makes `config.backends` the pool: backends that stay keep their slot, state and counters;
- * new ones take a free slot and join down, probed at once, so they take traffic only once their
- * first health check passes; removed ones stop getting requests and finish those in flight.
- * Workers learn the new backends before the pool lists them, so none ever selects a slot it
- * cannot serve. The admin API, a reload and DNS discovery all change the pool through here.
+ * Makes `next` the running settings: pools that stay keep their memory, and in them backends
+ * that stay keep their slot, state and counters; new backends take a free slot and join down,
+ * probed at once, so they take traffic only once their first health check passes; removed ones
+ * stop getting requests and finish those in flight. New pools start with every backend down
+ * until probed; removed pools finish their requests. Workers learn the new backends before the
+ * pool lists them, so none ever selects a slot it cannot serve. The admin API, a reload and DNS
+ * discovery all change the pools through here.
  *
  * @param sup The supervisor.
  * @param next The settings to run with from now on, or a function that makes them from the
@@ -302,58 +442,101 @@ export function applyConfig(
 ): Promise<BackendChange> {
   return serialised(sup, async () => {
     const wanted = typeof next === "function" ? next(sup.config) : next;
-    // An empty key keeps the running one; sticky turned on by a reload gets a random one.
-    const stickyKey = wanted.stickyKey || sup.config.stickyKey ||
-      (wanted.sticky === "cookie" ? crypto.randomUUID() : "");
-    const config = { ...wanted, stickyKey, instanceId: sup.config.instanceId };
+    const config = keptIdentity(sup.config, wanted);
     const listening = ownListeners(boundAdmin(sup, config), {
       hostname: sup.config.listen.hostname,
       port: sup.port,
     });
-    const own = ownBackend(config.backends, listening);
-    if (own) throw new ValidationError(ownAddressMessage(own, listening));
-    const bySlot = new Map(sup.slots.map((slot) => [sup.table[slot]!.url, slot]));
-    const taken = new Set<number>();
-    const slots: number[] = [];
-    const table = [...sup.table];
-    for (const backend of config.backends) {
-      let slot = bySlot.get(backend.url);
-      if (slot === undefined) slot = freeSlot(sup.pool, taken);
-      if (slot < 0) throw new ValidationError(`more backends than the ${sup.pool.capacity} slots`);
-      taken.add(slot);
-      slots.push(slot);
-      table[slot] = backend;
+    const effective = effectivePools(config);
+    for (const pool of effective) {
+      const own = ownBackend(pool.config.backends, listening);
+      if (own) throw new ValidationError(ownAddressMessage(own, listening));
     }
-    const added = config.backends.filter((b) => !bySlot.has(b.url)).map((b) => b.url);
-    const removed = [...bySlot.keys()].filter((url) => !config.backends.some((b) => b.url === url));
-    const update: UpdateMessage = { type: "update", config, table };
+    if (config.routes.length > ROUTE_CAPACITY) {
+      throw new ValidationError(
+        `more routes than the ${ROUTE_CAPACITY} goround keeps counters for`,
+      );
+    }
+    const plans = effective.map(({ name, config: settings }) => {
+      const run = poolNamed(sup, name);
+      return run ? planPool(run, settings, false) : planPool(
+        createRun(name, settings, { workers: config.workers, named: config.pools.length > 0 }),
+        settings,
+        true,
+      );
+    });
+    const gone = sup.pools.filter((run) => !plans.some((plan) => plan.run === run));
+    const named = config.pools.length > 0;
+    const label = (plan: PoolPlan, url: string) => named ? `${plan.run.name}/${url}` : url;
     // Set before the workers are told: a worker restarted meanwhile (after a crash) starts from
     // these, so it knows every slot the membership is about to name (the removed ones are
     // cleared below, once no worker picks them any more).
     sup.config = config;
-    sup.table = table;
+    for (const plan of plans) {
+      plan.run.config = plan.config;
+      plan.run.table = plan.table;
+    }
+    sup.pools = plans.map((plan) => plan.run);
+    const update: UpdateMessage = {
+      type: "update",
+      config,
+      pools: wiredPools(sup.pools),
+      routeSlots: routeSlotsOf(sup, config),
+    };
     const replies = await Promise.all(sup.workers.map((serving) => ask(serving, update)));
     const problems = replies.flatMap((reply, index) =>
       reply.type === "updated" && reply.problem ? [`worker ${index}: ${reply.problem}`] : []
     );
-    const joined = slots.filter((slot) => !sup.slots.includes(slot));
-    // Down until a probe passes, as Envoy's ignore_new_hosts_until_first_hc: a backend named
-    // by mistake, or not started yet, never gets a request.
-    setMembers(sup.pool, slots, config.backends.map((b) => b.weight), { alive: false });
-    for (const slot of sup.slots) {
-      if (slots.includes(slot)) continue;
-      table[slot] = null;
-      sup.lastError.delete(slot);
-      sup.probeMs.delete(slot);
+    const checks: Promise<void>[] = [];
+    for (const plan of plans) {
+      const joined = commitPool(plan);
+      if (joined.length) checks.push(plan.run.health.checkNow(joined));
     }
-    for (const slot of joined) {
-      sup.lastError.delete(slot); // a late report about the slot's former backend
-      sup.probeMs.delete(slot);
+    for (const run of gone) {
+      for (const timer of run.ejections.values()) clearTimeout(timer);
+      void run.health.stop();
     }
-    sup.slots = slots;
-    sup.health.update(targetsOf(table, slots), healthOptions(sup, config));
-    const firstChecks = joined.length ? sup.health.checkNow(joined) : Promise.resolve();
-    return { added, removed, firstChecks, problems };
+    return {
+      added: plans.flatMap((plan) => plan.added.map((url) => label(plan, url))),
+      removed: [
+        ...plans.flatMap((plan) => plan.removed.map((url) => label(plan, url))),
+        ...gone.flatMap((run) => run.slots.map((slot) => `${run.name}/${run.table[slot]!.url}`)),
+      ],
+      pools: {
+        added: plans.filter((plan) => plan.fresh).map((plan) => plan.run.name),
+        removed: gone.map((run) => run.name),
+      },
+      firstChecks: Promise.all(checks).then(() => {}),
+      problems,
+    };
+  });
+}
+
+/** The running process's identity kept through a change: its Via id, and its sticky key
+ * (an empty key keeps the running one; sticky turned on by a reload gets a random one). */
+function keptIdentity(running: Config, wanted: Config): Config {
+  const sticky = effectivePools(wanted).some((pool) => pool.config.sticky === "cookie");
+  const stickyKey = wanted.stickyKey || running.stickyKey || (sticky ? crypto.randomUUID() : "");
+  return { ...wanted, stickyKey, instanceId: running.instanceId };
+}
+
+/**
+ * Changes one pool's settings (its backends: the admin API, DNS discovery) and applies them.
+ *
+ * @param sup The supervisor.
+ * @param name The pool.
+ * @param change Makes the pool's new settings from its running ones.
+ * @returns What changed.
+ */
+export function changePool(
+  sup: Supervisor,
+  name: string,
+  change: (pool: Config) => Config,
+): Promise<BackendChange> {
+  return applyConfig(sup, (running) => {
+    const pool = effectivePools(running).find((p) => p.name === name);
+    if (!pool) throw new ValidationError(`no pool "${name}"`);
+    return withPool(running, name, change(pool.config));
   });
 }
 
@@ -362,13 +545,14 @@ export function applyConfig(
  * first health check is done, so its state then says whether it takes traffic.
  *
  * @param sup The supervisor.
+ * @param name The pool.
  * @param url The backend's URL.
  * @returns The new backend's slot, or -1 when another change removed it meanwhile.
- * @throws {ValidationError} For a bad URL; {@linkcode ValidationError} when it is already in the pool.
+ * @throws {ValidationError} For a bad URL, or when it is already in the pool.
  */
-export async function addBackend(sup: Supervisor, url: string): Promise<number> {
+export async function addBackend(sup: Supervisor, name: string, url: string): Promise<number> {
   const backend = parseBackend(url);
-  const change = await applyConfig(sup, (running) => {
+  const change = await changePool(sup, name, (running) => {
     if (running.backends.some((b) => b.url === backend.url)) {
       throw new ValidationError(`${backend.url} is already in the pool`);
     }
@@ -376,22 +560,25 @@ export async function addBackend(sup: Supervisor, url: string): Promise<number> 
   });
   await change.firstChecks;
   // -1: another change removed it while its first check ran.
-  return sup.slots.find((slot) => sup.table[slot]?.url === backend.url) ?? -1;
+  const run = poolNamed(sup, name);
+  return run?.slots.find((slot) => run.table[slot]?.url === backend.url) ?? -1;
 }
 
 /**
  * Removes a backend (admin API); its requests in flight finish.
  *
  * @param sup The supervisor.
+ * @param name The pool.
  * @param slot The backend's id.
  * @returns Whether it was in the pool.
  */
-export async function removeBackend(sup: Supervisor, slot: number): Promise<boolean> {
+export async function removeBackend(sup: Supervisor, name: string, slot: number): Promise<boolean> {
   let found = false;
-  await applyConfig(sup, (running) => {
-    const backend = sup.slots.includes(slot) ? sup.table[slot] : null;
-    if (!backend) return running;
-    if (sup.slots.length === 1) throw new ValidationError("the last backend cannot be removed");
+  await changePool(sup, name, (running) => {
+    const run = poolNamed(sup, name);
+    const backend = run?.slots.includes(slot) ? run.table[slot] : null;
+    if (!run || !backend) return running;
+    if (run.slots.length === 1) throw new ValidationError("the last backend cannot be removed");
     found = true;
     return { ...running, backends: running.backends.filter((b) => b.url !== backend.url) };
   });
@@ -401,16 +588,16 @@ export async function removeBackend(sup: Supervisor, slot: number): Promise<bool
 /**
  * Stops new requests to a backend (`draining`) or lets them go to it again (`enabled`).
  *
- * @param sup The supervisor.
+ * @param run The pool.
  * @param slot The backend's id.
  * @param drain Whether to drain.
  * @returns Whether it is in the pool.
  */
-export function setDraining(sup: Supervisor, slot: number, drain: boolean): boolean {
-  const backend = sup.slots.includes(slot) ? sup.table[slot] : null;
+export function setDraining(run: PoolRun, slot: number, drain: boolean): boolean {
+  const backend = run.slots.includes(slot) ? run.table[slot] : null;
   if (!backend) return false;
-  setAdminState(sup.pool, slot, drain ? "draining" : "enabled");
-  logLine(`backend ${backend.url} ${drain ? "draining" : "enabled"} (admin)`);
+  setAdminState(run.pool, slot, drain ? "draining" : "enabled");
+  logLine(`backend ${backend.url}${run.tag} ${drain ? "draining" : "enabled"} (admin)`);
   return true;
 }
 
@@ -421,27 +608,27 @@ export type BackendState = "up" | "down" | "ejected" | "draining" | "drained";
  * A backend's state: `draining` while it still has requests in flight after a drain, then
  * `drained`; otherwise the health view, `down`, then passive ejection, `ejected`; else `up`.
  *
- * @param sup The supervisor.
+ * @param run The pool.
  * @param slot The backend's id.
  * @returns The state.
  */
-export function backendState(sup: Supervisor, slot: number): BackendState {
-  if (adminState(sup.pool, slot) === "draining") {
-    return inFlight(sup.pool, slot) > 0 ? "draining" : "drained";
+export function backendState(run: PoolRun, slot: number): BackendState {
+  if (adminState(run.pool, slot) === "draining") {
+    return inFlight(run.pool, slot) > 0 ? "draining" : "drained";
   }
-  if (!isAlive(sup.pool, slot)) return "down";
-  return ejectedUntil(sup.pool, slot) > 0 ? "ejected" : "up";
+  if (!isAlive(run.pool, slot)) return "down";
+  return ejectedUntil(run.pool, slot) > 0 ? "ejected" : "up";
 }
 
 /**
  * Unix seconds of the backend's last up/down transition.
  *
- * @param sup The supervisor.
+ * @param run The pool.
  * @param slot The backend's id.
  * @returns Seconds, or 0 when it never changed.
  */
-export function changedAt(sup: Supervisor, slot: number): number {
-  return lastChange(sup.pool, slot);
+export function changedAt(run: PoolRun, slot: number): number {
+  return lastChange(run.pool, slot);
 }
 
 async function stopWorkers(sup: Supervisor, drainTimeout: number): Promise<boolean> {
@@ -465,9 +652,11 @@ async function stopWorkers(sup: Supervisor, drainTimeout: number): Promise<boole
  */
 export async function drainAndStop(sup: Supervisor): Promise<boolean> {
   sup.stopping = true;
-  for (const timer of sup.ejections.values()) clearTimeout(timer);
-  sup.ejections.clear();
+  for (const run of sup.pools) {
+    for (const timer of run.ejections.values()) clearTimeout(timer);
+    run.ejections.clear();
+  }
   const drained = await stopWorkers(sup, sup.config.drainTimeout);
-  await sup.health.stop();
+  await Promise.all(sup.pools.map((run) => run.health.stop()));
   return drained;
 }

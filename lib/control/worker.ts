@@ -1,8 +1,9 @@
 /**
  * Entry point of a serving worker thread. The main thread posts a {@linkcode StartMessage}
- * (the shared pool memory, the settings, the backend of each pool slot and the port); the
- * worker maps the pool and serves the port with `reusePort` (the kernel spreads connections
- * over the workers). An {@linkcode UpdateMessage} swaps settings and backends in place (a
+ * (the settings, each pool's shared memory, settings and the backend of each of its slots, the
+ * process memory and the port); the worker maps the memory and serves the port with
+ * `reusePort` (the kernel spreads connections over the workers). With routes, each request is
+ * routed to its pool (`proxy/routed.ts`); without, it goes to the one pool straight away. An {@linkcode UpdateMessage} swaps settings and backends in place (a
  * reload), and for a new certificate or engine starts a second front end on the port before the
  * old one shuts down; a {@linkcode StopMessage} drains the worker. Each message gets a
  * {@linkcode WorkerReply}.
@@ -15,6 +16,7 @@ import type { Backend, Config } from "../config/config.ts";
 import { BodyBrokeOff, ClientStalled } from "../errors.ts";
 import { flushRepeats, logLine, REPEAT_WINDOW_MS, setLogFormat } from "../log.ts";
 import { attachPool, countClient, countRefusal, type Pool, type Refusal } from "../balance/pool.ts";
+import { createRouted, type PoolCore } from "../proxy/routed.ts";
 import {
   createForwarder,
   type Forwarder,
@@ -33,6 +35,7 @@ import {
   retainHosts,
   setUpstreamOptions,
   type UpstreamOptions,
+  type Upstreams,
 } from "../upstream/client.ts";
 import { readAheadFor } from "../http/streaming.ts";
 import { createUpgrader, relayWebSocket, type Upgrader } from "../proxy/websocket.ts";
@@ -48,30 +51,46 @@ const scope = self as unknown as {
 /** The backend in each pool slot (`null` for an empty slot). */
 export type SlotTable = readonly (Backend | null)[];
 
+/** One pool as a worker is told it. */
+export interface PoolWire {
+  /** Its name. */
+  readonly name: string;
+  /** Its shared memory. */
+  readonly buffer: SharedArrayBuffer;
+  /** The settings it runs with. */
+  readonly config: Config;
+  /** The backend of each slot. */
+  readonly table: SlotTable;
+}
+
 /** Tells a worker to start serving. */
 export interface StartMessage {
   /** Message kind. */
   readonly type: "start";
-  /** This worker's index (0-based): the row of the pool it counts its requests in. */
+  /** This worker's index (0-based): the row of each pool it counts its requests in. */
   readonly worker: number;
-  /** The pool's shared memory. */
-  readonly buffer: SharedArrayBuffer;
-  /** Settings. */
+  /** The process memory (process-wide counters, route hits). */
+  readonly process: SharedArrayBuffer;
+  /** Settings (the top level, with the routes). */
   readonly config: Config;
-  /** The backend of each slot. */
-  readonly table: SlotTable;
+  /** The pools. */
+  readonly pools: readonly PoolWire[];
+  /** Each route's slot in the process memory. */
+  readonly routeSlots: readonly number[];
   /** The port to serve (already chosen when the configured one is 0). */
   readonly port: number;
 }
 
-/** Swaps the settings and backends (a reload); connections and counters stay. */
+/** Swaps the settings, pools and routes (a reload); connections and counters stay. */
 export interface UpdateMessage {
   /** Message kind. */
   readonly type: "update";
   /** The new settings. */
   readonly config: Config;
-  /** The backend of each slot. */
-  readonly table: SlotTable;
+  /** The pools. */
+  readonly pools: readonly PoolWire[];
+  /** Each route's slot in the process memory. */
+  readonly routeSlots: readonly number[];
 }
 
 /** Tells a worker to stop accepting and finish what it has. */
@@ -97,10 +116,15 @@ export type WorkerReply =
   | { readonly type: "stopped"; readonly drained: boolean }
   | { readonly type: "closed" };
 
-/** What a worker tells the main thread unasked: a backend it took down or ejected. */
+/** What a worker tells the main thread unasked: a backend of a pool it took down or ejected. */
 export type WorkerEvent =
-  | { readonly type: "down"; readonly slot: number; readonly reason: string }
-  | { readonly type: "ejected"; readonly slot: number; readonly reason: string };
+  | { readonly type: "down"; readonly pool: string; readonly slot: number; readonly reason: string }
+  | {
+    readonly type: "ejected";
+    readonly pool: string;
+    readonly slot: number;
+    readonly reason: string;
+  };
 
 /** The messages a worker accepts. */
 export type WorkerMessage = StartMessage | UpdateMessage | StopMessage | CloseMessage;
@@ -286,36 +310,65 @@ function upstreamOptions(config: Config): UpstreamOptions {
   };
 }
 
+/** Each pool's proxy core in this worker, and the core the fronts call (routed or not). */
+function buildCores(
+  config: Config,
+  wires: readonly PoolWire[],
+  options: { worker: number; upstreams: Upstreams; process: Pool; routeSlots: readonly number[] },
+): Core {
+  const pools = new Map<string, PoolCore>();
+  for (const wire of wires) {
+    const pool = attachPool(wire.buffer, { worker: options.worker });
+    // Passive DOWN transitions go to the main thread, which logs them and keeps the reason.
+    const onDown = (slot: number, _backend: Backend, reason: string) =>
+      scope.postMessage({ type: "down", pool: wire.name, slot, reason } satisfies WorkerEvent);
+    const onEject = (slot: number, _backend: Backend, reason: string) =>
+      scope.postMessage({ type: "ejected", pool: wire.name, slot, reason } satisfies WorkerEvent);
+    const context: ProxyContext = {
+      pool,
+      config: wire.config,
+      backends: wire.table.map((b) => b ?? undefined),
+      upstreams: options.upstreams,
+      onDown,
+      onEject,
+    };
+    pools.set(wire.name, {
+      forward: createForwarder(context),
+      upgrade: createUpgrader(context),
+      bridged: createUpgrader(context, { bridged: true }),
+    });
+  }
+  const core = config.routes.length === 0
+    ? pools.get(wires[0]!.name)!
+    : createRouted(config.routes, pools, options);
+  return {
+    forward: core.forward,
+    upgrade: core.upgrade,
+    relay: (req, incoming, ended) => relayWebSocket(core.bridged, req, incoming, ended),
+  };
+}
+
+/** Every backend URL of the pools (the upstream client keeps connections to these). */
+function urlsOf(wires: readonly PoolWire[], keep: (backend: Backend) => boolean): string[] {
+  return wires.flatMap((wire) => wire.table.flatMap((b) => (b && keep(b) ? [b.url] : [])));
+}
+
 function start(message: StartMessage, options: WorkerOptions): void {
-  const pool = attachPool(message.buffer, { worker: message.worker });
+  const process = attachPool(message.process, { worker: message.worker });
   const upstreams = createUpstreams(upstreamOptions(message.config));
-  // Passive DOWN transitions go to the main thread, which logs them and keeps the reason.
-  const onDown = (slot: number, _backend: Backend, reason: string) =>
-    scope.postMessage({ type: "down", slot, reason } satisfies WorkerEvent);
-  const onEject = (slot: number, _backend: Backend, reason: string) =>
-    scope.postMessage({ type: "ejected", slot, reason } satisfies WorkerEvent);
-  const contextOf = (config: Config, table: SlotTable): ProxyContext => ({
-    pool,
-    config,
-    backends: table.map((b) => b ?? undefined),
-    upstreams,
-    onDown,
-    onEject,
-  });
-  let context = contextOf(message.config, message.table);
-  let forward = createForwarder(context);
-  let upgrader = createUpgrader(context);
-  let bridgeUpgrader = createUpgrader(context, { bridged: true });
+  const coresOf = (config: Config, wires: readonly PoolWire[], routeSlots: readonly number[]) =>
+    buildCores(config, wires, { worker: message.worker, upstreams, process, routeSlots });
+  let cores = coresOf(message.config, message.pools, message.routeSlots);
   let accessLog = createAccessLog(message.config.accessLog, writeStdout);
-  // The front calls through `forward`, so an update swaps the proxy core under it.
-  const core: Forwarder = (incoming) => forward(incoming);
+  // The front calls through `cores`, so an update swaps the proxy core under it.
+  const core: Forwarder = (incoming) => cores.forward(incoming);
   // Read at each use, so a reload's --request-buffer-total applies to the next body.
-  const budget = poolBudget(pool, () => current.requestBufferTotal);
+  const budget = poolBudget(process, () => current.requestBufferTotal);
   const settings = frontSettings(message.config, {
     forward: options.wrapForward ? options.wrapForward(core) : core,
-    upgrade: (incoming) => upgrader(incoming),
-    relay: (req, incoming, ended) => relayWebSocket(bridgeUpgrader, req, incoming, ended),
-  }, { accessLog, budget, pool });
+    upgrade: (incoming) => cores.upgrade(incoming),
+    relay: (req, incoming, ended) => cores.relay(req, incoming, ended),
+  }, { accessLog, budget, pool: process });
   let front: Front;
   try {
     front = listen(message, settings);
@@ -355,16 +408,13 @@ function start(message: StartMessage, options: WorkerOptions): void {
     get front() {
       return front;
     },
-    update: ({ config, table }) => {
+    update: ({ config, pools, routeSlots }) => {
       const caChanged = config.pems?.ca !== current.pems?.ca;
       setUpstreamOptions(upstreams, upstreamOptions(config));
-      // Idle connections to backends no longer in the pool are closed; busy ones finish. A new
+      // Idle connections to backends no longer in a pool are closed; busy ones finish. A new
       // CA closes idle HTTPS connections too, so every new request is checked against it.
-      retainHosts(upstreams, table.flatMap((b) => (b && !(caChanged && b.tls) ? [b.url] : [])));
-      context = contextOf(config, table);
-      forward = createForwarder(context);
-      upgrader = createUpgrader(context);
-      bridgeUpgrader = createUpgrader(context, { bridged: true });
+      retainHosts(upstreams, urlsOf(pools, (b) => !(caChanged && b.tls)));
+      cores = coresOf(config, pools, routeSlots);
       settings.http1.headerTimeout = config.headerTimeout;
       settings.http1.keepAliveTimeout = config.keepAliveTimeout;
       Object.assign(settings.http1, bodyLimits(config));

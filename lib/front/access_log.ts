@@ -42,11 +42,18 @@ export interface AccessEntry {
   readonly reason: string | null;
   /** For a WebSocket session: bytes each way and the close code, once it has ended. */
   readonly session?: SessionEnd;
+  /** With routes: the route that matched (`null`: none did). */
+  readonly route?: string | null;
+  /** With routes: the pool the request went to (`null`: none). */
+  readonly pool?: string | null;
 }
 
 /** What a reply tells the access log: who answered, after how many retries, and why goround
  * answered by itself. */
-export type ReplyFacts = Pick<AccessEntry, "backend" | "retries" | "requestId" | "reason">;
+export type ReplyFacts = Pick<
+  AccessEntry,
+  "backend" | "retries" | "requestId" | "reason" | "route" | "pool"
+>;
 
 /**
  * The access-log facts of a reply, the same for both front ends.
@@ -59,7 +66,11 @@ export function replyFacts(reply: Reply): ReplyFacts {
     backend: reply.trace?.backend ?? null,
     retries: reply.trace?.retries ?? 0,
     requestId: reply.trace?.requestId ?? "-",
-    reason: reply.kind === "local" ? reply.text.trim() : null,
+    reason: reply.kind === "local" && !reply.trace?.byRoute ? reply.text.trim() : null,
+    ...(reply.trace?.route === undefined ? {} : {
+      route: reply.trace.route,
+      pool: reply.trace.pool ?? null,
+    }),
   };
 }
 
@@ -93,7 +104,7 @@ function quoted(text: string | null): string {
 /**
  * Formats a combined-format line: `client - - [time] "request" status bytes "referer" "agent"`,
  * then `rt=` (seconds), `backend=`, `retries=` and `id=`; `reason="…"` when goround answered
- * by itself, and `ws_in=`, `ws_out=`, `ws_close=` for a WebSocket session.
+ * by itself, `route="…" pool=…` when there are routes, and `ws_in=`, `ws_out=`, `ws_close=` for a WebSocket session.
  *
  * @param entry The request.
  * @returns The line, without a newline.
@@ -113,6 +124,7 @@ export function formatCombined(entry: AccessEntry): string {
     } ` +
     `backend=${entry.backend ?? "-"} retries=${entry.retries} id=${entry.requestId}` +
     (entry.reason === null ? "" : ` reason=${quoted(entry.reason)}`) +
+    (entry.route === undefined ? "" : ` route=${quoted(entry.route)} pool=${entry.pool ?? "-"}`) +
     (entry.session === undefined
       ? ""
       : ` ws_in=${entry.session.bytesIn} ws_out=${entry.session.bytesOut} ws_close=${entry.session.closeCode}`);
@@ -140,6 +152,7 @@ export function formatJson(entry: AccessEntry): string {
     referer: entry.referer,
     user_agent: entry.userAgent,
     reason: entry.reason,
+    ...(entry.route === undefined ? {} : { route: entry.route, pool: entry.pool ?? null }),
     ...(entry.session === undefined ? {} : {
       ws_bytes_in: entry.session.bytesIn,
       ws_bytes_out: entry.session.bytesOut,

@@ -195,6 +195,7 @@ function logServed(
     userAgent: served.userAgent,
     reason: facts.reason,
     ...(facts.session ? { session: facts.session } : {}),
+    ...(facts.route === undefined ? {} : { route: facts.route, pool: facts.pool ?? null }),
   });
 }
 

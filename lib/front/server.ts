@@ -1029,6 +1029,7 @@ function logExchange(
     userAgent: field("user-agent"),
     reason: facts.reason,
     ...(facts.session ? { session: facts.session } : {}),
+    ...(facts.route === undefined ? {} : { route: facts.route, pool: facts.pool ?? null }),
   });
 }
 

@@ -115,6 +115,12 @@ export interface Trace {
   readonly retries: number;
   /** The request id sent to the backend and the client. */
   readonly requestId: string;
+  /** The route that matched, when there are routes (`null`: none matched). */
+  readonly route?: string | null;
+  /** The pool it went to, when there are routes (`null`: none). */
+  readonly pool?: string | null;
+  /** Whether the route answered itself (a redirect or a fixed response: not a refusal). */
+  readonly byRoute?: boolean;
 }
 
 /** This thread's request ids: a random prefix (so threads and restarts differ) and a counter. */

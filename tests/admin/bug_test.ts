@@ -2,8 +2,12 @@ import { equal, match, rejects } from "node:assert/strict";
 import { createAdminHandler } from "../../lib/admin/api.ts";
 import type { Supervisor } from "../../lib/control/supervisor.ts";
 
-// A supervisor with settings and nothing else: any read of the pool is a bug (a TypeError).
-const broken = { config: { adminHosts: [], adminToken: "" } } as unknown as Supervisor;
+// A supervisor with settings and a pool's name, nothing else: any read of the pool is a bug (a
+// TypeError).
+const broken = {
+  config: { adminHosts: [], adminToken: "" },
+  pools: [{ name: "default" }],
+} as unknown as Supervisor;
 const handler = createAdminHandler(broken, { address: { hostname: "127.0.0.1", port: 9 } });
 const at = (path: string, init?: RequestInit) =>
   new Request(`http://127.0.0.1:9${path}`, { headers: { host: "127.0.0.1:9" }, ...init });

@@ -351,3 +351,45 @@ Deno.test("dashboard charts: a killed backend's requests per second fall to zero
     await Deno.remove(`${dir}/profile`, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("dashboard in headless Chromium: with pools, cards are grouped under each pool, and Drain acts within its pool", async () => {
+  await ensureDebianPackage(CHROMIUM_PATH, "chromium");
+  const dir = await Deno.makeTempDir({ prefix: "goround-dashboard-pools-" });
+  const web = recordingBackend(() => new Response("web"));
+  const api = recordingBackend(() => new Response("api"));
+  const config = `${dir}/goround.json`;
+  await Deno.writeTextFile(
+    config,
+    JSON.stringify({
+      pools: { web: { backends: [web.url] }, api: { backends: [api.url] } },
+      routes: [{ path: "/api/", pool: "api" }, { pool: "web" }],
+    }),
+  );
+  let proxy: Goround | null = null;
+  let browser: Chromium | null = null;
+  try {
+    proxy = await startGoround(["--config", config, "--workers", "1"]);
+    const adminUrl = await adminUrlOf(proxy);
+    browser = await launchChromium({ userDataDir: `${dir}/profile` });
+    const page = await browser.cdp.open(`${adminUrl}/`);
+    const inPool = (pool: string) =>
+      `document.querySelector('[data-pool="${pool}"][data-backend="0"]')`;
+    await page.waitFor(`${inPool("api")}?.dataset.state === "up"`, "the api card");
+    // Both pools have a backend 0: each card is its own, under its pool's heading, in order.
+    const layout = await page.evaluate<string[]>(`[...document.getElementById("cards").children]
+      .map((n) => n.dataset.poolHeading ? "heading " + n.dataset.poolHeading : n.dataset.pool + " " + n.dataset.url)`);
+    deepEqual(layout, ["heading web", `web ${web.url}`, "heading api", `api ${api.url}`]);
+    await page.evaluate(`${inPool("api")}.querySelector('[data-action="drain"]').click()`);
+    await page.waitFor(`${inPool("api")}.dataset.state === "drained"`, "the api card drained");
+    const report = await status(adminUrl);
+    deepEqual(
+      report.backends.map((b) => [b.pool, b.state]),
+      [["web", "up"], ["api", "drained"]],
+      "the drain went to the api pool's backend 0 only",
+    );
+  } finally {
+    await browser?.close();
+    await proxy?.stop();
+    await Promise.all([web.close(), api.close()]);
+  }
+});

@@ -139,7 +139,14 @@ Deno.test("the header counters: client connections, queued requests, refusals by
   const now = gauges(pool);
   equal(now.clients, 1);
   equal(now.queued, 1);
-  deepEqual(now.refused, { bad_request: 1, method: 0, timeout: 0, too_large: 0, loop: 2 });
+  deepEqual(now.refused, {
+    bad_request: 1,
+    method: 0,
+    timeout: 0,
+    too_large: 0,
+    loop: 2,
+    no_route: 0,
+  });
   countClient(pool, -1);
   equal(gauges(pool).clients, 0);
 });

@@ -402,5 +402,5 @@ Deno.test("every setting but --backend sets one Config field of its own, and eve
   deepEqual(FLAGS.filter((flag) => !flag.key).map((flag) => flag.name), ["backend"]);
   const command = parseCommandLine([], () => undefined, 2);
   assert(command.kind === "run");
-  deepEqual(Object.keys(command.config).sort(), [...keys, "instanceId"].sort());
+  deepEqual(Object.keys(command.config).sort(), [...keys, "instanceId", "pools", "routes"].sort());
 });

@@ -189,3 +189,64 @@ Deno.test("--discover srv: targets, ports and weights from SRV records make the 
     await Promise.all([a.shutdown(), b.shutdown()]);
   }
 });
+
+Deno.test("a pool with `discover` follows DNS on its own, beside a pool of fixed backends", async () => {
+  const one = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => new Response("dns 127.0.0.1"),
+  );
+  const port = one.addr.port;
+  const two = Deno.serve(
+    { hostname: "127.0.0.2", port, onListen: () => {} },
+    () => new Response("dns 127.0.0.2"),
+  );
+  const fixed = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => new Response("fixed"),
+  );
+  const dns = await startDnsServer({ hosts: "127.0.0.1 app.test\n" });
+  const dir = await Deno.makeTempDir({ prefix: "goround-pool-dns-" });
+  const config = `${dir}/goround.json`;
+  await Deno.writeTextFile(
+    config,
+    JSON.stringify({
+      "discover-nameserver": `127.0.0.1:${dns.port}`,
+      "health-interval": "200ms",
+      pools: {
+        app: { discover: `dns:app.test:${port}`, "discover-interval": "200ms" },
+        web: { backends: [`http://127.0.0.1:${fixed.addr.port}`] },
+      },
+      routes: [{ path: "/app/", pool: "app" }, { pool: "web" }],
+    }),
+  );
+  const proxy = await startGoround(["--config", config, "--workers", "1"]);
+  const appUrls = async () =>
+    (await status(proxy.adminUrl)).backends.filter((b: Json) => b.pool === "app").map((b: Json) =>
+      b.url
+    );
+  try {
+    deepEqual(await appUrls(), [`http://127.0.0.1:${port}`]);
+    deepEqual(await spread(`${proxy.url}/app/`, 2), { "dns 127.0.0.1": 2 });
+    await dns.setHosts("127.0.0.1 app.test\n127.0.0.2 app.test\n");
+    await waitFor(async () => (await appUrls()).length === 2, {
+      timeout: 5000,
+      what: "127.0.0.2 to join the app pool",
+    });
+    await waitFor(
+      async () => (await status(proxy.adminUrl)).backends.every((b: Json) => b.state === "up"),
+      {
+        what: "the new backend up",
+      },
+    );
+    deepEqual(await spread(`${proxy.url}/app/`, 4), { "dns 127.0.0.1": 2, "dns 127.0.0.2": 2 });
+    deepEqual(await spread(`${proxy.url}/`, 2), { fixed: 2 }, "the other pool is untouched");
+    assert(
+      proxy.stderr.some((line) => line.includes("discovery (pool app): 2 backends")),
+      proxy.stderr.join("\n"),
+    );
+  } finally {
+    await proxy.stop();
+    await dns.close();
+    await Promise.all([one.shutdown(), two.shutdown(), fixed.shutdown()]);
+  }
+});

@@ -97,12 +97,14 @@ Deno.test("deploy/goround.service passes systemd-analyze verify", async () => {
   }
 });
 
-Deno.test("examples/goround.json passes goround check", async () => {
-  const { code, stdout, stderr } = await runGoround([
-    "check",
-    "--config",
-    `${ROOT}examples/goround.json`,
-  ]);
-  equal(code, 0, stderr);
-  match(stdout, /examples\/goround\.json: valid/);
-});
+for (const example of ["goround.json", "routes.json"]) {
+  Deno.test(`examples/${example} passes goround check`, async () => {
+    const { code, stdout, stderr } = await runGoround([
+      "check",
+      "--config",
+      `${ROOT}examples/${example}`,
+    ]);
+    equal(code, 0, stderr);
+    match(stdout, new RegExp(`examples/${example.replace(".", "\\.")}: valid`));
+  });
+}

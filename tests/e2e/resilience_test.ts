@@ -509,7 +509,12 @@ Deno.test("a backend closing at once, or sending an invalid status line, gives 5
         // goround's own answer still says which request it was, and is counted for the backend.
         match(res.headers.find(([name]) => name === "x-request-id")?.[1] ?? "", /^[\w-]+$/);
         const metrics = await (await fetch(`${proxy.adminUrl}/metrics`)).text();
-        match(metrics, new RegExp(`goround_requests_total\\{backend="${bad.url}",code="5xx"\\} 1`));
+        match(
+          metrics,
+          new RegExp(
+            `goround_requests_total\\{pool="default",backend="${bad.url}",code="5xx"\\} 1`,
+          ),
+        );
         const again = await rawRequest(
           proxy.port,
           "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",

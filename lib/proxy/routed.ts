@@ -1,0 +1,175 @@
+/**
+ * The proxy core with routes: each request is matched against the routes (`router.ts`) and
+ * then forwarded to its route's pool (its path rewritten, its header rules applied both ways),
+ * redirected, or answered by goround. A request no route matches gets 404. WebSocket handshakes
+ * follow the same routes. Without routes, a worker calls its one pool's forwarder directly and
+ * none of this runs.
+ *
+ * @module
+ */
+
+import type { HeaderRules, Route } from "../config/routes.ts";
+import { countRefusal, countRouteHit, type Pool } from "../balance/pool.ts";
+import { type Forwarder, type Incoming, localReply, nextRequestId, type Reply } from "./forward.ts";
+import type { Upgrader } from "./websocket.ts";
+import {
+  applyRequestRules,
+  applyResponseRules,
+  compileRoutes,
+  noRules,
+  redirectLocation,
+  rewritePath,
+} from "./router.ts";
+import type { UpstreamResponse } from "../upstream/client.ts";
+
+/** What one pool offers the routes: its forwarder and its upgraders. */
+export interface PoolCore {
+  /** Forwards a request to the pool. */
+  readonly forward: Forwarder;
+  /** Upgrades a WebSocket handshake on goround's own front. */
+  readonly upgrade: Upgrader;
+  /** Upgrades one for `Deno.serve`'s relay. */
+  readonly bridged: Upgrader;
+}
+
+/** Where the routes count what they did. */
+export interface RoutedOptions {
+  /** The process memory (route hits, refusals). */
+  readonly process: Pool;
+  /** Each route's slot in the process memory, in route order. */
+  readonly routeSlots: readonly number[];
+}
+
+/** The proxy core with routes in front of the pools. */
+export type Routed = PoolCore;
+
+/** What a route decided for a request. */
+type Decision =
+  | {
+    readonly kind: "pool";
+    readonly core: PoolCore;
+    readonly incoming: Incoming;
+    readonly route: Route;
+  }
+  | { readonly kind: "reply"; readonly reply: Reply };
+
+/** The value of a request field (the first one of that name), or `null`. */
+function fieldOf(headers: Iterable<readonly [string, string]>, name: string): string | null {
+  if (headers instanceof Headers) return headers.get(name);
+  for (const [field, value] of headers) if (field === name) return value;
+  return null;
+}
+
+/** The path of an origin-form target, without its query. */
+function pathOf(target: string): string {
+  const query = target.indexOf("?");
+  return query < 0 ? target : target.slice(0, query);
+}
+
+function withTrace(reply: Reply, route: Route | null, pool: string | null, byRoute = false): Reply {
+  const trace = reply.trace ?? { backend: null, retries: 0, requestId: nextRequestId() };
+  return { ...reply, trace: { ...trace, route: route?.name ?? null, pool, byRoute } };
+}
+
+/** The reply with the route's response rules applied (its field lines no longer copied as
+ * bytes: they are made again from the rewritten fields). */
+function withResponseRules(reply: Reply, rules: HeaderRules): Reply {
+  if (noRules(rules)) return reply;
+  if (reply.kind === "local") {
+    return { ...reply, headers: applyResponseRules([...reply.headers], rules) };
+  }
+  const r = reply.response;
+  const response: UpstreamResponse = {
+    status: r.status,
+    reason: r.reason,
+    headers: applyResponseRules(r.headers, rules),
+    framing: r.framing,
+    body: r.body,
+    reused: r.reused,
+    release: () => r.release(),
+  };
+  return { ...reply, response };
+}
+
+/**
+ * The routed proxy core of a worker.
+ *
+ * @param routes The routes, in file order.
+ * @param pools Each pool's core, by name (every route's pool is there: the config was checked).
+ * @param options Where to count.
+ * @returns A forwarder and upgraders that route first.
+ */
+export function createRouted(
+  routes: readonly Route[],
+  pools: ReadonlyMap<string, PoolCore>,
+  options: RoutedOptions,
+): Routed {
+  const router = compileRoutes(routes);
+  const { process, routeSlots } = options;
+  const decide = (incoming: Incoming): Decision => {
+    const route = router.match(
+      incoming.authority,
+      pathOf(incoming.target),
+      incoming.method,
+      (name) => fieldOf(incoming.headers, name),
+    );
+    if (route === null) {
+      countRefusal(process, "no_route");
+      return {
+        kind: "reply",
+        reply: withTrace(localReply(404, "no route for this request"), null, null),
+      };
+    }
+    countRouteHit(process, routeSlots[route.index]!);
+    const action = route.action;
+    if (action.kind === "redirect") {
+      const location = redirectLocation(action.location, incoming.authority, incoming.target);
+      const reply = localReply(action.status, `see ${location}`, [["location", location]]);
+      return {
+        kind: "reply",
+        reply: withTrace(withResponseRules(reply, route.responseHeaders), route, null, true),
+      };
+    }
+    if (action.kind === "respond") {
+      const reply: Reply = {
+        kind: "local",
+        status: action.status,
+        text: action.body,
+        headers: [["content-type", "text/plain; charset=utf-8"]],
+      };
+      return {
+        kind: "reply",
+        reply: withTrace(withResponseRules(reply, route.responseHeaders), route, null, true),
+      };
+    }
+    const core = pools.get(action.pool)!;
+    const rules = route.requestHeaders;
+    const plain = noRules(rules);
+    const target = action.stripPrefix === "" && action.addPrefix === ""
+      ? incoming.target
+      : rewritePath(incoming.target, action);
+    const rewritten: Incoming = plain && target === incoming.target ? incoming : {
+      ...incoming,
+      target,
+      headers: plain ? incoming.headers : applyRequestRules(incoming.headers, rules),
+    };
+    return { kind: "pool", core, incoming: rewritten, route };
+  };
+  const upgradeWith = (pick: (core: PoolCore) => Upgrader): Upgrader => async (incoming) => {
+    const decision = decide(incoming);
+    if (decision.kind === "reply") return { kind: "reply", reply: decision.reply };
+    return await pick(decision.core)(decision.incoming);
+  };
+  return {
+    forward: async (incoming) => {
+      const decision = decide(incoming);
+      if (decision.kind === "reply") return decision.reply;
+      const { core, route } = decision;
+      const reply = await core.forward(decision.incoming);
+      const pool = route.action.kind === "pool" ? route.action.pool : null;
+      return withTrace(withResponseRules(reply, route.responseHeaders), route, pool);
+    },
+    upgrade: upgradeWith((core) => core.upgrade),
+    bridged: upgradeWith((core) => core.bridged),
+  };
+}

@@ -1,0 +1,218 @@
+/**
+ * Matching requests to routes, and what a route does to a request on its way: the path
+ * rewrite, the header rules, the redirect's location. Pure functions; `routed.ts` uses them.
+ *
+ * The order a request is matched in (nginx's server names, then its prefix locations):
+ * 1. routes whose `host` is exactly the request's host;
+ * 2. then routes with a wildcard host (`*.example.com`: any name under it, at any depth, not
+ *    `example.com` itself), the longest suffix first;
+ * 3. then routes without a host.
+ *
+ * Within a group the longest path prefix wins (a plain string prefix, as nginx's prefix
+ * locations: `/api` matches `/apix` too); among equal prefixes a route with a method or header
+ * condition comes first; then the file's order. A group whose routes none match falls through to
+ * the next. The groups are built once, when the routes are loaded.
+ *
+ * @module
+ */
+
+import type { HeaderRules, Route, RouteAction } from "../config/routes.ts";
+
+/** The routes, compiled for matching. */
+export interface Router {
+  /**
+   * The route for a request, or `null` when none matches.
+   *
+   * @param authority The request's host as the client wrote it (its `Host`, port and all).
+   * @param path The request's path, without its query.
+   * @param method The method.
+   * @param field Reads a request field by lowercase name (only asked when a route has a
+   *   header condition).
+   * @returns The route.
+   */
+  match(
+    authority: string,
+    path: string,
+    method: string,
+    field: (name: string) => string | null,
+  ): Route | null;
+}
+
+/** The host of an authority: lowercase, without its port and one trailing dot. */
+export function hostOf(authority: string): string {
+  let host = authority;
+  if (host.startsWith("[")) {
+    const end = host.indexOf("]");
+    host = end < 0 ? host : host.slice(0, end + 1);
+  } else {
+    const colon = host.lastIndexOf(":");
+    if (colon >= 0) host = host.slice(0, colon);
+  }
+  if (host.endsWith(".")) host = host.slice(0, -1);
+  return host.toLowerCase();
+}
+
+/** Longest prefix first; with a condition before without; then file order. */
+function byPrecedence(a: Route, b: Route): number {
+  const conditions = (r: Route) => (r.method !== null ? 1 : 0) + (r.header !== null ? 1 : 0);
+  return b.path.length - a.path.length || conditions(b) - conditions(a) || a.index - b.index;
+}
+
+function first(
+  routes: readonly Route[],
+  path: string,
+  method: string,
+  field: (name: string) => string | null,
+): Route | null {
+  for (const route of routes) {
+    if (!path.startsWith(route.path)) continue;
+    if (route.method !== null && route.method !== method) continue;
+    if (route.header !== null && field(route.header[0]) !== route.header[1]) continue;
+    return route;
+  }
+  return null;
+}
+
+/**
+ * Compiles the routes into the groups they are matched in.
+ *
+ * @param routes The routes, in file order.
+ * @returns The router.
+ * @example
+ * ```ts
+ * import { compileRoutes } from "./router.ts";
+ * const router = compileRoutes([]);
+ * router.match("example.com", "/", "GET", () => null); // null
+ * ```
+ */
+export function compileRoutes(routes: readonly Route[]): Router {
+  const exact = new Map<string, Route[]>();
+  const wildcards = new Map<string, Route[]>();
+  const anyHost: Route[] = [];
+  for (const route of routes) {
+    if (route.host === null) anyHost.push(route);
+    else if (route.host.startsWith("*.")) {
+      const suffix = route.host.slice(1); // ".example.com"
+      wildcards.set(suffix, [...(wildcards.get(suffix) ?? []), route]);
+    } else exact.set(route.host, [...(exact.get(route.host) ?? []), route]);
+  }
+  for (const list of [...exact.values(), ...wildcards.values()]) list.sort(byPrecedence);
+  anyHost.sort(byPrecedence);
+  const suffixes = [...wildcards.entries()].sort(([a], [b]) => b.length - a.length);
+  const hostless = anyHost.length > 0 ? anyHost : null;
+  return {
+    match(authority, path, method, field) {
+      const host = exact.size > 0 || suffixes.length > 0 ? hostOf(authority) : "";
+      const named = exact.get(host);
+      if (named) {
+        const found = first(named, path, method, field);
+        if (found) return found;
+      }
+      for (const [suffix, list] of suffixes) {
+        if (host.length <= suffix.length || !host.endsWith(suffix)) continue;
+        const found = first(list, path, method, field);
+        if (found) return found;
+      }
+      return hostless ? first(hostless, path, method, field) : null;
+    },
+  };
+}
+
+/**
+ * The request target after a route's `strip-prefix` and `add-prefix`; the query is kept. A path
+ * left empty (or without a leading `/`) by the strip gets one.
+ *
+ * @param target The origin-form target (`/api/users?page=2`), or `*`.
+ * @param action The route's forwarding action.
+ * @returns The target to send, e.g. `/users?page=2`.
+ * @example
+ * ```ts
+ * import { rewritePath } from "./router.ts";
+ * rewritePath("/api/users?page=2", { kind: "pool", pool: "api", stripPrefix: "/api", addPrefix: "" });
+ * // "/users?page=2"
+ * ```
+ */
+export function rewritePath(
+  target: string,
+  action: Extract<RouteAction, { kind: "pool" }>,
+): string {
+  if (!target.startsWith("/")) return target;
+  const q = target.indexOf("?");
+  let path = q < 0 ? target : target.slice(0, q);
+  const query = q < 0 ? "" : target.slice(q);
+  if (action.stripPrefix !== "" && path.startsWith(action.stripPrefix)) {
+    path = path.slice(action.stripPrefix.length);
+    if (!path.startsWith("/")) path = `/${path}`;
+  }
+  if (action.addPrefix !== "") {
+    const prefix = action.addPrefix.endsWith("/")
+      ? action.addPrefix.slice(0, -1)
+      : action.addPrefix;
+    path = prefix + path;
+  }
+  return path + query;
+}
+
+/** Whether the rules change nothing. */
+export function noRules(rules: HeaderRules): boolean {
+  return rules.set.length === 0 && rules.add.length === 0 && rules.remove.length === 0;
+}
+
+/**
+ * A request's fields after a route's rules: `remove` and `set` take out every field of their
+ * names, then `set` and `add` put theirs in.
+ *
+ * @param headers The fields, names lowercased.
+ * @param rules The rules (names lowercased).
+ * @returns The fields to forward.
+ */
+export function applyRequestRules(
+  headers: Iterable<readonly [string, string]>,
+  rules: HeaderRules,
+): [string, string][] {
+  const out: [string, string][] = [];
+  for (const [name, value] of headers) {
+    if (rules.remove.includes(name) || rules.set.some(([set]) => set === name)) continue;
+    out.push([name, value]);
+  }
+  for (const [name, value] of rules.set) out.push([name, value]);
+  for (const [name, value] of rules.add) out.push([name, value]);
+  return out;
+}
+
+/**
+ * A response's fields after a route's rules: `remove` and `set` take out every field of their
+ * names, then `set` puts its own in.
+ *
+ * @param headers The fields, names lowercased.
+ * @param rules The rules (names lowercased; `add` is not used on responses).
+ * @returns The fields to send to the client.
+ */
+export function applyResponseRules(
+  headers: readonly [string, string][],
+  rules: HeaderRules,
+): [string, string][] {
+  const out = headers.filter(([name]) =>
+    !rules.remove.includes(name) && !rules.set.some(([set]) => set === name)
+  );
+  for (const [name, value] of rules.set) out.push([name, value]);
+  return out;
+}
+
+/**
+ * A redirect's `Location`: `{host}` becomes the request's host as given (port included), and
+ * `{uri}` its origin-form target (path and query).
+ *
+ * @param template The route's location.
+ * @param authority The request's `Host`.
+ * @param target The request's target.
+ * @returns The location.
+ * @example
+ * ```ts
+ * import { redirectLocation } from "./router.ts";
+ * redirectLocation("https://{host}{uri}", "example.com", "/a?b=1"); // "https://example.com/a?b=1"
+ * ```
+ */
+export function redirectLocation(template: string, authority: string, target: string): string {
+  return template.replaceAll("{host}", authority).replaceAll("{uri}", target);
+}

@@ -1,0 +1,453 @@
+/**
+ * Routes, end to end: several pools behind one goround, chosen by host and path, on both front
+ * ends. Real backends, the real proxy process, a config file on disk, real signals.
+ *
+ * @module
+ */
+
+import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
+import { ENGINES } from "../../lib/config/config.ts";
+import {
+  type Goround,
+  type RecordingBackend,
+  recordingBackend,
+  runGoround,
+  sendSignal,
+  startGoround,
+  waitFor,
+} from "../support/helpers.ts";
+import { field, rawRequest } from "../support/raw_client.ts";
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
+
+/** A backend that answers with its name, the path and query it got, and `X-Env`. */
+function named(name: string): RecordingBackend {
+  return recordingBackend((req) => {
+    const url = new URL(req.url);
+    return new Response(`${name} ${url.pathname}${url.search} env=${req.headers.get("x-env")}`, {
+      headers: { server: `app-${name}`, "x-internal": "secret" },
+    });
+  });
+}
+
+/** Writes `config` to a new file and returns its path. */
+async function configFile(config: unknown): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "goround-routes-" });
+  const path = `${dir}/goround.json`;
+  await Deno.writeTextFile(path, JSON.stringify(config, null, 2));
+  return path;
+}
+
+/** One request with a `Host` of our choosing: status, fields and body text. */
+async function ask(
+  proxy: Goround,
+  host: string,
+  target: string,
+  extra = "",
+): Promise<{ status: number; headers: [string, string][]; text: string }> {
+  const response = await rawRequest(
+    proxy.port,
+    `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n${extra}Connection: close\r\n\r\n`,
+  );
+  return {
+    status: response.status,
+    headers: response.headers,
+    text: new TextDecoder().decode(response.body),
+  };
+}
+
+async function status(proxy: Goround): Promise<Json> {
+  const res = await fetch(`${proxy.adminUrl}/status`);
+  return await res.json();
+}
+
+function siteConfig(web: RecordingBackend[], api: RecordingBackend, extra: object = {}): Json {
+  return {
+    "health-interval": "200ms",
+    pools: {
+      web: { backends: web.map((b) => b.url) },
+      api: { backends: [api.url], "health-interval": "100ms" },
+    },
+    routes: [
+      { name: "api-host", host: "api.example.com", pool: "api" },
+      {
+        name: "api-path",
+        path: "/api/",
+        "strip-prefix": "/api",
+        pool: "api",
+        "request-headers": { set: { "X-Env": "prod" } },
+        "response-headers": { remove: ["Server", "X-Internal"] },
+      },
+      { name: "v2", path: "/v2/", "add-prefix": "/legacy", pool: "web" },
+      {
+        name: "static",
+        host: "*.example.com",
+        path: "/static/",
+        respond: { status: 200, body: "static here" },
+      },
+      { name: "old", path: "/old", redirect: { status: 308, location: "https://{host}/new" } },
+      { name: "web", pool: "web" },
+    ],
+    ...extra,
+  };
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`[${engine}] routes: host before path, longest prefix, wildcards, rewrites, header rules, redirects, fixed answers`, async () => {
+    const web = [named("web1"), named("web2")];
+    const api = named("api");
+    const path = await configFile(siteConfig(web, api));
+    const proxy = await startGoround([
+      "--engine",
+      engine,
+      "--config",
+      path,
+      "--workers",
+      "1",
+      "--access-log",
+      "json",
+    ]);
+    try {
+      // An exact host wins over every path route.
+      const byHost = await ask(proxy, "api.example.com", "/api/users?page=2");
+      equal(byHost.text, "api /api/users?page=2 env=null");
+      // The prefix route strips /api, keeps the query, sets X-Env, and removes fields.
+      const byPath = await ask(proxy, "shop.test", "/api/users?page=2");
+      equal(byPath.status, 200);
+      equal(byPath.text, "api /users?page=2 env=prod");
+      equal(field(byPath, "server"), undefined, "Server removed");
+      equal(field(byPath, "x-internal"), undefined, "X-Internal removed");
+      // A client's X-Env is replaced, not added to.
+      const forged = await ask(proxy, "shop.test", "/api/x", "X-Env: dev\r\n");
+      equal(forged.text, "api /x env=prod");
+      // add-prefix.
+      const v2 = await ask(proxy, "shop.test", "/v2/items?q=1");
+      match(v2.text, /^web\d \/legacy\/v2\/items\?q=1 env=null$/);
+      // A wildcard host with a path answers itself; another host on that path falls through.
+      const fixed = await ask(proxy, "cdn.example.com:8080", "/static/app.js");
+      deepEqual([fixed.status, fixed.text.trim()], [200, "static here"]);
+      const notWild = await ask(proxy, "example.com", "/static/app.js");
+      match(notWild.text, /^web\d \/static\/app\.js/);
+      // A redirect.
+      const moved = await ask(proxy, "shop.test", "/old");
+      equal(moved.status, 308);
+      equal(field(moved, "location"), "https://shop.test/new");
+      // The catch-all takes the rest, round robin over web's two backends.
+      const rest = [await ask(proxy, "shop.test", "/"), await ask(proxy, "shop.test", "/")];
+      deepEqual(rest.map((r) => r.text.split(" ")[0]).sort(), ["web1", "web2"]);
+      equal(field(rest[0]!, "server"), `app-${rest[0]!.text.split(" ")[0]}`, "kept elsewhere");
+
+      const report = await status(proxy);
+      const hits = Object.fromEntries(
+        (report.routes as { name: string; hits: number }[]).map((r) => [r.name, r.hits]),
+      );
+      deepEqual(hits, { "api-host": 1, "api-path": 2, v2: 1, static: 1, old: 1, web: 3 });
+      deepEqual(
+        (report.pools as { name: string }[]).map((p) => p.name),
+        ["web", "api"],
+      );
+      deepEqual(
+        (report.backends as { pool: string; url: string }[]).map((b) => [b.pool, b.url]),
+        [["web", web[0]!.url], ["web", web[1]!.url], ["api", api.url]],
+      );
+      await waitFor(() => proxy.stdout.length >= 9, { what: "the access log" });
+      const entries = proxy.stdout.map((line) => JSON.parse(line));
+      const apiEntry = entries.find((e) =>
+        e.path === "/api/users?page=2" && e.route === "api-path"
+      );
+      deepEqual([apiEntry?.pool, apiEntry?.backend], ["api", api.url], proxy.stdout.join("\n"));
+      const fixedEntry = entries.find((e) => e.route === "static");
+      deepEqual([fixedEntry?.pool, fixedEntry?.reason], [null, null], "an answer, not a refusal");
+    } finally {
+      await proxy.stop();
+      await Promise.all([...web, api].map((b) => b.close()));
+    }
+  });
+}
+
+Deno.test("routes: a request no route matches gets 404 from goround, logged and counted", async () => {
+  const api = named("api");
+  const path = await configFile({
+    pools: { api: { backends: [api.url] } },
+    routes: [{ host: "api.example.com", pool: "api" }],
+  });
+  const proxy = await startGoround(["--config", path, "--workers", "1", "--access-log", "json"]);
+  try {
+    const missed = await ask(proxy, "www.example.com", "/");
+    equal(missed.status, 404);
+    match(missed.text, /no route/);
+    equal(api.requests.length, 0);
+    equal((await ask(proxy, "API.Example.com.", "/")).status, 200, "case and a trailing dot");
+    equal((await ask(proxy, "a b", "/")).status, 400, "a malformed Host is refused before routing");
+    await waitFor(() => proxy.stdout.length >= 2, { what: "the access log" });
+    const entry = JSON.parse(proxy.stdout[0]!);
+    deepEqual([entry.status, entry.route, entry.reason], [404, null, "no route for this request"]);
+    equal((await status(proxy)).noRoute, 1);
+    const metrics = await (await fetch(`${proxy.adminUrl}/metrics`)).text();
+    match(metrics, /goround_requests_refused_total\{reason="no_route"\} 1/);
+    match(metrics, /goround_route_requests_total\{route="routes\[0\]"\} 1/);
+    match(metrics, new RegExp(`goround_backend_up\\{pool="api",backend="${api.url}"\\} 1`));
+  } finally {
+    await proxy.stop();
+    await api.close();
+  }
+});
+
+Deno.test("routes: per-pool health: with the only api backend dead, /api/ gets 503 and web keeps answering", async () => {
+  const web = [named("web1"), named("web2")];
+  const api = named("api");
+  const path = await configFile(siteConfig(web, api));
+  const proxy = await startGoround(["--config", path, "--workers", "2"]);
+  try {
+    equal((await ask(proxy, "shop.test", "/api/x")).status, 200);
+    await api.close();
+    await waitFor(async () => (await ask(proxy, "shop.test", "/api/x")).status === 503, {
+      what: "the api pool to have no backend",
+    });
+    for (let i = 0; i < 10; i++) equal((await ask(proxy, "shop.test", "/")).status, 200);
+    const ready = await fetch(`${proxy.adminUrl}/readyz`);
+    equal(ready.status, 503);
+    match(await ready.text(), /^not ready: pool api: no usable backend \(1 down/);
+    assert(
+      proxy.stderr.some((l) => l.includes(`backend ${api.url} (pool api) DOWN`)),
+      proxy.stderr.join("\n"),
+    );
+  } finally {
+    await proxy.stop();
+    await Promise.all(web.map((b) => b.close()));
+  }
+});
+
+Deno.test("routes: each pool has its own exact cycle across workers, while another pool takes traffic", async () => {
+  const three = [named("a"), named("b"), named("c")];
+  const other = [named("x"), named("y")];
+  const path = await configFile({
+    pools: {
+      three: { backends: three.map((b) => b.url) },
+      other: { backends: other.map((b) => b.url) },
+    },
+    routes: [{ path: "/other/", pool: "other" }, { pool: "three" }],
+  });
+  const proxy = await startGoround(["--config", path, "--workers", "2", "--access-log", "off"]);
+  try {
+    const client = Deno.createHttpClient({ poolMaxIdlePerHost: 64 });
+    const hit = async (target: string) => {
+      const res = await fetch(`${proxy.url}${target}`, { client });
+      return (await res.text()).split(" ")[0]!;
+    };
+    const [mine, theirs] = await Promise.all([
+      Promise.all(Array.from({ length: 600 }, () => hit("/"))),
+      Promise.all(Array.from({ length: 300 }, () => hit("/other/"))),
+    ]);
+    client.close();
+    const count = (names: string[]) =>
+      names.reduce((m, n) => ({ ...m, [n]: (m[n] ?? 0) + 1 }), {} as Record<string, number>);
+    deepEqual(count(mine), { a: 200, b: 200, c: 200 });
+    deepEqual(count(theirs), { x: 150, y: 150 });
+  } finally {
+    await proxy.stop();
+    await Promise.all([...three, ...other].map((b) => b.close()));
+  }
+});
+
+Deno.test("routes: a reload adds and removes pools and routes under load, with no failed request and the counters of what stayed", async () => {
+  const web = [named("web1"), named("web2")];
+  const api = named("api");
+  const extra = named("extra");
+  const path = await configFile(siteConfig(web, api));
+  const proxy = await startGoround(["--config", path, "--workers", "2", "--access-log", "off"]);
+  let stop = false;
+  const failures: string[] = [];
+  let served = 0;
+  const loop = async () => {
+    const client = Deno.createHttpClient({});
+    const deadline = Date.now() + 20_000;
+    while (!stop && Date.now() < deadline) {
+      try {
+        const res = await fetch(`${proxy.url}/`, { client });
+        const text = await res.text();
+        if (res.status !== 200) failures.push(`${res.status} ${text}`);
+        served++;
+      } catch (error) {
+        failures.push(String(error));
+      }
+    }
+    client.close();
+  };
+  try {
+    const loops = [loop(), loop(), loop(), loop()];
+    await waitFor(() => served > 50, { what: "traffic" });
+    const before = (await status(proxy)).backends.find((b: { url: string }) =>
+      b.url === web[0]!.url
+    );
+    const next = siteConfig(web, api);
+    next.pools = { web: next.pools.web, extra: { backends: [extra.url] } };
+    next.routes = [{ name: "extra", path: "/extra/", pool: "extra" }, { name: "web", pool: "web" }];
+    await Deno.writeTextFile(path, JSON.stringify(next));
+    await sendSignal(proxy.pid, "HUP");
+    await waitFor(() => proxy.stderr.some((l) => l.includes("reloaded")), { what: "the reload" });
+    const line = proxy.stderr.find((l) => l.includes("reloaded"))!;
+    match(line, /changed: pools, routes/);
+    await waitFor(async () => (await ask(proxy, "shop.test", "/extra/a")).status === 200, {
+      what: "the new pool's first check",
+    });
+    equal((await ask(proxy, "shop.test", "/extra/a")).text, "extra /extra/a env=null");
+    // The api routes are gone: /api/ now goes to web's catch-all.
+    match((await ask(proxy, "shop.test", "/api/x")).text, /^web\d /);
+    const served0 = served;
+    await waitFor(() => served > served0 + 50, { what: "more traffic after the reload" });
+    stop = true;
+    await Promise.all(loops);
+    deepEqual(failures, []);
+    const after = (await status(proxy)).backends.find((b: { url: string }) =>
+      b.url === web[0]!.url
+    );
+    assert(
+      after.requests >= before.requests,
+      `kept its counts: ${before.requests} then ${after.requests}`,
+    );
+    deepEqual((await status(proxy)).pools.map((p: { name: string }) => p.name), ["web", "extra"]);
+  } finally {
+    stop = true;
+    await proxy.stop();
+    await Promise.all([...web, api, extra].map((b) => b.close()));
+  }
+});
+
+Deno.test("routes: the admin API addresses backends within a pool", async () => {
+  const web = [named("web1")];
+  const api = named("api");
+  const added = named("api2");
+  const path = await configFile(siteConfig(web, api));
+  const proxy = await startGoround(["--config", path, "--workers", "1"]);
+  const post = (url: string, body?: unknown) =>
+    fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+  try {
+    const res = await post(`${proxy.adminUrl}/pools/api/backends`, { url: added.url });
+    equal(res.status, 201);
+    const body = await res.json();
+    deepEqual([body.pool, body.url, body.state], ["api", added.url, "up"]);
+    const seen = new Set<string>();
+    for (let i = 0; i < 4; i++) {
+      seen.add((await ask(proxy, "api.example.com", "/")).text.split(" ")[0]!);
+    }
+    deepEqual([...seen].sort(), ["api", "api2"]);
+    const drained = await post(`${proxy.adminUrl}/pools/api/backends/0/drain`);
+    equal(drained.status, 200);
+    equal((await drained.json()).pool, "api");
+    for (let i = 0; i < 3; i++) {
+      equal((await ask(proxy, "api.example.com", "/")).text.split(" ")[0], "api2");
+    }
+    const missing = await post(`${proxy.adminUrl}/pools/nope/backends`, { url: added.url });
+    equal(missing.status, 404);
+    match(await missing.text(), /no pool "nope"/);
+    // The flags-only addresses are the first pool's.
+    const first = await post(`${proxy.adminUrl}/backends/0/drain`);
+    equal((await first.json()).pool, "web");
+  } finally {
+    await proxy.stop();
+    await Promise.all([...web, api, added].map((b) => b.close()));
+  }
+});
+
+for (const engine of ENGINES) {
+  Deno.test(`[${engine}] routes: a WebSocket handshake follows its route`, async () => {
+    const chat = recordingBackend((req) => {
+      const { socket, response } = Deno.upgradeWebSocket(req);
+      socket.onmessage = (event) => socket.send(`chat ${new URL(req.url).pathname} ${event.data}`);
+      return response;
+    });
+    const web = named("web");
+    const path = await configFile({
+      pools: { web: { backends: [web.url] }, chat: { backends: [chat.url] } },
+      routes: [{ path: "/chat/", "strip-prefix": "/chat", pool: "chat" }, { pool: "web" }],
+    });
+    const proxy = await startGoround(["--engine", engine, "--config", path, "--workers", "1"]);
+    try {
+      const ws = new WebSocket(`ws://127.0.0.1:${proxy.port}/chat/room1`);
+      const reply = new Promise<string>((resolve, reject) => {
+        ws.onmessage = (event) => resolve(String(event.data));
+        ws.onerror = () => reject(new Error("websocket error"));
+      });
+      await new Promise((resolve) => (ws.onopen = resolve));
+      ws.send("hi");
+      equal(await reply, "chat /room1 hi");
+      const closed = new Promise((resolve) => (ws.onclose = resolve));
+      ws.close();
+      await closed;
+      equal(web.requests.length, 0);
+    } finally {
+      await proxy.stop();
+      await Promise.all([web.close(), chat.close()]);
+    }
+  });
+}
+
+Deno.test("routes: every mistake in pools and routes stops goround before it serves, naming the file and key", async (t) => {
+  const cases: [string, unknown, RegExp][] = [
+    [
+      "a route naming an unknown pool",
+      { pools: { web: { backends: ["http://127.0.0.1:1"] } }, routes: [{ pool: "wbe" }] },
+      /routes\[0\]\.pool: "wbe" is not a pool/,
+    ],
+    [
+      "a prefix without a leading /",
+      {
+        pools: { web: { backends: ["http://127.0.0.1:1"] } },
+        routes: [{ path: "api", pool: "web" }],
+      },
+      /routes\[0\]\.path/,
+    ],
+    [
+      "two routes with the same match",
+      {
+        pools: { web: { backends: ["http://127.0.0.1:1"] } },
+        routes: [{ path: "/a/", pool: "web" }, { path: "/a/", pool: "web" }],
+      },
+      /routes\[1\]/,
+    ],
+    [
+      "a backend URL with a path",
+      { pools: { web: { backends: ["http://127.0.0.1:1/app"] } }, routes: [{ pool: "web" }] },
+      /pools\.web\.backends/,
+    ],
+    [
+      "a route with no action",
+      { pools: { web: { backends: ["http://127.0.0.1:1"] } }, routes: [{ path: "/" }] },
+      /routes\[0\]/,
+    ],
+    [
+      "backends at the top level beside pools",
+      {
+        backends: ["http://127.0.0.1:1"],
+        pools: { web: { backends: ["http://127.0.0.1:2"] } },
+        routes: [{ pool: "web" }],
+      },
+      /backends: given beside the config file's pools: expected the backends inside a pool/,
+    ],
+    [
+      "an invalid host pattern",
+      {
+        pools: { web: { backends: ["http://127.0.0.1:1"] } },
+        routes: [{ host: "a.*.com", pool: "web" }],
+      },
+      /routes\[0\]\.host/,
+    ],
+  ];
+  for (const [name, config, expected] of cases) {
+    await t.step(name, async () => {
+      const path = await configFile(config);
+      const run = await runGoround(["--config", path, "--listen", "127.0.0.1:0"]);
+      equal(run.code, 2, run.stderr);
+      const lines = run.stderr.trim().split("\n");
+      equal(lines.length, 1, run.stderr);
+      assert(lines[0]!.includes(path), `names the file: ${lines[0]}`);
+      match(lines[0]!, expected);
+    });
+  }
+});
