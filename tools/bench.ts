@@ -64,7 +64,13 @@
 
 import { parseArgs } from "node:util";
 import { VERSION } from "../lib/version.ts";
-import { caddyfile, haproxyConf, nginxBackendsConf, nginxProxyConf } from "./bench/configs.ts";
+import {
+  caddyfile,
+  haproxyConf,
+  nginxBackendsConf,
+  nginxProxyConf,
+  routesConfig,
+} from "./bench/configs.ts";
 import {
   capture,
   cpuSeconds,
@@ -158,6 +164,10 @@ export interface BenchOptions {
    * worker), with `wrk`, the backends and the benchmark itself on the others: its CPU per request then decides its req/s, without the
    * load generator's share of the cores in between. @default {false} */
   readonly pin: boolean;
+  /** Routes goround (not the `--compare` build) runs with: a config file of that many routes,
+   * the bench's requests matching the last one in match order; 0: the flags-only form.
+   * @default {0} */
+  readonly routes: number;
 }
 
 /** The default sanity floor: goround's small-GET req/s must reach this share of the direct hit's. */
@@ -254,6 +264,7 @@ export function defaultOptions(mode: Mode, cores: number): BenchOptions {
     rounds: 1,
     pin: false,
     compare: null,
+    routes: 0,
   };
 }
 
@@ -289,6 +300,8 @@ Options:
   --compare DIR          also run goround from another checkout (DIR holds its main.ts),
                          right after goround in every round: with --rounds, the rounds table
                          shows goround ÷ that build, round by round
+  --routes N             goround (not --compare's build) runs with a config file of N routes
+                         (hosts, wildcards, prefixes; the requests match the last, a catch-all)
   --pin                  each proxy alone on one CPU (taskset), one worker; wrk (default -t1
                          -c32) and the backends on the other cores; needs 2 cores
   --no-install           do not apt-get install missing tools
@@ -341,6 +354,7 @@ export function parseBenchArgs(args: readonly string[], cores: number): BenchOpt
       rounds: { type: "string" },
       pin: { type: "boolean" },
       compare: { type: "string" },
+      routes: { type: "string" },
       "no-install": { type: "boolean" },
       help: { type: "boolean" },
     },
@@ -442,6 +456,7 @@ export function parseBenchArgs(args: readonly string[], cores: number): BenchOpt
     rounds: pick("rounds", values.rounds, base.rounds, 1, 40),
     pin,
     compare,
+    routes: pick("routes", values.routes, 0, 0, 256),
   };
 }
 
@@ -709,13 +724,13 @@ function onCores(cpus: string | null, command: string, args: string[]): [string,
   return cpus === null ? [command, args] : ["taskset", ["-c", cpus, command, ...args]];
 }
 
-function labelOf(target: TargetId, count: number, compare: string | null): string {
+function labelOf(target: TargetId, count: number, compare: string | null, routes = 0): string {
   const workers = `${count} worker${count === 1 ? "" : "s"}`;
   switch (target) {
     case "direct":
       return "direct to one backend (ceiling)";
     case "goround":
-      return `goround (${workers})`;
+      return `goround (${workers}${routes > 0 ? `, ${routes} routes` : ""})`;
     case "goround-compare":
       return `goround from ${compare} (${workers})`;
     case "goround-deno":
@@ -758,17 +773,20 @@ async function startTarget(ctx: Context, target: TargetId): Promise<Managed | nu
     case "goround-hash": {
       banner = false;
       const root = target === "goround-compare" ? `${options.compare}/` : ROOT;
+      const backends = backendPorts.map((p) => `http://127.0.0.1:${p}`);
+      const routed = target === "goround" && options.routes > 0;
+      const file = `${dir}/routes.json`;
+      if (routed) await Deno.writeTextFile(file, routesConfig(options.routes, backends));
       const args = [
         "run",
         ...GOROUND_V8_FLAGS,
         "--unstable-net",
         "--allow-net",
-        `--allow-read=${root}`,
+        `--allow-read=${root}${routed ? `,${file}` : ""}`,
         `${root}main.ts`,
         "--listen",
         `127.0.0.1:${port}`,
-        "--backends",
-        backendPorts.map((p) => `http://127.0.0.1:${p}`).join(","),
+        ...(routed ? ["--config", file] : ["--backends", backends.join(",")]),
         "--workers",
         String(options.workers),
         // As the peers run here: no access log, no admin listener.
@@ -1078,7 +1096,7 @@ async function runRound(ctx: Context, tools: ReadonlySet<Tool>, rows: Row[]): Pr
   const { log, signal } = ctx.hooks;
   for (const entry of options.plan) {
     signal?.throwIfAborted();
-    const label = labelOf(entry.target, options.workers, options.compare);
+    const label = labelOf(entry.target, options.workers, options.compare, options.routes);
     const skip = (reason: string) => {
       for (const id of entry.scenarios) {
         rows.push({

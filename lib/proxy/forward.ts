@@ -84,6 +84,8 @@ export interface Incoming {
   /** Whether a field name may have a `_` (`false`: the front's scan saw none, so the forwarder
    * need not look). @default {true} */
   readonly underscores?: boolean;
+  /** The route and pool it was routed to (with routes), for the trace. */
+  readonly routed?: { readonly route: string; readonly pool: string };
 }
 
 /** A reply goround makes itself (a refusal, no backend, a loop). */
@@ -624,7 +626,11 @@ function finish(state: RequestState, reply: Reply): Reply {
   const cookie = by ? picker.cookie(state.selection, by.slot, by.backend) : null;
   if (cookie !== null) extra.push(["set-cookie", cookie]);
   const backend = by?.backend.url ?? null;
-  return withTrace(reply, extra, { backend, retries: state.retries, requestId });
+  const routed = state.incoming.routed;
+  const trace: Trace = routed === undefined
+    ? { backend, retries: state.retries, requestId }
+    : { backend, retries: state.retries, requestId, route: routed.route, pool: routed.pool };
+  return withTrace(reply, extra, trace);
 }
 
 /** The log line of a request not retried because it failed the same way on two backends. */

@@ -60,6 +60,10 @@ function fieldOf(headers: Iterable<readonly [string, string]>, name: string): st
   return null;
 }
 
+function noField(): null {
+  return null;
+}
+
 /** The path of an origin-form target, without its query. */
 function pathOf(target: string): string {
   const query = target.indexOf("?");
@@ -106,13 +110,16 @@ export function createRouted(
 ): Routed {
   const router = compileRoutes(routes);
   const { process, routeSlots } = options;
+  // What each forwarding route tells the trace, made once rather than per request.
+  const routedOf = new Map(
+    routes.flatMap((route) =>
+      route.action.kind === "pool" ? [[route, { route: route.name, pool: route.action.pool }]] : []
+    ),
+  );
   const decide = (incoming: Incoming): Decision => {
-    const route = router.match(
-      incoming.authority,
-      pathOf(incoming.target),
-      incoming.method,
-      (name) => fieldOf(incoming.headers, name),
-    );
+    // A closure per request only when some route reads a field.
+    const field = router.usesFields ? (name: string) => fieldOf(incoming.headers, name) : noField;
+    const route = router.match(incoming.authority, pathOf(incoming.target), incoming.method, field);
     if (route === null) {
       countRefusal(process, "no_route");
       return {
@@ -148,10 +155,11 @@ export function createRouted(
     const target = action.stripPrefix === "" && action.addPrefix === ""
       ? incoming.target
       : rewritePath(incoming.target, action);
-    const rewritten: Incoming = plain && target === incoming.target ? incoming : {
+    const rewritten: Incoming = {
       ...incoming,
       target,
       headers: plain ? incoming.headers : applyRequestRules(incoming.headers, rules),
+      routed: routedOf.get(route)!,
     };
     return { kind: "pool", core, incoming: rewritten, route };
   };
@@ -161,13 +169,15 @@ export function createRouted(
     return await pick(decision.core)(decision.incoming);
   };
   return {
-    forward: async (incoming) => {
+    forward: (incoming) => {
       const decision = decide(incoming);
-      if (decision.kind === "reply") return decision.reply;
+      if (decision.kind === "reply") return Promise.resolve(decision.reply);
       const { core, route } = decision;
-      const reply = await core.forward(decision.incoming);
-      const pool = route.action.kind === "pool" ? route.action.pool : null;
-      return withTrace(withResponseRules(reply, route.responseHeaders), route, pool);
+      // The trace names the route and pool already (`Incoming.routed`); only response rules
+      // need the reply again.
+      const reply = core.forward(decision.incoming);
+      if (noRules(route.responseHeaders)) return reply;
+      return reply.then((r) => withResponseRules(r, route.responseHeaders));
     },
     upgrade: upgradeWith((core) => core.upgrade),
     bridged: upgradeWith((core) => core.bridged),

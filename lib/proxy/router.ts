@@ -36,6 +36,8 @@ export interface Router {
     method: string,
     field: (name: string) => string | null,
   ): Route | null;
+  /** Whether any route has a header condition (else `match` never reads a field). */
+  readonly usesFields: boolean;
 }
 
 /** The host of an authority: lowercase, without its port and one trailing dot. */
@@ -98,20 +100,26 @@ export function compileRoutes(routes: readonly Route[]): Router {
   }
   for (const list of [...exact.values(), ...wildcards.values()]) list.sort(byPrecedence);
   anyHost.sort(byPrecedence);
-  const suffixes = [...wildcards.entries()].sort(([a], [b]) => b.length - a.length);
   const hostless = anyHost.length > 0 ? anyHost : null;
+  const byHost = exact.size > 0 || wildcards.size > 0;
   return {
+    usesFields: routes.some((route) => route.header !== null),
     match(authority, path, method, field) {
-      const host = exact.size > 0 || suffixes.length > 0 ? hostOf(authority) : "";
+      const host = byHost ? hostOf(authority) : "";
       const named = exact.get(host);
       if (named) {
         const found = first(named, path, method, field);
         if (found) return found;
       }
-      for (const [suffix, list] of suffixes) {
-        if (host.length <= suffix.length || !host.endsWith(suffix)) continue;
-        const found = first(list, path, method, field);
-        if (found) return found;
+      if (wildcards.size > 0) {
+        // The host's suffixes from the longest (".b.example.com" of "a.b.example.com"): one
+        // lookup per label, whatever the number of wildcard routes.
+        for (let dot = host.indexOf("."); dot > 0; dot = host.indexOf(".", dot + 1)) {
+          const list = wildcards.get(host.slice(dot));
+          if (!list) continue;
+          const found = first(list, path, method, field);
+          if (found) return found;
+        }
       }
       return hostless ? first(hostless, path, method, field) : null;
     },

@@ -449,3 +449,26 @@ Deno.test("selfTimes() spreads a profile's samples over functions, per request",
     10,
   ]]);
 });
+
+Deno.test("--routes N: goround runs with N routes, and the bench's requests match the last", async () => {
+  const { routesConfig } = await import("../../tools/bench/configs.ts");
+  const { readPoolsAndRoutes } = await import("../../lib/config/routes_file.ts");
+  const { compileRoutes } = await import("../../lib/proxy/router.ts");
+  const routesOf = (args: string[]) => {
+    const options = parseBenchArgs(args, 2);
+    assert(options !== "help");
+    return options.routes;
+  };
+  assert.equal(routesOf(["--routes", "50"]), 50);
+  assert.equal(routesOf([]), 0, "flags-only by default");
+  assert.throws(() => parseBenchArgs(["--routes", "many"], 2), /--routes/);
+  const text = routesConfig(50, ["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+  const { routes } = readPoolsAndRoutes(JSON.parse(text), "routes.json", text);
+  assert.equal(routes.length, 50);
+  const kinds = new Set(
+    routes.map((r) => r.host?.startsWith("*.") ? "wild" : r.host ? "exact" : "path"),
+  );
+  assert.deepEqual([...kinds].sort(), ["exact", "path", "wild"]);
+  const matched = compileRoutes(routes).match("127.0.0.1:8000", "/", "GET", () => null);
+  assert.equal(matched, routes.at(-1), "the catch-all, last in match order");
+});

@@ -178,3 +178,30 @@ http://:${options.port} {
 }
 `;
 }
+
+/**
+ * A goround config file of `count` routes for the benchmark: a third exact hosts, a third
+ * wildcard hosts, a third host-less prefixes, then a catch-all, each pool with the same
+ * backends. The bench's requests (`Host: 127.0.0.1:PORT`, `GET /`) miss every host and every
+ * prefix and are answered by the catch-all: the last route in match order.
+ *
+ * @param count How many routes, the catch-all included (at least 1).
+ * @param backends The backends' URLs.
+ * @returns The JSON text.
+ */
+export function routesConfig(count: number, backends: readonly string[]): string {
+  const routes: Record<string, string>[] = [];
+  for (let i = 0; routes.length < count - 1; i++) {
+    const kind = i % 3;
+    if (kind === 0) routes.push({ host: `h${i}.bench.test`, pool: "exact" });
+    else if (kind === 1) routes.push({ host: `*.w${i}.bench.test`, pool: "wild" });
+    else routes.push({ path: `/p${i}/`, pool: "prefix" });
+  }
+  routes.push({ pool: "all" });
+  const pool = { backends: [...backends] };
+  return JSON.stringify(
+    { pools: { exact: pool, wild: pool, prefix: pool, all: pool }, routes },
+    null,
+    2,
+  );
+}
