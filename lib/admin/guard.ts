@@ -107,6 +107,10 @@ function hostRefusal(req: GuardedRequest, names: ReadonlySet<string>): Refusal |
       message: "forbidden: no Host field: expected one of this listener's names",
     };
   }
+  // A Host no URL can be made of (RFC 9112 §3.2: 400) cannot be one of the names either.
+  if (!URL.canParse(req.url)) {
+    return { status: 400, message: `bad request: Host ${JSON.stringify(host)} is not host[:port]` };
+  }
   for (const given of [host, new URL(req.url).host]) {
     if (!names.has(normalHost(given) ?? "")) {
       return {

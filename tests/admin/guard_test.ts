@@ -197,6 +197,9 @@ Deno.test("raw requests: forged Host, foreign Origin, cross-site and non-JSON ch
       for (const host of [`127.1:${port}`, `2130706433:${port}`, `0x7f.1:${port}`]) {
         equal((await send(port, "GET /status", { Host: host })).status, 403, host);
       }
+      // A Host no URL can be made of is a bad request, not a crash (it was a 500 and a trace).
+      const broken = await send(port, "GET /status", { Host: `127.0.0.1:${port}:${port}` });
+      equal(broken.status, 400, "a Host with two ports");
       const twice = await rawRequest(
         port,
         `GET /status HTTP/1.1\r\nHost: ${own}\r\nHost: ${own}\r\nConnection: close\r\n\r\n`,
