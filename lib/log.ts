@@ -44,7 +44,7 @@ export function setLogFormat(next: "text" | "json"): void {
 
 const ERROR = /internal error|crashed|reload failed|cannot|failed to start/i;
 const WARN =
-  / DOWN|EJECTED|not ejected|loop detected|panic:|too slowly|stopped reading|went away|not retried|accept failed|broke off|closed the connection|error:|is not a setting|unknown|self-connect/i;
+  / DOWN|EJECTED|not ejected|loop detected|panic:|too slowly|stopped reading|went away|not retried|accept failed|broke off|closed the connection|error:|is not a setting|unknown|self-connect|drain deadline/i;
 
 /**
  * The level of a line, from what it says: a bug or a failed reload is an error; a backend taken

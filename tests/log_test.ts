@@ -70,6 +70,7 @@ Deno.test("levelOf(): errors, warnings and the rest", () => {
   equal(levelOf("reload failed, keeping the running config: bad"), "error");
   equal(levelOf("backend http://a:1 DOWN: connection refused"), "warn");
   equal(levelOf("self-connect: a connect to 127.0.0.1:41000 came back to itself"), "warn");
+  equal(levelOf("websocket: drain deadline: closing the session of client 127.0.0.1"), "warn");
   equal(levelOf("backend http://a:1 EJECTED for 30s: 3 failures in 10s"), "warn");
   equal(levelOf("backend http://a:1 UP"), "info");
   equal(levelOf("reloaded goround.json: 3 backends"), "info");

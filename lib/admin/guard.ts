@@ -18,7 +18,7 @@
 /** A request the guard refused: the status and a one-line reason. */
 export interface Refusal {
   /** 403 or 415. */
-  readonly status: 403 | 415;
+  readonly status: 400 | 403 | 415;
   /** Why, in one line. */
   readonly message: string;
 }

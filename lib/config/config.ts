@@ -479,7 +479,7 @@ export const FLAGS: readonly FlagSpec[] = [
     key: "drainTimeout",
     kind: "duration",
     fallback: "30s",
-    help: "longest wait for in-flight requests on exit",
+    help: "longest wait for in-flight requests and WebSocket sessions on exit",
   },
   {
     name: "tls-cert",

@@ -39,7 +39,7 @@ import {
 } from "../upstream/client.ts";
 import { readAheadFor } from "../http/streaming.ts";
 import { createUpgrader, relayWebSocket, type Upgrader } from "../proxy/websocket.ts";
-import type { SessionEnd } from "../proxy/ws_bridge.ts";
+import { GOING_AWAY_GRACE, type SessionEnd } from "../proxy/ws_bridge.ts";
 
 /** The worker's own scope (typed here rather than with a global `deno.worker` lib directive,
  * which a published module may not carry). */
@@ -144,6 +144,9 @@ interface Front {
   readonly stopAccepting: () => void;
   /** Whether its listener accepts until the end of `shutdown`'s grace (`Deno.serve`). */
   readonly acceptsInGrace: boolean;
+  /** The drain's deadline: sends every WebSocket session 1001 (going away); returns how many
+   * were open. */
+  readonly goAway: () => number;
 }
 
 function internalError(error: unknown): void {
@@ -158,6 +161,7 @@ interface Core {
     req: Request,
     incoming: Incoming,
     ended?: (end: SessionEnd, backend: Backend, requestId: string) => void,
+    goAway?: AbortSignal,
   ) => Promise<Response | Reply>;
 }
 
@@ -166,6 +170,8 @@ interface FrontSettings {
   readonly http1: { -readonly [K in keyof ServerOptions]: ServerOptions[K] };
   readonly serve: { -readonly [K in keyof ServeOptions]: ServeOptions[K] };
   readonly limits: { -readonly [K in keyof BodyLimits]: BodyLimits[K] };
+  /** The `Deno.serve` front's WebSocket relay. */
+  readonly relay: Core["relay"];
 }
 
 type ServeOptions = NonNullable<Parameters<typeof createServeHandler>[1]>;
@@ -202,6 +208,7 @@ function frontSettings(
       onRefused,
     },
     limits,
+    relay: core.relay,
   };
 }
 
@@ -235,6 +242,7 @@ function listen(message: StartMessage, settings: FrontSettings): Front {
     : null;
   if (config.engine === "deno" || tls) {
     let closing = false;
+    const sessions = webSocketSessions(settings.relay);
     const server = serveRestarting(
       {
         ...address,
@@ -255,7 +263,7 @@ function listen(message: StartMessage, settings: FrontSettings): Front {
         get accessLog() {
           return settings.serve.accessLog ?? null;
         },
-        ...(settings.serve.webSocket ? { webSocket: settings.serve.webSocket } : {}),
+        webSocket: sessions.relay,
         proto: tls ? "https" : "http",
         limits: settings.limits,
         ...(settings.serve.onRefused ? { onRefused: settings.serve.onRefused } : {}),
@@ -264,15 +272,18 @@ function listen(message: StartMessage, settings: FrontSettings): Front {
     );
     return {
       port: server.port,
-      // Deno.serve closes its listener only with its idle connections (at once): so first,
-      // for the grace, every reply says close, then the listener and the rest close.
+      // Deno.serve closes its listener only with its idle connections (at once), and its
+      // WebSocket sessions too: so first, for the grace, every reply says close, and the
+      // sessions run until they end or the deadline; then the listener and the rest close.
       stopAccepting: () => {},
       acceptsInGrace: true,
       shutdown: async (idleGrace) => {
         closing = true;
         await new Promise((resolve) => setTimeout(resolve, idleGrace));
+        await sessions.over();
         await server.shutdown();
       },
+      goAway: sessions.goAway,
     };
   }
   const server = serveHttp1(Deno.listen(address), settings.http1);
@@ -281,7 +292,58 @@ function listen(message: StartMessage, settings: FrontSettings): Front {
     stopAccepting: () => server.stopAccepting(),
     acceptsInGrace: false,
     shutdown: (idleGrace) => server.shutdown(idleGrace),
+    goAway: () => server.goAway(),
   };
+}
+
+/** The WebSocket sessions of a `Deno.serve` front: counted, and told to go away together. */
+function webSocketSessions(relay: Core["relay"]): {
+  readonly relay: NonNullable<ServeOptions["webSocket"]>;
+  readonly over: () => Promise<void>;
+  readonly goAway: () => number;
+} {
+  const away = new AbortController();
+  let open = 0;
+  let idle: (() => void) | null = null;
+  const ended = () => {
+    if (--open === 0) idle?.();
+  };
+  return {
+    relay: async (req, incoming, done) => {
+      open++; // from the handshake on: a session may begin after the drain has
+      let answer: Response | Reply;
+      try {
+        answer = await relay(req, incoming, (end, backend, requestId) => {
+          ended();
+          done?.(end, backend, requestId);
+        }, away.signal);
+      } catch (error) {
+        ended();
+        throw error;
+      }
+      if (!(answer instanceof Response)) ended();
+      return answer;
+    },
+    over: () => open === 0 ? Promise.resolve() : new Promise((resolve) => idle = resolve),
+    goAway: () => {
+      away.abort();
+      return open;
+    },
+  };
+}
+
+/** Time for a front to close once its last session has, after a going-away grace, ms. */
+const SETTLE_MS = 500;
+
+/** Resolves `true` when `done` settles within `ms`, else `false`. */
+async function within(done: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms));
+  try {
+    return await Promise.race([done.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** The worker's state once started. */
@@ -344,7 +406,8 @@ function buildCores(
   return {
     forward: core.forward,
     upgrade: core.upgrade,
-    relay: (req, incoming, ended) => relayWebSocket(core.bridged, req, incoming, ended),
+    relay: (req, incoming, ended, goAway) =>
+      relayWebSocket(core.bridged, req, incoming, ended, goAway),
   };
 }
 
@@ -367,7 +430,7 @@ function start(message: StartMessage, options: WorkerOptions): void {
   const settings = frontSettings(message.config, {
     forward: options.wrapForward ? options.wrapForward(core) : core,
     upgrade: (incoming) => cores.upgrade(incoming),
-    relay: (req, incoming, ended) => cores.relay(req, incoming, ended),
+    relay: (req, incoming, ended, goAway) => cores.relay(req, incoming, ended, goAway),
   }, { accessLog, budget, pool: process });
   let front: Front;
   try {
@@ -391,13 +454,18 @@ function start(message: StartMessage, options: WorkerOptions): void {
       return `kept the old front end: ${error instanceof Error ? error.message : error}`;
     }
     // A Deno.serve front would take new connections through its grace, with the old
-    // certificate: it goes at once (its idle connections too; clients open new ones).
-    const retired = front.shutdown(front.acceptsInGrace ? 0 : IDLE_GRACE);
+    // certificate: it goes at once (its idle connections and WebSocket sessions too; clients
+    // open new ones). The other front's sessions run on, as in a drain, up to its timeout.
+    const old = front;
+    const retired = old.shutdown(old.acceptsInGrace ? 0 : IDLE_GRACE);
+    const deadline = setTimeout(() => old.goAway(), old.acceptsInGrace ? 0 : config.drainTimeout);
+    void retired.then(() => clearTimeout(deadline));
     front = {
       port: next.port,
       stopAccepting: () => next.stopAccepting(),
       acceptsInGrace: next.acceptsInGrace,
       shutdown: (idleGrace) => Promise.all([next.shutdown(idleGrace), retired]).then(() => {}),
+      goAway: () => next.goAway() + old.goAway(),
     };
     served = config;
     return undefined;
@@ -429,14 +497,14 @@ function start(message: StartMessage, options: WorkerOptions): void {
       return needsNewFront(served, config) ? replaceFront(config) : undefined;
     },
     stop: async (drainTimeout) => {
-      let timer = 0 as unknown as ReturnType<typeof setTimeout>;
       // Half the drain timeout at most, so requests sent in the grace can still finish.
       const idleGrace = Math.min(IDLE_GRACE, drainTimeout / 2);
-      const drained = await Promise.race([
-        front.shutdown(idleGrace).then(() => true),
-        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), drainTimeout))),
-      ]);
-      clearTimeout(timer);
+      const finished = front.shutdown(idleGrace);
+      let drained = await within(finished, drainTimeout);
+      // At the deadline, WebSocket sessions are closed with 1001: they have a grace to answer.
+      if (!drained && front.goAway() > 0) {
+        drained = await within(finished, GOING_AWAY_GRACE + SETTLE_MS);
+      }
       closeUpstreams(upstreams);
       await accessLog?.flush();
       clearInterval(flusher);

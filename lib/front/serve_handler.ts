@@ -19,6 +19,7 @@ import {
 import { type AccessEntry, type AccessLog, type ReplyFacts, replyFacts } from "./access_log.ts";
 import type { Backend } from "../config/config.ts";
 import type { SessionEnd } from "../proxy/ws_bridge.ts";
+import { drainingRefusal } from "../proxy/websocket.ts";
 import { forwardResponseHeaders } from "../http/headers.ts";
 import { formatDuration } from "../config/duration.ts";
 import { logLine } from "../log.ts";
@@ -206,7 +207,7 @@ function logServed(
  * @param options `proto`: `https` when `Deno.serve` terminates TLS; `accessLog`: where each
  *   request is logged (read at each request, so the caller may change it); `closing`: whether
  *   the server is shutting down (each reply then says `Connection: close`, so an HTTP/1.1
- *   client sends no further request on its connection).
+ *   client sends no further request on its connection, and a WebSocket handshake gets 503).
  * @returns The handler.
  * @example
  * ```ts ignore
@@ -296,6 +297,12 @@ export function createServeHandler(
     let reply: Reply;
     try {
       if (options.webSocket && req.headers.get("upgrade")?.toLowerCase() === "websocket") {
+        // The listener stays open while sessions drain: a new one would be cut at the deadline.
+        if (options.closing?.()) {
+          const response = refuse(drainingRefusal());
+          response.headers.set("connection", "close");
+          return response;
+        }
         // A refused handshake (no 101) is answered and logged like any other reply.
         // One line per session, once it is over (its 101 is not logged on its own).
         const served = options.accessLog ? servedOf(req, info, target, { started, arrived }) : null;

@@ -63,8 +63,8 @@ import { isPast, startSweep, stopSweep } from "../http/deadlines.ts";
 import { bufferSize, keepBuffer, takeBuffer } from "../http/spare_buffers.ts";
 import { frameInto, makeRoom } from "../http/conn_buffers.ts";
 import { reclaimed, reclaimMemory, type ReclaimState, shouldReclaim } from "./reclaim.ts";
-import { isWebSocketUpgrade, type Upgrader } from "../proxy/websocket.ts";
-import { closeFrame, splice } from "../proxy/ws_splice.ts";
+import { drainingRefusal, isWebSocketUpgrade, type Upgrader } from "../proxy/websocket.ts";
+import { splice } from "../proxy/ws_splice.ts";
 import type { SessionEnd } from "../proxy/ws_bridge.ts";
 import type { Bytes, RequestBody, UpstreamResponse } from "../upstream/client.ts";
 
@@ -110,10 +110,13 @@ export interface Http1Server {
    * Stops accepting at once; requests in progress finish, each with `Connection: close`. A
    * connection waiting for its next request has `idleGrace` ms to send it (it is answered,
    * with `Connection: close`), then is closed: closing it at once would race with a client
-   * sending on it, and lose that request. WebSocket tunnels are told 1001 (going away).
-   * Resolves when every connection is closed.
+   * sending on it, and lose that request. WebSocket tunnels keep running (a new handshake gets
+   * 503) until they end, or until {@linkcode goAway}. Resolves when every connection is closed.
    */
   readonly shutdown: (idleGrace?: number) => Promise<void>;
+  /** Sends every WebSocket tunnel, and any opened later, a close frame 1001 (going away): the
+   * drain's deadline. Returns how many tunnels were open. */
+  readonly goAway: () => number;
   /** Closes the listener and nothing else: connections keep being served as before (see
    * {@linkcode shutdown}, which follows). */
   readonly stopAccepting: () => void;
@@ -164,7 +167,7 @@ interface Client {
   requests: number;
   /** Some bytes of the next request head have arrived (its header timeout runs). */
   headBegun: boolean;
-  /** Set while the connection carries a WebSocket tunnel: ends it with 1001 (going away). */
+  /** Set while the connection carries a WebSocket tunnel: closes it with 1001 (going away). */
   goingAway: (() => void) | null;
   closed: boolean;
 }
@@ -184,6 +187,8 @@ interface Drain {
   stopping: boolean;
   /** Epoch ms at which a connection still waiting for its next request is closed (0: none). */
   idleUntil: number;
+  /** Set at the drain's deadline: WebSocket tunnels are closed with 1001. */
+  goneAway: boolean;
 }
 /** Epoch ms as of the last sweep or request start, on this thread: write deadlines are set from
  * it, so a write costs no clock read (the sweep is 100 ms coarse anyway). */
@@ -959,7 +964,7 @@ async function answer(
     underscores: head.underscores,
   };
   if (options.upgrade && head.bodyLength === 0 && isWebSocketUpgrade(head.method, head.headers)) {
-    await tunnel(client, head, incoming, options.upgrade);
+    await tunnel(client, head, incoming, { upgrader: options.upgrade, drain });
     return false; // the connection was the tunnel's; it is closed now
   }
   let reply: Reply;
@@ -1039,15 +1044,19 @@ function hasField(fields: readonly (readonly [string, string])[], name: string):
   return false;
 }
 
-/** Completes a WebSocket handshake through a backend, then splices the two connections. */
+/** Completes a WebSocket handshake through a backend, then splices the two connections; while
+ * draining, a new handshake gets 503. */
 async function tunnel(
   client: Client,
   head: RequestHead,
   incoming: Incoming,
-  upgrader: Upgrader,
+  options: { readonly upgrader: Upgrader; readonly drain: Drain },
 ): Promise<void> {
   const started = performance.now();
-  const outcome = await upgrader(incoming);
+  const { drain } = options;
+  const outcome = drain.stopping
+    ? { kind: "reply" as const, reply: drainingRefusal() }
+    : await options.upgrader(incoming);
   if (outcome.kind === "reply") {
     const written = await writeReply(client, head, outcome.reply, false);
     if (outcome.reply.kind === "local") client.options.onRefused?.(written.status);
@@ -1069,20 +1078,19 @@ async function tunnel(
     const leftover = client.buf.slice(client.start, client.end);
     client.start = client.end;
     recycle(client); // a tunnel may idle for hours: it reads and writes with buffers of its own
-    // On shutdown a tunnel is not drained (it may live for hours): both ends are told 1001.
-    client.goingAway = () => {
-      client.conn.write(closeFrame(1001, "goround is shutting down")).catch(() => 0).finally(() => {
-        try {
-          switched.conn.close();
-        } catch {
-          // Closed already.
-        }
-      });
-    };
+    // A drain lets a tunnel run until its deadline; then both ends are told 1001.
+    const away = new AbortController();
+    client.goingAway = () => away.abort();
+    if (drain.goneAway) away.abort();
     session = await splice(
       { conn: client.conn, leftover },
       { conn: switched.conn, leftover: switched.leftover },
-      outcome.backend.url,
+      {
+        client: client.ip,
+        backend: outcome.backend.url,
+        requestId: outcome.requestId,
+        goAway: away.signal,
+      },
     );
   } finally {
     try {
@@ -1190,7 +1198,7 @@ function isConnectionError(error: unknown): boolean {
 export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Http1Server {
   const clients = new Set<Client>();
   const sessions = new Set<Promise<void>>();
-  const drain: Drain = { stopping: false, idleUntil: 0 };
+  const drain: Drain = { stopping: false, idleUntil: 0, goneAway: false };
   let accepts = true;
   const reclaim: ReclaimState = { peak: 0, last: 0 };
   const sweep = startSweep(clients, {
@@ -1302,13 +1310,23 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
       await accepting;
       // Busy connections finish their request, answered with close; idle ones are closed by the
       // sweep once the grace is over, unless their next request comes first; WebSocket tunnels
-      // are told the server is going away.
+      // run on (until `goAway`).
       for (const client of clients) {
-        if (client.goingAway) client.goingAway();
-        else if (!client.busy && !client.headBegun) idleAtMost(client, drain);
+        if (!client.goingAway && !client.busy && !client.headBegun) idleAtMost(client, drain);
       }
       await Promise.all([...sessions]);
       stopSweep(sweep);
+    },
+    goAway: () => {
+      drain.goneAway = true;
+      let told = 0;
+      for (const client of clients) {
+        if (client.goingAway) {
+          client.goingAway();
+          told++;
+        }
+      }
+      return told;
     },
     abort: () => {
       drain.stopping = true;

@@ -5,7 +5,8 @@
  * `Deno.serve` (`--engine deno`, TLS), the same handshake is made, and messages are relayed
  * between the client's WebSocket and the backend's frames (`ws_bridge.ts`). Either way, a
  * refused handshake reaches the client as the backend answered it, and a backend that dies
- * without a close frame closes the client's socket with 1011.
+ * without a close frame closes the client's socket with 1011. A drain lets sessions run until
+ * its deadline, which sends both sides 1001 (going away).
  *
  * @module
  */
@@ -20,6 +21,7 @@ import { beginRequest, endRequest, setAlive } from "../balance/pool.ts";
 import {
   forwardContext,
   type Incoming,
+  type LocalReply,
   localReply,
   loopDetected,
   nextRequestId,
@@ -29,7 +31,7 @@ import {
 import { marksDown } from "./retry.ts";
 import { createPicker, type Picker } from "./pick.ts";
 import { type Switched, upgrade } from "../upstream/client.ts";
-import { bridge, CLOSE_BACKEND_GONE, type SessionEnd } from "./ws_bridge.ts";
+import { bridge, CLOSE_BACKEND_GONE, goingAwayLine, type SessionEnd } from "./ws_bridge.ts";
 
 export { CLOSE_BACKEND_GONE };
 
@@ -53,6 +55,16 @@ export function isWebSocketUpgrade(
     if (name === "connection" && connectionTokens(value).includes("upgrade")) connection = true;
   }
   return upgrades && connection;
+}
+
+/**
+ * The answer to a WebSocket handshake while draining (503, `Retry-After: 1`): a session would
+ * be cut at the drain's deadline, and the client's retry reaches a process that stays.
+ *
+ * @returns The reply.
+ */
+export function drainingRefusal(): LocalReply {
+  return localReply(503, "shutting down", [["retry-after", "1"]]);
 }
 
 /** What an upgrade attempt came to. */
@@ -201,6 +213,7 @@ export function createUpgrader(
  * @param req The client's handshake request.
  * @param incoming The same request as the proxy core sees it.
  * @param ended Told how the session ended, once it has.
+ * @param goAway Aborted at a drain's deadline: the session is then closed with 1001.
  * @returns The response that completes the client's handshake, or the reply to send instead.
  */
 export async function relayWebSocket(
@@ -208,6 +221,7 @@ export async function relayWebSocket(
   req: Request,
   incoming: Incoming,
   ended?: (end: SessionEnd, backend: Backend, requestId: string) => void,
+  goAway?: AbortSignal,
 ): Promise<Response | Reply> {
   const outcome = await upgrader(incoming);
   if (outcome.kind === "reply") return outcome.reply;
@@ -223,7 +237,9 @@ export async function relayWebSocket(
       logLine(
         `websocket: backend ${backend.url} went away without closing; closing the client with ${CLOSE_BACKEND_GONE}`,
       ),
-  });
+    goingAway: () =>
+      logLine(goingAwayLine({ client: incoming.clientIp, backend: backend.url, requestId })),
+  }, goAway ? { goAway } : {});
   response.headers.set("x-request-id", requestId);
   return response;
 }

@@ -14,6 +14,13 @@ import { logLine } from "../log.ts";
 
 /** Close code for a backend that went away without closing properly (RFC 6455 §7.4.1). */
 export const CLOSE_BACKEND_GONE = 1011;
+/** Close code for a server going away: a drain's deadline (§7.4.1). */
+export const CLOSE_GOING_AWAY = 1001;
+/** The reason sent with {@linkcode CLOSE_GOING_AWAY}. */
+export const GOING_AWAY = "going away";
+/** How long, after a drain's deadline sent both sides a close, they have to answer with theirs
+ * before their connections are closed, ms. */
+export const GOING_AWAY_GRACE = 1000;
 /** Close code for a message too big to process (§7.4.1). */
 const CLOSE_TOO_BIG = 1009;
 /** Close code for a text message that is not UTF-8 (§7.4.1). */
@@ -26,7 +33,8 @@ export const MAX_MESSAGE = 64 * 1024 * 1024;
 const OP_CONTINUATION = 0x0;
 const OP_TEXT = 0x1;
 const OP_BINARY = 0x2;
-const OP_CLOSE = 0x8;
+/** The opcode of a close frame (§5.5.1). */
+export const OP_CLOSE = 0x8;
 const OP_PING = 0x9;
 const OP_PONG = 0xa;
 
@@ -130,27 +138,45 @@ export interface SessionEnd {
   readonly closeCode: number;
 }
 
+/**
+ * The one line a session logs when a drain's deadline ends it.
+ *
+ * @param session The client's address, the backend's URL and the session's request id.
+ * @returns The line.
+ */
+export function goingAwayLine(
+  session: { readonly client: string; readonly backend: string; readonly requestId: string },
+): string {
+  return `websocket: drain deadline: closing the session of client ${session.client} with backend ${session.backend} (id ${session.requestId}): ${CLOSE_GOING_AWAY} ${GOING_AWAY} to the client and the backend`;
+}
+
 /** What the bridge tells its owner. */
 export interface BridgeHooks {
   /** The session is over (both sides closed), and how it ended. */
   readonly done: (end: SessionEnd) => void;
   /** The backend ended the stream without a close frame. */
   readonly gone: () => void;
+  /** A drain's deadline closes the session: both sides are being sent 1001. */
+  readonly goingAway?: () => void;
 }
 
 /**
  * Relays messages both ways between `front` and the backend connection `back` until either
  * closes; close codes and reasons are passed on, and a backend that just goes away closes the
- * client with {@linkcode CLOSE_BACKEND_GONE}.
+ * client with {@linkcode CLOSE_BACKEND_GONE}. When `goAway` is aborted, both sides are sent
+ * 1001 (going away); the session ends once both have answered, or after
+ * {@linkcode GOING_AWAY_GRACE}.
  *
  * @param front The client's socket, from `Deno.upgradeWebSocket`.
  * @param back The switched backend connection, and bytes it sent after its 101.
  * @param hooks Told of the end.
+ * @param options `goAway`: aborted at a drain's deadline.
  */
 export function bridge(
   front: WebSocket,
   back: { readonly conn: Deno.Conn; readonly leftover: Uint8Array },
   hooks: BridgeHooks,
+  options: { readonly goAway?: AbortSignal } = {},
 ): void {
   const { conn } = back;
   let writing: Promise<unknown> = Promise.resolve();
@@ -159,10 +185,17 @@ export function bridge(
   const counts = { bytesIn: 0, bytesOut: back.leftover.length };
   // The code of the side that closed first.
   let closeCode = 0;
+  // Going away: the session ends once both sides have answered our close (or at the grace).
+  let away = false;
+  let frontClosed = false;
+  let backClosed = false;
+  let grace: ReturnType<typeof setTimeout> | undefined;
   const end = (code: number) => {
     if (ended) return;
     ended = true;
-    closeCode = code;
+    closeCode = away ? CLOSE_GOING_AWAY : code;
+    clearTimeout(grace);
+    options.goAway?.removeEventListener("abort", goAway);
     writing.finally(() => {
       try {
         conn.close();
@@ -190,6 +223,21 @@ export function bridge(
     closeFront(code, reason);
     end(code);
   };
+  const answered = (side: "front" | "back") => {
+    if (side === "front") frontClosed = true;
+    else backClosed = true;
+    if (frontClosed && backClosed) end(CLOSE_GOING_AWAY);
+  };
+  function goAway() {
+    if (ended) return;
+    away = true;
+    hooks.goingAway?.();
+    send(OP_CLOSE, closePayload(CLOSE_GOING_AWAY, GOING_AWAY));
+    closeFront(CLOSE_GOING_AWAY, GOING_AWAY);
+    grace = setTimeout(() => end(CLOSE_GOING_AWAY), GOING_AWAY_GRACE);
+  }
+  if (options.goAway?.aborted) queueMicrotask(goAway);
+  else options.goAway?.addEventListener("abort", goAway, { once: true });
   front.binaryType = "arraybuffer";
   const queued: (string | ArrayBuffer)[] = [];
   const forward = (data: string | ArrayBuffer) =>
@@ -206,6 +254,7 @@ export function bridge(
   };
   front.onmessage = (event) => forward(event.data);
   front.onclose = (event) => {
+    if (away) return answered("front");
     send(OP_CLOSE, closePayload(sendable(event.code), event.reason));
     end(event.code);
   };
@@ -214,12 +263,14 @@ export function bridge(
     message: toFront,
     ping: (payload) => send(OP_PONG, payload),
     close: (code, reason) => {
+      if (away) return answered("back");
       send(OP_CLOSE, closePayload(code === 1005 ? 1000 : code, reason));
       closeFront(code, reason);
       end(code);
     },
-    broken: (code, reason) => closeBoth(code, reason),
+    broken: (code, reason) => away ? answered("back") : closeBoth(code, reason),
     gone: () => {
+      if (away) return answered("back");
       if (!ended && front.readyState <= WebSocket.OPEN) {
         hooks.gone();
         closeFront(CLOSE_BACKEND_GONE, "backend went away");
@@ -325,7 +376,14 @@ function safeText(bytes: Uint8Array): string {
   return new TextDecoder().decode(bytes);
 }
 
-function closePayload(code: number, reason: string): Uint8Array {
+/**
+ * A close frame's payload: the code, then the reason (at most 123 bytes of UTF-8; §5.5.1).
+ *
+ * @param code The close code.
+ * @param reason The reason.
+ * @returns The payload.
+ */
+export function closePayload(code: number, reason: string): Uint8Array {
   const text = new TextEncoder().encode(reason).subarray(0, 123);
   const payload = new Uint8Array(2 + text.length);
   payload[0] = code >> 8;

@@ -1,7 +1,8 @@
 /**
  * The tunnel of a WebSocket on goround's own front: the client's connection and the backend's,
  * spliced byte for byte (RFC 6455 frames pass untouched: messages, pings, close codes), with a
- * frame tracker on each direction that sees the close frames go by.
+ * frame tracker on each direction that sees the close frames go by, and finds the end of the
+ * frame under way when a drain's deadline sends both sides a close frame 1001.
  *
  * @module
  */
@@ -9,7 +10,17 @@
 import { writeAll } from "../http/conn_io.ts";
 import { borrow, giveBack } from "../http/buffers.ts";
 import { logLine } from "../log.ts";
-import { CLOSE_BACKEND_GONE, type SessionEnd } from "./ws_bridge.ts";
+import {
+  CLOSE_BACKEND_GONE,
+  CLOSE_GOING_AWAY,
+  closePayload,
+  GOING_AWAY,
+  GOING_AWAY_GRACE,
+  goingAwayLine,
+  maskedFrame,
+  OP_CLOSE,
+  type SessionEnd,
+} from "./ws_bridge.ts";
 
 /** What each direction of an idle tunnel reads with, bytes (a message of a chat or a game fits;
  * a longer burst is read with body buffers). */
@@ -36,14 +47,22 @@ export function closeFrame(code: number, reason: string): Uint8Array {
 /** Follows the frames in one direction of a WebSocket: whether a close frame passed, with
  * which code, and how many bytes went by. */
 export interface FrameTracker {
-  /** Reads the next bytes of the stream. */
-  readonly feed: (bytes: Uint8Array) => void;
+  /**
+   * Reads the next bytes of the stream.
+   *
+   * @param bytes The bytes.
+   * @param toBoundary Stop at the end of the frame under way (at once when between frames).
+   * @returns How many bytes were read: all of them, unless it stopped at a boundary.
+   */
+  readonly feed: (bytes: Uint8Array, toBoundary?: boolean) => number;
   /** Whether a close frame has gone by. */
   readonly closed: () => boolean;
   /** The first close frame's code: 1005 when it had none, 0 before one passed. */
   readonly closeCode: () => number;
-  /** Bytes fed so far. */
+  /** Bytes read so far. */
   readonly bytes: () => number;
+  /** Whether the bytes read so far end with a whole frame. */
+  readonly atBoundary: () => boolean;
 }
 
 /**
@@ -68,11 +87,12 @@ export function frameTracker(): FrameTracker {
     const masked = (header[1]! & 0x80) !== 0;
     return 2 + (len === 126 ? 2 : len === 127 ? 8 : 0) + (masked ? 4 : 0);
   };
+  const atBoundary = () => skip === 0 && header.length === 0;
   return {
-    feed: (bytes) => {
-      total += bytes.length;
+    feed: (bytes, toBoundary = false) => {
       let i = 0;
       while (i < bytes.length) {
+        if (toBoundary && atBoundary()) break;
         if (skip > 0) {
           while (codeLeft > 0 && i < bytes.length) {
             codeBytes.push(bytes[i++]! ^ (mask[codeBytes.length] ?? 0));
@@ -105,34 +125,107 @@ export function frameTracker(): FrameTracker {
         skip = length;
         header = [];
       }
+      total += i;
+      return i;
     },
     closed: () => code !== 0,
     closeCode: () => code,
     bytes: () => total,
+    atBoundary,
   };
 }
 
-async function pipe(
+/** One direction of a tunnel: what `from` sends, on its way to `to`. */
+interface Direction {
+  readonly from: Deno.Conn;
+  readonly to: Deno.Conn;
+  /** The frames forwarded. */
+  readonly frames: FrameTracker;
+  /** The close frame `to` gets when the session goes away (masked toward the backend). */
+  readonly farewell: Uint8Array;
+  /** Told when the direction got nearer its end (a close seen, a farewell sent, its end). */
+  readonly changed: () => void;
+  /** Going away: forward to the end of the frame under way, then send the farewell. */
+  away: boolean;
+  /** A write to `to` is pending. */
+  writing: boolean;
+  /** `to` has a close frame (passed on or sent): what `from` sends now is dropped. */
+  shut: boolean;
+  /** The farewell's write, once begun. */
+  sent: Promise<void>;
+  /** The frames dropped after `shut` (whether `from` answered with its close). */
+  readonly after: FrameTracker;
+  /** `from` ended its stream. */
+  ended: boolean;
+}
+
+function direction(
   from: Deno.Conn,
   to: Deno.Conn,
-  first: Uint8Array,
-  watch: FrameTracker,
-): Promise<void> {
-  if (first.length > 0) {
-    watch.feed(first);
-    await writeAll(to, first);
+  options: { farewell: Uint8Array; changed: () => void },
+): Direction {
+  return {
+    from,
+    to,
+    frames: frameTracker(),
+    farewell: options.farewell,
+    changed: options.changed,
+    away: false,
+    writing: false,
+    shut: false,
+    sent: Promise.resolve(),
+    after: frameTracker(),
+    ended: false,
+  };
+}
+
+/** Whether `from` has said its close (or ended). */
+function saidClose(d: Direction): boolean {
+  return d.ended || d.frames.closed() || d.after.closed();
+}
+
+/** Sends the farewell once the direction is going away, between frames and not writing. */
+function sendFarewell(d: Direction): void {
+  if (d.shut || !d.away || d.writing || !d.frames.atBoundary()) return;
+  d.shut = true;
+  if (d.frames.closed()) return; // `to` has a close already
+  d.sent = writeAll(d.to, d.farewell).catch(() => {});
+  void d.sent.then(d.changed);
+}
+
+/** Passes one chunk on (or, once `to` has a close, drops it, watching for `from`'s close). */
+async function forward(d: Direction, chunk: Uint8Array): Promise<void> {
+  if (d.shut) {
+    d.after.feed(chunk);
+    d.changed();
+    return;
   }
+  const used = d.frames.feed(chunk, d.away);
+  if (used > 0) {
+    d.writing = true;
+    try {
+      await writeAll(d.to, used === chunk.length ? chunk : chunk.subarray(0, used));
+    } finally {
+      d.writing = false;
+    }
+  }
+  if (!d.away) return;
+  sendFarewell(d);
+  if (used < chunk.length) d.after.feed(chunk.subarray(used));
+  d.changed();
+}
+
+async function pipe(d: Direction, first: Uint8Array): Promise<void> {
+  if (first.length > 0) await forward(d, first);
   // An idle tunnel waits with a small buffer (its pending read holds it); a read that fills it
   // means a burst, read on with a recycled body buffer until the reads are small again.
   const small = new Uint8Array(IDLE_READ);
   let buf = small;
   try {
     while (true) {
-      const n = await from.read(buf);
+      const n = await d.from.read(buf);
       if (n === null) return;
-      const chunk = buf.subarray(0, n);
-      watch.feed(chunk);
-      await writeAll(to, chunk);
+      await forward(d, buf.subarray(0, n));
       if (buf === small && n === small.length) {
         buf = borrow();
       } else if (buf !== small && n < small.length) {
@@ -153,34 +246,85 @@ function closeQuietly(conn: Deno.Conn): void {
   }
 }
 
+/** Who a tunnel joins, for its log lines, and when it must go away. */
+export interface SpliceOptions {
+  /** The client's address. */
+  readonly client: string;
+  /** The backend's URL. */
+  readonly backend: string;
+  /** The session's request id. */
+  readonly requestId: string;
+  /** Aborted at the drain's deadline: both sides are then sent 1001 (going away). */
+  readonly goAway?: AbortSignal;
+}
+
 /**
  * Splices a client connection and a switched backend connection until either side ends. If
  * the backend's side ends without a close frame having passed to the client, the client gets
- * a close frame with 1011 (and it is logged).
+ * a close frame with 1011 (and it is logged). When `goAway` is aborted, each direction is
+ * passed on to the end of the frame under way, then both sides get a close frame 1001 (one log
+ * line); the session ends once both have answered with theirs, or after
+ * {@linkcode GOING_AWAY_GRACE}.
  *
  * @param client The client connection and the bytes it sent after its handshake.
  * @param backend The backend connection and what it sent after its 101.
- * @param name The backend's URL, for the log.
+ * @param options Who the session joins, and the signal to go away.
  * @returns How the session ended: bytes each way and the close code.
  */
 export async function splice(
   client: { conn: Deno.Conn; leftover: Uint8Array },
   backend: { conn: Deno.Conn; leftover: Uint8Array },
-  name: string,
+  options: SpliceOptions,
 ): Promise<SessionEnd> {
-  const fromClient = frameTracker();
-  const fromBackend = frameTracker();
-  const up = pipe(client.conn, backend.conn, client.leftover, fromClient).catch(() => {});
-  const down = pipe(backend.conn, client.conn, backend.leftover, fromBackend).then(
-    () => "ended" as const,
-    () => "broke" as const,
-  );
-  const first = await Promise.race([up.then(() => "client" as const), down]);
+  let resolve!: (why: "client" | "backend" | "away") => void;
+  const finished = new Promise<"client" | "backend" | "away">((done) => resolve = done);
+  let over = false;
+  const finish = (why: "client" | "backend" | "away") => {
+    over = true;
+    resolve(why);
+  };
+  let away = false;
+  // In going away, the session is over once both sides said their close and got ours.
+  const settle = () => {
+    if (!away || !saidClose(up) || !saidClose(down)) return;
+    void Promise.all([up.sent, down.sent]).then(() => finish("away"));
+  };
+  const up = direction(client.conn, backend.conn, {
+    farewell: maskedFrame(OP_CLOSE, closePayload(CLOSE_GOING_AWAY, GOING_AWAY)),
+    changed: settle,
+  });
+  const down = direction(backend.conn, client.conn, {
+    farewell: closeFrame(CLOSE_GOING_AWAY, GOING_AWAY),
+    changed: settle,
+  });
+  const ended = (d: Direction, why: "client" | "backend") => () => {
+    d.ended = true;
+    if (away) settle();
+    else finish(why);
+  };
+  const upRun = pipe(up, client.leftover).catch(() => {}).finally(ended(up, "client"));
+  const downRun = pipe(down, backend.leftover).catch(() => {}).finally(ended(down, "backend"));
+  let grace: ReturnType<typeof setTimeout> | undefined;
+  const goAway = () => {
+    if (over || (up.frames.closed() && down.frames.closed())) return; // closing already
+    away = true;
+    logLine(goingAwayLine(options));
+    grace = setTimeout(() => finish("away"), GOING_AWAY_GRACE);
+    up.away = down.away = true;
+    sendFarewell(up);
+    sendFarewell(down);
+    settle();
+  };
+  if (options.goAway?.aborted) goAway();
+  else options.goAway?.addEventListener("abort", goAway, { once: true });
+  const first = await finished;
+  options.goAway?.removeEventListener("abort", goAway);
+  clearTimeout(grace);
   let gone = false;
-  if (first !== "client" && !fromBackend.closed()) {
+  if (first === "backend" && !down.frames.closed()) {
     gone = true;
     logLine(
-      `websocket: backend ${name} went away without closing; closing the client with ${CLOSE_BACKEND_GONE}`,
+      `websocket: backend ${options.backend} went away without closing; closing the client with ${CLOSE_BACKEND_GONE}`,
     );
     await writeAll(client.conn, closeFrame(CLOSE_BACKEND_GONE, "backend went away")).catch(
       () => {},
@@ -188,10 +332,10 @@ export async function splice(
   }
   closeQuietly(backend.conn);
   closeQuietly(client.conn);
-  await Promise.all([up, down]);
+  await Promise.all([upRun, downRun]);
   // The code of whichever side closed first; 1006 when neither closed properly.
   const code = gone
     ? CLOSE_BACKEND_GONE
-    : fromClient.closeCode() || fromBackend.closeCode() || 1006;
-  return { bytesIn: fromClient.bytes(), bytesOut: fromBackend.bytes(), closeCode: code };
+    : up.frames.closeCode() || down.frames.closeCode() || (away ? CLOSE_GOING_AWAY : 1006);
+  return { bytesIn: up.frames.bytes(), bytesOut: down.frames.bytes(), closeCode: code };
 }

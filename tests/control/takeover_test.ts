@@ -477,3 +477,109 @@ Deno.test("--takeover with nothing running and the port free starts afresh: the 
     await backend.close();
   }
 });
+
+/** Listening TCP sockets on `port` (IPv4), from `/proc/net/tcp`: one per worker of each process. */
+async function listeners(port: number): Promise<number> {
+  const { stdout } = await new Deno.Command("cat", { args: ["/proc/net/tcp"] }).output();
+  const local = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  return new TextDecoder().decode(stdout).split("\n")
+    .filter((line) => line.trim().split(/\s+/)[1]?.endsWith(local) && line.includes(" 0A "))
+    .length;
+}
+
+/** A WebSocket opened, with its messages and its close as promises. */
+async function openSocket(url: string): Promise<{
+  ws: WebSocket;
+  echo: (text: string) => Promise<unknown>;
+  closed: Promise<{ code: number; reason: string }>;
+}> {
+  const ws = new WebSocket(url);
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    ws.onclose = (event) => resolve({ code: event.code, reason: event.reason })
+  );
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = () => reject(new Error(`${url} did not open`));
+  });
+  const echo = (text: string) => {
+    const answer = new Promise((resolve, reject) => {
+      const early = (event: CloseEvent) => reject(new Error(`closed first (${event.code})`));
+      if (ws.readyState > WebSocket.OPEN) reject(new Error("closed already"));
+      ws.addEventListener("close", early, { once: true });
+      ws.onmessage = (event) => {
+        ws.removeEventListener("close", early);
+        resolve(event.data);
+      };
+    });
+    ws.send(text);
+    return answer;
+  };
+  return { ws, echo, closed };
+}
+
+Deno.test("--takeover: a WebSocket on the old process keeps echoing, then gets 1001 at its drain deadline; new connections reach the new process", async () => {
+  const backendCloses: { code: number; reason: string }[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    if (req.headers.get("upgrade") !== "websocket") return new Response("ok");
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = (event) => socket.send(`echo ${event.data}`);
+    socket.onclose = (event) => backendCloses.push({ code: event.code, reason: event.reason });
+    return response;
+  });
+  const backend = `http://127.0.0.1:${server.addr.port}`;
+  const common = ["--backend", backend, "--workers", "1", "--access-log", "json"];
+  let old: Goround | null = null;
+  let next: Goround | null = null;
+  let later: Awaited<ReturnType<typeof openSocket>> | null = null;
+  try {
+    old = await startGoround([...common, "--drain-timeout", "3s"]);
+    const port = old.port;
+    const early = await openSocket(`ws://127.0.0.1:${port}/`);
+    equal(await early.echo("before"), "echo before");
+    equal(await listeners(port), 1);
+    next = await startGoround([
+      ...common,
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--admin",
+      `127.0.0.1:${portOf(old.adminUrl)}`,
+      "--takeover",
+    ]);
+    const handedOver = Date.now();
+    const oldExited = old.exited;
+    // The old process closes its listener: every new connection is the new process's.
+    await waitFor(async () => (await listeners(port)) === 1, { what: "the old listener to close" });
+    equal(await early.echo("during"), "echo during", "the old session is still served");
+    later = await openSocket(`ws://127.0.0.1:${port}/`);
+    equal(await later.echo("new"), "echo new");
+    equal(await (await fetch(`http://127.0.0.1:${port}/`)).text(), "ok");
+    const plain = (proc: Goround) =>
+      proc.stdout.map((line) => JSON.parse(line)).filter((e) => e.status === 200).length;
+    await waitFor(() => plain(next!) === 1, { what: "the new process's access log line" });
+    equal(plain(old), 0, "the old process served no new connection");
+
+    // At the old process's drain deadline: 1001 to the client and the backend, one line.
+    deepEqual(await early.closed, { code: 1001, reason: "going away" });
+    const at = Date.now() - handedOver;
+    assert(at >= 2500 && at < 6000, `closed ${at} ms after the handover (drain timeout 3 s)`);
+    equal((await oldExited).code, 0);
+    await waitFor(() => backendCloses.length === 1, { what: "the backend's close" });
+    deepEqual(backendCloses, [{ code: 1001, reason: "going away" }]);
+    const deadline = old.stderr.filter((l) => l.includes("websocket: drain deadline"));
+    equal(deadline.length, 1, old.stderr.join("\n"));
+    assert(!old.stderr.some((l) => l.includes("went away")), old.stderr.join("\n"));
+    const session = old.stdout.map((line) => JSON.parse(line)).find((e) => e.status === 101);
+    equal(session?.ws_close_code, 1001);
+    // The new process's session outlives the old process.
+    equal(await later.echo("after"), "echo after");
+    later.ws.close(1000, "done");
+    deepEqual(await later.closed, { code: 1000, reason: "done" });
+    later = null;
+  } finally {
+    later?.ws.close();
+    await later?.closed;
+    await killQuietly(next);
+    await killQuietly(old);
+    await server.shutdown();
+  }
+});

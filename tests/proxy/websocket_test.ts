@@ -1,6 +1,13 @@
-import { deepEqual, equal, ok as assert } from "node:assert/strict";
+import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
 import { ENGINES } from "../../lib/config/config.ts";
-import { rawBackend, recordingBackend, startGoround, waitFor } from "../support/helpers.ts";
+import { field, Wire } from "../support/raw_client.ts";
+import {
+  rawBackend,
+  recordingBackend,
+  sendSignal,
+  startGoround,
+  waitFor,
+} from "../support/helpers.ts";
 
 /** An echo backend: text and binary come back as they went; the close code is recorded. */
 function echoBackend(name: string) {
@@ -28,8 +35,17 @@ function open(url: string, protocols?: string[]): Promise<WebSocket> {
   });
 }
 
+/** The next message; rejects if the socket closes first. */
 function next(ws: WebSocket): Promise<string | ArrayBuffer> {
-  return new Promise((resolve) => (ws.onmessage = (event) => resolve(event.data)));
+  return new Promise((resolve, reject) => {
+    const early = (event: CloseEvent) => reject(new Error(`closed first (${event.code})`));
+    if (ws.readyState > WebSocket.OPEN) reject(new Error("closed already"));
+    ws.addEventListener("close", early, { once: true });
+    ws.onmessage = (event) => {
+      ws.removeEventListener("close", early);
+      resolve(event.data);
+    };
+  });
 }
 
 function closed(ws: WebSocket): Promise<{ code: number; reason: string }> {
@@ -269,17 +285,169 @@ for (const engine of ENGINES) {
   });
 }
 
-Deno.test("[goround] shutdown ends open WebSocket tunnels with 1001 instead of waiting for them", async () => {
-  const backend = echoBackend("a");
-  const proxy = await startGoround(["--backend", backend.url, "--workers", "1"]);
+/** An echo backend that also records when each session closed. */
+function timedEchoBackend() {
+  const closes: { code: number; reason: string; at: number }[] = [];
+  const backend = recordingBackend((req) => {
+    if (req.headers.get("upgrade") !== "websocket") return new Response("plain");
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = (event) => socket.send(`echo ${event.data}`);
+    socket.onclose = (event) =>
+      closes.push({ code: event.code, reason: event.reason, at: Date.now() });
+    return response;
+  });
+  return { ...backend, closes };
+}
+
+function deadlineLines(proxy: { stderr: string[] }): string[] {
+  return proxy.stderr.filter((line) => line.includes("websocket: drain deadline"));
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`[${engine}] a drain lets a WebSocket session run; at its deadline both sides get 1001, logged once`, async () => {
+    const backend = timedEchoBackend();
+    const proxy = await startGoround([
+      "--engine",
+      engine,
+      "--backend",
+      backend.url,
+      "--workers",
+      "1",
+      "--drain-timeout",
+      "2500ms",
+      "--access-log",
+      "json",
+    ]);
+    try {
+      const ws = await open(`ws://127.0.0.1:${proxy.port}/`);
+      const result = closed(ws);
+      await sendSignal(proxy.pid, "TERM");
+      const termAt = Date.now();
+      await waitFor(() => proxy.stderr.some((l) => l.includes("SIGTERM: draining")), {
+        what: "the drain",
+      });
+      // Past the 1 s grace of idle connections: the session is still served.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      ws.send("still there?");
+      equal(await next(ws), "echo still there?");
+      const end = await result;
+      const at = Date.now() - termAt;
+      deepEqual(end, { code: 1001, reason: "going away" });
+      assert(at >= 2300 && at < 4500, `closed ${at} ms after SIGTERM (drain timeout 2500 ms)`);
+      await waitFor(() => backend.closes.length > 0, { what: "the backend's close" });
+      deepEqual(
+        backend.closes.map(({ code, reason }) => ({ code, reason })),
+        [{ code: 1001, reason: "going away" }],
+        "the backend got a close frame too",
+      );
+      equal((await proxy.exited).code, 0);
+      const lines = deadlineLines(proxy);
+      equal(lines.length, 1, lines.join("\n"));
+      match(
+        lines[0]!,
+        new RegExp(
+          `warn websocket: drain deadline: closing the session of client 127\\.0\\.0\\.1 with backend ${backend.url} \\(id \\S+\\): 1001 going away to the client and the backend$`,
+        ),
+      );
+      assert(!proxy.stderr.some((l) => l.includes("went away")), proxy.stderr.join("\n"));
+      const session = proxy.stdout.map((line) => JSON.parse(line)).find((e) => e.status === 101);
+      equal(session?.ws_close_code, 1001, proxy.stdout.join("\n"));
+    } finally {
+      await proxy.stop();
+      await backend.close();
+    }
+  });
+
+  Deno.test(`[${engine}] a WebSocket session that ends during the drain lets goround exit then`, async () => {
+    const backend = timedEchoBackend();
+    const proxy = await startGoround([
+      "--engine",
+      engine,
+      "--backend",
+      backend.url,
+      "--workers",
+      "1",
+      "--drain-timeout",
+      "20s",
+    ]);
+    try {
+      const ws = await open(`ws://127.0.0.1:${proxy.port}/`);
+      const result = closed(ws);
+      await sendSignal(proxy.pid, "TERM");
+      await waitFor(() => proxy.stderr.some((l) => l.includes("SIGTERM: draining")), {
+        what: "the drain",
+      });
+      // Past the 1 s grace of idle connections, when Deno.serve would close its sessions.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      ws.send("hello");
+      equal(await next(ws), "echo hello");
+      const closedAt = Date.now();
+      ws.close(1000, "done");
+      deepEqual(await result, { code: 1000, reason: "done" });
+      equal((await proxy.exited).code, 0);
+      const took = Date.now() - closedAt;
+      assert(took < 5000, `exited ${took} ms after the session ended (drain timeout 20 s)`);
+      await waitFor(() => backend.closes.length > 0, { what: "the backend's close" });
+      equal(backend.closes[0]!.code, 1000);
+      deepEqual(deadlineLines(proxy), []);
+      assert(proxy.stderr.some((l) => l.endsWith(" stopped")), proxy.stderr.join("\n"));
+    } finally {
+      await proxy.stop();
+      await backend.close();
+    }
+  });
+}
+
+Deno.test("[deno] while draining, a new WebSocket handshake gets 503 (the listener stays open for the sessions)", async () => {
+  const backend = timedEchoBackend();
+  const proxy = await startGoround([
+    "--engine",
+    "deno",
+    "--backend",
+    backend.url,
+    "--workers",
+    "1",
+    "--drain-timeout",
+    "10s",
+  ]);
   try {
     const ws = await open(`ws://127.0.0.1:${proxy.port}/`);
     const result = closed(ws);
-    const started = Date.now();
-    const status = await proxy.stop();
-    equal(status.code, 0);
-    equal((await result).code, 1001);
-    assert(Date.now() - started < 5000, "not held for the drain timeout");
+    await sendSignal(proxy.pid, "TERM");
+    await waitFor(() => proxy.stderr.some((l) => l.includes("SIGTERM: draining")), {
+      what: "the drain",
+    });
+    // The worker drains once its every reply says close.
+    await waitFor(async () => {
+      const plain = new Wire(await Deno.connect({ hostname: "127.0.0.1", port: proxy.port }));
+      try {
+        await plain.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        return field(await plain.response(), "connection") === "close";
+      } finally {
+        plain.close();
+      }
+    }, { what: "replies with Connection: close" });
+    const wire = new Wire(await Deno.connect({ hostname: "127.0.0.1", port: proxy.port }));
+    try {
+      await wire.send(
+        "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+      );
+      const answer = await wire.response();
+      equal(answer.status, 503, answer.statusLine);
+      equal(field(answer, "retry-after"), "1");
+      equal(field(answer, "connection"), "close");
+    } finally {
+      wire.close();
+    }
+    equal(
+      backend.requests.filter((r) => r.headers.get("upgrade") === "websocket").length,
+      1,
+      "the backend saw only the first handshake",
+    );
+    ws.close(1000, "done");
+    await result;
+    equal((await proxy.exited).code, 0);
   } finally {
     await proxy.stop();
     await backend.close();
