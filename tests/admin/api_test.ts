@@ -441,3 +441,32 @@ Deno.test("goround check --config validates a file and prints the effective sett
   const { code } = await runGoround(["check", "--backend", "http://127.0.0.1:1"]);
   equal(code, 0, "flags alone work too");
 });
+
+Deno.test("POST /backends: a pool holds 64 backends (or twice those it started with); the next is refused with 400", async () => {
+  const a = recordingBackend(() => new Response("a"));
+  const proxy = await startGoround([
+    "--backend",
+    a.url,
+    "--workers",
+    "1",
+    "--health-timeout",
+    "200ms",
+  ]);
+  try {
+    // Ports below 1024 where nothing listens: each joins down, after one refused probe.
+    for (let port = 2; port <= 64; port++) {
+      const added = await call(`${proxy.adminUrl}/backends`, "POST", {
+        url: `http://127.0.0.1:${port}`,
+      });
+      equal(added.status, 201, `backend ${port}`);
+    }
+    const over = await call(`${proxy.adminUrl}/backends`, "POST", { url: "http://127.0.0.1:65" });
+    equal(over.status, 400);
+    match(String(over.json), /more backends than the 64 slots/);
+    equal((await status(proxy.adminUrl)).backends.length, 64);
+    equal((await get(proxy.url)).status, 200, "the pool still serves");
+  } finally {
+    await proxy.stop();
+    await a.close();
+  }
+});
