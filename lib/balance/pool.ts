@@ -373,13 +373,14 @@ function slotWord(pool: Pool, slot: number, field: number): number {
  * @param pool The pool.
  * @param slots Slot ids, each below the capacity.
  * @param weights Each member's weight. @default {all 1}
- * @param options `alive`: the health view new members start with. @default {true}
+ * @param options `alive`: the health view new members start with. @default {true} `up`: new
+ *   members that start up even so (known healthy in another pool a moment ago).
  */
 export function setMembers(
   pool: Pool,
   slots: readonly number[],
   weights: readonly number[] = slots.map(() => 1),
-  options: { readonly alive?: boolean } = {},
+  options: { readonly alive?: boolean; readonly up?: ReadonlySet<number> } = {},
 ): void {
   if (slots.length > pool.capacity) {
     throw new RangeError(`${slots.length} backends exceed the pool capacity ${pool.capacity}`);
@@ -400,7 +401,7 @@ export function setMembers(
       for (let word = 0; word < TOTAL_WORDS; word++) {
         Atomics.store(pool.totals, slot * TOTAL_WORDS + word, 0n);
       }
-      if (options.alive === false) {
+      if (options.alive === false && !options.up?.has(slot)) {
         // Down, never changed: no transition yet, and not even panic mode may pick it.
         Atomics.store(u32, slotWord(pool, slot, S_PENDING), 1);
         continue;
@@ -974,6 +975,16 @@ export function countRouteHit(pool: Pool, slot: number): void {
  */
 export function routeHits(pool: Pool, slot: number): number {
   return Number(Atomics.load(pool.totals, slot * TOTAL_WORDS + T_REQUESTS));
+}
+
+/**
+ * Zeroes a route's count in the process memory, for a slot given to a new route.
+ *
+ * @param pool The process memory.
+ * @param slot The route's slot.
+ */
+export function resetRouteHits(pool: Pool, slot: number): void {
+  Atomics.store(pool.totals, slot * TOTAL_WORDS + T_REQUESTS, 0n);
 }
 
 /**

@@ -37,6 +37,9 @@ const ROUTE_KEYS = [
   "response-headers",
 ] as const;
 
+/** The most routes a file may have (the process memory keeps a counter for each). */
+export const MAX_ROUTES = 256;
+
 /** The actions, one of which each route has. */
 const ACTIONS = ["pool", "redirect", "respond"] as const;
 
@@ -409,6 +412,11 @@ function readRoutes(path: string, data: unknown, pools: readonly PoolSpec[]): Ro
   }
   if (pools.length === 0) {
     throw new ConfigError(`${path}: routes: no pools: expected "pools" beside "routes"`);
+  }
+  if (data.length > MAX_ROUTES) {
+    throw new ConfigError(
+      `${path}: routes: ${data.length} routes: expected at most ${MAX_ROUTES} (goround keeps a counter for each)`,
+    );
   }
   const routes = data.map((route, index) => readRoute(path, index, route, pools));
   const seen = new Map<string, Route>();

@@ -29,9 +29,11 @@ import {
   freeSlot,
   inFlight,
   isAlive,
+  isUsable,
   lastChange,
   type Pool,
   reclaimShare,
+  resetRouteHits,
   setAdminState,
   setMembers,
 } from "../balance/pool.ts";
@@ -156,8 +158,9 @@ function wiredPools(pools: readonly PoolRun[]): PoolWire[] {
   }));
 }
 
-/** The process memory's slot of each route, in route order. */
-function routeSlotsOf(sup: Pick<Supervisor, "routeSlots">, config: Config): number[] {
+/** The process memory's slot of each route, in route order; a slot given to a new route starts
+ * from 0. */
+function routeSlotsOf(sup: Pick<Supervisor, "routeSlots" | "process">, config: Config): number[] {
   const names = new Set(config.routes.map((route) => route.name));
   for (const name of [...sup.routeSlots.keys()]) {
     if (!names.has(name)) sup.routeSlots.delete(name);
@@ -171,6 +174,7 @@ function routeSlotsOf(sup: Pick<Supervisor, "routeSlots">, config: Config): numb
       slot = free;
       used.add(slot);
       sup.routeSlots.set(route.name, slot);
+      resetRouteHits(sup.process, slot);
     }
     return slot;
   });
@@ -399,12 +403,14 @@ function planPool(run: PoolRun, config: Config, fresh: boolean): PoolPlan {
 }
 
 /** After the workers know the new tables: the pool's membership, checks and bookkeeping. */
-function commitPool(plan: PoolPlan): number[] {
+function commitPool(plan: PoolPlan, healthy: ReadonlySet<string>): number[] {
   const { run, config, slots, table } = plan;
   const joined = slots.filter((slot) => !run.slots.includes(slot));
   // Down until a probe passes, as Envoy's ignore_new_hosts_until_first_hc: a backend named
-  // by mistake, or not started yet, never gets a request.
-  setMembers(run.pool, slots, config.backends.map((b) => b.weight), { alive: false });
+  // by mistake, or not started yet, never gets a request. One that is up in another pool (a
+  // pool renamed, a backend moved) is known good and starts up.
+  const up = new Set(joined.filter((slot) => healthy.has(table[slot]!.url)));
+  setMembers(run.pool, slots, config.backends.map((b) => b.weight), { alive: false, up });
   for (const slot of run.slots) {
     if (slots.includes(slot)) continue;
     table[slot] = null;
@@ -487,9 +493,15 @@ export function applyConfig(
     const problems = replies.flatMap((reply, index) =>
       reply.type === "updated" && reply.problem ? [`worker ${index}: ${reply.problem}`] : []
     );
+    // Backends up before this change, in any pool (also the removed ones).
+    const healthy = new Set(
+      [...plans.map((plan) => plan.run), ...gone].flatMap((run) =>
+        run.slots.filter((slot) => isUsable(run.pool, slot)).map((slot) => run.table[slot]!.url)
+      ),
+    );
     const checks: Promise<void>[] = [];
     for (const plan of plans) {
-      const joined = commitPool(plan);
+      const joined = commitPool(plan, healthy);
       if (joined.length) checks.push(plan.run.health.checkNow(joined));
     }
     for (const run of gone) {

@@ -209,7 +209,19 @@ const NO_PARTS: readonly Bytes[] = [];
 
 /** Reason phrases for the statuses goround itself answers. */
 const REASONS: Record<number, string> = {
+  200: "OK",
+  204: "No Content",
+  301: "Moved Permanently",
+  302: "Found",
+  303: "See Other",
+  307: "Temporary Redirect",
+  308: "Permanent Redirect",
   400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  410: "Gone",
+  429: "Too Many Requests",
   405: "Method Not Allowed",
   408: "Request Timeout",
   417: "Expectation Failed",
@@ -776,7 +788,7 @@ function frameWhole(
   if (reply.kind === "local") {
     const tail = fieldLines(extra) + `content-length: ${reply.text.length}\r\n` +
       connectionLine(request.minor, keepAlive);
-    const head = responseHead(reply.status, REASONS[reply.status] ?? "Error", reply.headers, tail);
+    const head = responseHead(reply.status, REASONS[reply.status] ?? "", reply.headers, tail);
     const withBody = request.method !== "HEAD";
     const bytes = frame(client, withBody ? head + reply.text : head, null);
     return {

@@ -16,6 +16,7 @@ import {
   applyRequestRules,
   applyResponseRules,
   compileRoutes,
+  normalPath,
   noRules,
   redirectLocation,
   rewritePath,
@@ -62,6 +63,16 @@ function fieldOf(headers: Iterable<readonly [string, string]>, name: string): st
 
 function noField(): null {
   return null;
+}
+
+/** The request with its path resolved (`normalPath`), so routes match what the backend will
+ * read; the same object when there was nothing to resolve. */
+function normalised(incoming: Incoming): Incoming {
+  const path = pathOf(incoming.target);
+  if (!path.startsWith("/")) return incoming;
+  const normal = normalPath(path);
+  if (normal === path) return incoming;
+  return { ...incoming, target: normal + incoming.target.slice(path.length) };
 }
 
 /** The path of an origin-form target, without its query. */
@@ -116,7 +127,8 @@ export function createRouted(
       route.action.kind === "pool" ? [[route, { route: route.name, pool: route.action.pool }]] : []
     ),
   );
-  const decide = (incoming: Incoming): Decision => {
+  const decide = (given: Incoming): Decision => {
+    const incoming = normalised(given);
     // A closure per request only when some route reads a field.
     const field = router.usesFields ? (name: string) => fieldOf(incoming.headers, name) : noField;
     const route = router.match(incoming.authority, pathOf(incoming.target), incoming.method, field);

@@ -161,6 +161,35 @@ export function rewritePath(
   return path + query;
 }
 
+/**
+ * A path as routes see it (and as the pool then gets it), so a prefix cannot be walked around:
+ * `%2e` decoded, `.` and `..` segments resolved (RFC 3986 §5.2.4), empty segments merged, as
+ * nginx normalises before matching its locations.
+ *
+ * @param path An origin-form path, without its query.
+ * @returns The same string when nothing needs resolving.
+ * @example
+ * ```ts
+ * import { normalPath } from "./router.ts";
+ * normalPath("/x/../internal//a"); // "/internal/a"
+ * ```
+ */
+export function normalPath(path: string): string {
+  if (!path.includes("/.") && !path.includes("//") && !path.includes("%")) return path;
+  const decoded = path.replace(/%2e/gi, ".");
+  if (!decoded.includes("/.") && !decoded.includes("//")) return decoded;
+  const kept: string[] = [];
+  const segments = decoded.split("/");
+  for (const segment of segments) {
+    if (segment === "" || segment === ".") continue;
+    if (segment === "..") kept.pop();
+    else kept.push(segment);
+  }
+  const last = segments[segments.length - 1]!;
+  const folder = kept.length > 0 && (last === "" || last === "." || last === "..");
+  return `/${kept.join("/")}${folder ? "/" : ""}`;
+}
+
 /** Whether the rules change nothing. */
 export function noRules(rules: HeaderRules): boolean {
   return rules.set.length === 0 && rules.add.length === 0 && rules.remove.length === 0;

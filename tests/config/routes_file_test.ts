@@ -206,6 +206,14 @@ Deno.test("readPoolsAndRoutes(): every mistake is one line naming the file and k
       /routes: missing: expected routes that send requests to the pools/,
     ],
     ["routes without pools", { routes: [{ respond: 404 }] }, /routes: no pools/],
+    [
+      "more routes than goround keeps counters for",
+      {
+        pools: { web: WEB },
+        routes: Array.from({ length: 257 }, (_, i) => ({ path: `/r${i}/`, pool: "web" })),
+      },
+      /routes: 257 routes: expected at most 256/,
+    ],
     ["two routes of one name", {
       pools: { web: WEB },
       routes: [{ name: "a", path: "/a/", pool: "web" }, { name: "a", pool: "web" }],

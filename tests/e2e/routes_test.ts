@@ -129,6 +129,14 @@ for (const engine of ENGINES) {
       deepEqual([fixed.status, fixed.text.trim()], [200, "static here"]);
       const notWild = await ask(proxy, "example.com", "/static/app.js");
       match(notWild.text, /^web\d \/static\/app\.js/);
+      // Dot segments and empty ones are resolved before matching (and forwarding), so a prefix
+      // cannot be walked around or out of.
+      const walked = await ask(proxy, "shop.test", "/x/../api/users?page=3");
+      equal(walked.text, "api /users?page=3 env=prod", "matched as /api/users");
+      const escaped = await ask(proxy, "shop.test", "/api/%2e%2e/v2/items");
+      match(escaped.text, /^web\d \/legacy\/v2\/items env=null$/, "not the api pool");
+      const doubled = await ask(proxy, "shop.test", "//api//x");
+      equal(doubled.text, "api /x env=prod");
       // A redirect.
       const moved = await ask(proxy, "shop.test", "/old");
       equal(moved.status, 308);
@@ -142,7 +150,7 @@ for (const engine of ENGINES) {
       const hits = Object.fromEntries(
         (report.routes as { name: string; hits: number }[]).map((r) => [r.name, r.hits]),
       );
-      deepEqual(hits, { "api-host": 1, "api-path": 2, v2: 1, static: 1, old: 1, web: 3 });
+      deepEqual(hits, { "api-host": 1, "api-path": 4, v2: 2, static: 1, old: 1, web: 3 });
       deepEqual(
         (report.pools as { name: string }[]).map((p) => p.name),
         ["web", "api"],
@@ -449,5 +457,54 @@ Deno.test("routes: every mistake in pools and routes stops goround before it ser
       assert(lines[0]!.includes(path), `names the file: ${lines[0]}`);
       match(lines[0]!, expected);
     });
+  }
+});
+
+Deno.test("routes: a pool renamed by a reload keeps serving (its backends were up), and a new route counts from 0", async () => {
+  const web = named("web");
+  const path = await configFile({
+    "health-interval": "10s", // no probe comes to the rescue within the test
+    pools: { web: { backends: [web.url] } },
+    routes: [{ name: "all", pool: "web" }],
+  });
+  const proxy = await startGoround(["--config", path, "--workers", "2", "--access-log", "off"]);
+  let stop = false;
+  const failures: string[] = [];
+  let served = 0;
+  const loop = async () => {
+    const client = Deno.createHttpClient({});
+    const deadline = Date.now() + 15_000;
+    while (!stop && Date.now() < deadline) {
+      const res = await fetch(`${proxy.url}/`, { client });
+      const text = await res.text();
+      if (res.status !== 200) failures.push(`${res.status} ${text}`);
+      served++;
+    }
+    client.close();
+  };
+  try {
+    const loops = [loop(), loop()];
+    await waitFor(() => served > 20, { what: "traffic" });
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({
+        "health-interval": "10s",
+        pools: { site: { backends: [web.url] } },
+        routes: [{ name: "new", path: "/new/", pool: "site" }, { name: "all", pool: "site" }],
+      }),
+    );
+    await sendSignal(proxy.pid, "HUP");
+    await waitFor(() => proxy.stderr.some((l) => l.includes("reloaded")), { what: "the reload" });
+    const after = served;
+    await waitFor(() => served > after + 50, { what: "traffic after the reload" });
+    stop = true;
+    await Promise.all(loops);
+    deepEqual(failures, [], "the renamed pool's backend was known up");
+    const routes = (await status(proxy)).routes as { name: string; hits: number }[];
+    deepEqual(routes.find((r) => r.name === "new")?.hits, 0, "a new route starts from 0");
+  } finally {
+    stop = true;
+    await proxy.stop();
+    await web.close();
   }
 });

@@ -150,3 +150,23 @@ Deno.test("redirectLocation(): {host} with its port, {uri} with its query", () =
   );
   equal(redirectLocation("https://www.example.com/", "x", "/y"), "https://www.example.com/");
 });
+
+Deno.test("normalPath(): dot segments, %2e and empty segments resolved, as nginx does", async () => {
+  const { normalPath } = await import("../../lib/proxy/router.ts");
+  const cases: [string, string][] = [
+    ["/a/b", "/a/b"],
+    ["/x/../internal/secret", "/internal/secret"],
+    ["/./internal/secret", "/internal/secret"],
+    ["/%2e%2e/internal/secret", "/internal/secret"],
+    ["/%2E/a", "/a"],
+    ["//internal//secret", "/internal/secret"],
+    ["/api/../admin", "/admin"],
+    ["/../../etc", "/etc"],
+    ["/a/b/..", "/a/"],
+    ["/a/.", "/a/"],
+    ["/api/", "/api/"],
+    ["/", "/"],
+    ["/a%20b", "/a%20b"],
+  ];
+  for (const [path, expected] of cases) equal(normalPath(path), expected, path);
+});
