@@ -60,19 +60,66 @@ function byPrecedence(a: Route, b: Route): number {
   return b.path.length - a.path.length || conditions(b) - conditions(a) || a.index - b.index;
 }
 
+/** A group's routes, found by prefix: one map lookup per distinct prefix length, the longest
+ * first, rather than a test of every route. */
+interface Prefixes {
+  /** The distinct prefix lengths, longest first. */
+  readonly lengths: readonly number[];
+  /** The routes of each prefix, in precedence order. */
+  readonly byPrefix: ReadonlyMap<string, readonly Route[]>;
+}
+
+/** A group with more routes than this is looked up by prefix; a shorter one is scanned. */
+const SCAN_AT_MOST = 6;
+
+function prefixesOf(sorted: readonly Route[]): Prefixes {
+  const byPrefix = new Map<string, Route[]>();
+  for (const route of sorted) {
+    byPrefix.set(route.path, [...(byPrefix.get(route.path) ?? []), route]);
+  }
+  const lengths = [...new Set(sorted.map((route) => route.path.length))].sort((a, b) => b - a);
+  return { lengths, byPrefix };
+}
+
+function allowed(route: Route, method: string, field: (name: string) => string | null): boolean {
+  return (route.method === null || route.method === method) &&
+    (route.header === null || field(route.header[0]) === route.header[1]);
+}
+
+/** The first route of a group (in precedence order) that matches. */
 function first(
-  routes: readonly Route[],
+  group: Group,
   path: string,
   method: string,
   field: (name: string) => string | null,
 ): Route | null {
-  for (const route of routes) {
-    if (!path.startsWith(route.path)) continue;
-    if (route.method !== null && route.method !== method) continue;
-    if (route.header !== null && field(route.header[0]) !== route.header[1]) continue;
-    return route;
+  if (group.prefixes === null) {
+    for (const route of group.routes) {
+      if (path.startsWith(route.path) && allowed(route, method, field)) return route;
+    }
+    return null;
+  }
+  const { lengths, byPrefix } = group.prefixes;
+  for (const length of lengths) {
+    if (length > path.length) continue;
+    const list = byPrefix.get(length === path.length ? path : path.slice(0, length));
+    if (list === undefined) continue;
+    for (const route of list) if (allowed(route, method, field)) return route;
   }
   return null;
+}
+
+/** Routes matched together (one host, one wildcard suffix, or any host). */
+interface Group {
+  /** In precedence order. */
+  readonly routes: readonly Route[];
+  /** For a large group, its routes by prefix; `null`: scan `routes`. */
+  readonly prefixes: Prefixes | null;
+}
+
+function groupOf(routes: Route[]): Group {
+  const sorted = routes.sort(byPrecedence);
+  return { routes: sorted, prefixes: sorted.length > SCAN_AT_MOST ? prefixesOf(sorted) : null };
 }
 
 /**
@@ -88,24 +135,36 @@ function first(
  * ```
  */
 export function compileRoutes(routes: readonly Route[]): Router {
-  const exact = new Map<string, Route[]>();
-  const wildcards = new Map<string, Route[]>();
+  const exactLists = new Map<string, Route[]>();
+  const wildLists = new Map<string, Route[]>();
   const anyHost: Route[] = [];
   for (const route of routes) {
     if (route.host === null) anyHost.push(route);
     else if (route.host.startsWith("*.")) {
       const suffix = route.host.slice(1); // ".example.com"
-      wildcards.set(suffix, [...(wildcards.get(suffix) ?? []), route]);
-    } else exact.set(route.host, [...(exact.get(route.host) ?? []), route]);
+      wildLists.set(suffix, [...(wildLists.get(suffix) ?? []), route]);
+    } else exactLists.set(route.host, [...(exactLists.get(route.host) ?? []), route]);
   }
-  for (const list of [...exact.values(), ...wildcards.values()]) list.sort(byPrecedence);
-  anyHost.sort(byPrecedence);
-  const hostless = anyHost.length > 0 ? anyHost : null;
+  const exact = new Map([...exactLists].map(([host, list]) => [host, groupOf(list)]));
+  const wildcards = new Map([...wildLists].map(([suffix, list]) => [suffix, groupOf(list)]));
+  // The suffix lengths some wildcard has: a host's other suffixes are not even cut out.
+  const suffixLengths = new Set([...wildcards.keys()].map((suffix) => suffix.length));
+  const hostless = anyHost.length > 0 ? groupOf(anyHost) : null;
   const byHost = exact.size > 0 || wildcards.size > 0;
+  // Clients send the same Host again and again: the last one's host is kept.
+  let lastAuthority = "";
+  let lastHost = "";
   return {
     usesFields: routes.some((route) => route.header !== null),
     match(authority, path, method, field) {
-      const host = byHost ? hostOf(authority) : "";
+      let host = "";
+      if (byHost) {
+        if (authority !== lastAuthority) {
+          lastHost = hostOf(authority);
+          lastAuthority = authority;
+        }
+        host = lastHost;
+      }
       const named = exact.get(host);
       if (named) {
         const found = first(named, path, method, field);
@@ -113,11 +172,12 @@ export function compileRoutes(routes: readonly Route[]): Router {
       }
       if (wildcards.size > 0) {
         // The host's suffixes from the longest (".b.example.com" of "a.b.example.com"): one
-        // lookup per label, whatever the number of wildcard routes.
+        // lookup per label whose suffix length some wildcard has.
         for (let dot = host.indexOf("."); dot > 0; dot = host.indexOf(".", dot + 1)) {
-          const list = wildcards.get(host.slice(dot));
-          if (!list) continue;
-          const found = first(list, path, method, field);
+          if (!suffixLengths.has(host.length - dot)) continue;
+          const group = wildcards.get(host.slice(dot));
+          if (!group) continue;
+          const found = first(group, path, method, field);
           if (found) return found;
         }
       }

@@ -69,22 +69,42 @@ Deno.test("compileRoutes(): exact host, then wildcards (longest suffix first), t
 });
 
 Deno.test("compileRoutes(): the longest prefix wins, conditions before none, then file order", () => {
-  const root = route({ name: "root" });
-  const api = route({ name: "api", path: "/api/" });
-  const apiV2 = route({ name: "v2", path: "/api/v2/" });
-  const post = route({ name: "post", path: "/api/", method: "POST" });
-  const canary = route({ name: "canary", path: "/api/", header: ["x-canary", "1"] });
-  const plain = route({ name: "plain", path: "/apix" });
-  const router = compileRoutes([root, api, apiV2, post, canary, plain]);
-  const at = (path: string, method = "GET", field: (n: string) => string | null = none) =>
-    router.match("h", path, method, field)?.name;
-  equal(at("/api/v2/users"), "v2");
-  equal(at("/api/users"), "api");
-  equal(at("/api/users", "POST"), "post");
-  equal(at("/api/users", "GET", (n) => (n === "x-canary" ? "1" : null)), "canary");
-  equal(at("/api/users", "GET", (n) => (n === "x-canary" ? "2" : null)), "api", "exact value");
-  equal(at("/apix"), "plain", "a plain string prefix, as nginx's");
-  equal(at("/"), "root");
+  // A small group is scanned, a large one looked up by prefix: the same answers.
+  for (const extra of [0, 12]) {
+    const root = route({ name: "root" });
+    const api = route({ name: "api", path: "/api/" });
+    const apiV2 = route({ name: "v2", path: "/api/v2/" });
+    const post = route({ name: "post", path: "/api/", method: "POST" });
+    const canary = route({ name: "canary", path: "/api/", header: ["x-canary", "1"] });
+    const plain = route({ name: "plain", path: "/apix" });
+    const fillers = Array.from({ length: extra }, (_, i) => route({ path: `/f${i}/` }));
+    const router = compileRoutes([root, api, apiV2, post, canary, plain, ...fillers]);
+    const at = (path: string, method = "GET", field: (n: string) => string | null = none) =>
+      router.match("h", path, method, field)?.name;
+    equal(at("/api/v2/users"), "v2", `${extra}`);
+    equal(at("/api/v2/"), "v2", "the whole path is the prefix");
+    equal(at("/api/users"), "api");
+    equal(at("/api/users", "POST"), "post");
+    equal(at("/api/users", "GET", (n) => (n === "x-canary" ? "1" : null)), "canary");
+    equal(at("/api/users", "GET", (n) => (n === "x-canary" ? "2" : null)), "api", "exact value");
+    equal(at("/apix"), "plain", "a plain string prefix, as nginx's");
+    equal(at("/"), "root");
+  }
+});
+
+Deno.test("compileRoutes(): hosts that alternate each get their own routes", () => {
+  const router = compileRoutes([
+    route({ name: "a", host: "a.test" }),
+    route({ name: "b", host: "*.b.test" }),
+    route({ name: "rest" }),
+  ]);
+  const at = (authority: string) => router.match(authority, "/", "GET", none)?.name;
+  for (let i = 0; i < 3; i++) {
+    equal(at("a.test:8080"), "a");
+    equal(at("x.b.test"), "b");
+    equal(at("A.TEST."), "a");
+    equal(at("b.test"), "rest", "a wildcard does not take its own name");
+  }
 });
 
 Deno.test("compileRoutes(): a host group with no matching path falls through; nothing matches: null", () => {
