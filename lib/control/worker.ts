@@ -38,8 +38,13 @@ import {
   type Upstreams,
 } from "../upstream/client.ts";
 import { readAheadFor } from "../http/streaming.ts";
-import { createUpgrader, relayWebSocket, type Upgrader } from "../proxy/websocket.ts";
-import { GOING_AWAY_GRACE, type SessionEnd } from "../proxy/ws_bridge.ts";
+import {
+  createUpgrader,
+  relayWebSocket,
+  type SessionEnded,
+  type Upgrader,
+} from "../proxy/websocket.ts";
+import { GOING_AWAY_GRACE } from "../proxy/ws_bridge.ts";
 
 /** The worker's own scope (typed here rather than with a global `deno.worker` lib directive,
  * which a published module may not carry). */
@@ -160,7 +165,7 @@ interface Core {
   readonly relay: (
     req: Request,
     incoming: Incoming,
-    ended?: (end: SessionEnd, backend: Backend, requestId: string) => void,
+    ended?: SessionEnded,
     goAway?: AbortSignal,
   ) => Promise<Response | Reply>;
 }
@@ -313,9 +318,9 @@ function webSocketSessions(relay: Core["relay"]): {
       open++; // from the handshake on: a session may begin after the drain has
       let answer: Response | Reply;
       try {
-        answer = await relay(req, incoming, (end, backend, requestId) => {
+        answer = await relay(req, incoming, (end, backend, requestId, routed) => {
           ended();
-          done?.(end, backend, requestId);
+          done?.(end, backend, requestId, routed);
         }, away.signal);
       } catch (error) {
         ended();

@@ -17,9 +17,7 @@ import {
   backoffEnds,
 } from "./accept_backoff.ts";
 import { type AccessEntry, type AccessLog, type ReplyFacts, replyFacts } from "./access_log.ts";
-import type { Backend } from "../config/config.ts";
-import type { SessionEnd } from "../proxy/ws_bridge.ts";
-import { drainingRefusal } from "../proxy/websocket.ts";
+import { drainingRefusal, type SessionEnded } from "../proxy/websocket.ts";
 import { forwardResponseHeaders } from "../http/headers.ts";
 import { formatDuration } from "../config/duration.ts";
 import { logLine } from "../log.ts";
@@ -222,7 +220,7 @@ export function createServeHandler(
     webSocket?: (
       req: Request,
       incoming: Incoming,
-      ended: (end: SessionEnd, backend: Backend, requestId: string) => void,
+      ended: SessionEnded,
     ) => Promise<Response | Reply>;
     closing?: () => boolean;
     /** Told of the status of each request goround answered itself, for the metrics. */
@@ -306,14 +304,15 @@ export function createServeHandler(
         // A refused handshake (no 101) is answered and logged like any other reply.
         // One line per session, once it is over (its 101 is not logged on its own).
         const served = options.accessLog ? servedOf(req, info, target, { started, arrived }) : null;
-        const answer = await options.webSocket(req, incoming, (session, backend, requestId) => {
+        const answer = await options.webSocket(req, incoming, (session, backend, id, routed) => {
           if (!served) return;
           logServed(options.accessLog, served, { status: 101, bytes: null }, {
             backend: backend.url,
             retries: 0,
-            requestId,
+            requestId: id,
             reason: null,
             session,
+            ...(routed ? { route: routed.route, pool: routed.pool } : {}),
           });
         });
         if (answer instanceof Response) return answer;

@@ -1118,6 +1118,7 @@ async function tunnel(
       requestId: outcome.requestId,
       reason: null,
       ...(session ? { session } : {}),
+      ...(outcome.routed ? { route: outcome.routed.route, pool: outcome.routed.pool } : {}),
     });
   }
 }

@@ -178,7 +178,19 @@ export function createRouted(
   const upgradeWith = (pick: (core: PoolCore) => Upgrader): Upgrader => async (incoming) => {
     const decision = decide(incoming);
     if (decision.kind === "reply") return { kind: "reply", reply: decision.reply };
-    return await pick(decision.core)(decision.incoming);
+    const { route } = decision;
+    const routed = decision.incoming.routed!;
+    const outcome = await pick(decision.core)(decision.incoming);
+    const rules = route.responseHeaders;
+    if (outcome.kind === "reply") {
+      const reply = withTrace(withResponseRules(outcome.reply, rules), route, routed.pool);
+      return { kind: "reply", reply };
+    }
+    // The 101 gets the route's response rules too (nginx's proxy_hide_header does the same).
+    const headers = noRules(rules)
+      ? outcome.switched.headers
+      : applyResponseRules(outcome.switched.headers, rules);
+    return { ...outcome, routed, switched: { ...outcome.switched, headers } };
   };
   return {
     forward: (incoming) => {

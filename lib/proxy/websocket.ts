@@ -76,8 +76,18 @@ export type UpgradeOutcome =
     readonly requestId: string;
     /** Call when the tunnel is over (ends the in-flight count). */
     readonly done: () => void;
+    /** The route and pool it was routed to (with routes), for the session's log line. */
+    readonly routed?: Incoming["routed"];
   }
   | { readonly kind: "reply"; readonly reply: Reply };
+
+/** Told how a relayed session ended, with its backend, request id and route. */
+export type SessionEnded = (
+  end: SessionEnd,
+  backend: Backend,
+  requestId: string,
+  routed?: Incoming["routed"],
+) => void;
 
 /** Opens the backend side of a WebSocket. */
 export type Upgrader = (incoming: Incoming) => Promise<UpgradeOutcome>;
@@ -203,6 +213,23 @@ export function createUpgrader(
   };
 }
 
+/** The handshake's own fields, and framing, which `Deno.upgradeWebSocket` makes itself. */
+const HANDSHAKE_FIELDS =
+  /^(?:upgrade|connection|sec-websocket-.*|content-length|transfer-encoding|keep-alive)$/;
+
+/** The backend's other 101 fields (`Set-Cookie`, a route's `set` rules) onto the client's 101,
+ * as goround's own front sends them. */
+function copyBackendFields(from: readonly [string, string][], to: Headers): void {
+  for (const [name, value] of from) {
+    if (HANDSHAKE_FIELDS.test(name)) continue;
+    try {
+      to.append(name, value);
+    } catch {
+      // A value Headers refuses is left out, as a field it cannot carry.
+    }
+  }
+}
+
 /**
  * The `Deno.serve` front's WebSocket relay: the handshake goes to a backend through the same
  * upgrader as on goround's own front (so a refusal such as 403 reaches the client as it was,
@@ -220,18 +247,19 @@ export async function relayWebSocket(
   upgrader: Upgrader,
   req: Request,
   incoming: Incoming,
-  ended?: (end: SessionEnd, backend: Backend, requestId: string) => void,
+  ended?: SessionEnded,
   goAway?: AbortSignal,
 ): Promise<Response | Reply> {
   const outcome = await upgrader(incoming);
   if (outcome.kind === "reply") return outcome.reply;
-  const { switched, backend, requestId, done } = outcome;
+  const { switched, backend, requestId, done, routed } = outcome;
   const protocol = switched.headers.find(([name]) => name === "sec-websocket-protocol")?.[1];
   const { socket, response } = Deno.upgradeWebSocket(req, protocol ? { protocol } : {});
+  copyBackendFields(switched.headers, response.headers);
   bridge(socket, switched, {
     done: (end) => {
       done();
-      ended?.(end, backend, requestId);
+      ended?.(end, backend, requestId, routed);
     },
     gone: () =>
       logLine(

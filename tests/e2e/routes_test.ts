@@ -363,19 +363,69 @@ Deno.test("routes: the admin API addresses backends within a pool", async () => 
   }
 });
 
+/** A WebSocket handshake by hand: the status and fields of the answer's head. */
+async function handshake(port: number, target: string): Promise<[number, Map<string, string>]> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(new TextEncoder().encode(
+      `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n` +
+        "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    ));
+    let text = "";
+    const buf = new Uint8Array(4096);
+    while (!text.includes("\r\n\r\n")) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    const [statusLine, ...lines] = text.slice(0, text.indexOf("\r\n\r\n")).split("\r\n");
+    const fields = new Map(lines.map((line) => {
+      const colon = line.indexOf(":");
+      return [line.slice(0, colon).toLowerCase(), line.slice(colon + 1).trim()] as const;
+    }));
+    return [Number(statusLine!.split(" ")[1]), fields];
+  } finally {
+    conn.close();
+  }
+}
+
 for (const engine of ENGINES) {
-  Deno.test(`[${engine}] routes: a WebSocket handshake follows its route`, async () => {
+  Deno.test(`[${engine}] routes: a WebSocket handshake follows its route, with its response rules and log line`, async () => {
     const chat = recordingBackend((req) => {
+      if (new URL(req.url).pathname.startsWith("/deny")) {
+        return new Response("no", { status: 403 });
+      }
       const { socket, response } = Deno.upgradeWebSocket(req);
+      response.headers.set("server", "chat-app");
+      response.headers.set("x-chat", "1");
       socket.onmessage = (event) => socket.send(`chat ${new URL(req.url).pathname} ${event.data}`);
       return response;
     });
     const web = named("web");
     const path = await configFile({
       pools: { web: { backends: [web.url] }, chat: { backends: [chat.url] } },
-      routes: [{ path: "/chat/", "strip-prefix": "/chat", pool: "chat" }, { pool: "web" }],
+      routes: [
+        {
+          name: "chat",
+          path: "/chat/",
+          "strip-prefix": "/chat",
+          pool: "chat",
+          "response-headers": { set: { "X-Route": "chat" }, remove: ["Server"] },
+        },
+        { pool: "web" },
+      ],
     });
-    const proxy = await startGoround(["--engine", engine, "--config", path, "--workers", "1"]);
+    const proxy = await startGoround([
+      "--engine",
+      engine,
+      "--config",
+      path,
+      "--workers",
+      "1",
+      "--access-log",
+      "json",
+    ]);
     try {
       const ws = new WebSocket(`ws://127.0.0.1:${proxy.port}/chat/room1`);
       const reply = new Promise<string>((resolve, reject) => {
@@ -389,6 +439,26 @@ for (const engine of ENGINES) {
       ws.close();
       await closed;
       equal(web.requests.length, 0);
+      // The route's response rules apply to the 101 as to any answer.
+      const [switched, fields] = await handshake(proxy.port, "/chat/room2");
+      equal(switched, 101);
+      equal(fields.get("x-route"), "chat");
+      equal(fields.get("x-chat"), "1", "the backend's own 101 fields reach the client");
+      equal(fields.get("server"), undefined, "removed by the route");
+      const [denied, deniedFields] = await handshake(proxy.port, "/chat/deny");
+      equal(denied, 403, "a refused handshake reaches the client as it was");
+      equal(deniedFields.get("x-route"), "chat");
+      // Each session's line, and the refused handshake's, name the route and pool.
+      await waitFor(
+        () =>
+          proxy.stdout.filter((line) => line.includes('"status":403')).length === 1 &&
+          proxy.stdout.filter((line) => line.includes('"status":101')).length === 2,
+        { what: "three access log lines" },
+      );
+      for (const line of proxy.stdout) {
+        const entry = JSON.parse(line);
+        deepEqual([entry.route, entry.pool], ["chat", "chat"], line);
+      }
     } finally {
       await proxy.stop();
       await Promise.all([web.close(), chat.close()]);
