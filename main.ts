@@ -368,20 +368,23 @@ async function takeOver(
 ): Promise<Admin | null> {
   let handover: Awaited<ReturnType<typeof requestHandover>>;
   try {
-    await waitForUsableBackend(sup);
     handover = await requestHandover(target, sup.config.instanceId);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     await drainAndStop(sup);
     fail(error.message);
   }
-  logLine(
-    `takeover: pid ${handover.pid ?? "?"} hands over; it finishes its requests and exits ` +
-      `(at most ${handover.drainTimeout} ms)`,
-  );
+  if (handover.drainTimeout === null) {
+    logLine("takeover: the running goround is stopping already: this one serves the port alone");
+  } else {
+    logLine(
+      `takeover: pid ${handover.pid ?? "?"} hands over; it finishes its requests and exits ` +
+        `(at most ${handover.drainTimeout} ms)`,
+    );
+  }
   // It closes its admin listener first; by the end of its drain it has exited.
   const admin = await bindWhenFree(() => serve(target.admin), {
-    timeout: handover.drainTimeout + 5000,
+    timeout: (handover.drainTimeout ?? sup.config.drainTimeout) + 5000,
   });
   if (!admin) {
     logLine(`takeover: --admin ${localAdmin(target.admin)} is still in use: serving without it`);
@@ -499,7 +502,15 @@ async function run(given: Config, workerUrl: URL): Promise<void> {
   const { config, answers } = await discoverBackends(readPems(given), listening);
   if (!target && config.admin) claimPort(config.admin, "--admin");
   if (!target && config.redirectHttp) claimPort(config.redirectHttp, "--redirect-http");
-  const started = await startSupervisor(config, port, workerUrl);
+  // Taking over, no worker binds the port before a backend passes its check: a successor with
+  // none would answer 503 beside the running goround.
+  let started: Awaited<ReturnType<typeof startSupervisor>>;
+  try {
+    started = await startSupervisor(config, port, workerUrl, target ? waitForUsableBackend : null);
+  } catch (error) {
+    if (error instanceof ConfigError) fail(error.message);
+    throw error;
+  }
   if (!("pools" in started)) {
     if (started.name === "AddrInUse") {
       fail(`--listen: port ${port} is in use: expected a free port`);
@@ -526,6 +537,16 @@ async function run(given: Config, workerUrl: URL): Promise<void> {
   signals.running = running;
   const onTakeover = async (successor: Successor) => {
     if (signals.stopping()) return { status: 409, message: "already stopping" };
+    // This goround's own id is in every Via it sends: its own 508 would pass the probe below.
+    if (successor.instance === sup.config.instanceId) {
+      logLine(
+        `takeover by pid ${successor.pid ?? "?"} refused: it names this goround's own instance`,
+      );
+      return {
+        status: 409,
+        message: "that instance is this goround: expected the successor's own",
+      };
+    }
     const probe = {
       listen: { hostname: sup.config.listen.hostname, port },
       tls: sup.config.tlsCert !== "",

@@ -294,12 +294,15 @@ function createRun(
  * @param config The settings.
  * @param port The port the workers serve (already claimed).
  * @param workerUrl The worker module (`lib/control/worker.ts`).
+ * @param ready Awaited after the first checks, before any worker binds the port (a takeover
+ *   waits there for a usable backend); when it throws, the checks stop and it is rethrown.
  * @returns The supervisor, or the first worker's error reply.
  */
 export async function startSupervisor(
   config: Config,
   port: number,
   workerUrl: URL,
+  ready: ((sup: Supervisor) => Promise<void>) | null = null,
 ): Promise<Supervisor | Extract<WorkerReply, { type: "error" }>> {
   // Sticky cookies are signed with one key that every worker (and every reload) shares.
   if (config.stickyKey === "" && effectivePools(config).some((p) => p.config.sticky === "cookie")) {
@@ -334,6 +337,14 @@ export async function startSupervisor(
     stopping: false,
     changing: Promise.resolve(),
   };
+  if (ready) {
+    try {
+      await ready(sup);
+    } catch (error) {
+      await Promise.all(pools.map((run) => run.health.stop()));
+      throw error;
+    }
+  }
   for (let index = 0; index < config.workers; index++) {
     const reply = await launch(sup, index, workerUrl);
     if (reply.type === "error") {

@@ -155,17 +155,28 @@ export async function findPredecessor(target: TakeoverTarget): Promise<Predecess
  *
  * @param target Where it is.
  * @param instanceId This process's instance id (`proxy/via.ts`), which it checks serves the port.
- * @returns Its process id and drain timeout (ms).
+ * @returns Its process id and drain timeout (ms); both `null` when it is stopping already (its
+ *   admin port closed, or it said so), so this process keeps serving the port alone.
  * @throws {ConfigError} When it does not agree.
  */
 export async function requestHandover(
   target: TakeoverTarget,
   instanceId: string,
-): Promise<{ pid: number | null; drainTimeout: number }> {
-  const answer = await ask(target, "/takeover", {
-    method: "POST",
-    body: JSON.stringify({ pid: Deno.pid, instance: instanceId }),
-  });
+): Promise<{ pid: number | null; drainTimeout: number | null }> {
+  let answer: { status: number; text: string };
+  try {
+    answer = await ask(target, "/takeover", {
+      method: "POST",
+      body: JSON.stringify({ pid: Deno.pid, instance: instanceId }),
+    });
+  } catch (error) {
+    // It answered a moment ago (findPredecessor): gone now, it was stopping (a SIGTERM).
+    if (error instanceof NothingListens) return { pid: null, drainTimeout: null };
+    throw error;
+  }
+  if (answer.status === 409 && answer.text.includes("already stopping")) {
+    return { pid: null, drainTimeout: null };
+  }
   if (answer.status !== 202) throw refused(target, answer);
   let body: { pid?: unknown; drainTimeout?: unknown } = {};
   try {

@@ -9,6 +9,7 @@ import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
 import { type Goround, runGoround, startGoround, waitFor } from "../support/helpers.ts";
 import { type RestartLoadReport, runRestartLoad } from "../../tools/restart_load.ts";
 import { makeCa, makeServerCert } from "../support/certs.ts";
+import { requestHandover } from "../../lib/control/takeover.ts";
 
 /** A backend that answers at once. */
 function quickBackend(): { url: string; close: () => Promise<void> } {
@@ -267,6 +268,8 @@ Deno.test("--takeover is refused with exit 2 and one line: --admin off, nothing 
 Deno.test("--takeover with no usable backend of its own exits 2 and the running goround keeps serving every request", async () => {
   const backend = quickBackend();
   const old = await startGoround(["--backend", backend.url, "--workers", "1"]);
+  // A new connection per request: the kernel spreads them over every listener on the port.
+  const client = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
   const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const deadUrl = `http://127.0.0.1:${dead.addr.port}`;
   dead.close();
@@ -274,7 +277,7 @@ Deno.test("--takeover with no usable backend of its own exits 2 and the running 
   const statuses: Record<number, number> = {};
   const load = (async () => {
     while (loading) {
-      const res = await fetch(`${old.url}/`).catch(() => null);
+      const res = await fetch(`${old.url}/`, { client }).catch(() => null);
       const status = res?.status ?? 0;
       await res?.body?.cancel();
       statuses[status] = (statuses[status] ?? 0) + 1;
@@ -309,6 +312,7 @@ Deno.test("--takeover with no usable backend of its own exits 2 and the running 
   } finally {
     loading = false;
     await load;
+    client.close();
     await old.stop();
     await backend.close();
   }
@@ -364,8 +368,14 @@ for (const engine of ["goround", "deno"]) {
   });
 }
 
-Deno.test("POST /takeover: POST only, JSON, the admin token; a stray one, with no successor on the port, is refused 409 and goround keeps serving", async () => {
-  const backend = quickBackend();
+Deno.test("POST /takeover: POST only, JSON, the admin token; a stray one, with no successor on the port or its own instance, is refused 409 and goround keeps serving", async () => {
+  // The backend sees goround's instance id in Via, as any backend (or header echo) would.
+  let via = "";
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    via = req.headers.get("via") ?? "";
+    return new Response("ok");
+  });
+  const backend = { url: `http://127.0.0.1:${server.addr.port}`, close: () => server.shutdown() };
   const proxy = await startGoround([
     "--backend",
     backend.url,
@@ -398,6 +408,17 @@ Deno.test("POST /takeover: POST only, JSON, the admin token; a stray one, with n
     });
     equal(stray.status, 409);
     match(stray.text, /no goround with instance deadbeef answers on port \d+/);
+    // Its own instance, learnt from a backend: its own loop answer must not pass for a successor.
+    equal(await (await fetch(`${proxy.url}/`)).text(), "ok");
+    const own = /goround-([0-9a-f]{8})/.exec(via)?.[1];
+    assert(own, via);
+    const forged = await answer({
+      method: "POST",
+      headers: json,
+      body: JSON.stringify({ pid: 4243, instance: own }),
+    });
+    equal(forged.status, 409, forged.text);
+    match(forged.text, /this goround/);
     assert(!proxy.stderr.some((l) => l.includes("draining")), "nothing was handed over");
     await waitFor(() => proxy.stderr.some((l) => /takeover by pid 4242 refused/.test(l)), {
       what: "the refusal's log line",
@@ -581,5 +602,33 @@ Deno.test("--takeover: a WebSocket on the old process keeps echoing, then gets 1
     await killQuietly(next);
     await killQuietly(old);
     await server.shutdown();
+  }
+});
+
+Deno.test("requestHandover(): a running goround that is stopping already (its admin gone, or 409 already stopping) lets this one serve alone", async () => {
+  const listen = { hostname: "127.0.0.1", port: 1 };
+  const stopping = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => Response.json({ error: "already stopping" }, { status: 409 }),
+  );
+  const refusing = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => Response.json({ error: "no goround with instance 1 answers" }, { status: 409 }),
+  );
+  const gone = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const gonePort = gone.addr.port;
+  gone.close();
+  try {
+    const at = (port: number) => ({ listen, admin: { hostname: "127.0.0.1", port }, token: "" });
+    deepEqual(await requestHandover(at(stopping.addr.port), "0badcafe"), {
+      pid: null,
+      drainTimeout: null,
+    });
+    deepEqual(await requestHandover(at(gonePort), "0badcafe"), { pid: null, drainTimeout: null });
+    let refused = "";
+    await requestHandover(at(refusing.addr.port), "0badcafe").catch((e) => (refused = e.message));
+    match(refused, /answered HTTP 409 .*no goround/);
+  } finally {
+    await Promise.all([stopping.shutdown(), refusing.shutdown()]);
   }
 });
