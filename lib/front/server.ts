@@ -899,8 +899,8 @@ function frameResponse(
   tail: string,
   body: Uint8Array | null,
 ): Uint8Array {
-  const { status, raw } = response;
-  const reason = response.reason || REASONS[status] || "";
+  // The backend's reason phrase, even an empty one (RFC 9112 section 4: clients ignore it).
+  const { status, raw, reason } = response;
   if (raw === undefined || raw.namesOthers) {
     const fields = forwardResponseHeaders(response.headers, keepLength);
     return frame(client, responseHead(status, reason, fields, tail), body);
