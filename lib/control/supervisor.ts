@@ -36,6 +36,7 @@ import {
   resetRouteHits,
   setAdminState,
   setMembers,
+  weightOf,
 } from "../balance/pool.ts";
 import { effectivePools, withPool } from "../config/pools.ts";
 import type {
@@ -154,30 +155,44 @@ function wiredPools(pools: readonly PoolRun[]): PoolWire[] {
     name: run.name,
     buffer: run.pool.buffer,
     config: run.config,
-    table: run.table,
+    // Only its members: one leaving is not picked by a worker told of the change.
+    table: run.table.map((backend, slot) => run.slots.includes(slot) ? backend : null),
   }));
 }
 
-/** The process memory's slot of each route, in route order; a slot given to a new route starts
- * from 0. */
-function routeSlotsOf(sup: Pick<Supervisor, "routeSlots" | "process">, config: Config): number[] {
+/** The process memory's slot of each route, in route order, and the slots given to new routes
+ * (their counts to start from 0, by `resetRouteHits`, once no worker counts a removed route in
+ * them). */
+function routeSlotsOf(
+  sup: Pick<Supervisor, "routeSlots">,
+  config: Config,
+): { slots: number[]; fresh: number[] } {
   const names = new Set(config.routes.map((route) => route.name));
   for (const name of [...sup.routeSlots.keys()]) {
     if (!names.has(name)) sup.routeSlots.delete(name);
   }
   const used = new Set(sup.routeSlots.values());
+  const fresh: number[] = [];
   let free = 0;
-  return config.routes.map((route) => {
+  const slots = config.routes.map((route) => {
     let slot = sup.routeSlots.get(route.name);
     if (slot === undefined) {
       while (used.has(free)) free++;
       slot = free;
       used.add(slot);
+      fresh.push(slot);
       sup.routeSlots.set(route.name, slot);
-      resetRouteHits(sup.process, slot);
     }
     return slot;
   });
+  return { slots, fresh };
+}
+
+/** The route slots a starting worker counts in (a fresh one's count starts from 0). */
+function startSlots(sup: Supervisor): number[] {
+  const { slots, fresh } = routeSlotsOf(sup, sup.config);
+  for (const slot of fresh) resetRouteHits(sup.process, slot);
+  return slots;
 }
 
 function startMessage(sup: Supervisor, index: number): StartMessage {
@@ -187,7 +202,7 @@ function startMessage(sup: Supervisor, index: number): StartMessage {
     process: sup.process.buffer,
     config: sup.config,
     pools: wiredPools(sup.pools),
-    routeSlots: routeSlotsOf(sup, sup.config),
+    routeSlots: startSlots(sup),
     port: sup.port,
   };
 }
@@ -413,28 +428,70 @@ function planPool(run: PoolRun, config: Config, fresh: boolean): PoolPlan {
   return { run, config, slots, table, added, removed, fresh };
 }
 
-/** After the workers know the new tables: the pool's membership, checks and bookkeeping. */
-function commitPool(plan: PoolPlan, healthy: ReadonlySet<string>): number[] {
+/** A pool's members during a change: the new ones have joined, and those leaving are still in
+ * for the workers not yet told (a worker skips a member it does not know). */
+interface Joining {
+  readonly plan: PoolPlan;
+  readonly joined: number[];
+  readonly leaving: number[];
+}
+
+/** Before the workers are told: the new members join (down until probed, as Envoy's
+ * ignore_new_hosts_until_first_hc, unless up in a pool a moment ago) beside those leaving. */
+function joinPool(plan: PoolPlan, healthy: ReadonlySet<string>): Joining {
   const { run, config, slots, table } = plan;
   const joined = slots.filter((slot) => !run.slots.includes(slot));
-  // Down until a probe passes, as Envoy's ignore_new_hosts_until_first_hc: a backend named
-  // by mistake, or not started yet, never gets a request. One that is up in another pool (a
-  // pool renamed, a backend moved) is known good and starts up.
+  const leaving = run.slots.filter((slot) => !slots.includes(slot));
   const up = new Set(joined.filter((slot) => healthy.has(table[slot]!.url)));
-  setMembers(run.pool, slots, config.backends.map((b) => b.weight), { alive: false, up });
-  for (const slot of run.slots) {
-    if (slots.includes(slot)) continue;
-    table[slot] = null;
-    run.lastError.delete(slot);
-    run.probeMs.delete(slot);
-  }
+  const weights = config.backends.map((b) => b.weight);
+  const both = slots.length + leaving.length <= run.pool.capacity;
+  setMembers(
+    run.pool,
+    both ? [...slots, ...leaving] : slots,
+    both ? [...weights, ...leaving.map((slot) => weightOf(run.pool, slot))] : weights,
+    { alive: false, up },
+  );
   for (const slot of joined) {
     run.lastError.delete(slot); // a late report about the slot's former backend
     run.probeMs.delete(slot);
   }
   run.slots = slots;
   run.health.update(targetsOf(table, slots), healthOptions(run, config));
-  return joined;
+  return { plan, joined, leaving };
+}
+
+/** Once every worker has the new members: those leaving go. */
+function leavePool({ plan, leaving }: Joining): void {
+  if (leaving.length === 0) return;
+  const { run, config, slots, table } = plan;
+  setMembers(run.pool, slots, config.backends.map((b) => b.weight));
+  for (const slot of leaving) {
+    table[slot] = null;
+    run.lastError.delete(slot);
+    run.probeMs.delete(slot);
+  }
+}
+
+/** The route slots the workers count in now (the running routes'). */
+function runningSlots(sup: Pick<Supervisor, "config" | "routeSlots">): number[] {
+  return sup.config.routes.map((route) => sup.routeSlots.get(route.name)!);
+}
+
+function sameRoutes(
+  a: Config["routes"],
+  b: Config["routes"],
+  slotsA: readonly number[],
+  slotsB: readonly number[],
+): boolean {
+  return JSON.stringify(a) === JSON.stringify(b) && slotsA.join() === slotsB.join();
+}
+
+/** Sends `message` to every worker; what any could not apply. */
+async function tellWorkers(sup: Supervisor, message: UpdateMessage): Promise<string[]> {
+  const replies = await Promise.all(sup.workers.map((serving) => ask(serving, message)));
+  return replies.flatMap((reply, index) =>
+    reply.type === "updated" && reply.problem ? [`worker ${index}: ${reply.problem}`] : []
+  );
 }
 
 /**
@@ -442,9 +499,11 @@ function commitPool(plan: PoolPlan, healthy: ReadonlySet<string>): number[] {
  * that stay keep their slot, state and counters; new backends take a free slot and join down,
  * probed at once, so they take traffic only once their first health check passes; removed ones
  * stop getting requests and finish those in flight. New pools start with every backend down
- * until probed; removed pools finish their requests. Workers learn the new backends before the
- * pool lists them, so none ever selects a slot it cannot serve. The admin API, a reload and DNS
- * discovery all change the pools through here.
+ * until probed (one up in another pool before starts up); removed pools finish their requests.
+ * Each worker takes the new routes and members in one step (it skips a member it was not told
+ * of), so a request meets the old settings or the new, never a mix; when routes move or members
+ * leave, the new members' first probes come first. The admin API, a reload and DNS discovery all
+ * change the pools through here.
  *
  * @param sup The supervisor.
  * @param next The settings to run with from now on, or a function that makes them from the
@@ -485,36 +544,41 @@ export function applyConfig(
     const gone = sup.pools.filter((run) => !plans.some((plan) => plan.run === run));
     const named = config.pools.length > 0;
     const label = (plan: PoolPlan, url: string) => named ? `${plan.run.name}/${url}` : url;
-    // Set before the workers are told: a worker restarted meanwhile (after a crash) starts from
-    // these, so it knows every slot the membership is about to name (the removed ones are
-    // cleared below, once no worker picks them any more).
-    sup.config = config;
-    for (const plan of plans) {
-      plan.run.config = plan.config;
-      plan.run.table = plan.table;
-    }
-    sup.pools = plans.map((plan) => plan.run);
-    const update: UpdateMessage = {
-      type: "update",
-      config,
-      pools: wiredPools(sup.pools),
-      routeSlots: routeSlotsOf(sup, config),
-    };
-    const replies = await Promise.all(sup.workers.map((serving) => ask(serving, update)));
-    const problems = replies.flatMap((reply, index) =>
-      reply.type === "updated" && reply.problem ? [`worker ${index}: ${reply.problem}`] : []
-    );
+    const before = { routes: sup.config.routes, slots: runningSlots(sup) };
     // Backends up before this change, in any pool (also the removed ones).
     const healthy = new Set(
       [...plans.map((plan) => plan.run), ...gone].flatMap((run) =>
         run.slots.filter((slot) => isUsable(run.pool, slot)).map((slot) => run.table[slot]!.url)
       ),
     );
-    const checks: Promise<void>[] = [];
+    // Set before the workers are told: a worker restarted meanwhile (after a crash) starts from
+    // these.
+    sup.config = config;
     for (const plan of plans) {
-      const joined = commitPool(plan, healthy);
-      if (joined.length) checks.push(plan.run.health.checkNow(joined));
+      plan.run.config = plan.config;
+      plan.run.table = plan.table;
     }
+    sup.pools = plans.map((plan) => plan.run);
+    const { slots, fresh } = routeSlotsOf(sup, config);
+    const joinings = plans.map((plan) => joinPool(plan, healthy));
+    const checks = joinings.flatMap(({ plan, joined }) =>
+      joined.length ? [plan.run.health.checkNow(joined)] : []
+    );
+    // Each worker swaps routes and members in one step, so no request meets a mix. When routes
+    // move or members leave, the new ones get their first probe (bounded by --health-timeout)
+    // first: the requests they take over are not answered 503 while it runs.
+    const moving = gone.length > 0 || joinings.some((j) => j.leaving.length > 0) ||
+      !sameRoutes(before.routes, config.routes, before.slots, slots);
+    if (moving) await Promise.all(checks);
+    const update: UpdateMessage = {
+      type: "update",
+      config,
+      pools: wiredPools(sup.pools),
+      routeSlots: slots,
+    };
+    const problems = await tellWorkers(sup, update);
+    for (const joining of joinings) leavePool(joining);
+    for (const slot of fresh) resetRouteHits(sup.process, slot);
     for (const run of gone) {
       for (const timer of run.ejections.values()) clearTimeout(timer);
       void run.health.stop();

@@ -578,3 +578,72 @@ Deno.test("routes: a pool renamed by a reload keeps serving (its backends were u
     await web.close();
   }
 });
+
+Deno.test("routes: reloads that move backends between pools and routes to other pools never answer from the wrong pool or 503", async () => {
+  const x = named("x");
+  const y = named("y");
+  // A: /p to pool p (x), /q to pool q (y). B: p is gone, x moved into q, and both paths go to q.
+  // Whichever config a request meets, /p is answered by x, and /q by y (A) or x (B).
+  const configA = {
+    "health-interval": "10s",
+    pools: { p: { backends: [x.url] }, q: { backends: [y.url] } },
+    routes: [{ name: "p", path: "/p", pool: "p" }, { name: "q", path: "/q", pool: "q" }],
+  };
+  const configB = {
+    "health-interval": "10s",
+    pools: { q: { backends: [x.url] } },
+    routes: [{ name: "p", path: "/p", pool: "q" }, { name: "q", path: "/q", pool: "q" }],
+  };
+  const path = await configFile(configA);
+  const proxy = await startGoround(["--config", path, "--workers", "2", "--access-log", "off"]);
+  let stop = false;
+  const failures: string[] = [];
+  let served = 0;
+  const loop = async (target: string, allowed: RegExp) => {
+    const client = Deno.createHttpClient({});
+    const deadline = Date.now() + 30_000;
+    while (!stop && Date.now() < deadline) {
+      try {
+        const res = await fetch(`${proxy.url}${target}`, { client });
+        const text = await res.text();
+        if (res.status !== 200 || !allowed.test(text)) {
+          failures.push(`${target}: ${res.status} ${text}`);
+        }
+        served++;
+      } catch (error) {
+        failures.push(String(error));
+      }
+    }
+    client.close();
+  };
+  try {
+    const loops = [
+      loop("/p", /^x /),
+      loop("/p", /^x /),
+      loop("/q", /^[xy] /),
+      loop("/q", /^[xy] /),
+    ];
+    await waitFor(() => served > 50, { what: "traffic" });
+    for (let round = 0; round < 8; round++) {
+      await Deno.writeTextFile(path, JSON.stringify(round % 2 === 0 ? configB : configA));
+      const reloads = proxy.stderr.filter((l) => l.includes("reloaded")).length;
+      await sendSignal(proxy.pid, "HUP");
+      await waitFor(() => proxy.stderr.filter((l) => l.includes("reloaded")).length > reloads, {
+        what: `reload ${round + 1}`,
+      });
+      const now = served;
+      await waitFor(() => served > now + 20, { what: "traffic after the reload" });
+    }
+    stop = true;
+    await Promise.all(loops);
+    deepEqual(
+      failures.slice(0, 10),
+      [],
+      `${failures.length} of ${served} failed: ${failures.slice(0, 5)}`,
+    );
+  } finally {
+    stop = true;
+    await proxy.stop();
+    await Promise.all([x.close(), y.close()]);
+  }
+});
