@@ -43,6 +43,9 @@ export const MAX_ROUTES = 256;
 /** The actions, one of which each route has. */
 const ACTIONS = ["pool", "redirect", "respond"] as const;
 
+/** Statuses whose responses never carry content (RFC 9110 §15.3.5, §15.3.6, §15.4.5). */
+const NO_CONTENT: readonly number[] = [204, 205, 304];
+
 /** Statuses a redirect may have (RFC 9110 §15.4). */
 const REDIRECTS = [301, 302, 303, 307, 308];
 
@@ -217,11 +220,12 @@ function fieldName(at: string, name: string): string {
     throw new ConfigError(`${at}: ${show(name)} is not a field name: expected a token`);
   }
   const lower = name.toLowerCase();
-  if (MANAGED_FIELDS.includes(lower)) {
+  // The WebSocket handshake's fields too (RFC 6455 §4): a rule must not break a 101.
+  if (MANAGED_FIELDS.includes(lower) || lower.startsWith("sec-websocket-")) {
     throw new ConfigError(
       `${at}: ${show(name)} is managed by goround: expected another field than ${
         MANAGED_FIELDS.join(", ")
-      }`,
+      }, sec-websocket-*`,
     );
   }
   return lower;
@@ -232,6 +236,10 @@ function fieldValue(at: string, value: unknown): string {
   // deno-lint-ignore no-control-regex
   if (typeof given !== "string" || /[\r\n\x00]/.test(given)) {
     throw new ConfigError(`${at}: ${show(value)}: expected a text without CR, LF or NUL`);
+  }
+  // Field values are bytes (RFC 9110 section 5.5); a URL's other characters are %-encoded.
+  if (/[\u0080-\uffff]/.test(given)) {
+    throw new ConfigError(`${at}: ${show(value)}: expected ASCII text (percent-encode the rest)`);
   }
   return given.trim();
 }
@@ -342,6 +350,12 @@ function readAction(
     );
   }
   const body = spec.body === undefined ? "" : text(`${at}.respond.body`, spec.body, "a text");
+  if (body !== "" && NO_CONTENT.includes(status)) {
+    throw new ConfigError(
+      `${at}.respond.body: a ${status} response has no body (RFC 9110 section 15): ` +
+        "expected none, or another status",
+    );
+  }
   return { kind: "respond", status, body };
 }
 
@@ -372,11 +386,24 @@ function readRoute(path: string, index: number, data: unknown, pools: readonly P
     throw new ConfigError(`${at}.name: ${show(name)}: expected letters, digits, -, _ and .`);
   }
   const prefix = readPrefix(`${at}.path`, data.path, "/");
+  // Paths are matched once normalised (RFC 3986 §5.2.4): no request path holds these.
+  if (/\/\.{0,2}\/|%2e/i.test(prefix)) {
+    throw new ConfigError(
+      `${at}.path: ${show(prefix)}: no request reaches it (paths are matched with // merged, ` +
+        ". and .. resolved, %2e decoded): expected a path without //, /./, /../ or %2e",
+    );
+  }
   const method = data.method === undefined
     ? null
     : text(`${at}.method`, data.method, "a method such as GET").toUpperCase();
   if (method !== null && !TOKEN.test(method)) {
     throw new ConfigError(`${at}.method: ${show(data.method)}: expected a method such as GET`);
+  }
+  if (method === "CONNECT") {
+    throw new ConfigError(
+      `${at}.method: "CONNECT": goround answers CONNECT itself (405, it is no forward proxy): ` +
+        "expected another method",
+    );
   }
   const action = readAction(at, data, prefix, pools);
   return {

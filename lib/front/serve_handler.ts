@@ -113,7 +113,7 @@ export function toResponse(
 ): Response {
   const extra = reply.extra ?? [];
   if (reply.kind === "local") {
-    return new Response(reply.text, {
+    return new Response(NULL_BODY.has(reply.status) ? null : reply.text, {
       status: reply.status,
       headers: [...reply.headers, ...extra],
     });

@@ -785,19 +785,7 @@ function frameWhole(
   keepAlive: boolean,
 ): Written | null {
   const extra = reply.extra ?? NONE;
-  if (reply.kind === "local") {
-    const tail = fieldLines(extra) + `content-length: ${reply.text.length}\r\n` +
-      connectionLine(request.minor, keepAlive);
-    const head = responseHead(reply.status, REASONS[reply.status] ?? "", reply.headers, tail);
-    const withBody = request.method !== "HEAD";
-    const bytes = frame(client, withBody ? head + reply.text : head, null);
-    return {
-      status: reply.status,
-      keep: keepAlive,
-      bytes: withBody ? reply.text.length : 0,
-      size: bytes.length,
-    };
-  }
+  if (reply.kind === "local") return frameLocal(client, request, reply, keepAlive, extra);
   const { response } = reply;
   const { status } = response;
   let body = response.body;
@@ -822,6 +810,29 @@ function frameWhole(
     // The bytes are copied (or failed to be): the backend connection can go back to the pool.
     response.release();
   }
+}
+
+/** goround's own answer: no content for 204, 205 and 304 (RFC 9110 §15.3.5, §15.3.6,
+ * §15.4.5) and no Content-Length for 204 and 304 (§8.6); other text goes as UTF-8. */
+function frameLocal(
+  client: Client,
+  request: Pick<RequestHead, "method" | "minor">,
+  reply: Extract<Reply, { kind: "local" }>,
+  keepAlive: boolean,
+  extra: readonly (readonly [string, string])[],
+): Written {
+  const { status } = reply;
+  const text = status === 204 || status === 205 || status === 304 ? "" : reply.text;
+  const encoded = /[\u0080-\uffff]/.test(text) ? new TextEncoder().encode(text) : null;
+  const length = encoded?.length ?? text.length;
+  const lengthLine = status === 204 || status === 304 ? "" : `content-length: ${length}\r\n`;
+  const tail = fieldLines(extra) + lengthLine + connectionLine(request.minor, keepAlive);
+  const head = responseHead(status, REASONS[status] ?? "", reply.headers, tail);
+  const withBody = request.method !== "HEAD";
+  const bytes = withBody && encoded === null
+    ? frame(client, head + text, null)
+    : frame(client, head, withBody ? encoded : null);
+  return { status, keep: keepAlive, bytes: withBody ? length : 0, size: bytes.length };
 }
 
 /** Writes a backend's response whose body is a stream. */

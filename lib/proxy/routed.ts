@@ -77,6 +77,7 @@ function normalised(incoming: Incoming): Incoming {
 
 /** The path of an origin-form target, without its query. */
 function pathOf(target: string): string {
+  if (target === "*") return "/"; // OPTIONS * (RFC 9112 §3.2.4): where the root goes
   const query = target.indexOf("?");
   return query < 0 ? target : target.slice(0, query);
 }

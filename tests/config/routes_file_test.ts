@@ -196,6 +196,36 @@ Deno.test("readPoolsAndRoutes(): every mistake is one line naming the file and k
       pools: { web: WEB },
       routes: [{ pool: "web", "response-headers": { remove: ["Content-Length"] } }],
     }, /"Content-Length" is managed by goround/],
+    ["a WebSocket handshake field", {
+      pools: { web: WEB },
+      routes: [{ pool: "web", "response-headers": { set: { "Sec-WebSocket-Accept": "x" } } }],
+    }, /"Sec-WebSocket-Accept" is managed by goround/],
+    ["a header value that is not ASCII", {
+      pools: { web: WEB },
+      routes: [{ pool: "web", "response-headers": { set: { "X-Team": "Équipe" } } }],
+    }, /response-headers\.set\.X-Team: "Équipe": expected ASCII text/],
+    ["a redirect location that is not ASCII", {
+      pools: { web: WEB },
+      routes: [{ redirect: "https://exämple.com{uri}" }],
+    }, /routes\[0\]\.redirect\.location: .*expected ASCII text/],
+    ["a body on a 204", {
+      pools: { web: WEB },
+      routes: [{ respond: { status: 204, body: "gone" } }],
+    }, /routes\[0\]\.respond\.body: a 204 response has no body/],
+    ["a body on a 304", {
+      pools: { web: WEB },
+      routes: [{ respond: { status: 304, body: "x" } }],
+    }, /routes\[0\]\.respond\.body: a 304 response has no body/],
+    ...["/a//b", "/a/../b", "/a/./b", "/%2e%2e/", "/x%2E/"].map((path) =>
+      [`a path no request reaches: ${path}`, {
+        pools: { web: WEB },
+        routes: [{ path, pool: "web" }],
+      }, /routes\[0\]\.path: .*no request reaches it/] as [string, Record<string, unknown>, RegExp]
+    ),
+    ["a CONNECT route", {
+      pools: { web: WEB },
+      routes: [{ method: "connect", pool: "web" }],
+    }, /routes\[0\]\.method: "CONNECT": goround answers CONNECT itself/],
     ["request rules without a pool", {
       pools: { web: WEB },
       routes: [{ respond: 404, "request-headers": { set: { A: "1" } } }],

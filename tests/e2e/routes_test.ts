@@ -9,6 +9,7 @@ import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
 import { ENGINES } from "../../lib/config/config.ts";
 import {
   type Goround,
+  rawBackend,
   type RecordingBackend,
   recordingBackend,
   runGoround,
@@ -647,3 +648,61 @@ Deno.test("routes: reloads that move backends between pools and routes to other 
     await Promise.all([x.close(), y.close()]);
   }
 });
+
+for (const engine of ENGINES) {
+  Deno.test(`[${engine}] routes: a fixed 204 has no length or body, a fixed text is UTF-8, OPTIONS * takes the root route`, async () => {
+    const web = rawBackend(async (request, conn) => {
+      const line = request.split("\r\n")[0]!;
+      const body = `web saw ${line}`;
+      const reply =
+        `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`;
+      await conn.write(new TextEncoder().encode(reply));
+    });
+    const path = await configFile({
+      pools: { web: { backends: [web.url] } },
+      routes: [
+        { name: "empty", path: "/empty", respond: 204 },
+        { name: "reset", path: "/reset", respond: 205 },
+        { name: "hello", path: "/hello", respond: { status: 200, body: "héllo ✓" } },
+        { name: "all", pool: "web" },
+      ],
+    });
+    const proxy = await startGoround(["--engine", engine, "--config", path, "--access-log", "off"]);
+    try {
+      const empty = await ask(proxy, "a.test", "/empty");
+      equal(empty.status, 204);
+      equal(field(empty, "content-length"), undefined, "no Content-Length on a 204");
+      equal(empty.text, "");
+      const reset = await ask(proxy, "a.test", "/reset");
+      equal(reset.status, 205);
+      equal(reset.text, "");
+      const hello = await ask(proxy, "a.test", "/hello");
+      equal(hello.text, "héllo ✓");
+      equal(field(hello, "content-length"), String(new TextEncoder().encode("héllo ✓").length));
+      // One keep-alive connection: the 204 leaves nothing behind for the next answer to trip on.
+      const client = Deno.createHttpClient({});
+      try {
+        for (let i = 0; i < 3; i++) {
+          const res = await fetch(`${proxy.url}/empty`, { client });
+          equal(res.status, 204);
+          await res.body?.cancel();
+          equal(await (await fetch(`${proxy.url}/hello`, { client })).text(), "héllo ✓");
+        }
+      } finally {
+        client.close();
+      }
+      if (engine === "goround") {
+        // Deno.serve reads an asterisk-form target its own way; goround's front passes it on.
+        const star = await rawRequest(
+          proxy.port,
+          "OPTIONS * HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        );
+        equal(star.status, 200);
+        equal(new TextDecoder().decode(star.body), "web saw OPTIONS * HTTP/1.1");
+      }
+    } finally {
+      await proxy.stop();
+      await web.close();
+    }
+  });
+}
