@@ -124,6 +124,8 @@ export interface Http1Server {
   readonly abort: () => void;
   /** Open client connections. */
   readonly connections: () => number;
+  /** Bytes the open connections' read and write buffers hold: what idle connections cost. */
+  readonly heldBytes: () => number;
 }
 
 /** One client connection. */
@@ -1326,6 +1328,11 @@ export function serveHttp1(listener: Deno.Listener, options: ServerOptions): Htt
   return {
     addr: listener.addr as Deno.NetAddr,
     connections: () => clients.size,
+    heldBytes: () => {
+      let bytes = 0;
+      for (const client of clients) bytes += client.buf.length + client.wbuf.length;
+      return bytes;
+    },
     stopAccepting,
     shutdown: async (idleGrace = IDLE_GRACE) => {
       stopAccepting();

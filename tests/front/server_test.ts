@@ -1364,3 +1364,31 @@ test("`serveHttp1()` reads requests of any size on a connection that idled small
     wire.close();
   });
 });
+
+test("an idle keep-alive connection holds about 1 KiB of buffers, whatever it carried", async () => {
+  const big = "z".repeat(20_000);
+  const forward = (incoming: Incoming) =>
+    incoming.target === "/long" ? localReply(200, big) : echo(incoming);
+  await withServer(forward, async ({ server, connect }) => {
+    const wires: Wire[] = [];
+    for (let i = 0; i < 100; i++) {
+      const wire = await connect();
+      // Every tenth carried a large head and a large reply before it went idle.
+      if (i % 10 === 0) {
+        await wire.send(`GET /long HTTP/1.1\r\nHost: a\r\nX-Big: ${"x".repeat(12_000)}\r\n\r\n`);
+        equal((await wire.response()).body.length, big.length + 1);
+      }
+      await wire.send("GET /small HTTP/1.1\r\nHost: a\r\n\r\n");
+      equal((await wire.response()).body, "GET /small\n");
+      wires.push(wire);
+    }
+    // A fixed 16 KiB read and 4 KiB write buffer per connection would hold 2 MiB here.
+    await waitFor(() => server.heldBytes() <= 100 * 1024, {
+      timeout: 2000,
+      what: "at most 100 KiB held by 100 idle connections",
+    }).catch((error) => {
+      throw new Error(`${error.message}: ${server.heldBytes()} bytes`);
+    });
+    equal(server.connections(), 100);
+  });
+});
