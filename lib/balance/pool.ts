@@ -149,6 +149,9 @@ const S_EJECT = 9;
 const S_STREAK = 10;
 /** Slot word: 1 while a backend that joined at run time has not passed a health check. */
 const S_PENDING = 11;
+/** Slot word: its tenant, counted up each time the slot takes another backend, so a thread
+ * holding an older table can tell its entry for the slot is stale. */
+const S_TENANT = 12;
 /** Ejection state (low two bits of `S_EJECT`): in rotation. */
 const EJECT_IN = 0;
 /** Ejection state: one thread is ejecting it (claimed, `EJECT_UNTIL` being written). */
@@ -374,13 +377,18 @@ function slotWord(pool: Pool, slot: number, field: number): number {
  * @param slots Slot ids, each below the capacity.
  * @param weights Each member's weight. @default {all 1}
  * @param options `alive`: the health view new members start with. @default {true} `up`: new
- *   members that start up even so (known healthy in another pool a moment ago).
+ *   members that start up even so (known healthy in another pool a moment ago). `renew`:
+ *   members that take another backend (a full pool's change), started from zero as new ones.
  */
 export function setMembers(
   pool: Pool,
   slots: readonly number[],
   weights: readonly number[] = slots.map(() => 1),
-  options: { readonly alive?: boolean; readonly up?: ReadonlySet<number> } = {},
+  options: {
+    readonly alive?: boolean;
+    readonly up?: ReadonlySet<number>;
+    readonly renew?: ReadonlySet<number>;
+  } = {},
 ): void {
   if (slots.length > pool.capacity) {
     throw new RangeError(`${slots.length} backends exceed the pool capacity ${pool.capacity}`);
@@ -394,10 +402,8 @@ export function setMembers(
   const previous = members(pool);
   for (const slot of slots) {
     // A slot joining the pool starts from zero: enabled, no counts from a former tenant.
-    if (Atomics.load(u32, slotWord(pool, slot, S_ADMIN)) === 2) {
-      for (let word = 0; word < SLOT_WORDS; word++) {
-        Atomics.store(u32, slotWord(pool, slot, word), 0);
-      }
+    if (Atomics.load(u32, slotWord(pool, slot, S_ADMIN)) === 2 || options.renew?.has(slot)) {
+      newTenant(pool, slot);
       for (let word = 0; word < TOTAL_WORDS; word++) {
         Atomics.store(pool.totals, slot * TOTAL_WORDS + word, 0n);
       }
@@ -429,6 +435,31 @@ export function setMembers(
   }
   Atomics.add(u32, H_VERSION, 1);
   wakeWaiters(pool); // new members may have room
+}
+
+/** Clears a slot for its next backend. Its requests in flight are kept, as they still end on
+ * it; its tenant counts up. */
+function newTenant(pool: Pool, slot: number): void {
+  const { u32 } = pool;
+  const tenant = Atomics.load(u32, slotWord(pool, slot, S_TENANT));
+  for (let word = 0; word < SLOT_WORDS; word++) {
+    if (word !== S_INFLIGHT) Atomics.store(u32, slotWord(pool, slot, word), 0);
+  }
+  for (let word = 0; word < TOTAL_WORDS; word++) {
+    Atomics.store(pool.totals, slot * TOTAL_WORDS + word, 0n);
+  }
+  Atomics.store(u32, slotWord(pool, slot, S_TENANT), (tenant + 1) >>> 0);
+}
+
+/**
+ * The slot's tenant: it changes each time the slot takes another backend.
+ *
+ * @param pool The pool.
+ * @param slot The slot.
+ * @returns The tenant number.
+ */
+export function tenantOf(pool: Pool, slot: number): number {
+  return Atomics.load(pool.u32, slotWord(pool, slot, S_TENANT));
 }
 
 /**

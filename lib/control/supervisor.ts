@@ -36,6 +36,7 @@ import {
   resetRouteHits,
   setAdminState,
   setMembers,
+  tenantOf,
   weightOf,
 } from "../balance/pool.ts";
 import { effectivePools, withPool } from "../config/pools.ts";
@@ -157,6 +158,7 @@ function wiredPools(pools: readonly PoolRun[]): PoolWire[] {
     config: run.config,
     // Only its members: one leaving is not picked by a worker told of the change.
     table: run.table.map((backend, slot) => run.slots.includes(slot) ? backend : null),
+    tenants: run.table.map((_, slot) => tenantOf(run.pool, slot)),
   }));
 }
 
@@ -405,15 +407,19 @@ interface PoolPlan {
   readonly fresh: boolean;
 }
 
-/** Backends that stay keep their slot; new ones take a free one. */
+/** Backends that stay keep their slot; new ones take a free one, or when none is left (a full
+ * pool replaced), the slot of one leaving. */
 function planPool(run: PoolRun, config: Config, fresh: boolean): PoolPlan {
   const bySlot = new Map(run.slots.map((slot) => [run.table[slot]!.url, slot]));
+  const urls = new Set(config.backends.map((b) => b.url));
+  const vacating = run.slots.filter((slot) => !urls.has(run.table[slot]!.url));
   const taken = new Set<number>();
   const slots: number[] = [];
   const table = [...run.table];
   for (const backend of config.backends) {
     let slot = bySlot.get(backend.url);
     if (slot === undefined) slot = freeSlot(run.pool, taken);
+    if (slot < 0) slot = vacating.find((s) => !taken.has(s)) ?? -1;
     if (slot < 0) {
       throw new ValidationError(
         `pool "${run.name}": more backends than the ${run.pool.capacity} slots`,
@@ -440,16 +446,19 @@ interface Joining {
  * ignore_new_hosts_until_first_hc, unless up in a pool a moment ago) beside those leaving. */
 function joinPool(plan: PoolPlan, healthy: ReadonlySet<string>): Joining {
   const { run, config, slots, table } = plan;
-  const joined = slots.filter((slot) => !run.slots.includes(slot));
+  // A slot that takes another backend joins as new; a worker not yet told skips it (its tenant).
+  const renew = new Set(
+    slots.filter((slot) => run.slots.includes(slot) && run.table[slot]!.url !== table[slot]!.url),
+  );
+  const joined = slots.filter((slot) => !run.slots.includes(slot) || renew.has(slot));
   const leaving = run.slots.filter((slot) => !slots.includes(slot));
   const up = new Set(joined.filter((slot) => healthy.has(table[slot]!.url)));
   const weights = config.backends.map((b) => b.weight);
-  const both = slots.length + leaving.length <= run.pool.capacity;
   setMembers(
     run.pool,
-    both ? [...slots, ...leaving] : slots,
-    both ? [...weights, ...leaving.map((slot) => weightOf(run.pool, slot))] : weights,
-    { alive: false, up },
+    [...slots, ...leaving],
+    [...weights, ...leaving.map((slot) => weightOf(run.pool, slot))],
+    { alive: false, up, renew },
   );
   for (const slot of joined) {
     run.lastError.delete(slot); // a late report about the slot's former backend

@@ -66,6 +66,8 @@ export interface PoolWire {
   readonly config: Config;
   /** The backend of each slot. */
   readonly table: SlotTable;
+  /** Each slot's tenant as of `table` (see `tenantOf`). */
+  readonly tenants: readonly number[];
 }
 
 /** Tells a worker to start serving. */
@@ -395,6 +397,7 @@ function buildCores(
       pool,
       config: wire.config,
       backends: wire.table.map((b) => b ?? undefined),
+      tenants: wire.tenants,
       upstreams: options.upstreams,
       onDown,
       onEject,

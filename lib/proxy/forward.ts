@@ -51,6 +51,8 @@ export interface ProxyContext {
   readonly config: Config;
   /** Backend of each slot. */
   readonly backends: readonly (Backend | undefined)[];
+  /** Each slot's tenant when `backends` was made (see `tenantOf`). @default {the tenants now} */
+  readonly tenants?: readonly number[];
   /** The thread's upstream client. */
   readonly upstreams: Upstreams;
   /** Told when this thread takes a backend down (passive detection). @default {logs it} */
@@ -433,7 +435,7 @@ export function createForwarder(context: ProxyContext): Forwarder {
     config,
     backends,
     upstreams: context.upstreams,
-    picker: createPicker(pool, config, backends),
+    picker: createPicker(pool, config, backends, context.tenants),
     noBackend: localReply(STATUS_NO_BACKEND, "no backend available", [
       ["retry-after", retryAfter],
     ]),
@@ -463,10 +465,11 @@ async function forward(core: Core, incoming: Incoming): Promise<Reply> {
       slot = await slot;
       counted = true;
     }
-    const backend = slot < 0 ? undefined : core.backends[slot];
+    const backend = slot < 0 ? undefined : core.picker.backendOf(slot);
     if (backend === undefined) {
       if (slot < 0) return exhausted(state);
-      // A member this worker has not been told about yet (a change under way): pick again.
+      // A member this worker has not been told about, or one that took another backend since
+      // this request began (a change under way): pick again.
       state.selection.avoid.push(slot);
       continue;
     }

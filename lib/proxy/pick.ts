@@ -24,6 +24,7 @@ import {
   type Pool,
   poolSize,
   setPanic,
+  tenantOf,
 } from "../balance/pool.ts";
 import { type SelectionContext, selectorFor } from "../balance/selection.ts";
 import { cookieValue, createSticky, STICKY_COOKIE } from "../balance/sticky.ts";
@@ -56,6 +57,9 @@ export interface Picker {
   /** The `Set-Cookie` value that pins the client to `backend`, when the answer came from
    * another backend than its cookie named; `null` otherwise (or with sticky sessions off). */
   readonly cookie: (selection: Selection, slot: number, backend: Backend) => string | null;
+  /** The slot's backend as this worker knows it; `undefined` for a member it was not told of,
+   * or a slot that took another backend since (a change under way). */
+  readonly backendOf: (slot: number) => Backend | undefined;
 }
 
 /** Whether some usable backend (not yet tried) is only held back by --max-conns. */
@@ -110,12 +114,15 @@ function hashKey(spec: Config["hashKey"], request: PickRequest): string {
  * @param pool The shared pool.
  * @param config Settings.
  * @param backends Backend of each slot, as this worker knows them.
+ * @param tenants Each slot's tenant ({@linkcode tenantOf}) when `backends` was made.
+ *   @default {the tenants now}
  * @returns The picker.
  */
 export function createPicker(
   pool: Pool,
   config: Config,
   backends: readonly (Backend | undefined)[],
+  tenants: readonly number[] = backends.map((_, slot) => tenantOf(pool, slot)),
 ): Picker {
   const select = selectorFor(config.algorithm, {
     nameOf: (slot) => backends[slot]?.url ?? String(slot),
@@ -123,6 +130,10 @@ export function createPicker(
   const sticky = config.sticky === "cookie" ? createSticky(config.stickyKey) : null;
   const stickyIds = sticky ? backends.map((b) => (b ? sticky.idOf(b.url) : "")) : [];
   const waiting = createCapacityQueue(pool);
+  const backendOf = (slot: number): Backend | undefined => {
+    const backend = backends[slot];
+    return backend !== undefined && tenants[slot] === tenantOf(pool, slot) ? backend : undefined;
+  };
 
   /** A valid sticky cookie names a backend: the request goes there while it can take it. */
   const pinnedFor = (request: PickRequest): number => {
@@ -140,7 +151,7 @@ export function createPicker(
     while (true) {
       const slot = select(pool, selection);
       if (slot < 0) return -1;
-      if (backends[slot] === undefined) {
+      if (backendOf(slot) === undefined) {
         selection.avoid.push(slot); // a member this worker does not know (a reload under way)
         continue;
       }
@@ -201,5 +212,6 @@ export function createPicker(
       sticky && slot !== selection.pinned
         ? `${STICKY_COOKIE}=${sticky.token(backend.url)}; Path=/; HttpOnly; SameSite=Lax`
         : null,
+    backendOf,
   };
 }

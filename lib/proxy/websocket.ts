@@ -142,7 +142,7 @@ async function* candidates(
     const queued = typeof next !== "number";
     const slot = queued ? await next : next;
     if (slot < 0) return;
-    const backend = context.backends[slot];
+    const backend = picker.backendOf(slot);
     if (backend === undefined) {
       if (queued) endRequest(context.pool, slot, false);
       selection.avoid.push(slot); // a member this worker has not been told about yet
@@ -170,7 +170,7 @@ export function createUpgrader(
   options: { readonly bridged?: boolean } = {},
 ): Upgrader {
   const bridged = options.bridged ?? false;
-  const picker = createPicker(context.pool, context.config, context.backends);
+  const picker = createPicker(context.pool, context.config, context.backends, context.tenants);
   return async (incoming) => {
     const requestId = nextRequestId();
     const fields = handshakeFields(context, incoming, requestId, bridged);

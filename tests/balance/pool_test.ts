@@ -24,6 +24,7 @@ import {
   setAlive,
   setCounter,
   setMembers,
+  tenantOf,
   totals,
   waitForCapacity,
   watchCapacity,
@@ -64,6 +65,25 @@ Deno.test("setMembers() with alive: false: new members join down, members that s
   assert(!isUsable(pool, 2), "no request before a health check brings it up");
   setAlive(pool, 2, true);
   assert(isUsable(pool, 2));
+});
+
+Deno.test("a slot that takes another backend starts over with a new tenant; its requests in flight still end on it", () => {
+  const pool = createPool(4);
+  setMembers(pool, [0, 1]);
+  beginRequest(pool, 0, false);
+  setAdminState(pool, 0, "draining");
+  const [first, other] = [tenantOf(pool, 0), tenantOf(pool, 1)];
+  setMembers(pool, [0, 1], [1, 1], { alive: false, renew: new Set([0]) });
+  assert(tenantOf(pool, 0) !== first, "a new tenant");
+  equal(tenantOf(pool, 1), other, "a member that stays keeps its tenant");
+  deepEqual([adminState(pool, 0), isAlive(pool, 0), isUsable(pool, 0)], ["enabled", false, false]);
+  equal(totals(pool, 0).requests, 0n, "no counts from the former tenant");
+  equal(inFlight(pool, 0), 1, "the former tenant's request is still in flight");
+  endRequest(pool, 0, false);
+  equal(inFlight(pool, 0), 0);
+  setMembers(pool, [1]);
+  setMembers(pool, [1, 0]);
+  assert(tenantOf(pool, 0) !== first + 1, "a slot that left and joined again has another tenant");
 });
 
 Deno.test("setMembers() rejects slots outside the capacity", () => {

@@ -706,3 +706,111 @@ for (const engine of ENGINES) {
     }
   });
 }
+
+Deno.test("routes: a reload that replaces every backend of a pool too full for both sets applies under load", async () => {
+  // Started with one, the pool has 64 slots; 40 + 40 exceed them: the new ones take the slots
+  // of those leaving.
+  const before = Array.from({ length: 40 }, (_, i) => named(`old${i}`));
+  const after = Array.from({ length: 40 }, (_, i) => named(`new${i}`));
+  const config = (set: RecordingBackend[]) => ({
+    "health-interval": "10s",
+    pools: { g: { backends: set.map((b) => b.url) } },
+    routes: [{ name: "all", pool: "g" }],
+  });
+  const path = await configFile(config(before.slice(0, 1)));
+  const proxy = await startGoround(["--config", path, "--workers", "2", "--access-log", "off"]);
+  let stop = false;
+  const failures: string[] = [];
+  const seen = new Set<string>();
+  let served = 0;
+  const loop = async () => {
+    const client = Deno.createHttpClient({});
+    const deadline = Date.now() + 30_000;
+    while (!stop && Date.now() < deadline) {
+      try {
+        const res = await fetch(`${proxy.url}/x`, { client });
+        const text = await res.text();
+        if (res.status !== 200) failures.push(`${res.status} ${text}`);
+        else seen.add(text.split(" ")[0]!);
+        served++;
+      } catch (error) {
+        failures.push(String(error));
+      }
+    }
+    client.close();
+  };
+  try {
+    const loops = [loop(), loop(), loop(), loop()];
+    await waitFor(() => served > 50, { what: "traffic" });
+    for (const [round, set] of [before, after, before, after].entries()) {
+      await Deno.writeTextFile(path, JSON.stringify(config(set)));
+      const reloads = proxy.stderr.filter((l) => l.includes("reloaded")).length;
+      await sendSignal(proxy.pid, "HUP");
+      await waitFor(
+        () =>
+          proxy.stderr.filter((l) => l.includes("reloaded")).length > reloads ||
+          proxy.stderr.some((l) => l.includes("reload failed")),
+        { what: `reload ${round + 1}` },
+      );
+      deepEqual(proxy.stderr.filter((l) => l.includes("reload failed")), []);
+      const now = served;
+      await waitFor(() => served > now + 100, { what: "traffic after the reload" });
+    }
+    seen.clear();
+    const now = served;
+    await waitFor(() => served > now + 200, { what: "traffic on the last config" });
+    stop = true;
+    await Promise.all(loops);
+    deepEqual(failures.slice(0, 10), [], `${failures.length} of ${served} failed`);
+    assert([...seen].every((name) => name.startsWith("new")), `old ones answered: ${[...seen]}`);
+    equal((await status(proxy)).pools.find((p: Json) => p.name === "g").backends.length, 40);
+  } finally {
+    stop = true;
+    await proxy.stop();
+    await Promise.all([...before, ...after].map((b) => b.close()));
+  }
+});
+
+Deno.test("routes: a retry that outlives two reloads never goes to a backend its slot no longer holds", async () => {
+  let release = () => {};
+  const held = new Promise<void>((resolve) => (release = resolve));
+  // a holds its first request until told, then answers 503: the request is retried elsewhere.
+  const a = recordingBackend(async (req) => {
+    if (new URL(req.url).pathname === "/slow") {
+      await held;
+      return new Response("a busy", { status: 503 });
+    }
+    return new Response("a");
+  });
+  const [b, c, d] = [named("b"), named("c"), named("d")];
+  const config = (set: RecordingBackend[]) => ({
+    "health-interval": "10s",
+    pools: { p: { backends: set.map((x) => x.url), retries: 1 } },
+    routes: [{ name: "all", pool: "p" }],
+  });
+  const path = await configFile(config([a, b]));
+  const proxy = await startGoround(["--config", path, "--workers", "1", "--access-log", "off"]);
+  const reload = async (set: RecordingBackend[]) => {
+    await Deno.writeTextFile(path, JSON.stringify(config(set)));
+    const reloads = proxy.stderr.filter((l) => l.includes("reloaded")).length;
+    await sendSignal(proxy.pid, "HUP");
+    await waitFor(() => proxy.stderr.filter((l) => l.includes("reloaded")).length > reloads, {
+      what: "the reload",
+    });
+  };
+  try {
+    const slow = fetch(`${proxy.url}/slow`);
+    await waitFor(() => a.requests.length === 1, { what: "the slow request at a" });
+    await reload([c]); // a and b leave; c takes a free slot
+    await reload([c, d]); // d takes the slot b had
+    release();
+    const res = await slow;
+    const text = await res.text();
+    equal(b.requests.length, 0, `b, out of the pool since the first reload, got the retry`);
+    assert(res.status === 503 || /^[cd] /.test(text), `${res.status} ${text}`);
+  } finally {
+    release();
+    await proxy.stop();
+    await Promise.all([a, b, c, d].map((x) => x.close()));
+  }
+});
