@@ -36,7 +36,14 @@ import {
 } from "./lib/control/discovery.ts";
 import { denoEnv, unknownVariables, unknownVariableWarning } from "./lib/config/env_check.ts";
 import { ConfigError, ValidationError } from "./lib/errors.ts";
-import { bannerLine, flushRepeats, logLine, REPEAT_WINDOW_MS, setLogFormat } from "./lib/log.ts";
+import {
+  bannerLine,
+  flushRepeats,
+  logLine,
+  logOutcome,
+  REPEAT_WINDOW_MS,
+  setLogFormat,
+} from "./lib/log.ts";
 import {
   isOwnListener,
   ownAddressMessage,
@@ -178,7 +185,7 @@ async function reload(sup: Supervisor, dns: DnsFollower): Promise<void> {
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     sup.reloads.failed++;
-    logLine(`reload failed, keeping the running config: ${error.message}`);
+    logOutcome(`reload failed, keeping the running config: ${error.message}`);
     return;
   }
   const plan = planReload(sup.config, read);
@@ -189,7 +196,7 @@ async function reload(sup: Supervisor, dns: DnsFollower): Promise<void> {
     sup.reloads.ok++;
     sup.reloads.lastOk = Date.now();
     setLogFormat(sup.config.logFormat);
-    logLine(describeReload(plan, {
+    logOutcome(describeReload(plan, {
       file: sup.config.configFile,
       backends: sup.pools.reduce((sum, run) => sum + run.slots.length, 0),
       added,
@@ -199,7 +206,7 @@ async function reload(sup: Supervisor, dns: DnsFollower): Promise<void> {
   } catch (error) {
     if (!(error instanceof ValidationError)) throw error;
     sup.reloads.failed++;
-    logLine(`reload failed, keeping the running config: ${error.message}`);
+    logOutcome(`reload failed, keeping the running config: ${error.message}`);
   } finally {
     if (plan.rediscover) dns.start();
   }

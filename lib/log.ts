@@ -131,6 +131,17 @@ export function flushRepeats(now: number = Date.now()): void {
 }
 
 /**
+ * Writes one timestamped line to stderr at once, never held back as a repeat: for the outcome of
+ * what an operator asked for (a reload), which they read right after asking.
+ *
+ * @param message The line, without a trailing newline.
+ */
+export function logOutcome(message: string): void {
+  if (recent.size > 0) flushRepeats(Date.now());
+  write(message);
+}
+
+/**
  * Writes one timestamped line to stderr, unless the same line was written less than
  * {@linkcode REPEAT_WINDOW_MS} ago: then it is only counted.
  *

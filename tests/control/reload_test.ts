@@ -9,6 +9,7 @@ import { createHmac } from "node:crypto";
 import {
   get,
   type Goround,
+  recordingBackend,
   runGoround,
   sendSignal,
   startGoround,
@@ -565,6 +566,23 @@ Deno.test("a --tls-key that is not the certificate's key: exit 2 at start, one l
       /^goround: --tls-key: ".*two\.key" is not the key of --tls-cert ".*one\.pem": expected the certificate's private key\n$/,
     );
   } finally {
+    await s.cleanup();
+  }
+});
+
+Deno.test("SIGHUP twice with the same outcome: each reload gets its own line at once", async () => {
+  const s = await setup();
+  const backend = recordingBackend();
+  await s.write({ backends: [backend.url] });
+  const proxy = await startGoround(["--config", s.file, "--access-log", "off"]);
+  try {
+    // Not held back as a repeat of the line a moment ago: the operator reads it right away.
+    for (let i = 0; i < 2; i++) match(await reload(proxy), /reloaded[^()]*$/);
+    await s.write({ backends: ["ftp://127.0.0.1:1"] });
+    for (let i = 0; i < 2; i++) match(await reload(proxy), /reload failed.*ftp:[^()]*$/);
+  } finally {
+    await proxy.stop();
+    await backend.close();
     await s.cleanup();
   }
 });
