@@ -45,6 +45,7 @@ import {
   type Upgrader,
 } from "../proxy/websocket.ts";
 import { GOING_AWAY_GRACE } from "../proxy/ws_bridge.ts";
+import { viaEntry } from "../proxy/via.ts";
 
 /** The worker's own scope (typed here rather than with a global `deno.worker` lib directive,
  * which a published module may not carry). */
@@ -410,7 +411,7 @@ function buildCores(
   }
   const core = config.routes.length === 0
     ? pools.get(wires[0]!.name)!
-    : createRouted(config.routes, pools, options);
+    : createRouted(config.routes, pools, { ...options, via: viaEntry(config.instanceId) });
   return {
     forward: core.forward,
     upgrade: core.upgrade,

@@ -10,7 +10,15 @@
 
 import type { HeaderRules, Route } from "../config/routes.ts";
 import { countRefusal, countRouteHit, type Pool } from "../balance/pool.ts";
-import { type Forwarder, type Incoming, localReply, nextRequestId, type Reply } from "./forward.ts";
+import {
+  type Forwarder,
+  type Incoming,
+  localReply,
+  loopDetected,
+  nextRequestId,
+  type Reply,
+} from "./forward.ts";
+import { TAKEOVER_PROBE_PATH } from "./via.ts";
 import type { Upgrader } from "./websocket.ts";
 import {
   applyRequestRules,
@@ -39,6 +47,8 @@ export interface RoutedOptions {
   readonly process: Pool;
   /** Each route's slot in the process memory, in route order. */
   readonly routeSlots: readonly number[];
+  /** This goround's `Via` entry (`proxy/via.ts`). */
+  readonly via: string;
 }
 
 /** The proxy core with routes in front of the pools. */
@@ -59,6 +69,14 @@ function fieldOf(headers: Iterable<readonly [string, string]>, name: string): st
   if (headers instanceof Headers) return headers.get(name);
   for (const [field, value] of headers) if (field === name) return value;
   return null;
+}
+
+/** Whether the request names this goround in `Via`, as a takeover's probe does. */
+function isProbe(incoming: Incoming, via: string): boolean {
+  for (const [name, value] of incoming.headers) {
+    if (name === "via" && value.includes(via)) return true;
+  }
+  return false;
 }
 
 function noField(): null {
@@ -129,6 +147,10 @@ export function createRouted(
     ),
   );
   const decide = (given: Incoming): Decision => {
+    // A takeover's probe gets this goround's 508 whatever the routes say (a route could answer it).
+    if (given.target === TAKEOVER_PROBE_PATH && isProbe(given, options.via)) {
+      return { kind: "reply", reply: loopDetected(options.via, nextRequestId(), given.target) };
+    }
     const incoming = normalised(given);
     // A closure per request only when some route reads a field.
     const field = router.usesFields ? (name: string) => fieldOf(incoming.headers, name) : noField;

@@ -632,3 +632,46 @@ Deno.test("requestHandover(): a running goround that is stopping already (its ad
     await Promise.all([stopping.shutdown(), refusing.shutdown()]);
   }
 });
+
+Deno.test("--takeover with routes that would answer its probe themselves (a /.well-known/ route, host routes only) still hands over", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "goround-takeover-routes-" });
+  const backend = quickBackend();
+  const file = `${dir}/goround.json`;
+  await Deno.writeTextFile(
+    file,
+    JSON.stringify({
+      pools: { web: { backends: [backend.url] } },
+      routes: [
+        { name: "acme", path: "/.well-known/", respond: { status: 404, body: "none here" } },
+        { name: "site", host: "a.test", pool: "web" },
+      ],
+    }),
+  );
+  let old: Goround | null = null;
+  let next: Goround | null = null;
+  try {
+    old = await startGoround(["--config", file, "--workers", "1"], { readable: dir });
+    let oldExited: Deno.CommandStatus | null = null;
+    old.exited.then((status) => (oldExited = status));
+    next = await startGoround([
+      "--config",
+      file,
+      "--listen",
+      `127.0.0.1:${old.port}`,
+      "--admin",
+      `127.0.0.1:${portOf(old.adminUrl)}`,
+      "--takeover",
+    ], { readable: dir });
+    await waitFor(() => oldExited !== null, { timeout: 10_000, what: "the old process to exit" });
+    equal(oldExited!.code, 0, old.stderr.join("\n"));
+    assert(next.stderr.some((l) => /takeover: pid \d+ hands over/.test(l)), next.stderr.join("\n"));
+    // Anyone else asking that path gets what the routes say.
+    const res = await fetch(`${next.url}/.well-known/goround-takeover`);
+    deepEqual([res.status, await res.text()], [404, "none here"]);
+  } finally {
+    await killQuietly(next);
+    await killQuietly(old);
+    await backend.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

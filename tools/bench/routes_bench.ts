@@ -30,6 +30,7 @@ const process = createPool(256);
 const routed = createRouted(routes, new Map(pools.map((pool) => [pool.name, stub])), {
   process,
   routeSlots: routes.map((_, index) => index),
+  via: "1.1 goround-bench",
 });
 
 function request(authority: string, target: string): Incoming {
