@@ -441,7 +441,10 @@ interface Running {
 /** The signal handlers' state, and the one drain that SIGTERM, SIGINT and a takeover share. */
 interface Signals {
   running: Running | null;
-  readonly stop: (why: string) => Promise<void>;
+  /** Drains and exits. `handover`: a successor takes over, so the admin port is let go of first
+   * (it binds it meanwhile); else the admin API answers through the drain, so a `--takeover`
+   * started meanwhile finds a goround stopping already rather than none. */
+  readonly stop: (why: string, handover?: boolean) => Promise<void>;
   readonly stopping: () => boolean;
 }
 
@@ -455,9 +458,7 @@ function handleSignals(): Signals {
   const state: Signals = {
     running: null,
     stopping: () => stopping,
-    // The admin port is let go of first, so a successor can bind it while this process
-    // finishes its requests.
-    stop: async (why) => {
+    stop: async (why, handover = false) => {
       if (stopping) return;
       stopping = true;
       const running = state.running;
@@ -466,10 +467,10 @@ function handleSignals(): Signals {
       logLine(
         `${why}: draining ${sup.workers.length} workers (at most ${sup.config.drainTimeout} ms)`,
       );
-      const closing = admin?.shutdown();
+      const closing = handover ? admin?.shutdown() : undefined;
       await dns.stop();
       const drained = await drainAndStop(sup);
-      await closing;
+      await (closing ?? admin?.shutdown());
       await redirect?.shutdown();
       clearInterval(flusher);
       flushRepeats(Infinity);
@@ -571,7 +572,7 @@ async function run(given: Config, workerUrl: URL): Promise<void> {
       };
     }
     // After the 202 is on its way.
-    setTimeout(() => void signals.stop(`takeover by pid ${successor.pid ?? "?"}`));
+    setTimeout(() => void signals.stop(`takeover by pid ${successor.pid ?? "?"}`, true));
     return { pid: Deno.pid, drainTimeout: sup.config.drainTimeout } satisfies Handover;
   };
   const serve = (listen: Listen) => serveAdmin(sup, listen, { onTakeover });

@@ -6,7 +6,7 @@
  */
 
 import { deepEqual, equal, match, ok as assert } from "node:assert/strict";
-import { type Goround, runGoround, startGoround, waitFor } from "../support/helpers.ts";
+import { type Goround, runGoround, sendSignal, startGoround, waitFor } from "../support/helpers.ts";
 import { type RestartLoadReport, runRestartLoad } from "../../tools/restart_load.ts";
 import { makeCa, makeServerCert } from "../support/certs.ts";
 import { requestHandover } from "../../lib/control/takeover.ts";
@@ -673,5 +673,56 @@ Deno.test("--takeover with routes that would answer its probe themselves (a /.we
     await killQuietly(old);
     await backend.close();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("--takeover of a goround draining on SIGTERM (--engine deno, its listener held open by a WebSocket) serves the port alone", async () => {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    if (req.headers.get("upgrade") !== "websocket") return new Response("ok");
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = (event) => socket.send(`echo ${event.data}`);
+    return response;
+  });
+  const backend = `http://127.0.0.1:${server.addr.port}`;
+  const common = ["--engine", "deno", "--backend", backend, "--workers", "1"];
+  let old: Goround | null = null;
+  let next: Goround | null = null;
+  let session: Awaited<ReturnType<typeof openSocket>> | null = null;
+  try {
+    old = await startGoround([...common, "--drain-timeout", "4s"]);
+    session = await openSocket(`ws://127.0.0.1:${old.port}/`);
+    equal(await session.echo("before"), "echo before");
+    await sendSignal(old.pid, "TERM");
+    await waitFor(() => old!.stderr.some((l) => l.includes("SIGTERM: draining")), {
+      what: "the old process's drain",
+    });
+    // Its admin API answers through the drain: the new process finds a goround stopping, not an
+    // unknown holder of the port.
+    next = await startGoround([
+      ...common,
+      "--listen",
+      `127.0.0.1:${old.port}`,
+      "--admin",
+      `127.0.0.1:${portOf(old.adminUrl)}`,
+      "--takeover",
+    ]);
+    assert(
+      next.stderr.some((l) => l.includes("is stopping already: this one serves the port alone")),
+      next.stderr.join("\n"),
+    );
+    equal((await old.exited).code, 0);
+    equal(await (await fetch(`${next.url}/`)).text(), "ok");
+    await waitFor(
+      async () => (await fetch(`${next!.adminUrl}/status`).then((r) => r.json())).pid === next!.pid,
+      {
+        what: "the new process's admin API",
+      },
+    );
+  } finally {
+    session?.ws.close();
+    await session?.closed;
+    await killQuietly(next);
+    await killQuietly(old);
+    await server.shutdown();
   }
 });
