@@ -382,12 +382,20 @@ export function serveRestarting(
   const backoff = acceptBackoff();
   let stopping = false;
   let wake: (() => void) | null = null;
+  // Requests being handled: Deno.serve's shutdown cuts a request body still arriving.
+  const handling = new Set<Promise<Response>>();
   const serving: Handler = (req, info) => {
     if (backoff.failures > 0) {
       const failures = acceptWorked(backoff);
       if (failures > 0) logLine(backoffEnds(failures, backoff));
     }
-    return handler(req, info);
+    const answer = handler(req, info);
+    if (answer instanceof Promise) {
+      handling.add(answer);
+      const done = () => void handling.delete(answer);
+      answer.then(done, done);
+    }
+    return answer;
   };
   const start = (port: number): Deno.HttpServer<Deno.NetAddr> => {
     const server = Deno.serve({ ...options, port }, serving);
@@ -423,6 +431,8 @@ export function serveRestarting(
     shutdown: async () => {
       stopping = true;
       wake?.();
+      // Those begun by now finish first (an upload that is still arriving among them).
+      await Promise.allSettled([...handling]);
       await server.shutdown().catch(() => {});
     },
   };

@@ -616,6 +616,50 @@ for (const engine of ENGINES) {
     }
   });
 
+  Deno.test(`[${engine}] SIGTERM: an upload still arriving after the drain's grace is received whole and answered`, async () => {
+    const backend = recordingBackend(async (req) => {
+      const body = await req.arrayBuffer();
+      return new Response(`got ${body.byteLength}`);
+    });
+    const proxy = await goroundFor(engine, backend.url, ["--drain-timeout", "10s"]);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+    try {
+      const size = 16_000;
+      const reply = (async () => {
+        const chunks: Uint8Array[] = [];
+        const buf = new Uint8Array(4096);
+        while (true) {
+          const n = await conn.read(buf);
+          if (n === null) break;
+          chunks.push(buf.slice(0, n));
+        }
+        return new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+      })();
+      await conn.write(
+        new TextEncoder().encode(`POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: ${size}\r\n\r\n`),
+      );
+      const part = new Uint8Array(1000).fill(97);
+      await conn.write(part);
+      const stopped = proxy.stop();
+      await waitFor(() => proxy.stderr.some((l) => l.includes("SIGTERM: draining")), {
+        what: "the drain",
+      });
+      // The rest arrives over about 1.5 s: past the 1 s grace in which the listener stays open.
+      for (let sent = part.length; sent < size; sent += part.length) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        await conn.write(part);
+      }
+      const text = await reply;
+      match(text, /^HTTP\/1\.1 200/, text);
+      match(text, new RegExp(`got ${size}$`), text);
+      equal((await stopped).code, 0);
+    } finally {
+      conn.close();
+      await proxy.stop();
+      await backend.close();
+    }
+  });
+
   Deno.test(`[${engine}] a response that begins before the upload ends is not cut at --response-timeout`, async () => {
     // The backend answers as soon as the head arrives, reads the upload, then streams its
     // response for longer than the response timeout: only the wait for the head is timed.
