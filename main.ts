@@ -372,14 +372,24 @@ async function takeOver(
   sup: Supervisor,
   target: TakeoverTarget,
   serve: (listen: Listen) => Admin,
+  signals: Signals,
 ): Promise<Admin | null> {
   let handover: Awaited<ReturnType<typeof requestHandover>>;
+  signals.hold = true;
   try {
     handover = await requestHandover(target, sup.config.instanceId);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     await drainAndStop(sup);
     fail(error.message);
+  } finally {
+    signals.hold = false;
+  }
+  if (signals.held !== null) {
+    logLine(
+      `takeover: ${signals.held} came while asking, and the running goround lets go: this one ` +
+        `serves the port, the only one now; send ${signals.held} again to stop it`,
+    );
   }
   if (handover.drainTimeout === null) {
     logLine("takeover: the running goround is stopping already: this one serves the port alone");
@@ -441,6 +451,11 @@ interface Running {
 /** The signal handlers' state, and the one drain that SIGTERM, SIGINT and a takeover share. */
 interface Signals {
   running: Running | null;
+  /** While this process asks the running goround to hand over: a stop waits in `held`, since
+   * draining now would leave no one serving should the other agree. */
+  hold: boolean;
+  /** The signal that came while `hold` was on. */
+  held: string | null;
   /** Drains and exits. `handover`: a successor takes over, so the admin port is let go of first
    * (it binds it meanwhile); else the admin API answers through the drain, so a `--takeover`
    * started meanwhile finds a goround stopping already rather than none. */
@@ -457,8 +472,17 @@ function handleSignals(): Signals {
   let stopping = false;
   const state: Signals = {
     running: null,
+    hold: false,
+    held: null,
     stopping: () => stopping,
     stop: async (why, handover = false) => {
+      if (state.hold) {
+        if (state.held === null) {
+          logLine(`${why} while asking the running goround to hand over: waiting for its answer`);
+        }
+        state.held ??= why;
+        return;
+      }
       if (stopping) return;
       stopping = true;
       const running = state.running;
@@ -576,8 +600,11 @@ async function run(given: Config, workerUrl: URL): Promise<void> {
     return { pid: Deno.pid, drainTimeout: sup.config.drainTimeout } satisfies Handover;
   };
   const serve = (listen: Listen) => serveAdmin(sup, listen, { onTakeover });
-  if (target) running.admin = await takeOver(sup, target, serve);
-  else if (config.admin) running.admin = serve(config.admin);
+  if (target) {
+    // Stopped before asking (a signal while starting): it drains, and the other goes on serving.
+    if (signals.stopping()) return;
+    running.admin = await takeOver(sup, target, serve, signals);
+  } else if (config.admin) running.admin = serve(config.admin);
   sup.adminPort = running.admin?.port ?? 0;
   // stdout carries only the access log (so `| jq .` reads it); the banner is operational.
   for (const line of banner(sup, running.admin)) bannerLine(line);

@@ -726,3 +726,53 @@ Deno.test("--takeover of a goround draining on SIGTERM (--engine deno, its liste
     await server.shutdown();
   }
 });
+
+Deno.test("--takeover: a SIGTERM while the new process asks waits for the answer; the old one agreed, so the new one keeps serving", async () => {
+  const backend = quickBackend();
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = probe.addr.port;
+  probe.close();
+  const lines: string[] = [];
+  let asked = false;
+  // Stands in for the running goround's admin API: it agrees only once the SIGTERM it sends to
+  // the asking process has been taken in.
+  const old = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    if (req.method === "GET") return Response.json({ listen: `127.0.0.1:${port}`, pid: 1 });
+    const { pid } = await req.json();
+    await sendSignal(pid, "TERM");
+    await waitFor(() => lines.some((l) => l.includes("SIGTERM while asking")), {
+      what: "the SIGTERM to be held",
+    });
+    asked = true;
+    return Response.json({ pid: 1, drainTimeout: 200 }, { status: 202 });
+  });
+  let next: Goround | null = null;
+  try {
+    const starting = startGoround([
+      "--backend",
+      backend.url,
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--admin",
+      `127.0.0.1:${old.addr.port}`,
+      "--takeover",
+    ], { stderr: lines });
+    starting.catch(() => {}); // awaited below, once the handover is done
+    await waitFor(() => asked, { what: "the handover" });
+    await old.shutdown(); // lets go of the admin port, as a goround handing over does
+    next = await starting;
+    assert(
+      lines.some((l) =>
+        l.includes("takeover: SIGTERM came while asking, and the running goround lets go")
+      ),
+      lines.join("\n"),
+    );
+    equal(await (await fetch(`${next.url}/`)).text(), "ok");
+    equal((await next.stop()).code, 0);
+    assert(lines.some((l) => l.includes("SIGTERM: draining")), lines.join("\n"));
+  } finally {
+    await killQuietly(next);
+    await old.shutdown().catch(() => {});
+    await backend.close();
+  }
+});

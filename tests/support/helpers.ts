@@ -84,7 +84,8 @@ export function bannerAt(lines: readonly string[]): number {
  * @param options Extra environment variables; more paths to read; the entry point instead of
  *   `main.ts` (a test fixture's), relative to the repository root unless absolute (another
  *   checkout's); `fdLimit`: the most file descriptors it may open (`ulimit -n`, set by `sh`
- *   before it becomes goround).
+ *   before it becomes goround); `stderr`: the array its stderr lines go to, for a test that
+ *   watches them before the banner.
  * @returns The running process.
  */
 export async function startGoround(
@@ -94,6 +95,7 @@ export async function startGoround(
     readable?: string;
     entry?: string;
     fdLimit?: number;
+    stderr?: string[];
   } = {},
 ): Promise<Goround> {
   const listen = [
@@ -125,7 +127,7 @@ export async function startGoround(
     env: options.env ?? {},
   }).spawn();
   const stdout: string[] = [];
-  const stderr: string[] = [];
+  const stderr: string[] = options.stderr ?? [];
   const drained = Promise.all([collect(child.stdout, stdout), collect(child.stderr, stderr)]);
   const exited = drained.then(() => child.status);
   let port = 0;
