@@ -63,6 +63,60 @@ async function status(proxy: Goround): Promise<Json> {
   return await res.json();
 }
 
+/** Kept-alive clients asking goround without pause until stopped (30 s at most). */
+interface Load {
+  /** Requests answered so far. */
+  served: () => number;
+  /** Each failed request, as `check` or the error said. */
+  readonly failures: string[];
+  /** Stops the clients and waits for them. */
+  stop: () => Promise<void>;
+}
+
+/**
+ * Starts one client per target, each asking its target in a loop.
+ *
+ * @param check What was wrong with an answer, or `null` when nothing was.
+ */
+function startLoad(
+  proxy: Goround,
+  targets: readonly string[],
+  check: (target: string, status: number, text: string) => string | null,
+): Load {
+  let stopped = false;
+  let served = 0;
+  const failures: string[] = [];
+  const loop = async (target: string) => {
+    const client = Deno.createHttpClient({});
+    const deadline = Date.now() + 30_000;
+    while (!stopped && Date.now() < deadline) {
+      try {
+        const res = await fetch(`${proxy.url}${target}`, { client });
+        const wrong = check(target, res.status, await res.text());
+        if (wrong !== null) failures.push(wrong);
+        served++;
+      } catch (error) {
+        failures.push(String(error));
+      }
+    }
+    client.close();
+  };
+  const loops = targets.map(loop);
+  return {
+    served: () => served,
+    failures,
+    stop: async () => {
+      stopped = true;
+      await Promise.all(loops);
+    },
+  };
+}
+
+/** An answer other than 200 is a failure. */
+function only200(_target: string, status: number, text: string): string | null {
+  return status === 200 ? null : `${status} ${text}`;
+}
+
 function siteConfig(web: RecordingBackend[], api: RecordingBackend, extra: object = {}): Json {
   return {
     "health-interval": "200ms",
@@ -266,27 +320,9 @@ Deno.test("routes: a reload adds and removes pools and routes under load, with n
   const extra = named("extra");
   const path = await configFile(siteConfig(web, api));
   const proxy = await startGoround(["--config", path, "--workers", "2", "--access-log", "off"]);
-  let stop = false;
-  const failures: string[] = [];
-  let served = 0;
-  const loop = async () => {
-    const client = Deno.createHttpClient({});
-    const deadline = Date.now() + 20_000;
-    while (!stop && Date.now() < deadline) {
-      try {
-        const res = await fetch(`${proxy.url}/`, { client });
-        const text = await res.text();
-        if (res.status !== 200) failures.push(`${res.status} ${text}`);
-        served++;
-      } catch (error) {
-        failures.push(String(error));
-      }
-    }
-    client.close();
-  };
+  const load = startLoad(proxy, ["/", "/", "/", "/"], only200);
   try {
-    const loops = [loop(), loop(), loop(), loop()];
-    await waitFor(() => served > 50, { what: "traffic" });
+    await waitFor(() => load.served() > 50, { what: "traffic" });
     const before = (await status(proxy)).backends.find((b: { url: string }) =>
       b.url === web[0]!.url
     );
@@ -304,11 +340,10 @@ Deno.test("routes: a reload adds and removes pools and routes under load, with n
     equal((await ask(proxy, "shop.test", "/extra/a")).text, "extra /extra/a env=null");
     // The api routes are gone: /api/ now goes to web's catch-all.
     match((await ask(proxy, "shop.test", "/api/x")).text, /^web\d /);
-    const served0 = served;
-    await waitFor(() => served > served0 + 50, { what: "more traffic after the reload" });
-    stop = true;
-    await Promise.all(loops);
-    deepEqual(failures, []);
+    const served0 = load.served();
+    await waitFor(() => load.served() > served0 + 50, { what: "more traffic after the reload" });
+    await load.stop();
+    deepEqual(load.failures, []);
     const after = (await status(proxy)).backends.find((b: { url: string }) =>
       b.url === web[0]!.url
     );
@@ -318,7 +353,7 @@ Deno.test("routes: a reload adds and removes pools and routes under load, with n
     );
     deepEqual((await status(proxy)).pools.map((p: { name: string }) => p.name), ["web", "extra"]);
   } finally {
-    stop = true;
+    await load.stop();
     await proxy.stop();
     await Promise.all([...web, api, extra].map((b) => b.close()));
   }
@@ -539,23 +574,9 @@ Deno.test("routes: a pool renamed by a reload keeps serving (its backends were u
     routes: [{ name: "all", pool: "web" }],
   });
   const proxy = await startGoround(["--config", path, "--workers", "2", "--access-log", "off"]);
-  let stop = false;
-  const failures: string[] = [];
-  let served = 0;
-  const loop = async () => {
-    const client = Deno.createHttpClient({});
-    const deadline = Date.now() + 15_000;
-    while (!stop && Date.now() < deadline) {
-      const res = await fetch(`${proxy.url}/`, { client });
-      const text = await res.text();
-      if (res.status !== 200) failures.push(`${res.status} ${text}`);
-      served++;
-    }
-    client.close();
-  };
+  const load = startLoad(proxy, ["/", "/"], only200);
   try {
-    const loops = [loop(), loop()];
-    await waitFor(() => served > 20, { what: "traffic" });
+    await waitFor(() => load.served() > 20, { what: "traffic" });
     await Deno.writeTextFile(
       path,
       JSON.stringify({
@@ -566,15 +587,14 @@ Deno.test("routes: a pool renamed by a reload keeps serving (its backends were u
     );
     await sendSignal(proxy.pid, "HUP");
     await waitFor(() => proxy.stderr.some((l) => l.includes("reloaded")), { what: "the reload" });
-    const after = served;
-    await waitFor(() => served > after + 50, { what: "traffic after the reload" });
-    stop = true;
-    await Promise.all(loops);
-    deepEqual(failures, [], "the renamed pool's backend was known up");
+    const after = load.served();
+    await waitFor(() => load.served() > after + 50, { what: "traffic after the reload" });
+    await load.stop();
+    deepEqual(load.failures, [], "the renamed pool's backend was known up");
     const routes = (await status(proxy)).routes as { name: string; hits: number }[];
     deepEqual(routes.find((r) => r.name === "new")?.hits, 0, "a new route starts from 0");
   } finally {
-    stop = true;
+    await load.stop();
     await proxy.stop();
     await web.close();
   }
@@ -597,34 +617,15 @@ Deno.test("routes: reloads that move backends between pools and routes to other 
   };
   const path = await configFile(configA);
   const proxy = await startGoround(["--config", path, "--workers", "2", "--access-log", "off"]);
-  let stop = false;
-  const failures: string[] = [];
-  let served = 0;
-  const loop = async (target: string, allowed: RegExp) => {
-    const client = Deno.createHttpClient({});
-    const deadline = Date.now() + 30_000;
-    while (!stop && Date.now() < deadline) {
-      try {
-        const res = await fetch(`${proxy.url}${target}`, { client });
-        const text = await res.text();
-        if (res.status !== 200 || !allowed.test(text)) {
-          failures.push(`${target}: ${res.status} ${text}`);
-        }
-        served++;
-      } catch (error) {
-        failures.push(String(error));
-      }
-    }
-    client.close();
-  };
+  const allowed: Record<string, RegExp> = { "/p": /^x /, "/q": /^[xy] / };
+  const load = startLoad(
+    proxy,
+    ["/p", "/p", "/q", "/q"],
+    (target, status, text) =>
+      status === 200 && allowed[target]!.test(text) ? null : `${target}: ${status} ${text}`,
+  );
   try {
-    const loops = [
-      loop("/p", /^x /),
-      loop("/p", /^x /),
-      loop("/q", /^[xy] /),
-      loop("/q", /^[xy] /),
-    ];
-    await waitFor(() => served > 50, { what: "traffic" });
+    await waitFor(() => load.served() > 50, { what: "traffic" });
     for (let round = 0; round < 8; round++) {
       await Deno.writeTextFile(path, JSON.stringify(round % 2 === 0 ? configB : configA));
       const reloads = proxy.stderr.filter((l) => l.includes("reloaded")).length;
@@ -632,18 +633,14 @@ Deno.test("routes: reloads that move backends between pools and routes to other 
       await waitFor(() => proxy.stderr.filter((l) => l.includes("reloaded")).length > reloads, {
         what: `reload ${round + 1}`,
       });
-      const now = served;
-      await waitFor(() => served > now + 20, { what: "traffic after the reload" });
+      const now = load.served();
+      await waitFor(() => load.served() > now + 20, { what: "traffic after the reload" });
     }
-    stop = true;
-    await Promise.all(loops);
-    deepEqual(
-      failures.slice(0, 10),
-      [],
-      `${failures.length} of ${served} failed: ${failures.slice(0, 5)}`,
-    );
+    await load.stop();
+    const { failures } = load;
+    deepEqual(failures.slice(0, 10), [], `${failures.length} of ${load.served()} failed`);
   } finally {
-    stop = true;
+    await load.stop();
     await proxy.stop();
     await Promise.all([x.close(), y.close()]);
   }
@@ -719,29 +716,13 @@ Deno.test("routes: a reload that replaces every backend of a pool too full for b
   });
   const path = await configFile(config(before.slice(0, 1)));
   const proxy = await startGoround(["--config", path, "--workers", "2", "--access-log", "off"]);
-  let stop = false;
-  const failures: string[] = [];
   const seen = new Set<string>();
-  let served = 0;
-  const loop = async () => {
-    const client = Deno.createHttpClient({});
-    const deadline = Date.now() + 30_000;
-    while (!stop && Date.now() < deadline) {
-      try {
-        const res = await fetch(`${proxy.url}/x`, { client });
-        const text = await res.text();
-        if (res.status !== 200) failures.push(`${res.status} ${text}`);
-        else seen.add(text.split(" ")[0]!);
-        served++;
-      } catch (error) {
-        failures.push(String(error));
-      }
-    }
-    client.close();
-  };
+  const load = startLoad(proxy, ["/x", "/x", "/x", "/x"], (target, status, text) => {
+    if (status === 200) seen.add(text.split(" ")[0]!);
+    return only200(target, status, text);
+  });
   try {
-    const loops = [loop(), loop(), loop(), loop()];
-    await waitFor(() => served > 50, { what: "traffic" });
+    await waitFor(() => load.served() > 50, { what: "traffic" });
     for (const [round, set] of [before, after, before, after].entries()) {
       await Deno.writeTextFile(path, JSON.stringify(config(set)));
       const reloads = proxy.stderr.filter((l) => l.includes("reloaded")).length;
@@ -753,19 +734,19 @@ Deno.test("routes: a reload that replaces every backend of a pool too full for b
         { what: `reload ${round + 1}` },
       );
       deepEqual(proxy.stderr.filter((l) => l.includes("reload failed")), []);
-      const now = served;
-      await waitFor(() => served > now + 100, { what: "traffic after the reload" });
+      const now = load.served();
+      await waitFor(() => load.served() > now + 100, { what: "traffic after the reload" });
     }
     seen.clear();
-    const now = served;
-    await waitFor(() => served > now + 200, { what: "traffic on the last config" });
-    stop = true;
-    await Promise.all(loops);
-    deepEqual(failures.slice(0, 10), [], `${failures.length} of ${served} failed`);
+    const now = load.served();
+    await waitFor(() => load.served() > now + 200, { what: "traffic on the last config" });
+    await load.stop();
+    const { failures } = load;
+    deepEqual(failures.slice(0, 10), [], `${failures.length} of ${load.served()} failed`);
     assert([...seen].every((name) => name.startsWith("new")), `old ones answered: ${[...seen]}`);
     equal((await status(proxy)).pools.find((p: Json) => p.name === "g").backends.length, 40);
   } finally {
-    stop = true;
+    await load.stop();
     await proxy.stop();
     await Promise.all([...before, ...after].map((b) => b.close()));
   }
