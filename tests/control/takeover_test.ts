@@ -508,6 +508,23 @@ async function listeners(port: number): Promise<number> {
     .length;
 }
 
+/** A backend that answers `ok`, and echoes WebSocket messages (`echo …`), noting each close. */
+function echoBackend(): {
+  server: Deno.HttpServer<Deno.NetAddr>;
+  backend: string;
+  backendCloses: { code: number; reason: string }[];
+} {
+  const backendCloses: { code: number; reason: string }[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    if (req.headers.get("upgrade") !== "websocket") return new Response("ok");
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = (event) => socket.send(`echo ${event.data}`);
+    socket.onclose = (event) => backendCloses.push({ code: event.code, reason: event.reason });
+    return response;
+  });
+  return { server, backend: `http://127.0.0.1:${server.addr.port}`, backendCloses };
+}
+
 /** A WebSocket opened, with its messages and its close as promises. */
 async function openSocket(url: string): Promise<{
   ws: WebSocket;
@@ -539,15 +556,7 @@ async function openSocket(url: string): Promise<{
 }
 
 Deno.test("--takeover: a WebSocket on the old process keeps echoing, then gets 1001 at its drain deadline; new connections reach the new process", async () => {
-  const backendCloses: { code: number; reason: string }[] = [];
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
-    if (req.headers.get("upgrade") !== "websocket") return new Response("ok");
-    const { socket, response } = Deno.upgradeWebSocket(req);
-    socket.onmessage = (event) => socket.send(`echo ${event.data}`);
-    socket.onclose = (event) => backendCloses.push({ code: event.code, reason: event.reason });
-    return response;
-  });
-  const backend = `http://127.0.0.1:${server.addr.port}`;
+  const { server, backend, backendCloses } = echoBackend();
   const common = ["--backend", backend, "--workers", "1", "--access-log", "json"];
   let old: Goround | null = null;
   let next: Goround | null = null;
@@ -677,13 +686,7 @@ Deno.test("--takeover with routes that would answer its probe themselves (a /.we
 });
 
 Deno.test("--takeover of a goround draining on SIGTERM (--engine deno, its listener held open by a WebSocket) serves the port alone", async () => {
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
-    if (req.headers.get("upgrade") !== "websocket") return new Response("ok");
-    const { socket, response } = Deno.upgradeWebSocket(req);
-    socket.onmessage = (event) => socket.send(`echo ${event.data}`);
-    return response;
-  });
-  const backend = `http://127.0.0.1:${server.addr.port}`;
+  const { server, backend } = echoBackend();
   const common = ["--engine", "deno", "--backend", backend, "--workers", "1"];
   let old: Goround | null = null;
   let next: Goround | null = null;
