@@ -403,6 +403,8 @@ interface PoolPlan {
   readonly table: (Backend | null)[];
   readonly added: string[];
   readonly removed: string[];
+  /** Slots that stay members but take another backend (a full pool replaced). */
+  readonly renewed: ReadonlySet<number>;
   /** Whether the pool is new with this change. */
   readonly fresh: boolean;
 }
@@ -431,7 +433,8 @@ function planPool(run: PoolRun, config: Config, fresh: boolean): PoolPlan {
   }
   const added = config.backends.filter((b) => !bySlot.has(b.url)).map((b) => b.url);
   const removed = [...bySlot.keys()].filter((url) => !config.backends.some((b) => b.url === url));
-  return { run, config, slots, table, added, removed, fresh };
+  const renewed = new Set(vacating.filter((slot) => taken.has(slot)));
+  return { run, config, slots, table, added, removed, renewed, fresh };
 }
 
 /** A pool's members during a change: the new ones have joined, and those leaving are still in
@@ -445,11 +448,8 @@ interface Joining {
 /** Before the workers are told: the new members join (down until probed, as Envoy's
  * ignore_new_hosts_until_first_hc, unless up in a pool a moment ago) beside those leaving. */
 function joinPool(plan: PoolPlan, healthy: ReadonlySet<string>): Joining {
-  const { run, config, slots, table } = plan;
+  const { run, config, slots, table, renewed: renew } = plan;
   // A slot that takes another backend joins as new; a worker not yet told skips it (its tenant).
-  const renew = new Set(
-    slots.filter((slot) => run.slots.includes(slot) && run.table[slot]!.url !== table[slot]!.url),
-  );
   const joined = slots.filter((slot) => !run.slots.includes(slot) || renew.has(slot));
   const leaving = run.slots.filter((slot) => !slots.includes(slot));
   const up = new Set(joined.filter((slot) => healthy.has(table[slot]!.url)));
@@ -576,7 +576,8 @@ export function applyConfig(
     // Each worker swaps routes and members in one step, so no request meets a mix. When routes
     // move or members leave, the new ones get their first probe (bounded by --health-timeout)
     // first: the requests they take over are not answered 503 while it runs.
-    const moving = gone.length > 0 || joinings.some((j) => j.leaving.length > 0) ||
+    const moving = gone.length > 0 ||
+      joinings.some((j) => j.leaving.length > 0 || j.plan.renewed.size > 0) ||
       !sameRoutes(before.routes, config.routes, before.slots, slots);
     if (moving) await Promise.all(checks);
     const update: UpdateMessage = {

@@ -470,6 +470,7 @@ async function forward(core: Core, incoming: Incoming): Promise<Reply> {
       if (slot < 0) return exhausted(state);
       // A member this worker has not been told about, or one that took another backend since
       // this request began (a change under way): pick again.
+      if (counted) endRequest(core.pool, slot, false);
       state.selection.avoid.push(slot);
       continue;
     }

@@ -704,26 +704,35 @@ for (const engine of ENGINES) {
   });
 }
 
-Deno.test("routes: a reload that replaces every backend of a pool too full for both sets applies under load", async () => {
+Deno.test("routes: a reload that replaces every backend of a pool too full for both sets applies under load; the new ones start from 0, down until checked", async () => {
   // Started with one, the pool has 64 slots; 40 + 40 exceed them: the new ones take the slots
   // of those leaving.
-  const before = Array.from({ length: 40 }, (_, i) => named(`old${i}`));
-  const after = Array.from({ length: 40 }, (_, i) => named(`new${i}`));
+  const sets = ["a", "b", "c"].map((set) =>
+    Array.from({ length: 40 }, (_, i) => named(`${set}${i}`))
+  );
+  const [first, second, last] = sets as [
+    RecordingBackend[],
+    RecordingBackend[],
+    RecordingBackend[],
+  ];
   const config = (set: RecordingBackend[]) => ({
     "health-interval": "10s",
-    pools: { g: { backends: set.map((b) => b.url) } },
+    pools: { g: { backends: set.map((b) => b.url), retries: 0 } },
     routes: [{ name: "all", pool: "g" }],
   });
-  const path = await configFile(config(before.slice(0, 1)));
+  const path = await configFile(config(first.slice(0, 1)));
   const proxy = await startGoround(["--config", path, "--workers", "2", "--access-log", "off"]);
   const seen = new Set<string>();
   const load = startLoad(proxy, ["/x", "/x", "/x", "/x"], (target, status, text) => {
     if (status === 200) seen.add(text.split(" ")[0]!);
     return only200(target, status, text);
   });
+  // One of the last set is dead: it must join down and take nothing (no retries to hide it).
+  const dead = last[0]!;
+  await dead.close();
   try {
     await waitFor(() => load.served() > 50, { what: "traffic" });
-    for (const [round, set] of [before, after, before, after].entries()) {
+    for (const [round, set] of [first, second, first, second, last].entries()) {
       await Deno.writeTextFile(path, JSON.stringify(config(set)));
       const reloads = proxy.stderr.filter((l) => l.includes("reloaded")).length;
       await sendSignal(proxy.pid, "HUP");
@@ -743,55 +752,71 @@ Deno.test("routes: a reload that replaces every backend of a pool too full for b
     await load.stop();
     const { failures } = load;
     deepEqual(failures.slice(0, 10), [], `${failures.length} of ${load.served()} failed`);
-    assert([...seen].every((name) => name.startsWith("new")), `old ones answered: ${[...seen]}`);
-    equal((await status(proxy)).pools.find((p: Json) => p.name === "g").backends.length, 40);
+    assert([...seen].every((name) => name.startsWith("c")), `old ones answered: ${[...seen]}`);
+    const shown = (await status(proxy)).backends as Json[];
+    equal(shown.length, 40);
+    // Each slot's counts are its new backend's own, not its former tenant's.
+    for (const backend of last.slice(1)) {
+      const row = shown.find((b) => b.url === backend.url);
+      equal(row?.requests, backend.requests.length, `${backend.url}: ${JSON.stringify(row)}`);
+    }
+    const down = shown.find((b) => b.url === dead.url);
+    deepEqual([down?.state, down?.requests], ["down", 0], JSON.stringify(down));
   } finally {
     await load.stop();
     await proxy.stop();
-    await Promise.all([...before, ...after].map((b) => b.close()));
+    await Promise.all([...first, ...second, ...last.slice(1)].map((b) => b.close()));
   }
 });
 
-Deno.test("routes: a retry that outlives two reloads never goes to a backend its slot no longer holds", async () => {
-  let release = () => {};
-  const held = new Promise<void>((resolve) => (release = resolve));
-  // a holds its first request until told, then answers 503: the request is retried elsewhere.
-  const a = recordingBackend(async (req) => {
-    if (new URL(req.url).pathname === "/slow") {
-      await held;
-      return new Response("a busy", { status: 503 });
-    }
-    return new Response("a");
-  });
-  const [b, c, d] = [named("b"), named("c"), named("d")];
-  const config = (set: RecordingBackend[]) => ({
-    "health-interval": "10s",
-    pools: { p: { backends: set.map((x) => x.url), retries: 1 } },
-    routes: [{ name: "all", pool: "p" }],
-  });
-  const path = await configFile(config([a, b]));
-  const proxy = await startGoround(["--config", path, "--workers", "1", "--access-log", "off"]);
-  const reload = async (set: RecordingBackend[]) => {
-    await Deno.writeTextFile(path, JSON.stringify(config(set)));
-    const reloads = proxy.stderr.filter((l) => l.includes("reloaded")).length;
-    await sendSignal(proxy.pid, "HUP");
-    await waitFor(() => proxy.stderr.filter((l) => l.includes("reloaded")).length > reloads, {
-      what: "the reload",
+// Two reloads: the first frees a and b's slots, the second gives b's to d. A full pool: one
+// reload gives a and b's slots to two of 64 new backends at once.
+for (const full of [false, true]) {
+  const name = full
+    ? "routes: a retry begun before a full pool is replaced never goes to the backend its slot held"
+    : "routes: a retry that outlives two reloads never goes to a backend its slot no longer holds";
+  Deno.test(name, async () => {
+    let release = () => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
+    // a holds its first request until told, then answers 503: the request is retried elsewhere.
+    const a = recordingBackend(async (req) => {
+      if (new URL(req.url).pathname === "/slow") {
+        await held;
+        return new Response("a busy", { status: 503 });
+      }
+      return new Response("a");
     });
-  };
-  try {
-    const slow = fetch(`${proxy.url}/slow`);
-    await waitFor(() => a.requests.length === 1, { what: "the slow request at a" });
-    await reload([c]); // a and b leave; c takes a free slot
-    await reload([c, d]); // d takes the slot b had
-    release();
-    const res = await slow;
-    const text = await res.text();
-    equal(b.requests.length, 0, `b, out of the pool since the first reload, got the retry`);
-    assert(res.status === 503 || /^[cd] /.test(text), `${res.status} ${text}`);
-  } finally {
-    release();
-    await proxy.stop();
-    await Promise.all([a, b, c, d].map((x) => x.close()));
-  }
-});
+    const b = named("b");
+    const others = Array.from({ length: full ? 64 : 2 }, (_, i) => named(`c${i}`));
+    const steps = full ? [others] : [others.slice(0, 1), others];
+    const config = (set: RecordingBackend[]) => ({
+      "health-interval": "10s",
+      pools: { p: { backends: set.map((x) => x.url), retries: 1 } },
+      routes: [{ name: "all", pool: "p" }],
+    });
+    const path = await configFile(config([a, b]));
+    const proxy = await startGoround(["--config", path, "--workers", "1", "--access-log", "off"]);
+    const reload = async (set: RecordingBackend[]) => {
+      await Deno.writeTextFile(path, JSON.stringify(config(set)));
+      const reloads = proxy.stderr.filter((l) => l.includes("reloaded")).length;
+      await sendSignal(proxy.pid, "HUP");
+      await waitFor(() => proxy.stderr.filter((l) => l.includes("reloaded")).length > reloads, {
+        what: "the reload",
+      });
+    };
+    try {
+      const slow = fetch(`${proxy.url}/slow`);
+      await waitFor(() => a.requests.length === 1, { what: "the slow request at a" });
+      for (const set of steps) await reload(set);
+      release();
+      const res = await slow;
+      const text = await res.text();
+      equal(b.requests.length, 0, `b, out of the pool since the first reload, got the retry`);
+      assert(res.status === 503 || /^c\d+ /.test(text), `${res.status} ${text}`);
+    } finally {
+      release();
+      await proxy.stop();
+      await Promise.all([a, b, ...others].map((x) => x.close()));
+    }
+  });
+}
