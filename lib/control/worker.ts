@@ -384,7 +384,16 @@ function upstreamOptions(config: Config): UpstreamOptions {
 function buildCores(
   config: Config,
   wires: readonly PoolWire[],
-  options: { worker: number; upstreams: Upstreams; process: Pool; routeSlots: readonly number[] },
+  options: {
+    worker: number;
+    upstreams: Upstreams;
+    process: Pool;
+    routeSlots: readonly number[];
+    /** Whether a change replaced these cores. */
+    retired: () => boolean;
+    /** Forwards with the cores in force now. */
+    redispatch: Forwarder;
+  },
 ): Core {
   const pools = new Map<string, PoolCore>();
   for (const wire of wires) {
@@ -399,6 +408,8 @@ function buildCores(
       config: wire.config,
       backends: wire.table.map((b) => b ?? undefined),
       tenants: wire.tenants,
+      retired: options.retired,
+      redispatch: options.redispatch,
       upstreams: options.upstreams,
       onDown,
       onEject,
@@ -411,7 +422,11 @@ function buildCores(
   }
   const core = config.routes.length === 0
     ? pools.get(wires[0]!.name)!
-    : createRouted(config.routes, pools, { ...options, via: viaEntry(config.instanceId) });
+    : createRouted(config.routes, pools, {
+      process: options.process,
+      routeSlots: options.routeSlots,
+      via: viaEntry(config.instanceId),
+    });
   return {
     forward: core.forward,
     upgrade: core.upgrade,
@@ -428,8 +443,20 @@ function urlsOf(wires: readonly PoolWire[], keep: (backend: Backend) => boolean)
 function start(message: StartMessage, options: WorkerOptions): void {
   const process = attachPool(message.process, { worker: message.worker });
   const upstreams = createUpstreams(upstreamOptions(message.config));
-  const coresOf = (config: Config, wires: readonly PoolWire[], routeSlots: readonly number[]) =>
-    buildCores(config, wires, { worker: message.worker, upstreams, process, routeSlots });
+  // Each build of the cores is retired by the next (see `ProxyContext.retired`).
+  let built = { retired: false };
+  const coresOf = (config: Config, wires: readonly PoolWire[], routeSlots: readonly number[]) => {
+    built.retired = true;
+    const mine = (built = { retired: false });
+    return buildCores(config, wires, {
+      worker: message.worker,
+      upstreams,
+      process,
+      routeSlots,
+      retired: () => mine.retired,
+      redispatch: (incoming) => core(incoming),
+    });
+  };
   let cores = coresOf(message.config, message.pools, message.routeSlots);
   let accessLog = createAccessLog(message.config.accessLog, writeStdout);
   // The front calls through `cores`, so an update swaps the proxy core under it.

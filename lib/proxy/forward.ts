@@ -14,7 +14,7 @@ import { STATUS_NO_BACKEND, statusForFailure, UpstreamError } from "../errors.ts
 import { type ForwardContext, forwardRequestFields } from "../http/headers.ts";
 import { logLine } from "../log.ts";
 import { TAKEOVER_PROBE_PATH, viaEntry } from "./via.ts";
-import { createPicker, type Picker, type Selection } from "./pick.ts";
+import { createPicker, type Picker, Retired, type Selection } from "./pick.ts";
 import { createPassiveJudge, type PassiveJudge } from "./passive.ts";
 import {
   beginRequest,
@@ -53,6 +53,11 @@ export interface ProxyContext {
   readonly backends: readonly (Backend | undefined)[];
   /** Each slot's tenant when `backends` was made (see `tenantOf`). @default {the tenants now} */
   readonly tenants?: readonly number[];
+  /** Whether a change replaced this core (its table is an old one). @default {never} */
+  readonly retired?: () => boolean;
+  /** Forwards with the cores in force now: where a request waiting in a retired core's
+   * `--max-conns` queue goes, routed again, since its table knows no member. */
+  readonly redispatch?: Forwarder;
   /** The thread's upstream client. */
   readonly upstreams: Upstreams;
   /** Told when this thread takes a backend down (passive detection). @default {logs it} */
@@ -88,6 +93,10 @@ export interface Incoming {
   readonly underscores?: boolean;
   /** The route and pool it was routed to (with routes), for the trace. */
   readonly routed?: { readonly route: string; readonly pool: string };
+  /** The request as the front end handed it over, before a route rewrote it. */
+  readonly origin?: Incoming;
+  /** Whether it was handed to the current core once already (see `ProxyContext.redispatch`). */
+  readonly redispatched?: boolean;
 }
 
 /** A reply goround makes itself (a refusal, no backend, a loop). */
@@ -344,6 +353,8 @@ interface Core {
   readonly backends: readonly (Backend | undefined)[];
   readonly upstreams: Upstreams;
   readonly picker: Picker;
+  /** See `ProxyContext.redispatch`. */
+  readonly redispatch: Forwarder | null;
   /** The answer when no backend can take a request (503, with `Retry-After`). */
   readonly noBackend: LocalReply;
   /** This goround's `Via` entry. */
@@ -435,7 +446,8 @@ export function createForwarder(context: ProxyContext): Forwarder {
     config,
     backends,
     upstreams: context.upstreams,
-    picker: createPicker(pool, config, backends, context.tenants),
+    picker: createPicker(pool, config, backends, context.tenants, context.retired),
+    redispatch: context.redispatch ?? null,
     noBackend: localReply(STATUS_NO_BACKEND, "no backend available", [
       ["retry-after", retryAfter],
     ]),
@@ -462,7 +474,12 @@ async function forward(core: Core, incoming: Incoming): Promise<Reply> {
     // A slot from the queue is counted already (its waiters are served in one pass).
     let counted = false;
     if (typeof slot !== "number") {
-      slot = await slot;
+      try {
+        slot = await slot;
+      } catch (error) {
+        if (!(error instanceof Retired)) throw error;
+        return redispatch(state);
+      }
       counted = true;
     }
     const backend = slot < 0 ? undefined : core.picker.backendOf(slot);
@@ -490,6 +507,15 @@ async function forward(core: Core, incoming: Incoming): Promise<Reply> {
     const reply = afterResponse(attempt, response);
     if (reply !== null) return reply;
   }
+}
+
+/** A request whose core was replaced while it waited for room: routed again, once, with the
+ * current one (its body is untouched or replayable, as a retry's). */
+function redispatch(state: RequestState): Promise<Reply> | Reply {
+  const { redispatch } = state.core;
+  const incoming = state.incoming.origin ?? state.incoming;
+  if (redispatch === null || incoming.redispatched) return exhausted(state);
+  return redispatch({ ...incoming, redispatched: true });
 }
 
 /** A request's state before its first attempt. */

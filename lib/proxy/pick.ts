@@ -29,6 +29,16 @@ import {
 import { type SelectionContext, selectorFor } from "../balance/selection.ts";
 import { cookieValue, createSticky, STICKY_COOKIE } from "../balance/sticky.ts";
 
+/** A request waited in the `--max-conns` queue of a core a change has since replaced: its table
+ * knows none of the members now, so it must be forwarded again with the current one. */
+export class Retired extends Error {
+  /** Creates the error. */
+  constructor() {
+    super("the proxy core was replaced while the request waited for room");
+    this.name = "Retired";
+  }
+}
+
 /** One request's selection state: its key, and the backends it has tried. */
 export interface Selection extends SelectionContext {
   /** Slots not to pick again (tried, or unknown to this worker). */
@@ -116,6 +126,8 @@ function hashKey(spec: Config["hashKey"], request: PickRequest): string {
  * @param backends Backend of each slot, as this worker knows them.
  * @param tenants Each slot's tenant ({@linkcode tenantOf}) when `backends` was made.
  *   @default {the tenants now}
+ * @param retired Whether a change replaced the core this picker serves: a request waiting in
+ *   its queue then leaves it with {@linkcode Retired}. @default {never}
  * @returns The picker.
  */
 export function createPicker(
@@ -123,6 +135,7 @@ export function createPicker(
   config: Config,
   backends: readonly (Backend | undefined)[],
   tenants: readonly number[] = backends.map((_, slot) => tenantOf(pool, slot)),
+  retired: () => boolean = () => false,
 ): Picker {
   const select = selectorFor(config.algorithm, {
     nameOf: (slot) => backends[slot]?.url ?? String(slot),
@@ -148,6 +161,7 @@ export function createPicker(
 
   /** A backend for a queued request, counted on it at once. */
   const claim = (selection: Selection, retry: boolean): number => {
+    if (retired()) throw new Retired();
     while (true) {
       const slot = select(pool, selection);
       if (slot < 0) return -1;

@@ -195,6 +195,7 @@ export function createRouted(
       target,
       headers: plain ? incoming.headers : applyRequestRules(incoming.headers, rules),
       routed: routedOf.get(route)!,
+      origin: given,
     };
     return { kind: "pool", core, incoming: rewritten, route };
   };

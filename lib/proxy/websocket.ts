@@ -29,7 +29,7 @@ import {
   type Reply,
 } from "./forward.ts";
 import { marksDown } from "./retry.ts";
-import { createPicker, type Picker } from "./pick.ts";
+import { createPicker, type Picker, Retired } from "./pick.ts";
 import { type Switched, upgrade } from "../upstream/client.ts";
 import { bridge, CLOSE_BACKEND_GONE, goingAwayLine, type SessionEnd } from "./ws_bridge.ts";
 
@@ -140,7 +140,8 @@ async function* candidates(
   while (true) {
     const next = picker.next(selection, retry);
     const queued = typeof next !== "number";
-    const slot = queued ? await next : next;
+    // A handshake queued in a core a change replaced gets no backend (a 503; the client retries).
+    const slot = queued ? await next.catch(noneIfRetired) : next;
     if (slot < 0) return;
     const backend = picker.backendOf(slot);
     if (backend === undefined) {
@@ -154,6 +155,11 @@ async function* candidates(
     retry = true;
     yield { slot, backend };
   }
+}
+
+function noneIfRetired(error: unknown): number {
+  if (error instanceof Retired) return -1;
+  throw error;
 }
 
 /**
@@ -170,7 +176,13 @@ export function createUpgrader(
   options: { readonly bridged?: boolean } = {},
 ): Upgrader {
   const bridged = options.bridged ?? false;
-  const picker = createPicker(context.pool, context.config, context.backends, context.tenants);
+  const picker = createPicker(
+    context.pool,
+    context.config,
+    context.backends,
+    context.tenants,
+    context.retired,
+  );
   return async (incoming) => {
     const requestId = nextRequestId();
     const fields = handshakeFields(context, incoming, requestId, bridged);

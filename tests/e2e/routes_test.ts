@@ -820,3 +820,44 @@ for (const full of [false, true]) {
     }
   });
 }
+
+Deno.test("routes: requests queued at --max-conns when a reload replaces their backends are served by the new ones", async () => {
+  let release = () => {};
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const a = recordingBackend(async () => {
+    await held;
+    return new Response("a");
+  });
+  const b = named("b");
+  const config = (set: RecordingBackend[]) => ({
+    "health-interval": "10s",
+    "max-conns": 1,
+    "queue-timeout": "20s",
+    pools: { p: { backends: set.map((x) => x.url) } },
+    routes: [{ name: "all", pool: "p" }],
+  });
+  const path = await configFile(config([a]));
+  const proxy = await startGoround(["--config", path, "--workers", "1", "--access-log", "off"]);
+  const answers = Array.from(
+    { length: 5 },
+    () =>
+      fetch(`${proxy.url}/q`).then(async (res) =>
+        `${res.status} ${(await res.text()).split(" ")[0]}`
+      ),
+  );
+  try {
+    await waitFor(() => a.requests.length === 1, { what: "one request at a, four queued" });
+    await Deno.writeTextFile(path, JSON.stringify(config([b])));
+    await sendSignal(proxy.pid, "HUP");
+    // Their queue belonged to the config before: they are routed again, not left to time out.
+    await waitFor(() => b.requests.length === 4, { timeout: 5000, what: "the queued four at b" });
+    release();
+    deepEqual((await Promise.all(answers)).sort(), ["200 a", "200 b", "200 b", "200 b", "200 b"]);
+    equal(a.requests.length, 1);
+  } finally {
+    release();
+    await Promise.allSettled(answers);
+    await proxy.stop();
+    await Promise.all([a.close(), b.close()]);
+  }
+});
