@@ -399,9 +399,10 @@ async function takeOver(
         `(at most ${handover.drainTimeout} ms)`,
     );
   }
-  // It closes its admin listener first; by the end of its drain it has exited.
+  // It closes its admin listener first; by the end of its drain it has exited. One stopping
+  // already has not said how long its drain is: wait for it as long as it takes.
   const admin = await bindWhenFree(() => serve(target.admin), {
-    timeout: (handover.drainTimeout ?? sup.config.drainTimeout) + 5000,
+    timeout: handover.drainTimeout === null ? Infinity : handover.drainTimeout + 5000,
   });
   if (!admin) {
     logLine(`takeover: --admin ${localAdmin(target.admin)} is still in use: serving without it`);
@@ -456,11 +457,27 @@ interface Signals {
   hold: boolean;
   /** The signal that came while `hold` was on. */
   held: string | null;
+  /** Whether workers are being started: one may serve already, so a stop must wait for
+   * `running`, then drain (exiting at once would cut its requests). */
+  launching: boolean;
+  /** The signal that came while `launching`, before `running` was set. */
+  pending: string | null;
   /** Drains and exits. `handover`: a successor takes over, so the admin port is let go of first
    * (it binds it meanwhile); else the admin API answers through the drain, so a `--takeover`
    * started meanwhile finds a goround stopping already rather than none. */
   readonly stop: (why: string, handover?: boolean) => Promise<void>;
   readonly stopping: () => boolean;
+}
+
+/** How long a drain's end waits for admin requests still under way, ms. */
+const ADMIN_CLOSE_MS = 1000;
+
+/** Waits for `done` to settle, `ms` at most. */
+async function settled(done: Promise<unknown> | undefined, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<void>((resolve) => timer = setTimeout(resolve, ms));
+  await Promise.race([done?.catch(() => {}), late]);
+  clearTimeout(timer);
 }
 
 /**
@@ -474,6 +491,8 @@ function handleSignals(): Signals {
     running: null,
     hold: false,
     held: null,
+    launching: false,
+    pending: null,
     stopping: () => stopping,
     stop: async (why, handover = false) => {
       if (state.hold) {
@@ -484,9 +503,13 @@ function handleSignals(): Signals {
         return;
       }
       if (stopping) return;
-      stopping = true;
       const running = state.running;
-      if (running === null) Deno.exit(0);
+      if (running === null) {
+        if (!state.launching) Deno.exit(0); // nothing serves yet: nothing to drain
+        state.pending ??= why;
+        return;
+      }
+      stopping = true;
       const { sup, admin, redirect, dns, flusher } = running;
       logLine(
         `${why}: draining ${sup.workers.length} workers (at most ${sup.config.drainTimeout} ms)`,
@@ -494,7 +517,8 @@ function handleSignals(): Signals {
       const closing = handover ? admin?.shutdown() : undefined;
       await dns.stop();
       const drained = await drainAndStop(sup);
-      await (closing ?? admin?.shutdown());
+      // An admin request still under way (a body that never comes) is cut, not waited for.
+      await settled(closing ?? admin?.shutdown(), ADMIN_CLOSE_MS);
       await redirect?.shutdown();
       clearInterval(flusher);
       flushRepeats(Infinity);
@@ -538,7 +562,13 @@ async function run(given: Config, workerUrl: URL): Promise<void> {
   // none would answer 503 beside the running goround.
   let started: Awaited<ReturnType<typeof startSupervisor>>;
   try {
-    started = await startSupervisor(config, port, workerUrl, target ? waitForUsableBackend : null);
+    started = await startSupervisor(
+      config,
+      port,
+      workerUrl,
+      target ? waitForUsableBackend : null,
+      () => (signals.launching = true),
+    );
   } catch (error) {
     if (error instanceof ConfigError) fail(error.message);
     throw error;
@@ -600,6 +630,10 @@ async function run(given: Config, workerUrl: URL): Promise<void> {
     return { pid: Deno.pid, drainTimeout: sup.config.drainTimeout } satisfies Handover;
   };
   const serve = (listen: Listen) => serveAdmin(sup, listen, { onTakeover });
+  if (signals.pending !== null) {
+    void signals.stop(signals.pending); // a signal while the workers started: drain them now
+    return;
+  }
   if (target) {
     // Stopped before asking (a signal while starting): it drains, and the other goes on serving.
     if (signals.stopping()) return;

@@ -313,6 +313,7 @@ function createRun(
  * @param workerUrl The worker module (`lib/control/worker.ts`).
  * @param ready Awaited after the first checks, before any worker binds the port (a takeover
  *   waits there for a usable backend); when it throws, the checks stop and it is rethrown.
+ * @param launching Called as the first worker starts: from then on, a stop must drain.
  * @returns The supervisor, or the first worker's error reply.
  */
 export async function startSupervisor(
@@ -320,6 +321,7 @@ export async function startSupervisor(
   port: number,
   workerUrl: URL,
   ready: ((sup: Supervisor) => Promise<void>) | null = null,
+  launching: () => void = () => {},
 ): Promise<Supervisor | Extract<WorkerReply, { type: "error" }>> {
   // Sticky cookies are signed with one key that every worker (and every reload) shares.
   if (config.stickyKey === "" && effectivePools(config).some((p) => p.config.sticky === "cookie")) {
@@ -362,6 +364,7 @@ export async function startSupervisor(
       throw error;
     }
   }
+  launching();
   for (let index = 0; index < config.workers; index++) {
     const reply = await launch(sup, index, workerUrl);
     if (reply.type === "error") {

@@ -18,6 +18,14 @@ import { TAKEOVER_PROBE_PATH, viaEntry } from "../proxy/via.ts";
 /** How long one admin request to the running goround may take, ms. */
 const REQUEST_TIMEOUT = 5000;
 
+/** How long a running goround probes for its successor before it refuses, ms: well within
+ * what the successor waits for its answer ({@linkcode HANDOVER_TIMEOUT}). */
+const PROBE_BUDGET = 3000;
+
+/** How long the successor waits for the answer to `POST /takeover`, ms: the probes, and time to
+ * answer. Were it shorter, the successor could give up while the other still agrees. */
+const HANDOVER_TIMEOUT = PROBE_BUDGET + REQUEST_TIMEOUT;
+
 /** Nothing listens at `--admin`: no goround runs there (a cold start can go ahead). */
 export class NothingListens extends ConfigError {
   /**
@@ -72,6 +80,7 @@ async function ask(
   target: TakeoverTarget,
   path: string,
   init: { method: string; body?: string },
+  timeout = REQUEST_TIMEOUT,
 ): Promise<{ status: number; text: string }> {
   const base = localUrl(target.admin);
   const headers: Record<string, string> = { accept: "application/json" };
@@ -84,7 +93,7 @@ async function ask(
       ...init,
       headers,
       client,
-      signal: AbortSignal.timeout(REQUEST_TIMEOUT),
+      signal: AbortSignal.timeout(timeout),
     });
     return { status: res.status, text: await res.text() };
   } catch (error) {
@@ -92,7 +101,7 @@ async function ask(
     const detail = /refused/i.test(String(cause ?? error))
       ? "connection refused"
       : (error as Error).name === "TimeoutError"
-      ? `no answer within ${REQUEST_TIMEOUT / 1000}s`
+      ? `no answer within ${timeout / 1000}s`
       : String((cause as Error | undefined)?.message ?? (error as Error).message).split("\n")[0];
     const message =
       `--takeover: nothing answers at ${base} (${detail}): expected the admin API (--admin) of the running goround`;
@@ -168,7 +177,7 @@ export async function requestHandover(
     answer = await ask(target, "/takeover", {
       method: "POST",
       body: JSON.stringify({ pid: Deno.pid, instance: instanceId }),
-    });
+    }, HANDOVER_TIMEOUT);
   } catch (error) {
     // It answered a moment ago (findPredecessor): gone now, it was stopping (a SIGTERM).
     if (error instanceof NothingListens) return { pid: null, drainTimeout: null };
@@ -234,7 +243,11 @@ const PROBE_TIMEOUT = 2000;
 
 /** Sends one probe naming both goround processes in `Via`, and returns the `Via` of the 508
  * that answers it: the entry of the goround whose listener took the connection. */
-function probeOnce(target: ProbeTarget, successor: string): Promise<string | null> {
+function probeOnce(
+  target: ProbeTarget,
+  successor: string,
+  timeout: number,
+): Promise<string | null> {
   const host = localHost(target.listen);
   const { port } = target.listen;
   // node:tls, as the probe reads an answer from a certificate it need not trust.
@@ -253,7 +266,7 @@ function probeOnce(target: ProbeTarget, successor: string): Promise<string | nul
       socket.destroy();
       resolve(value);
     };
-    const timer = setTimeout(() => done(null), PROBE_TIMEOUT);
+    const timer = setTimeout(() => done(null), timeout);
     socket.setEncoding("latin1");
     socket.on("data", (chunk: string) => {
       head += chunk;
@@ -282,9 +295,14 @@ function viaOf508(head: string): string | null {
  */
 export async function successorServes(target: ProbeTarget, successor: string): Promise<boolean> {
   const wanted = viaEntry(successor);
+  const deadline = Date.now() + PROBE_BUDGET;
   for (let i = 0; i < PROBE_TRIES; i++) {
+    const left = deadline - Date.now();
+    if (left <= 0) break;
     // A probe cut, refused or timed out is null: another try.
-    if ((await probeOnce(target, successor)) === wanted) return true;
+    if ((await probeOnce(target, successor, Math.min(PROBE_TIMEOUT, left))) === wanted) {
+      return true;
+    }
   }
   return false;
 }

@@ -692,7 +692,7 @@ Deno.test("--takeover of a goround draining on SIGTERM (--engine deno, its liste
   let next: Goround | null = null;
   let session: Awaited<ReturnType<typeof openSocket>> | null = null;
   try {
-    old = await startGoround([...common, "--drain-timeout", "4s"]);
+    old = await startGoround([...common, "--drain-timeout", "6s"]);
     session = await openSocket(`ws://127.0.0.1:${old.port}/`);
     equal(await session.echo("before"), "echo before");
     await sendSignal(old.pid, "TERM");
@@ -700,9 +700,12 @@ Deno.test("--takeover of a goround draining on SIGTERM (--engine deno, its liste
       what: "the old process's drain",
     });
     // Its admin API answers through the drain: the new process finds a goround stopping, not an
-    // unknown holder of the port.
+    // unknown holder of the port. It waits for the admin port however long the other's drain
+    // (6 s), not its own (200 ms) plus 5 s.
     next = await startGoround([
       ...common,
+      "--drain-timeout",
+      "200ms",
       "--listen",
       `127.0.0.1:${old.port}`,
       "--admin",
@@ -776,6 +779,80 @@ Deno.test("--takeover: a SIGTERM while the new process asks waits for the answer
   } finally {
     await killQuietly(next);
     await old.shutdown().catch(() => {});
+    await backend.close();
+  }
+});
+
+Deno.test("SIGTERM while the workers start (one already serves) drains them: its request is answered", async () => {
+  const slow = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async () => {
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    return new Response("finished");
+  });
+  let reached = 0;
+  const backend = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    reached++;
+    return fetch(`http://127.0.0.1:${slow.addr.port}/`, { signal: req.signal });
+  });
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = probe.addr.port;
+  probe.close();
+  const lines: string[] = [];
+  let pid = 0;
+  const starting = startGoround([
+    "--backend",
+    `http://127.0.0.1:${backend.addr.port}`,
+    "--listen",
+    `127.0.0.1:${port}`,
+    "--workers",
+    "4",
+  ], { stderr: lines, spawned: (child) => (pid = child) });
+  starting.catch(() => {});
+  let conn: Deno.Conn | null = null;
+  try {
+    // The first worker listens while the others are still starting.
+    await waitFor(async () => (await listeners(port)) > 0, { what: "the first worker's listener" });
+    conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    await waitFor(() => reached === 1, { what: "the request at the backend" });
+    await sendSignal(pid, "TERM");
+    const buf = new Uint8Array(4096);
+    let text = "";
+    while (true) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      text += new TextDecoder().decode(buf.subarray(0, n));
+      if (text.includes("finished")) break;
+    }
+    match(text, /^HTTP\/1\.1 200[\s\S]*finished$/, `${text}\n${lines.join("\n")}`);
+  } finally {
+    conn?.close();
+    const proc = await starting.catch(() => null);
+    await killQuietly(proc);
+    await slow.shutdown();
+    await backend.shutdown();
+  }
+});
+
+Deno.test("SIGTERM: an admin request whose body never comes does not hold the drain past its timeout", async () => {
+  const backend = quickBackend();
+  const proxy = await startGoround(["--backend", backend.url, "--drain-timeout", "500ms"]);
+  const admin = await Deno.connect({ hostname: "127.0.0.1", port: portOf(proxy.adminUrl) });
+  try {
+    await admin.write(
+      new TextEncoder().encode(
+        `POST /backends HTTP/1.1\r\nHost: 127.0.0.1:${portOf(proxy.adminUrl)}\r\n` +
+          "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{",
+      ),
+    );
+    await sendSignal(proxy.pid, "TERM");
+    let exited: Deno.CommandStatus | null = null;
+    proxy.exited.then((status) => (exited = status));
+    // The drain (500 ms) and the admin API's close (1 s) at most, while the client holds on.
+    await waitFor(() => exited !== null, { timeout: 5000, what: "goround to exit" });
+    equal(exited!.code, 0);
+  } finally {
+    admin.close();
+    await proxy.stop();
     await backend.close();
   }
 });

@@ -85,7 +85,7 @@ export function bannerAt(lines: readonly string[]): number {
  *   `main.ts` (a test fixture's), relative to the repository root unless absolute (another
  *   checkout's); `fdLimit`: the most file descriptors it may open (`ulimit -n`, set by `sh`
  *   before it becomes goround); `stderr`: the array its stderr lines go to, for a test that
- *   watches them before the banner.
+ *   watches them before the banner; `spawned`: told the process id as soon as it runs.
  * @returns The running process.
  */
 export async function startGoround(
@@ -96,6 +96,7 @@ export async function startGoround(
     entry?: string;
     fdLimit?: number;
     stderr?: string[];
+    spawned?: (pid: number) => void;
   } = {},
 ): Promise<Goround> {
   const listen = [
@@ -126,6 +127,7 @@ export async function startGoround(
     stdin: "null",
     env: options.env ?? {},
   }).spawn();
+  options.spawned?.(child.pid);
   const stdout: string[] = [];
   const stderr: string[] = options.stderr ?? [];
   const drained = Promise.all([collect(child.stdout, stdout), collect(child.stderr, stderr)]);
