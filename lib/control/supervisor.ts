@@ -284,7 +284,10 @@ function createRun(
 ): PoolRun {
   const { workers } = options;
   const tag = options.named ? ` (pool ${name})` : "";
-  const pool = createPool(Math.max(DEFAULT_CAPACITY, 2 * config.backends.length), { workers });
+  // Twice the slots of the backends it may hold: a change that replaces them all finds free
+  // slots, so those leaving finish beside the new ones.
+  const limit = Math.max(DEFAULT_CAPACITY, 2 * config.backends.length);
+  const pool = createPool(2 * limit, { workers });
   const table: (Backend | null)[] = new Array(pool.capacity).fill(null);
   config.backends.forEach((backend, slot) => (table[slot] = backend));
   const lastError = new Map<number, LastError>();
@@ -412,9 +415,18 @@ interface PoolPlan {
   readonly fresh: boolean;
 }
 
-/** Backends that stay keep their slot; new ones take a free one, or when none is left (a full
- * pool replaced), the slot of one leaving. */
+/** The most backends a pool holds: half its slots (see {@linkcode createRun}). */
+function memberLimit(run: PoolRun): number {
+  return run.pool.capacity / 2;
+}
+
+/** Backends that stay keep their slot; new ones take a free one, or when none is left (slots
+ * still held by requests of backends removed before), the slot of one leaving. */
 function planPool(run: PoolRun, config: Config, fresh: boolean): PoolPlan {
+  const limit = memberLimit(run);
+  if (config.backends.length > limit) {
+    throw new ValidationError(`pool "${run.name}": more backends than the ${limit} slots`);
+  }
   const bySlot = new Map(run.slots.map((slot) => [run.table[slot]!.url, slot]));
   const urls = new Set(config.backends.map((b) => b.url));
   const vacating = run.slots.filter((slot) => !urls.has(run.table[slot]!.url));
@@ -426,9 +438,7 @@ function planPool(run: PoolRun, config: Config, fresh: boolean): PoolPlan {
     if (slot === undefined) slot = freeSlot(run.pool, taken);
     if (slot < 0) slot = vacating.find((s) => !taken.has(s)) ?? -1;
     if (slot < 0) {
-      throw new ValidationError(
-        `pool "${run.name}": more backends than the ${run.pool.capacity} slots`,
-      );
+      throw new ValidationError(`pool "${run.name}": more backends than the ${limit} slots`);
     }
     taken.add(slot);
     slots.push(slot);

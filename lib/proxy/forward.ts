@@ -95,8 +95,9 @@ export interface Incoming {
   readonly routed?: { readonly route: string; readonly pool: string };
   /** The request as the front end handed it over, before a route rewrote it. */
   readonly origin?: Incoming;
-  /** Whether it was handed to the current core once already (see `ProxyContext.redispatch`). */
-  readonly redispatched?: boolean;
+  /** Set when it is forwarded again by the cores in force (see `ProxyContext.redispatch`): the
+   * retries it has used, which count against the new limit. */
+  readonly rerouted?: { readonly retries: number };
 }
 
 /** A reply goround makes itself (a refusal, no backend, a loop). */
@@ -118,6 +119,9 @@ export type Reply =
     readonly extra?: readonly [string, string][];
     /** What the access log says about the request. */
     readonly trace?: Trace;
+    /** Answered through the cores in force, after a change retired the ones it began in: the
+     * route it met first adds nothing to it. */
+    readonly rerouted?: boolean;
   };
 
 /** The proxy's side of an access log line. */
@@ -509,13 +513,19 @@ async function forward(core: Core, incoming: Incoming): Promise<Reply> {
   }
 }
 
-/** A request whose core was replaced while it waited for room: routed again, once, with the
- * current one (its body is untouched or replayable, as a retry's). */
-function redispatch(state: RequestState): Promise<Reply> | Reply {
+/** A request whose core was replaced while it waited for room: routed again with the cores in
+ * force (its body is untouched or replayable, as a retry's), its retries carried over. Each time
+ * takes another change, so it cannot go round. */
+async function redispatch(state: RequestState): Promise<Reply> {
   const { redispatch } = state.core;
+  if (redispatch === null) return exhausted(state);
+  if (state.held) {
+    discard(state.held);
+    state.held = null;
+  }
   const incoming = state.incoming.origin ?? state.incoming;
-  if (redispatch === null || incoming.redispatched) return exhausted(state);
-  return redispatch({ ...incoming, redispatched: true });
+  const reply = await redispatch({ ...incoming, rerouted: { retries: state.retries } });
+  return { ...reply, rerouted: true };
 }
 
 /** A request's state before its first attempt. */
@@ -534,7 +544,7 @@ function startRequest(
     selection: core.picker.start(incoming),
     method: incoming.method,
     replayable: !(incoming.body instanceof ReadableStream),
-    retries: 0,
+    retries: incoming.rerouted?.retries ?? 0,
     limit: config.retries < 0 ? poolSize(core.pool) - 1 : config.retries,
     seen: null,
     last: null,

@@ -162,7 +162,8 @@ export function createRouted(
         reply: withTrace(localReply(404, "no route for this request"), null, null),
       };
     }
-    countRouteHit(process, routeSlots[route.index]!);
+    // One hit per request: one routed again after a change was counted where it met first.
+    if (given.rerouted === undefined) countRouteHit(process, routeSlots[route.index]!);
     const action = route.action;
     if (action.kind === "redirect") {
       const location = redirectLocation(action.location, incoming.authority, incoming.target);
@@ -225,7 +226,7 @@ export function createRouted(
       // need the reply again.
       const reply = core.forward(decision.incoming);
       if (noRules(route.responseHeaders)) return reply;
-      return reply.then((r) => withResponseRules(r, route.responseHeaders));
+      return reply.then((r) => r.rerouted ? r : withResponseRules(r, route.responseHeaders));
     },
     upgrade: upgradeWith((core) => core.upgrade),
     bridged: upgradeWith((core) => core.bridged),

@@ -704,11 +704,18 @@ for (const engine of ENGINES) {
   });
 }
 
-Deno.test("routes: a reload that replaces every backend of a pool too full for both sets applies under load; the new ones start from 0, down until checked", async () => {
-  // Started with one, the pool has 64 slots; 40 + 40 exceed them: the new ones take the slots
-  // of those leaving.
+Deno.test("routes: a reload that replaces all 64 backends of a pool under load: no request fails, the new ones start from 0, down until checked", async () => {
+  // Started with one, the pool holds 64: all of them replaced, the old ones serve beside the new
+  // until the new ones' first checks (200 ms each here) have passed.
+  const checkedSlowly = (name: string) =>
+    recordingBackend(async (req) => {
+      if (new URL(req.url).pathname === "/healthz") {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      return new Response(`${name} ok`);
+    });
   const sets = ["a", "b", "c"].map((set) =>
-    Array.from({ length: 40 }, (_, i) => named(`${set}${i}`))
+    Array.from({ length: 64 }, (_, i) => checkedSlowly(`${set}${i}`))
   );
   const [first, second, last] = sets as [
     RecordingBackend[],
@@ -717,6 +724,7 @@ Deno.test("routes: a reload that replaces every backend of a pool too full for b
   ];
   const config = (set: RecordingBackend[]) => ({
     "health-interval": "10s",
+    "health-path": "/healthz",
     pools: { g: { backends: set.map((b) => b.url), retries: 0 } },
     routes: [{ name: "all", pool: "g" }],
   });
@@ -754,11 +762,12 @@ Deno.test("routes: a reload that replaces every backend of a pool too full for b
     deepEqual(failures.slice(0, 10), [], `${failures.length} of ${load.served()} failed`);
     assert([...seen].every((name) => name.startsWith("c")), `old ones answered: ${[...seen]}`);
     const shown = (await status(proxy)).backends as Json[];
-    equal(shown.length, 40);
+    equal(shown.length, 64);
     // Each slot's counts are its new backend's own, not its former tenant's.
     for (const backend of last.slice(1)) {
       const row = shown.find((b) => b.url === backend.url);
-      equal(row?.requests, backend.requests.length, `${backend.url}: ${JSON.stringify(row)}`);
+      const served = backend.requests.filter((r) => !r.url.endsWith("/healthz")).length;
+      equal(row?.requests, served, `${backend.url}: ${JSON.stringify(row)}`);
     }
     const down = shown.find((b) => b.url === dead.url);
     deepEqual([down?.state, down?.requests], ["down", 0], JSON.stringify(down));
@@ -821,43 +830,63 @@ for (const full of [false, true]) {
   });
 }
 
-Deno.test("routes: requests queued at --max-conns when a reload replaces their backends are served by the new ones", async () => {
+Deno.test("routes: requests queued at --max-conns when reloads replace their backends are served by the new ones, once, by the new route", async () => {
   let release = () => {};
   const held = new Promise<void>((resolve) => (release = resolve));
   const a = recordingBackend(async () => {
     await held;
     return new Response("a");
   });
-  const b = named("b");
-  const config = (set: RecordingBackend[]) => ({
+  const [b, other] = [named("b"), named("other")];
+  const config = (set: RecordingBackend[], version: string, extra = false) => ({
     "health-interval": "10s",
     "max-conns": 1,
     "queue-timeout": "20s",
-    pools: { p: { backends: set.map((x) => x.url) } },
-    routes: [{ name: "all", pool: "p" }],
+    pools: {
+      p: { backends: set.map((x) => x.url) },
+      ...(extra ? { o: { backends: [other.url] } } : {}),
+    },
+    routes: [{ name: "all", pool: "p", "response-headers": { set: { "X-Ver": version } } }],
   });
-  const path = await configFile(config([a]));
+  const path = await configFile(config([a], "old"));
   const proxy = await startGoround(["--config", path, "--workers", "1", "--access-log", "off"]);
+  const reload = async (settings: unknown) => {
+    await Deno.writeTextFile(path, JSON.stringify(settings));
+    const reloads = proxy.stderr.filter((l) => l.includes("reloaded")).length;
+    await sendSignal(proxy.pid, "HUP");
+    await waitFor(() => proxy.stderr.filter((l) => l.includes("reloaded")).length > reloads, {
+      what: "the reload",
+    });
+  };
   const answers = Array.from(
     { length: 5 },
     () =>
       fetch(`${proxy.url}/q`).then(async (res) =>
-        `${res.status} ${(await res.text()).split(" ")[0]}`
+        `${res.status} ${(await res.text()).split(" ")[0]} ${res.headers.get("x-ver")}`
       ),
   );
   try {
     await waitFor(() => a.requests.length === 1, { what: "one request at a, four queued" });
-    await Deno.writeTextFile(path, JSON.stringify(config([b])));
-    await sendSignal(proxy.pid, "HUP");
-    // Their queue belonged to the config before: they are routed again, not left to time out.
+    // A change that leaves their pool alone, then one that replaces its backend: their queue
+    // belonged to the config before, so they are routed again, not left to time out.
+    await reload(config([a], "old", true));
+    await reload(config([b], "new", true));
     await waitFor(() => b.requests.length === 4, { timeout: 5000, what: "the queued four at b" });
     release();
-    deepEqual((await Promise.all(answers)).sort(), ["200 a", "200 b", "200 b", "200 b", "200 b"]);
+    deepEqual((await Promise.all(answers)).sort(), [
+      "200 a old",
+      "200 b new",
+      "200 b new",
+      "200 b new",
+      "200 b new",
+    ]);
     equal(a.requests.length, 1);
+    const hits = ((await status(proxy)).routes as { hits: number }[])[0]!.hits;
+    equal(hits, 5, "one hit per request");
   } finally {
     release();
     await Promise.allSettled(answers);
     await proxy.stop();
-    await Promise.all([a.close(), b.close()]);
+    await Promise.all([a.close(), b.close(), other.close()]);
   }
 });
