@@ -289,7 +289,9 @@ function listen(message: StartMessage, settings: FrontSettings): Front {
         closing = true;
         await new Promise((resolve) => setTimeout(resolve, idleGrace));
         await sessions.over();
-        await server.shutdown();
+        // A drain lets uploads under way finish; a replaced front (a new certificate) closes its
+        // listener at once, so that new connections get the new one.
+        await server.shutdown(idleGrace > 0);
       },
       goAway: sessions.goAway,
     };

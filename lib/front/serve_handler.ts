@@ -360,8 +360,10 @@ export function createServeHandler(
 export interface RestartingServer {
   /** The bound port. */
   readonly port: number;
-  /** Stops accepting and resolves once the requests in progress are answered. */
-  readonly shutdown: () => Promise<void>;
+  /** Stops accepting and resolves once the requests in progress are answered. `wait`: first
+   * let those being handled finish while still accepting (Deno.serve's shutdown cuts a request
+   * body still arriving); without, the listener closes at once. @default {true} */
+  readonly shutdown: (wait?: boolean) => Promise<void>;
 }
 
 /**
@@ -428,11 +430,11 @@ export function serveRestarting(
   const port = server.addr.port;
   return {
     port,
-    shutdown: async () => {
+    shutdown: async (wait = true) => {
       stopping = true;
       wake?.();
       // Those begun by now finish first (an upload that is still arriving among them).
-      await Promise.allSettled([...handling]);
+      if (wait) await Promise.allSettled([...handling]);
       await server.shutdown().catch(() => {});
     },
   };
