@@ -87,6 +87,9 @@ export interface PoolRun {
   readonly health: HealthChecker;
   /** Per ejected slot, the timer that logs the end of its ejection. */
   readonly ejections: Map<number, ReturnType<typeof setTimeout>>;
+  /** The slot each removed backend had: one that comes back takes it again, so its requests
+   * still in flight there count against its `--max-conns`. */
+  readonly former: Map<string, number>;
 }
 
 /** Everything the main thread keeps running. */
@@ -304,6 +307,7 @@ function createRun(
     pool,
     health,
     ejections: new Map(),
+    former: new Map(),
   };
 }
 
@@ -415,6 +419,18 @@ interface PoolPlan {
   readonly fresh: boolean;
 }
 
+/** The slot `url` had before it was removed, if no other backend has taken it since. */
+function formerSlot(run: PoolRun, url: string, taken: ReadonlySet<number>): number | undefined {
+  const slot = run.former.get(url);
+  if (slot === undefined || taken.has(slot) || run.table[slot] !== null) return undefined;
+  return slot;
+}
+
+/** Drops what {@linkcode PoolRun.former} says of `slot`, which a backend takes now. */
+function forget(run: PoolRun, slot: number): void {
+  for (const [url, former] of run.former) if (former === slot) run.former.delete(url);
+}
+
 /** The most backends a pool holds: half its slots (see {@linkcode createRun}). */
 function memberLimit(run: PoolRun): number {
   return run.pool.capacity / 2;
@@ -425,7 +441,7 @@ function memberLimit(run: PoolRun): number {
 function planPool(run: PoolRun, config: Config, fresh: boolean): PoolPlan {
   const limit = memberLimit(run);
   if (config.backends.length > limit) {
-    throw new ValidationError(`pool "${run.name}": more backends than the ${limit} slots`);
+    throw new ValidationError(`pool "${run.name}": more backends than the ${limit} a pool holds`);
   }
   const bySlot = new Map(run.slots.map((slot) => [run.table[slot]!.url, slot]));
   const urls = new Set(config.backends.map((b) => b.url));
@@ -434,15 +450,18 @@ function planPool(run: PoolRun, config: Config, fresh: boolean): PoolPlan {
   const slots: number[] = [];
   const table = [...run.table];
   for (const backend of config.backends) {
-    let slot = bySlot.get(backend.url);
+    let slot = bySlot.get(backend.url) ?? formerSlot(run, backend.url, taken);
     if (slot === undefined) slot = freeSlot(run.pool, taken);
     if (slot < 0) slot = vacating.find((s) => !taken.has(s)) ?? -1;
     if (slot < 0) {
-      throw new ValidationError(`pool "${run.name}": more backends than the ${limit} slots`);
+      throw new ValidationError(
+        `pool "${run.name}": no slot is free (removed backends still finish requests in them)`,
+      );
     }
     taken.add(slot);
     slots.push(slot);
     table[slot] = backend;
+    forget(run, slot);
   }
   const added = config.backends.filter((b) => !bySlot.has(b.url)).map((b) => b.url);
   const removed = [...bySlot.keys()].filter((url) => !config.backends.some((b) => b.url === url));
@@ -488,6 +507,7 @@ function leavePool({ plan, leaving }: Joining): void {
   const { run, config, slots, table } = plan;
   setMembers(run.pool, slots, config.backends.map((b) => b.weight));
   for (const slot of leaving) {
+    run.former.set(table[slot]!.url, slot);
     table[slot] = null;
     run.lastError.delete(slot);
     run.probeMs.delete(slot);

@@ -14,7 +14,7 @@ import { STATUS_NO_BACKEND, statusForFailure, UpstreamError } from "../errors.ts
 import { type ForwardContext, forwardRequestFields } from "../http/headers.ts";
 import { logLine } from "../log.ts";
 import { TAKEOVER_PROBE_PATH, viaEntry } from "./via.ts";
-import { createPicker, type Picker, Retired, type Selection } from "./pick.ts";
+import { createPicker, type Earlier, type Picker, Retired, type Selection } from "./pick.ts";
 import { createPassiveJudge, type PassiveJudge } from "./passive.ts";
 import {
   beginRequest,
@@ -96,8 +96,9 @@ export interface Incoming {
   /** The request as the front end handed it over, before a route rewrote it. */
   readonly origin?: Incoming;
   /** Set when it is forwarded again by the cores in force (see `ProxyContext.redispatch`): the
-   * retries it has used, which count against the new limit. */
-  readonly rerouted?: { readonly retries: number };
+   * retries it has used (they count against the new limit), the backends it was tried on, and
+   * when its wait for room ends. */
+  readonly rerouted?: Earlier & { readonly retries: number };
 }
 
 /** A reply goround makes itself (a refusal, no backend, a loop). */
@@ -524,7 +525,10 @@ async function redispatch(state: RequestState): Promise<Reply> {
     state.held = null;
   }
   const incoming = state.incoming.origin ?? state.incoming;
-  const reply = await redispatch({ ...incoming, rerouted: { retries: state.retries } });
+  const { avoid, queueUntil } = state.selection;
+  const tried = avoid.flatMap((slot) => state.core.backends[slot]?.url ?? []);
+  const rerouted = { retries: state.retries, tried, queueUntil };
+  const reply = await redispatch({ ...incoming, rerouted });
   return { ...reply, rerouted: true };
 }
 

@@ -45,6 +45,16 @@ export interface Selection extends SelectionContext {
   readonly avoid: number[];
   /** The slot a valid sticky cookie pins the request to, or -1. */
   readonly pinned: number;
+  /** Epoch ms at which its wait for `--max-conns` room ends (0: it has not waited). */
+  queueUntil: number;
+}
+
+/** What a request routed again after a change brings from the cores it began in. */
+export interface Earlier {
+  /** The backends (URLs) it was tried on. */
+  readonly tried: readonly string[];
+  /** See {@linkcode Selection.queueUntil}: the wait goes on, it does not start over. */
+  readonly queueUntil: number;
 }
 
 /** What picking needs to know of a request. */
@@ -53,6 +63,8 @@ export interface PickRequest {
   readonly clientIp: string;
   /** Its fields, names lowercased. */
   readonly headers: Iterable<readonly [string, string]>;
+  /** Set when it is routed again after a change. */
+  readonly rerouted?: Earlier;
 }
 
 /** A worker's backend picker. */
@@ -143,6 +155,9 @@ export function createPicker(
   const sticky = config.sticky === "cookie" ? createSticky(config.stickyKey) : null;
   const stickyIds = sticky ? backends.map((b) => (b ? sticky.idOf(b.url) : "")) : [];
   const waiting = createCapacityQueue(pool);
+  /** The slots of backends tried before a change, known by URL. */
+  const slotsOf = (urls: readonly string[]): number[] =>
+    backends.flatMap((backend, slot) => backend && urls.includes(backend.url) ? [slot] : []);
   const backendOf = (slot: number): Backend | undefined => {
     const backend = backends[slot];
     return backend !== undefined && tenants[slot] === tenantOf(pool, slot) ? backend : undefined;
@@ -175,11 +190,13 @@ export function createPicker(
   };
   /** Waits up to --queue-timeout for a backend at --max-conns to get room, behind the requests
    * queued before. */
-  const queue = (selection: Selection, retry: boolean): Promise<number> =>
-    waiting.wait(() => claim(selection, retry), {
-      timeoutMs: config.queueTimeout,
+  const queue = (selection: Selection, retry: boolean): Promise<number> => {
+    if (selection.queueUntil === 0) selection.queueUntil = Date.now() + config.queueTimeout;
+    return waiting.wait(() => claim(selection, retry), {
+      timeoutMs: Math.max(0, selection.queueUntil - Date.now()),
       restricted: selection.avoid.length > 0,
     });
+  };
 
   const choose = (selection: Selection, retry: boolean): number | Promise<number> => {
     // First come, first served: behind the waiters, unless nothing is full any more (all down).
@@ -212,11 +229,12 @@ export function createPicker(
 
   return {
     start: (request) => ({
-      avoid: [],
+      avoid: request.rerouted ? slotsOf(request.rerouted.tried) : [],
       key: config.algorithm === "hash" ? hashKey(config.hashKey, request) : "",
       maxConns: config.maxConns,
       slowStart: config.slowStart,
       pinned: pinnedFor(request),
+      queueUntil: request.rerouted?.queueUntil ?? 0,
     }),
     next: (selection, retry) =>
       selection.pinned >= 0 && !selection.avoid.includes(selection.pinned)

@@ -464,7 +464,7 @@ Deno.test("POST /backends: a pool holds 64 backends (or twice those it started w
     }
     const over = await call(`${proxy.adminUrl}/backends`, "POST", { url: "http://127.0.0.1:65" });
     equal(over.status, 400);
-    match(String(over.json), /more backends than the 64 slots/);
+    match(String(over.json), /more backends than the 64 a pool holds/);
     equal((await status(proxy.adminUrl)).backends.length, 64);
     equal((await get(proxy.url)).status, 200, "the pool still serves");
   } finally {

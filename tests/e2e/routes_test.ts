@@ -890,3 +890,135 @@ Deno.test("routes: requests queued at --max-conns when reloads replace their bac
     await Promise.all([a.close(), b.close(), other.close()]);
   }
 });
+
+Deno.test("routes: a request queued across reloads waits out its --queue-timeout once, not anew after each", async () => {
+  let release = () => {};
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const a = recordingBackend(async () => {
+    await held;
+    return new Response("a");
+  });
+  const other = named("other");
+  const config = (extra: boolean) => ({
+    "health-interval": "10s",
+    "max-conns": 1,
+    "queue-timeout": "1s",
+    pools: {
+      p: { backends: [a.url] },
+      ...(extra ? { o: { backends: [other.url] } } : {}),
+    },
+    routes: [{ name: "all", pool: "p" }],
+  });
+  const path = await configFile(config(false));
+  const proxy = await startGoround(["--config", path, "--workers", "1", "--access-log", "off"]);
+  const first = fetch(`${proxy.url}/held`);
+  let answered = 0;
+  try {
+    await waitFor(() => a.requests.length === 1, { what: "the held request at a" });
+    const queued = fetch(`${proxy.url}/queued`).then(async (res) => {
+      answered = Date.now();
+      return [res.status, await res.text()];
+    });
+    const since = Date.now();
+    // Changes to another pool keep coming, 4 s long, while it waits; each retires the cores it
+    // waits in (spaced, so that a wait started anew at each would outlast them).
+    for (let round = 0; answered === 0 && Date.now() - since < 4000; round++) {
+      if (round > 0) await new Promise((resolve) => setTimeout(resolve, 250));
+      await Deno.writeTextFile(path, JSON.stringify(config(round % 2 === 0)));
+      const reloads = proxy.stderr.filter((l) => l.includes("reloaded")).length;
+      await sendSignal(proxy.pid, "HUP");
+      await waitFor(() => proxy.stderr.filter((l) => l.includes("reloaded")).length > reloads, {
+        what: "the reload",
+      });
+    }
+    deepEqual((await queued)[0], 503);
+    const waited = answered - since;
+    assert(waited < 2500, `answered after ${waited} ms with a 1 s queue timeout`);
+  } finally {
+    release();
+    await first.then((res) => res.text()).catch(() => {});
+    await proxy.stop();
+    await Promise.all([a.close(), other.close()]);
+  }
+});
+
+Deno.test("routes: a backend removed and put back while its request runs keeps --max-conns", async () => {
+  let release = () => {};
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const a = recordingBackend(async (req) => {
+    if (new URL(req.url).pathname === "/held") await held;
+    return new Response("a");
+  });
+  const b = named("b");
+  const config = (set: RecordingBackend[]) => ({
+    "health-interval": "10s",
+    "max-conns": 1,
+    pools: { p: { backends: set.map((x) => x.url) } },
+    routes: [{ name: "all", pool: "p" }],
+  });
+  const path = await configFile(config([a]));
+  const proxy = await startGoround(["--config", path, "--workers", "1", "--access-log", "off"]);
+  const reload = async (set: RecordingBackend[]) => {
+    await Deno.writeTextFile(path, JSON.stringify(config(set)));
+    const reloads = proxy.stderr.filter((l) => l.includes("reloaded")).length;
+    await sendSignal(proxy.pid, "HUP");
+    await waitFor(() => proxy.stderr.filter((l) => l.includes("reloaded")).length > reloads, {
+      what: "the reload",
+    });
+  };
+  const first = fetch(`${proxy.url}/held`);
+  try {
+    await waitFor(() => a.requests.length === 1, { what: "the held request at a" });
+    await reload([b]);
+    await reload([a]);
+    const row = async () => ((await status(proxy)).backends as Json[]).find((x) => x.url === a.url);
+    await waitFor(async () => (await row())?.state === "up", { what: "a back up" });
+    // Its request still runs there: it is at its one connection.
+    equal((await row()).inFlight, 1, JSON.stringify(await row()));
+    release();
+    equal(await (await first).text(), "a");
+    equal(await (await fetch(`${proxy.url}/next`)).text(), "a");
+  } finally {
+    release();
+    await first.then((res) => res.text()).catch(() => {});
+    await proxy.stop();
+    await Promise.all([a.close(), b.close()]);
+  }
+});
+
+Deno.test("routes: a retry waiting for room when a reload comes goes to a backend it has not tried", async () => {
+  let release = () => {};
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const f = recordingBackend(() => new Response("f fails", { status: 503 }));
+  const g = recordingBackend(async () => {
+    await held;
+    return new Response("g");
+  });
+  const h = named("h");
+  const config = (set: RecordingBackend[]) => ({
+    "health-interval": "10s",
+    "max-conns": 1,
+    "queue-timeout": "20s",
+    pools: { p: { backends: set.map((x) => x.url), retries: 1 } },
+    routes: [{ name: "all", pool: "p" }],
+  });
+  const path = await configFile(config([f, g]));
+  const proxy = await startGoround(["--config", path, "--workers", "1", "--access-log", "off"]);
+  const first = fetch(`${proxy.url}/held`);
+  try {
+    await waitFor(() => g.requests.length === 1, { what: "g held" });
+    // f answers 503; its retry waits for g's room.
+    const retried = fetch(`${proxy.url}/r`).then(async (res) => [res.status, await res.text()]);
+    const tries = () => f.requests.filter((r) => r.url.endsWith("/r")).length;
+    await waitFor(() => tries() === 1, { what: "the first try at f" });
+    await Deno.writeTextFile(path, JSON.stringify(config([f, h])));
+    await sendSignal(proxy.pid, "HUP");
+    deepEqual(await retried, [200, "h /r env=null"]);
+    equal(tries(), 1, "f, tried already, was not tried again");
+  } finally {
+    release();
+    await first.then((res) => res.text()).catch(() => {});
+    await proxy.stop();
+    await Promise.all([f.close(), g.close(), h.close()]);
+  }
+});
