@@ -190,12 +190,14 @@ export function createPicker(
   };
   /** Waits up to --queue-timeout for a backend at --max-conns to get room, behind the requests
    * queued before. */
-  const queue = (selection: Selection, retry: boolean): Promise<number> => {
+  const queue = async (selection: Selection, retry: boolean): Promise<number> => {
     if (selection.queueUntil === 0) selection.queueUntil = Date.now() + config.queueTimeout;
-    return waiting.wait(() => claim(selection, retry), {
+    const slot = await waiting.wait(() => claim(selection, retry), {
       timeoutMs: Math.max(0, selection.queueUntil - Date.now()),
       restricted: selection.avoid.length > 0,
     });
+    if (slot >= 0) selection.queueUntil = 0; // a later wait (a retry's) is a wait of its own
+    return slot;
   };
 
   const choose = (selection: Selection, retry: boolean): number | Promise<number> => {

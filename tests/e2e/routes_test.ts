@@ -1022,3 +1022,57 @@ Deno.test("routes: a retry waiting for room when a reload comes goes to a backen
     await Promise.all([f.close(), g.close(), h.close()]);
   }
 });
+
+Deno.test("routes: a retry after a request's wait for room gets a --queue-timeout of its own", async () => {
+  const gates = {
+    a: Promise.withResolvers<void>(),
+    r: Promise.withResolvers<void>(),
+    b: Promise.withResolvers<void>(),
+  };
+  const a = recordingBackend(async (req) => {
+    if (new URL(req.url).pathname === "/r") {
+      await gates.r.promise;
+      return new Response("a fails", { status: 503 });
+    }
+    await gates.a.promise;
+    return new Response("a");
+  });
+  const b = recordingBackend(async (req) => {
+    if (new URL(req.url).pathname !== "/r") await gates.b.promise;
+    return new Response("b");
+  });
+  const path = await configFile({
+    "health-interval": "10s",
+    "max-conns": 1,
+    "queue-timeout": "1s",
+    pools: { p: { backends: [a.url, b.url], retries: 1 } },
+    routes: [{ name: "all", pool: "p" }],
+  });
+  const proxy = await startGoround(["--config", path, "--workers", "1", "--access-log", "off"]);
+  const holds = [fetch(`${proxy.url}/hold`), fetch(`${proxy.url}/hold`)];
+  let settled = false;
+  try {
+    await waitFor(() => a.requests.length === 1 && b.requests.length === 1, { what: "both full" });
+    const since = Date.now();
+    const r = fetch(`${proxy.url}/r`).then(async (res) => [res.status, await res.text()]);
+    r.finally(() => (settled = true));
+    await waitFor(
+      async () =>
+        /goround_queue_depth\S* 1\b/.test(await (await fetch(`${proxy.adminUrl}/metrics`)).text()),
+      { what: "r waiting for room" },
+    );
+    gates.a.resolve(); // a has room: r waited, then goes there
+    await waitFor(() => a.requests.some((x) => x.url.endsWith("/r")), { what: "r at a" });
+    // Past r's first wait's deadline, a answers 503; the retry must wait for b afresh.
+    await waitFor(() => Date.now() - since > 1200, { what: "the first deadline to pass" });
+    gates.r.resolve();
+    await waitFor(() => settled || Date.now() - since > 1500, { what: "r or 300 ms" });
+    gates.b.resolve();
+    deepEqual(await r, [200, "b"]);
+  } finally {
+    for (const gate of Object.values(gates)) gate.resolve();
+    await Promise.allSettled(holds.map((h) => h.then((res) => res.text())));
+    await proxy.stop();
+    await Promise.all([a.close(), b.close()]);
+  }
+});
