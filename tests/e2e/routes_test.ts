@@ -63,6 +63,16 @@ async function status(proxy: Goround): Promise<Json> {
   return await res.json();
 }
 
+/** Writes `config` to `path`, sends SIGHUP, and waits for goround's `reloaded` line. */
+async function reloadWith(proxy: Goround, path: string, config: unknown): Promise<void> {
+  await Deno.writeTextFile(path, JSON.stringify(config));
+  const reloads = proxy.stderr.filter((l) => l.includes("reloaded")).length;
+  await sendSignal(proxy.pid, "HUP");
+  await waitFor(() => proxy.stderr.filter((l) => l.includes("reloaded")).length > reloads, {
+    what: "the reload",
+  });
+}
+
 /** Kept-alive clients asking goround without pause until stopped (30 s at most). */
 interface Load {
   /** Requests answered so far. */
@@ -627,12 +637,7 @@ Deno.test("routes: reloads that move backends between pools and routes to other 
   try {
     await waitFor(() => load.served() > 50, { what: "traffic" });
     for (let round = 0; round < 8; round++) {
-      await Deno.writeTextFile(path, JSON.stringify(round % 2 === 0 ? configB : configA));
-      const reloads = proxy.stderr.filter((l) => l.includes("reloaded")).length;
-      await sendSignal(proxy.pid, "HUP");
-      await waitFor(() => proxy.stderr.filter((l) => l.includes("reloaded")).length > reloads, {
-        what: `reload ${round + 1}`,
-      });
+      await reloadWith(proxy, path, round % 2 === 0 ? configB : configA);
       const now = load.served();
       await waitFor(() => load.served() > now + 20, { what: "traffic after the reload" });
     }
@@ -805,14 +810,7 @@ for (const full of [false, true]) {
     });
     const path = await configFile(config([a, b]));
     const proxy = await startGoround(["--config", path, "--workers", "1", "--access-log", "off"]);
-    const reload = async (set: RecordingBackend[]) => {
-      await Deno.writeTextFile(path, JSON.stringify(config(set)));
-      const reloads = proxy.stderr.filter((l) => l.includes("reloaded")).length;
-      await sendSignal(proxy.pid, "HUP");
-      await waitFor(() => proxy.stderr.filter((l) => l.includes("reloaded")).length > reloads, {
-        what: "the reload",
-      });
-    };
+    const reload = (set: RecordingBackend[]) => reloadWith(proxy, path, config(set));
     try {
       const slow = fetch(`${proxy.url}/slow`);
       await waitFor(() => a.requests.length === 1, { what: "the slow request at a" });
@@ -850,14 +848,7 @@ Deno.test("routes: requests queued at --max-conns when reloads replace their bac
   });
   const path = await configFile(config([a], "old"));
   const proxy = await startGoround(["--config", path, "--workers", "1", "--access-log", "off"]);
-  const reload = async (settings: unknown) => {
-    await Deno.writeTextFile(path, JSON.stringify(settings));
-    const reloads = proxy.stderr.filter((l) => l.includes("reloaded")).length;
-    await sendSignal(proxy.pid, "HUP");
-    await waitFor(() => proxy.stderr.filter((l) => l.includes("reloaded")).length > reloads, {
-      what: "the reload",
-    });
-  };
+  const reload = (settings: unknown) => reloadWith(proxy, path, settings);
   const answers = Array.from(
     { length: 5 },
     () =>
@@ -924,12 +915,7 @@ Deno.test("routes: a request queued across reloads waits out its --queue-timeout
     // waits in (spaced, so that a wait started anew at each would outlast them).
     for (let round = 0; answered === 0 && Date.now() - since < 4000; round++) {
       if (round > 0) await new Promise((resolve) => setTimeout(resolve, 250));
-      await Deno.writeTextFile(path, JSON.stringify(config(round % 2 === 0)));
-      const reloads = proxy.stderr.filter((l) => l.includes("reloaded")).length;
-      await sendSignal(proxy.pid, "HUP");
-      await waitFor(() => proxy.stderr.filter((l) => l.includes("reloaded")).length > reloads, {
-        what: "the reload",
-      });
+      await reloadWith(proxy, path, config(round % 2 === 0));
     }
     deepEqual((await queued)[0], 503);
     const waited = answered - since;
@@ -958,14 +944,7 @@ Deno.test("routes: a backend removed and put back while its request runs keeps -
   });
   const path = await configFile(config([a]));
   const proxy = await startGoround(["--config", path, "--workers", "1", "--access-log", "off"]);
-  const reload = async (set: RecordingBackend[]) => {
-    await Deno.writeTextFile(path, JSON.stringify(config(set)));
-    const reloads = proxy.stderr.filter((l) => l.includes("reloaded")).length;
-    await sendSignal(proxy.pid, "HUP");
-    await waitFor(() => proxy.stderr.filter((l) => l.includes("reloaded")).length > reloads, {
-      what: "the reload",
-    });
-  };
+  const reload = (set: RecordingBackend[]) => reloadWith(proxy, path, config(set));
   const first = fetch(`${proxy.url}/held`);
   try {
     await waitFor(() => a.requests.length === 1, { what: "the held request at a" });
